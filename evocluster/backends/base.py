@@ -1,0 +1,125 @@
+"""The small contract every backend implements, and the frame envelope they share.
+
+A backend has two halves:
+
+* a :class:`Transport`, on the master, that moves frames to and from ``n_workers`` workers and
+  waits for incoming frames without spinning a core;
+* a :class:`Channel`, in each worker, that receives and sends frames for the serve loop in
+  :mod:`evocluster.worker`.
+
+Neither half knows what the frames mean: :mod:`evocluster.protocol` and the scheduler in
+:mod:`evocluster.executor` do.  A message of frames ``[head, *buffers]`` travels as an *envelope*
+(part count, part sizes and, when it is small, the head itself) followed by its parts, each part
+cut into pieces of at most :data:`PIECE` bytes so that no single transfer exceeds what a 32-bit
+count can describe (messages larger than 2 GiB work on any MPI).
+"""
+
+from __future__ import annotations
+
+import abc
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+from ..serialization import Frames
+
+__all__ = ["PIECE", "Channel", "Event", "Transport", "decode_envelope", "encode_envelope", "pieces"]
+
+#: Largest single transfer (bytes).  1 GiB: far below the 2**31 - 1 limit of MPI's int counts.
+PIECE = 1 << 30
+#: A head up to this size travels inside the envelope (one message for a typical small task).
+INLINE_MAX = 1 << 20
+
+_COUNTS = struct.Struct("<QQ")
+
+#: What :meth:`Transport.poll` returns: ``(worker, frames, None)`` for a message, or
+#: ``(worker, None, reason)`` when the worker is gone (its process died, its pipe closed).
+Event = tuple[int, "Frames | None", "str | None"]
+
+
+def encode_envelope(frames: Sequence[Any]) -> tuple[bytes, list[memoryview]]:
+    """Return ``(envelope, parts)``: the envelope bytes to send first, then each part."""
+    head = memoryview(frames[0]).cast("B")
+    inline = head.nbytes <= INLINE_MAX
+    parts = [memoryview(f).cast("B") for f in (frames[1:] if inline else frames)]
+    sizes = [p.nbytes for p in parts]
+    env = _COUNTS.pack(len(sizes), 1 if inline else 0) + struct.pack(f"<{len(sizes)}Q", *sizes)
+    return (env + head.tobytes() if inline else env), parts
+
+
+def decode_envelope(env: Any) -> tuple[memoryview | None, list[int]]:
+    """Return ``(inline_head_or_None, part_sizes)`` from an envelope."""
+    view = memoryview(env).cast("B")
+    n, inline = _COUNTS.unpack_from(view)
+    sizes = list(struct.unpack_from(f"<{n}Q", view, _COUNTS.size))
+    start = _COUNTS.size + 8 * n
+    return (view[start:] if inline else None), sizes
+
+
+def pieces(nbytes: int) -> list[tuple[int, int]]:
+    """The ``(start, stop)`` byte ranges a part of ``nbytes`` is cut into (at least one)."""
+    return [(a, min(a + PIECE, nbytes)) for a in range(0, nbytes, PIECE)] or [(0, 0)]
+
+
+def assemble(head: memoryview | None, parts: list[Any]) -> Frames:
+    """Frames from a decoded envelope's inline head (if any) and the received parts."""
+    return [head, *parts] if head is not None else parts
+
+
+class Transport(abc.ABC):
+    """Master side of a backend.  Used by one thread only (the executor's scheduler thread),
+    except :meth:`wakeup`, which any thread may call."""
+
+    #: Number of workers this transport reaches (fixed for its lifetime).
+    n_workers: int
+
+    @abc.abstractmethod
+    def send(self, worker: int, frames: Frames) -> None:
+        """Start sending ``frames`` to ``worker``; keep the buffers alive until sent.
+
+        May block while the worker is not reading, so the scheduler sends large messages only to
+        workers that are idle (waiting to receive)."""
+
+    @abc.abstractmethod
+    def poll(self, timeout: float | None) -> list[Event]:
+        """Wait up to ``timeout`` seconds (``None``: until something happens) for messages.
+
+        Returns early, possibly with an empty list, after :meth:`wakeup`.  Must not spin a core."""
+
+    @abc.abstractmethod
+    def wakeup(self) -> None:
+        """Make a current or the next :meth:`poll` return at once (thread-safe)."""
+
+    @abc.abstractmethod
+    def clear_wakeup(self) -> None:
+        """Forget earlier :meth:`wakeup` calls (called by the scheduler before it looks for work)."""
+
+    @abc.abstractmethod
+    def close(self, stop_frames: Frames) -> None:
+        """Send ``stop_frames`` to every live worker and release the transport."""
+
+    def describe(self, worker: int) -> str:
+        """A label for messages: which worker, where."""
+        return f"worker {worker + 1} of {self.n_workers}"
+
+    def abort(self, code: int) -> None:  # noqa: B027 - optional hook, default does nothing
+        """End every worker at once after a fatal error (MPI: ``MPI_Abort``)."""
+
+
+class Channel(abc.ABC):
+    """Worker side of a backend."""
+
+    rank: int
+    size: int
+    host: str
+
+    @abc.abstractmethod
+    def recv(self) -> Frames:
+        """Wait, without spinning a core, for the next message from the master."""
+
+    @abc.abstractmethod
+    def send(self, frames: Frames) -> None:
+        """Send a message to the master; returns when its buffers may be reused."""
+
+    def label(self) -> str:
+        return f"worker rank {self.rank} of {self.size} on host {self.host}"

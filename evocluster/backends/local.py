@@ -1,0 +1,223 @@
+"""Local backends: ``serial`` (evaluate in the master process) and ``local`` (a process pool).
+
+* :class:`InlineTransport` evaluates each chunk inside the master's scheduler thread, after a full
+  serialisation round trip, so the serial backend is a faithful oracle: what does not pickle fails
+  here as it would on a cluster.
+* :class:`ProcessTransport` starts ``n`` worker interpreters (``python -m
+  evocluster.backends.local FD RANK SIZE``), each connected by a socket pair.  Waiting is
+  ``select`` on those sockets plus a wake-up pipe: no polling at all, on either side.  A worker
+  that dies is seen at once as end-of-file on its socket.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections import deque
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from .. import protocol
+from ..serialization import Frames, dumps, loads
+from ..worker import Worker, serve
+from .base import Channel, Event, Transport, assemble, decode_envelope, encode_envelope, pieces
+
+__all__ = ["InlineTransport", "LocalChannel", "ProcessTransport"]
+
+
+class InlineTransport(Transport):
+    """The serial backend: one "worker", the master process itself."""
+
+    n_workers = 1
+
+    def __init__(self) -> None:
+        self._worker = Worker("serial worker (in the master process)")
+        self._out: deque[Frames] = deque()
+        self._wake = threading.Event()
+
+    def send(self, worker: int, frames: Frames) -> None:
+        # copy every frame: the evaluation must not share memory with the master's arguments
+        record = loads([bytes(f) for f in frames])
+        if record[0] == protocol.TASK:
+            self._out.append(dumps(self._worker.run(record)))
+
+    def poll(self, timeout: float | None) -> list[Event]:
+        if not self._out:
+            self._wake.wait(timeout)
+        events: list[Event] = [(0, f, None) for f in self._out]
+        self._out.clear()
+        return events
+
+    def wakeup(self) -> None:
+        self._wake.set()
+
+    def clear_wakeup(self) -> None:
+        self._wake.clear()
+
+    def close(self, stop_frames: Frames) -> None:
+        pass
+
+    def describe(self, worker: int) -> str:
+        return "the serial worker (in the master process)"
+
+
+def _send(conn: Connection, frames: Frames) -> None:
+    env, parts = encode_envelope(frames)
+    conn.send_bytes(env)
+    for part in parts:
+        for a, b in pieces(part.nbytes):
+            conn.send_bytes(part[a:b])
+
+
+def _recv(conn: Connection) -> Frames:
+    head, sizes = decode_envelope(conn.recv_bytes())
+    parts: list[Any] = []
+    for size in sizes:
+        buf = bytearray(size)
+        view = memoryview(buf)
+        for a, b in pieces(size):
+            if b > a:
+                conn.recv_bytes_into(view[a:b])
+            else:
+                conn.recv_bytes()
+        parts.append(buf)
+    return assemble(head, parts)
+
+
+def _exit_reason(proc: subprocess.Popen[bytes]) -> str:
+    try:
+        code = proc.wait(timeout=2)
+    except subprocess.TimeoutExpired:
+        return "its connection closed while the process was still running"
+    if code < 0:
+        return f"the process was killed by {signal.Signals(-code).name}"
+    return f"the process exited with code {code}"
+
+
+class ProcessTransport(Transport):
+    """A pool of ``n`` local worker processes."""
+
+    def __init__(self, n: int, job: dict[str, Any] | None, options: Any) -> None:
+        self.n_workers = n
+        self._conns: list[Connection] = []
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._alive = [True] * n
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        for rank in range(1, n + 1):
+            ours, theirs = socket.socketpair()
+            fd = theirs.fileno()
+            cmd = [sys.executable, "-m", "evocluster.backends.local", str(fd), str(rank), str(n)]
+            self._procs.append(
+                subprocess.Popen(cmd, pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL)
+            )
+            theirs.close()
+            self._conns.append(Connection(ours.detach()))
+        # the wake-up pipe: a byte written here ends a poll's select at once
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._lost: list[Event] = []
+        init = dumps(protocol.init(job, {}))
+        for w in range(n):
+            self.send(w, init)
+
+    def describe(self, worker: int) -> str:
+        return f"local worker {worker + 1} of {self.n_workers} (pid {self._procs[worker].pid})"
+
+    def send(self, worker: int, frames: Frames) -> None:
+        if not self._alive[worker]:
+            return
+        try:
+            _send(self._conns[worker], frames)
+        except OSError:
+            self._mark_lost(worker)
+
+    def _mark_lost(self, worker: int) -> None:
+        if self._alive[worker]:
+            self._alive[worker] = False
+            self._lost.append((worker, None, _exit_reason(self._procs[worker])))
+
+    def poll(self, timeout: float | None) -> list[Event]:
+        events, self._lost = self._lost, []
+        if events:
+            return events
+        live = [c for c, ok in zip(self._conns, self._alive) if ok]
+        for obj in wait([*live, self._wake_r], timeout):
+            if obj == self._wake_r:
+                continue
+            assert isinstance(obj, Connection)
+            w = self._conns.index(obj)
+            try:
+                events.append((w, _recv(obj), None))
+            except (EOFError, OSError):
+                self._mark_lost(w)
+        events += self._lost
+        self._lost = []
+        return events
+
+    def wakeup(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:  # the pipe is full: a wake-up is pending anyway
+            pass
+
+    def clear_wakeup(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self, stop_frames: Frames) -> None:
+        for w in range(self.n_workers):
+            self.send(w, stop_frames)
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for conn in self._conns:
+            conn.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def abort(self, code: int) -> None:
+        for proc in self._procs:
+            proc.kill()
+
+
+class LocalChannel(Channel):
+    """A local worker's end of its socket pair."""
+
+    def __init__(self, fd: int, rank: int, size: int) -> None:
+        self._conn = Connection(fd)
+        self.rank, self.size, self.host = rank, size, socket.gethostname()
+
+    def label(self) -> str:
+        return f"local worker {self.rank} of {self.size} (pid {os.getpid()})"
+
+    def recv(self) -> Frames:
+        return _recv(self._conn)  # a blocking read: the process sleeps in the kernel
+
+    def send(self, frames: Frames) -> None:
+        _send(self._conn, frames)
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of a local worker process: ``FD RANK SIZE``."""
+    fd, rank, size = (int(a) for a in argv)
+    try:
+        return serve(LocalChannel(fd, rank, size))
+    except (EOFError, ConnectionError):  # the master is gone: nothing left to serve
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,87 @@
+"""Options: a keyword argument wins over an ``EVOCLUSTER_*`` environment variable, which wins over
+the default.  Every option is validated here, once, with a message that says what to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from .errors import ConfigurationError
+
+__all__ = ["BACKENDS", "Options", "resolve"]
+
+#: Backend names accepted by ``--backend`` / ``EVOCLUSTER_BACKEND`` / ``Executor(backend=...)``.
+BACKENDS = ("auto", "mpi", "local", "serial")
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The resolved options of one executor (plain data: picklable, sent to workers at start)."""
+
+    backend: str = "auto"
+    #: local pool size; ``None`` means ``os.cpu_count()``.
+    workers: int | None = None
+    #: chunks in flight per worker (1 = no prefetch); 2 keeps a worker busy while its result travels.
+    prefetch: int = 2
+    #: a chunk whose serialised size exceeds this many bytes is sent only to an idle worker, so a
+    #: large transfer never waits behind a long evaluation (and never stalls the master's sends).
+    prefetch_max_bytes: int = 256 * 1024
+    #: shortest and longest sleep of an idle worker's polling loop (seconds), exponential backoff.
+    poll_min: float = 2e-5
+    poll_max: float = 0.02
+    #: the master's longest sleep while it waits for results (seconds).
+    master_poll_max: float = 1e-3
+    #: target duration of one chunk of cheap tasks under automatic chunking (seconds).
+    chunk_target: float = 0.01
+
+
+_ENV = {
+    "backend": ("EVOCLUSTER_BACKEND", str),
+    "workers": ("EVOCLUSTER_WORKERS", int),
+    "prefetch": ("EVOCLUSTER_PREFETCH", int),
+    "prefetch_max_bytes": ("EVOCLUSTER_PREFETCH_MAX_BYTES", int),
+    "poll_min": ("EVOCLUSTER_POLL_MIN", float),
+    "poll_max": ("EVOCLUSTER_POLL_MAX", float),
+    "master_poll_max": ("EVOCLUSTER_MASTER_POLL_MAX", float),
+    "chunk_target": ("EVOCLUSTER_CHUNK_TARGET", float),
+}
+
+
+def resolve(**kwargs: Any) -> Options:
+    """Build :class:`Options` from keywords (``None`` = not given), the environment and defaults.
+
+    Raises:
+        ConfigurationError: an unknown option, or a value out of range, naming its source.
+    """
+    values: dict[str, Any] = {}
+    for name, value in kwargs.items():
+        if name not in _ENV:
+            raise ConfigurationError(f"unknown option {name!r}; known: {', '.join(sorted(_ENV))}")
+        if value is not None:
+            values[name] = value
+    for name, (var, conv) in _ENV.items():
+        if name in values or var not in os.environ:
+            continue
+        raw = os.environ[var]
+        try:
+            values[name] = conv(raw)
+        except ValueError as e:
+            raise ConfigurationError(f"{var}={raw!r} is not a valid {conv.__name__}") from e
+    opts = Options(**values)
+    _validate(opts)
+    return opts
+
+
+def _validate(o: Options) -> None:
+    if o.backend not in BACKENDS:
+        raise ConfigurationError(f"backend must be one of {', '.join(BACKENDS)}, not {o.backend!r}")
+    if o.workers is not None and o.workers < 1:
+        raise ConfigurationError(f"workers must be >= 1, not {o.workers}")
+    if o.prefetch < 1:
+        raise ConfigurationError(f"prefetch must be >= 1, not {o.prefetch}")
+    if not 0 < o.poll_min <= o.poll_max:
+        raise ConfigurationError("poll_min must be > 0 and <= poll_max")
+    if o.master_poll_max <= 0 or o.chunk_target <= 0:
+        raise ConfigurationError("master_poll_max and chunk_target must be > 0")

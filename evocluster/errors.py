@@ -1,0 +1,82 @@
+"""The exceptions evocluster raises, in one place.
+
+Hierarchy::
+
+    Exception
+     +-- EvoclusterError                 base of everything raised by evocluster itself
+     |    +-- ConfigurationError         a bad option, environment variable or launch command
+     |    +-- JobError                   the job file or module cannot be found or loaded
+     |    +-- WorkerError                a worker failed outside the fitness (start-up, protocol)
+     |    +-- RemoteError                stand-in for a fitness exception that could not be
+     |                                   carried home as itself (its class cannot be pickled)
+     +-- concurrent.futures.BrokenExecutor
+          +-- BrokenPool                 the pool lost a worker or its transport; every pending
+                                         future fails with it
+
+Exceptions raised *by the fitness* on a worker are re-raised on the master as themselves (or as a
+:class:`RemoteError` stand-in), with a :class:`RemoteTraceback` attached as ``__cause__`` whose text
+is the worker's formatted traceback, labelled with the worker's rank and host -- the same device as
+CPython's ``concurrent.futures.process``.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import BrokenExecutor
+
+__all__ = [
+    "BrokenPool",
+    "ConfigurationError",
+    "EvoclusterError",
+    "JobError",
+    "RemoteError",
+    "RemoteTraceback",
+    "WorkerError",
+]
+
+
+class EvoclusterError(Exception):
+    """Base class of the errors evocluster raises itself."""
+
+
+class ConfigurationError(EvoclusterError, ValueError):
+    """An option, environment variable or launch command that cannot work as given."""
+
+
+class JobError(EvoclusterError):
+    """The job file or module is missing, does not compile, or fails while being loaded."""
+
+
+class WorkerError(EvoclusterError):
+    """A worker failed outside the fitness function (start-up, job import, protocol)."""
+
+
+class RemoteError(EvoclusterError):
+    """Stand-in for an exception raised by the fitness that could not travel as itself.
+
+    Attributes:
+        type_name: the qualified name of the original exception class.
+        message: ``str()`` of the original exception.
+    """
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+
+    def __reduce__(self) -> tuple[type[RemoteError], tuple[str, str]]:
+        return (type(self), (self.type_name, self.message))
+
+
+class RemoteTraceback(Exception):
+    """Carries a worker's formatted traceback; attached as ``__cause__`` of a remote exception."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb
+
+
+class BrokenPool(BrokenExecutor, EvoclusterError):
+    """The executor can no longer evaluate: a worker died or the transport failed."""

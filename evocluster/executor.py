@@ -1,0 +1,599 @@
+"""A ``concurrent.futures.Executor`` over any backend, and the scheduler that feeds its workers.
+
+Data flow (one scheduler thread per pool owns the transport; user threads never touch it)::
+
+    user thread                 scheduler thread                      transport     workers
+    -----------                 ----------------                      ---------     -------
+    submit()/map() --+
+                     | _Job     +--> _jobs --> chunk (adaptive size) --> send() ----> evaluate
+                     +-> _incoming           (prefetch <= 2 per worker,              |
+                       (lock + wakeup)        large chunks only to idle ones)        |
+    Future / map   <-- deliver <-- RESULT <------------------------------ poll() <---+
+    iterator           (condition)          (cost per item -> next chunk size)
+
+* A ``map`` call is one job, not one future per item: 20,000 cheap evaluations cost 20,000 list
+  slots, and the scheduler cuts them into chunks whose size follows the measured cost per item.
+* Each worker holds at most ``prefetch`` chunks, so it starts its next chunk while the result of the
+  last one travels home; a chunk larger than ``prefetch_max_bytes`` goes only to an idle worker,
+  because a large transfer needs the receiver to be receiving.
+* Which worker ran what never changes a result: results are put back in submission order.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import itertools
+import math
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import CancelledError, Future
+from concurrent.futures import Executor as _StdExecutor
+from typing import Any
+
+from . import config, jobfile, protocol
+from .backends.base import Transport
+from .errors import BrokenPool, ConfigurationError, JobError
+from .serialization import FunctionTable, dumps, frames_nbytes, loads, nest, unpack_exception
+from .worker import FN_CACHE_SIZE, FunctionCache
+
+__all__ = ["Executor", "get_executor", "map"]
+
+_PENDING = object()  # a map slot not yet evaluated
+_FAILED = object()  # a map slot whose evaluation raised; the exception is in job.errors
+_CANCELLED = object()  # a map slot that will never be evaluated
+_IDLE_POLL = 0.05  # while nothing is in flight, still look for unexpected worker messages
+
+
+class _Job:
+    """One ``submit`` (with a ``future``) or one ``map`` call (with ``values``)."""
+
+    __slots__ = (
+        "chunksize",
+        "cancelled",
+        "done",
+        "errors",
+        "fn_key",
+        "fn_payload",
+        "future",
+        "items",
+        "kwargs",
+        "n",
+        "next",
+        "remaining",
+        "values",
+    )
+
+    def __init__(
+        self,
+        fn_key: bytes,
+        fn_payload: Any,
+        items: list[tuple[Any, ...]],
+        kwargs: dict[str, Any] | None,
+        chunksize: int | None,
+        future: Future[Any] | None,
+    ) -> None:
+        self.fn_key = fn_key
+        self.fn_payload = fn_payload
+        self.items = items
+        self.kwargs = kwargs
+        self.chunksize = chunksize
+        self.future = future
+        self.n = len(items)
+        self.next = 0  # first item not yet dispatched (scheduler thread only)
+        self.remaining = self.n  # items not yet finished, failed or cancelled
+        self.values: list[Any] = [_PENDING] * self.n if future is None else []
+        self.errors: dict[int, BaseException] = {}
+        self.cancelled = False  # set by any thread; the scheduler stops dispatching
+        self.done = threading.Event()
+        if self.n == 0:
+            self.done.set()
+
+
+class _Chunk:
+    __slots__ = ("frames", "job", "nbytes", "start", "stop")
+
+    def __init__(self, job: _Job, start: int, stop: int, frames: Any, nbytes: int) -> None:
+        self.job, self.start, self.stop, self.frames, self.nbytes = job, start, stop, frames, nbytes
+
+
+class _Pool:
+    """A scheduler thread, its transport, and the jobs waiting for them."""
+
+    def __init__(self, transport: Transport, options: config.Options, name: str) -> None:
+        self.transport = transport
+        self.options = options
+        self.name = name
+        self.n_workers = transport.n_workers
+        self.functions = FunctionTable()
+        # _lock guards _incoming, _closing and the map slots; _cv wakes map iterators.
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
+        self._incoming: deque[_Job] = deque()
+        self._closing = False
+        self.broken: str | None = None
+        # --- scheduler-thread state, no lock needed ---
+        self._jobs: deque[_Job] = deque()
+        self._staged: _Chunk | None = None
+        self._inflight: dict[int, tuple[int, _Chunk]] = {}
+        self._ids = itertools.count()
+        n = self.n_workers
+        self._load = [0] * n
+        # levels[k] holds workers whose load was k when queued (stale entries are skipped): the
+        # least loaded worker is found without scanning all of them.
+        self._levels: list[deque[int]] = [deque(range(n))] + [
+            deque() for _ in range(options.prefetch - 1)
+        ]
+        self._known = [FunctionCache(FN_CACHE_SIZE) for _ in range(n)]
+        self._cost: dict[bytes, float] = {}  # seconds per item, per function
+        self._labels = [transport.describe(w) for w in range(n)]
+        self._dead = [False] * n
+        self._thread = threading.Thread(target=self._run, name=f"evocluster-{name}", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ user threads
+    def put(self, job: _Job) -> None:
+        with self._lock:
+            if self.broken is not None:
+                raise BrokenPool(self.broken)
+            if self._closing:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._incoming.append(job)
+        self.transport.wakeup()
+
+    def close(self, wait: bool = True) -> None:
+        with self._lock:
+            self._closing = True
+        self.transport.wakeup()
+        if wait and threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    def wait_slot(self, job: _Job, i: int, deadline: float | None) -> Any:
+        """Block until map slot ``i`` of ``job`` is settled; return it (sentinels included)."""
+        with self._cv:
+            while job.values[i] is _PENDING:
+                if deadline is None:
+                    self._cv.wait()
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError()
+                    self._cv.wait(left)
+            return job.values[i]
+
+    # ------------------------------------------------------------------ scheduler thread
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as e:  # a bug or transport failure must fail futures, not hang them
+            self._break(f"the {self.name} scheduler failed: {type(e).__name__}: {e}")
+        finally:
+            try:
+                self.transport.close(dumps(protocol.stop()))
+            except Exception:
+                pass
+
+    def _loop(self) -> None:
+        t = self.transport
+        while self.broken is None:
+            t.clear_wakeup()
+            with self._lock:
+                self._jobs.extend(self._incoming)
+                self._incoming.clear()
+                closing = self._closing
+            self._dispatch()
+            idle = not self._inflight
+            if closing and idle and self._staged is None and not self._has_work():
+                return
+            for worker, frames, reason in t.poll(_IDLE_POLL if idle else None):
+                if frames is None:
+                    self._lost(worker, reason or "its connection closed")
+                    continue
+                record = loads(frames)
+                kind = record[0]
+                if kind == protocol.RESULT:
+                    self._on_result(worker, record)
+                elif kind == protocol.READY:
+                    _, rank, host, pid = record
+                    self._labels[worker] = f"{t.describe(worker)} (host {host}, pid {pid})"
+                elif kind == protocol.FAILED:
+                    self._break(record[1])
+
+    def _has_work(self) -> bool:
+        while self._jobs:
+            job = self._jobs[0]
+            if job.next < job.n and not job.cancelled:
+                return True
+            self._retire(self._jobs.popleft())
+        return False
+
+    def _retire(self, job: _Job) -> None:
+        """A job leaves the queue: what was never dispatched is cancelled."""
+        if job.next < job.n:
+            with self._cv:
+                if job.future is not None:
+                    job.future.cancel()
+                    job.remaining = 0
+                else:
+                    for i in range(job.next, job.n):
+                        job.values[i] = _CANCELLED
+                    job.remaining -= job.n - job.next
+                job.next = job.n
+                if job.remaining == 0:
+                    job.done.set()
+                self._cv.notify_all()
+
+    def _pick_worker(self, idle_only: bool) -> int | None:
+        for level, queue in enumerate(self._levels):
+            if idle_only and level > 0:
+                return None
+            while queue:
+                w = queue[0]
+                if self._load[w] == level and not self._dead[w]:
+                    return w
+                queue.popleft()  # stale entry
+        return None
+
+    def _dispatch(self) -> None:
+        while True:
+            w = self._pick_worker(idle_only=False)
+            if w is None:
+                return
+            chunk = self._staged or self._next_chunk()
+            if chunk is None:
+                return
+            job = chunk.job
+            include = not self._known[w].touch(job.fn_key)
+            size = chunk.nbytes + (frames_nbytes(job.fn_payload) if include else 0)
+            if self._load[w] > 0 and size > self.options.prefetch_max_bytes:
+                self._staged = chunk  # wait for an idle worker: a big transfer needs a receiver
+                w = self._pick_worker(idle_only=True)
+                if w is None:
+                    return
+                include = not self._known[w].touch(job.fn_key)
+            self._staged = None
+            if include:
+                self._known[w].put(job.fn_key, True)
+            cid = next(self._ids)
+            payload = nest(job.fn_payload) if include else None
+            self.transport.send(w, dumps(protocol.task(cid, job.fn_key, payload, chunk.frames)))
+            self._inflight[cid] = (w, chunk)
+            self._levels[self._load[w]].popleft()
+            self._load[w] += 1
+            if self._load[w] < self.options.prefetch:
+                self._levels[self._load[w]].append(w)
+
+    def _chunksize(self, job: _Job) -> int:
+        left = job.n - job.next
+        if job.chunksize is not None:
+            return min(job.chunksize, left)
+        # enough chunks remain for every worker to take a share (load balance at the end)
+        fair = max(1, math.ceil(left / (4 * self.n_workers)))
+        cost = self._cost.get(job.fn_key)
+        if cost is None:
+            return 1  # measure first: one item per chunk until a result comes back
+        target = self.options.chunk_target
+        return 1 if cost >= target else min(fair, max(1, int(target / max(cost, 1e-9))))
+
+    def _next_chunk(self) -> _Chunk | None:
+        while self._jobs:
+            job = self._jobs[0]
+            if job.cancelled or job.next >= job.n:
+                self._retire(self._jobs.popleft())
+                continue
+            if job.future is not None and job.next == 0:
+                if not job.future.set_running_or_notify_cancel():
+                    job.next = job.n
+                    self._retire(self._jobs.popleft())
+                    continue
+            start = job.next
+            stop = start + self._chunksize(job)
+            job.next = stop
+            items = job.items[start:stop]
+            try:
+                frames = dumps((items, job.kwargs))
+            except Exception as e:
+                self._settle(job, start, stop, [], {-1: e})
+                continue
+            return _Chunk(job, start, stop, nest(frames), frames_nbytes(frames))
+        return None
+
+    def _on_result(self, worker: int, record: tuple[Any, ...]) -> None:
+        _, cid, value_frames, errors, elapsed = record
+        w, chunk = self._inflight.pop(cid)
+        self._load[w] -= 1
+        self._levels[self._load[w]].append(w)
+        job, n = chunk.job, chunk.stop - chunk.start
+        if elapsed > 0:
+            per = elapsed / n
+            old = self._cost.get(job.fn_key)
+            self._cost[job.fn_key] = per if old is None else 0.5 * old + 0.5 * per
+        excs: dict[int, BaseException] = {i: unpack_exception(info) for i, info in errors.items()}
+        try:
+            values = loads(value_frames)
+        except Exception as e:
+            values, excs = [], {-1: e}
+        self._settle(job, chunk.start, chunk.stop, values, excs)
+
+    def _settle(
+        self, job: _Job, start: int, stop: int, values: list[Any], excs: dict[int, BaseException]
+    ) -> None:
+        """Deliver the outcome of items ``start:stop`` of ``job`` to its future or map slots."""
+        whole = excs.get(-1)
+        with self._cv:
+            if job.future is not None:
+                exc = whole or excs.get(0)
+                if not job.future.done():
+                    if exc is not None:
+                        job.future.set_exception(exc)
+                    else:
+                        job.future.set_result(values[0])
+            else:
+                for i in range(start, stop):
+                    exc = whole or excs.get(i - start)
+                    if exc is not None:
+                        job.values[i] = _FAILED
+                        job.errors[i] = exc
+                    else:
+                        job.values[i] = values[i - start]
+            job.remaining -= stop - start
+            if job.remaining <= 0:
+                job.done.set()
+            self._cv.notify_all()
+
+    def _lost(self, worker: int, reason: str) -> None:
+        self._dead[worker] = True
+        self._break(f"{self._labels[worker]} was lost: {reason}")
+
+    def _break(self, reason: str) -> None:
+        """The pool cannot go on: fail everything pending with :class:`BrokenPool`."""
+        with self._lock:
+            if self.broken is None:
+                self.broken = reason
+            jobs = list(self._incoming) + list(self._jobs)
+            self._incoming.clear()
+        jobs += [chunk.job for _, chunk in self._inflight.values()]
+        if self._staged is not None:
+            jobs.append(self._staged.job)
+        self._jobs.clear()
+        self._inflight.clear()
+        self._staged = None
+        with self._cv:
+            for job in jobs:
+                if job.future is not None:
+                    if not job.future.done():
+                        if job.future.running() or job.future.set_running_or_notify_cancel():
+                            job.future.set_exception(BrokenPool(reason))
+                else:
+                    for i in range(job.n):
+                        if job.values[i] is _PENDING:
+                            job.values[i] = _FAILED
+                            job.errors[i] = BrokenPool(reason)
+                job.remaining = 0
+                job.done.set()
+            self._cv.notify_all()
+
+
+class Executor(_StdExecutor):
+    """Evaluate calls on the workers of a backend: a ``concurrent.futures.Executor``.
+
+    Under the launcher (``python -m evocluster job.py``, ``mpiexec -n N python -m evocluster
+    job.py``) ``Executor()`` and :func:`get_executor` use the workers the launcher started.
+    Elsewhere ``Executor(backend="local", workers=4)`` starts a pool of its own, shut down by
+    :meth:`shutdown` or at the end of a ``with`` block.
+
+    Args:
+        backend: ``"auto"`` (the launcher's backend, else ``"local"``), ``"local"``, ``"serial"``
+            or ``"mpi"`` (only under the launcher).  Default: ``EVOCLUSTER_BACKEND`` or ``"auto"``.
+        workers: size of a local pool.  Default: ``EVOCLUSTER_WORKERS`` or ``os.cpu_count()``.
+        **options: further :class:`evocluster.config.Options` fields (``prefetch``, ...).
+
+    Raises:
+        ConfigurationError: an unknown backend or option, or ``"mpi"`` outside the launcher.
+    """
+
+    def __init__(self, backend: str | None = None, workers: int | None = None, **options: Any):
+        opts = config.resolve(backend=backend, workers=workers, **options)
+        self._pool, self._owns_pool = _open_pool(opts)
+        self._jobs: list[_Job] = []
+        self._shutdown = False
+        self._lock = threading.Lock()
+
+    @property
+    def backend(self) -> str:
+        """The backend actually used: ``"mpi"``, ``"local"`` or ``"serial"``."""
+        return self._pool.name
+
+    @property
+    def n_workers(self) -> int:
+        """How many workers evaluate in parallel."""
+        return self._pool.n_workers
+
+    def _put(self, job: _Job) -> None:
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._jobs = [j for j in self._jobs if not j.done.is_set()]
+            self._jobs.append(job)
+        self._pool.put(job)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Schedule ``fn(*args, **kwargs)`` on a worker; return its ``Future``.
+
+        Raises:
+            RuntimeError: after :meth:`shutdown`.
+            BrokenPool: the pool lost a worker earlier.
+        """
+        key, payload = self._pool.functions.lookup(fn)
+        future: Future[Any] = Future()
+        self._put(_Job(key, payload, [args], kwargs or None, 1, future))
+        return future
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int | None = None,
+    ) -> Iterator[Any]:
+        """Return an iterator over ``fn(*args)`` for ``args`` in ``zip(*iterables)``, in order.
+
+        Args:
+            fn: the callable; serialised once per run and cached by every worker.
+            *iterables: consumed at once, as ``concurrent.futures.Executor.map`` does.
+            timeout: seconds from this call after which a result not yet available raises
+                ``TimeoutError``.
+            chunksize: items per message; ``None`` (default) adapts to the measured cost per
+                item: expensive calls go one by one, cheap ones in batches.
+
+        Raises:
+            ValueError: ``chunksize`` below 1.
+            Exception: the first exception raised by ``fn``, when its result is reached, with the
+                worker's traceback as ``__cause__``.
+        """
+        if chunksize is not None and chunksize < 1:
+            raise ValueError("chunksize must be >= 1")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        items = list(zip(*iterables))
+        key, payload = self._pool.functions.lookup(fn)
+        job = _Job(key, payload, items, None, chunksize, None)
+        self._put(job)
+        return self._results(job, deadline)
+
+    def _results(self, job: _Job, deadline: float | None) -> Iterator[Any]:
+        pool = self._pool
+        try:
+            for i in range(job.n):
+                value = pool.wait_slot(job, i, deadline)
+                if value is _FAILED:
+                    raise job.errors[i]
+                if value is _CANCELLED:
+                    raise CancelledError()
+                yield value
+        finally:
+            if job.remaining > 0:
+                job.cancelled = True  # abandoned (exception, timeout, or not consumed)
+                pool.transport.wakeup()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop accepting work; optionally cancel what has not started; optionally wait.
+
+        Safe to call more than once.  If this executor started its own pool, the pool's workers
+        are stopped once the remaining work is done.
+        """
+        with self._lock:
+            self._shutdown = True
+            jobs = list(self._jobs)
+        if cancel_futures:
+            for job in jobs:
+                job.cancelled = True
+                if job.future is not None:
+                    job.future.cancel()
+            self._pool.transport.wakeup()
+        if self._owns_pool:
+            self._pool.close(wait=wait)
+        elif wait:
+            for job in jobs:
+                job.done.wait()
+
+
+# ---------------------------------------------------------------------- backends and defaults
+_shared: dict[str, _Pool] = {}  # pools started by the launcher, used by every Executor
+_default: Executor | None = None
+_default_lock = threading.Lock()
+
+_MPI_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE")
+
+
+def mpi_world_size_from_env() -> int | None:
+    """The world size an MPI launcher announced in the environment, without starting MPI."""
+    for var in _MPI_SIZE_VARS:
+        value = os.environ.get(var, "")
+        if value.isdigit():
+            return int(value)
+    return None
+
+
+def open_transport(name: str, opts: config.Options, job: dict[str, Any] | None) -> Transport:
+    """Start the transport of backend ``name`` (``"local"`` or ``"serial"``; MPI: cli only)."""
+    local: Any = importlib.import_module(".backends.local", __package__)
+    if name == "serial":
+        return local.InlineTransport()  # type: ignore[no-any-return]
+    workers = opts.workers or os.cpu_count() or 1
+    return local.ProcessTransport(workers, job, opts)  # type: ignore[no-any-return]
+
+
+def _open_pool(opts: config.Options) -> tuple[_Pool, bool]:
+    name = opts.backend
+    if name == "auto":
+        name = next(iter(_shared), "local")
+    if name in _shared:
+        return _shared[name], False
+    if name == "mpi":
+        raise ConfigurationError(
+            "the MPI backend serves jobs started by the launcher: run "
+            "`mpiexec -n N python -m evocluster job.py` (rank 0 runs the job, ranks 1..N-1 evaluate)"
+        )
+    if jobfile.in_worker:
+        raise JobError(
+            "the job started a pool while a worker was importing it: put the code that runs the "
+            "evolution under `if __name__ == '__main__':` so that workers only import definitions"
+        )
+    size = mpi_world_size_from_env()
+    if size is not None and size > 1 and not _shared:
+        raise ConfigurationError(
+            f"this process is one of {size} MPI ranks but was not started through evocluster, so "
+            "every rank would run the whole job: launch it as "
+            f"`mpiexec -n {size} python -m evocluster job.py`"
+        )
+    transport = open_transport(name, opts, jobfile.spec_for_current_main())
+    return _Pool(transport, opts, name), True
+
+
+def install_shared(name: str, transport: Transport, opts: config.Options) -> Executor:
+    """Launcher only: make ``transport`` the pool every Executor uses; return the default one."""
+    global _default
+    _shared[name] = _Pool(transport, opts, name)
+    _default = Executor(backend=name)
+    return _default
+
+
+def close_shared(wait: bool = True) -> None:
+    """Launcher only: wait for outstanding work, then stop the shared pool's workers."""
+    global _default
+    for pool in list(_shared.values()):
+        pool.close(wait=wait)
+    _shared.clear()
+    _default = None
+
+
+def get_executor() -> Executor:
+    """The executor the launcher set up; outside the launcher, a local pool started on first use.
+
+    Outside the launcher the pool follows ``EVOCLUSTER_BACKEND`` / ``EVOCLUSTER_WORKERS`` (default:
+    a local pool of ``os.cpu_count()`` workers) and is shut down when the interpreter exits.
+    """
+    global _default
+    with _default_lock:
+        if _default is None or _default._shutdown and not _shared:
+            _default = Executor()
+            if _default._owns_pool:
+                atexit.register(_default.shutdown)
+        return _default
+
+
+def map(  # noqa: A001 - a drop-in for the builtin, on purpose
+    fn: Callable[..., Any], *iterables: Iterable[Any], chunksize: int | None = None
+) -> list[Any]:
+    """``[fn(*args) for args in zip(*iterables)]``, evaluated on the workers, in order.
+
+    A drop-in for the builtin ``map`` and DEAP's ``toolbox.map``:
+    ``toolbox.register("map", evocluster.map)``.
+
+    Raises:
+        Exception: the first exception raised by ``fn``, with the worker's traceback as cause.
+    """
+    return list(get_executor().map(fn, *iterables, chunksize=chunksize))

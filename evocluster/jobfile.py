@@ -1,0 +1,121 @@
+"""Finding, checking and running a job: a file (``job.py``) or a module (``-m package.module``).
+
+On the master the job runs as ``__main__``.  On a worker it is imported as a module named
+``__worker__`` -- so its module-level definitions exist but its ``if __name__ == "__main__"`` block
+does not run -- and that module is also installed as ``sys.modules["__main__"]``, so that a function
+pickled by reference on the master as ``__main__.fitness`` resolves on the worker.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import runpy
+import sys
+import types
+from typing import Any
+
+from .errors import JobError
+
+__all__ = ["WORKER_NAME", "check", "import_for_worker", "run_as_main", "spec_for_current_main"]
+
+WORKER_NAME = "__worker__"
+
+#: True while (and after) a worker imports the job: creating a pool there would recurse.
+in_worker = False
+
+
+def spec(path: str | None, module: str | None, args: list[str]) -> dict[str, Any]:
+    """A job description that can travel to workers (plain data)."""
+    if path is not None:
+        path = os.path.abspath(path)
+    return {"path": path, "module": module, "args": list(args), "cwd": os.getcwd()}
+
+
+def spec_for_current_main() -> dict[str, Any] | None:
+    """The job spec of a script started with plain ``python job.py`` (no launcher), if any."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or not path or not os.path.exists(path):
+        return None
+    mod_spec = getattr(main, "__spec__", None)
+    if mod_spec is not None and mod_spec.name and mod_spec.name != "__main__":
+        return spec(None, mod_spec.name, sys.argv[1:])
+    return spec(path, None, sys.argv[1:])
+
+
+def check(job: dict[str, Any]) -> None:
+    """Fail early, on the master, if the job cannot be found or does not compile.
+
+    Raises:
+        JobError: with a message that names the file or module and what is wrong.
+    """
+    if job["module"] is not None:
+        try:
+            found = importlib.util.find_spec(job["module"])
+        except (ImportError, ValueError) as e:
+            raise JobError(f"cannot find job module {job['module']!r}: {e}") from e
+        if found is None:
+            raise JobError(
+                f"no module named {job['module']!r}: check the name and that its package is on "
+                "sys.path (run from the directory that contains it, or install it)"
+            )
+        return
+    path = job["path"]
+    if not os.path.isfile(path):
+        raise JobError(f"job file {path!r} not found (current directory: {os.getcwd()})")
+    with open(path, "rb") as fh:
+        source = fh.read()
+    try:
+        compile(source, path, "exec")
+    except SyntaxError as e:
+        where = f"{e.filename}, line {e.lineno}"
+        line = (e.text or "").rstrip()
+        raise JobError(
+            f"job file has a syntax error at {where}: {e.msg}\n    {line}\n"
+            "fix the file and launch again"
+        ) from e
+
+
+def _prepare_sys(job: dict[str, Any]) -> None:
+    if job["path"] is not None:
+        sys.argv = [job["path"], *job["args"]]
+        sys.path.insert(0, os.path.dirname(job["path"]))
+    else:
+        sys.argv = [job["module"], *job["args"]]
+        sys.path.insert(0, job["cwd"])
+
+
+def run_as_main(job: dict[str, Any]) -> None:
+    """Run the job as ``__main__`` in this process (the master).  Exceptions propagate."""
+    _prepare_sys(job)
+    if job["module"] is not None:
+        runpy.run_module(job["module"], run_name="__main__", alter_sys=True)
+    else:
+        runpy.run_path(job["path"], run_name="__main__")
+
+
+def import_for_worker(job: dict[str, Any] | None) -> types.ModuleType | None:
+    """Import the job under :data:`WORKER_NAME` and alias it as ``__main__`` (a worker)."""
+    global in_worker
+    in_worker = True
+    if job is None:
+        return None
+    _prepare_sys(job)
+    if job["module"] is not None:
+        found = importlib.util.find_spec(job["module"])
+        if found is None or found.loader is None:
+            raise JobError(f"no module named {job['module']!r} on this worker")
+        module = importlib.util.module_from_spec(found)
+        module.__name__ = WORKER_NAME
+        loader: Any = found.loader
+        code = loader.get_code(job["module"])
+    else:
+        module = types.ModuleType(WORKER_NAME)
+        module.__file__ = job["path"]
+        with open(job["path"], "rb") as fh:
+            code = compile(fh.read(), job["path"], "exec")
+    sys.modules[WORKER_NAME] = module
+    sys.modules["__main__"] = module
+    exec(code, module.__dict__)
+    return module

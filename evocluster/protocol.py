@@ -1,0 +1,84 @@
+"""The records exchanged between the master and its workers, and nothing else.
+
+Every record is a tuple whose first element is its kind; it is serialised with
+:func:`evocluster.serialization.dumps` and travels as frames over whatever transport the backend
+has.  The conversation of one worker::
+
+    master                                   worker
+      | -- INIT (job, options) --------------> |  import the job under __worker__
+      | <------------- READY (rank, host, pid) |  (or FAILED with the reason, then exit)
+      | -- TASK (id, fn key, [fn], items) ---> |  up to ``prefetch`` TASKs in flight
+      | <---- RESULT (id, values, errors, dt)  |  one RESULT per TASK, in any order across workers
+      | -- STOP -----------------------------> |  exit the serve loop
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "FAILED",
+    "INIT",
+    "READY",
+    "RESULT",
+    "STOP",
+    "TASK",
+    "Items",
+    "failed",
+    "init",
+    "ready",
+    "result",
+    "stop",
+    "task",
+]
+
+INIT = "init"
+TASK = "task"
+STOP = "stop"
+READY = "ready"
+RESULT = "result"
+FAILED = "failed"
+
+#: The items of one chunk: each is the tuple of positional arguments of one call.
+Items = list[tuple[Any, ...]]
+
+
+def init(job: dict[str, Any], options: dict[str, Any]) -> tuple[Any, ...]:
+    """Master -> worker, once: what to import (``job``) and the executor's options."""
+    return (INIT, job, options)
+
+
+def task(chunk_id: int, fn_key: bytes, fn_payload: Any, item_frames: Any) -> tuple[Any, ...]:
+    """Master -> worker: evaluate ``fn(*args, **kwargs)`` for each ``args`` of a chunk.
+
+    ``fn_payload`` is the serialised callable (frames) the first time this worker sees ``fn_key``,
+    else None.  ``item_frames`` is the serialised ``(items, kwargs)``: it is loaded by the worker
+    separately, so that an item that cannot be unpickled fails its chunk, not the conversation.
+    """
+    return (TASK, chunk_id, fn_key, fn_payload, item_frames)
+
+
+def stop() -> tuple[Any, ...]:
+    """Master -> worker: leave the serve loop and exit."""
+    return (STOP,)
+
+
+def ready(rank: int, host: str, pid: int) -> tuple[Any, ...]:
+    """Worker -> master: the job is imported, tasks can be evaluated."""
+    return (READY, rank, host, pid)
+
+
+def result(
+    chunk_id: int, values: list[Any], errors: dict[int, dict[str, Any]], elapsed: float
+) -> tuple[Any, ...]:
+    """Worker -> master: ``values[i]`` for each item (None where ``errors`` has index ``i``).
+
+    ``elapsed`` is the time spent in the fitness for the whole chunk, which drives automatic
+    chunking on the master.
+    """
+    return (RESULT, chunk_id, values, errors, elapsed)
+
+
+def failed(message: str) -> tuple[Any, ...]:
+    """Worker -> master: the worker cannot serve (job import failed, ...), with the reason."""
+    return (FAILED, message)

@@ -1,0 +1,145 @@
+"""The worker's serve loop, the same for every backend: receive a chunk, evaluate it, reply.
+
+A worker never dies because of a fitness: every call is wrapped, and what it raised travels home
+with its formatted traceback and the worker's rank and host.  What the worker cannot do at all --
+import the job -- is reported once as FAILED, and the worker then exits.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections import OrderedDict
+from typing import Any
+
+from . import jobfile, protocol
+from .backends.base import Channel
+from .serialization import dumps, loads, nest, pack_exception
+
+__all__ = ["FN_CACHE_SIZE", "FunctionCache", "Worker", "serve"]
+
+#: Callables a worker keeps (least recently used out).  The master mirrors this cache per worker
+#: (same size, same order of use), so it knows without asking whether to send a callable again.
+FN_CACHE_SIZE = 128
+
+
+class _Unloadable:
+    """A cached callable whose payload failed to load: every chunk using it reports the failure."""
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        self.info = info
+
+
+class FunctionCache:
+    """A bounded, least-recently-used map from function key to callable (or mirror of one)."""
+
+    def __init__(self, maxsize: int = FN_CACHE_SIZE) -> None:
+        self.maxsize = maxsize
+        self._d: OrderedDict[bytes, Any] = OrderedDict()
+
+    def touch(self, key: bytes) -> bool:
+        """Mark ``key`` used; return whether it was present."""
+        if key in self._d:
+            self._d.move_to_end(key)
+            return True
+        return False
+
+    def put(self, key: bytes, value: Any) -> None:
+        self._d[key] = value
+        if len(self._d) > self.maxsize:
+            self._d.popitem(last=False)
+
+    def get(self, key: bytes) -> Any:
+        return self._d[key]
+
+
+class Worker:
+    """Evaluates TASK records.  Holds the function cache; knows its label for tracebacks."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.functions = FunctionCache()
+
+    def _function(self, key: bytes, payload: Any) -> Any:
+        if self.touch_or_load(key, payload):
+            return self.functions.get(key)
+        raise LookupError("internal error: function key unknown to this worker")
+
+    def touch_or_load(self, key: bytes, payload: Any) -> bool:
+        if self.functions.touch(key):
+            return True
+        if payload is None:
+            return False
+        try:
+            fn: Any = loads(payload)
+        except Exception as e:
+            fn = _Unloadable(pack_exception(e, self.label + ", loading the function"))
+        self.functions.put(key, fn)
+        return True
+
+    def run(self, record: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Evaluate one TASK record; return the RESULT record (values still as frames)."""
+        _, chunk_id, key, payload, item_frames = record
+        errors: dict[int, dict[str, Any]] = {}
+        values: list[Any] = []
+        t0 = time.perf_counter()
+        try:
+            fn = self._function(key, payload)
+            if isinstance(fn, _Unloadable):
+                return protocol.result(chunk_id, nest(dumps([])), {-1: fn.info}, 0.0)
+            items, kwargs = loads(item_frames)
+        except Exception as e:
+            info = pack_exception(e, self.label + ", loading the task")
+            return protocol.result(chunk_id, nest(dumps([])), {-1: info}, 0.0)
+        t0 = time.perf_counter()
+        for i, args in enumerate(items):
+            try:
+                values.append(fn(*args, **kwargs) if kwargs else fn(*args))
+            except (Exception, SystemExit) as e:  # one bad individual never kills the worker
+                values.append(None)
+                errors[i] = pack_exception(e, self.label)
+        elapsed = time.perf_counter() - t0
+        try:
+            out = dumps(values)
+        except Exception:
+            out = self._dump_each(values, errors)
+        return protocol.result(chunk_id, nest(out), errors, elapsed)
+
+    def _dump_each(self, values: list[Any], errors: dict[int, dict[str, Any]]) -> Any:
+        """Some result cannot be pickled: report those items as errors, keep the others."""
+        for i, v in enumerate(values):
+            try:
+                dumps(v)
+            except Exception as e:
+                values[i] = None
+                errors[i] = pack_exception(
+                    type(e)(f"the result of this call cannot be pickled: {e}"), self.label
+                )
+        return dumps(values)
+
+
+def serve(channel: Channel) -> int:
+    """Serve the master over ``channel`` until STOP.  Returns the process exit code."""
+    record = loads(channel.recv())
+    if record[0] == protocol.STOP:  # the master gave up before starting (bad command line)
+        return 0
+    _, job, _options = record
+    label = channel.label()
+    try:
+        jobfile.import_for_worker(job)
+    except BaseException as e:  # report anything, even SystemExit from the job's module level
+        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+        channel.send(dumps(protocol.failed(f"{label} could not import the job:\n{tb}")))
+        # wait for the master to stop us: exiting now could end an MPI job before the master
+        # has printed why
+        while loads(channel.recv())[0] != protocol.STOP:
+            pass
+        return 1
+    channel.send(dumps(protocol.ready(channel.rank, channel.host, os.getpid())))
+    worker = Worker(label)
+    while True:
+        record = loads(channel.recv())
+        if record[0] == protocol.STOP:
+            return 0
+        channel.send(dumps(worker.run(record)))
