@@ -28,6 +28,7 @@ import math
 import os
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import CancelledError, Future
@@ -64,6 +65,7 @@ class _Job:
         "n",
         "next",
         "remaining",
+        "star",
         "values",
     )
 
@@ -71,12 +73,14 @@ class _Job:
         self,
         fn_key: bytes,
         fn_payload: Any,
-        items: list[tuple[Any, ...]],
+        items: list[Any],
+        star: bool,
         kwargs: dict[str, Any] | None,
         chunksize: int | None,
         future: Future[Any] | None,
     ) -> None:
         self.fn_key = fn_key
+        self.star = star  # items are argument tuples (else each item is the one argument)
         self.fn_payload = fn_payload
         self.items = items
         self.kwargs = kwargs
@@ -153,6 +157,9 @@ class _Pool:
 
     def wait_slot(self, job: _Job, i: int, deadline: float | None) -> Any:
         """Block until map slot ``i`` of ``job`` is settled; return it (sentinels included)."""
+        value = job.values[i]
+        if value is not _PENDING:  # settled slots never change: no lock needed
+            return value
         with self._cv:
             while job.values[i] is _PENDING:
                 if deadline is None:
@@ -169,7 +176,8 @@ class _Pool:
         try:
             self._loop()
         except BaseException as e:  # a bug or transport failure must fail futures, not hang them
-            self._break(f"the {self.name} scheduler failed: {type(e).__name__}: {e}")
+            tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+            self._break(f"the {self.name} scheduler failed (an evocluster bug: please report):\n{tb}")
         finally:
             try:
                 self.transport.close(dumps(protocol.stop()))
@@ -259,7 +267,8 @@ class _Pool:
                 self._known[w].put(job.fn_key, True)
             cid = next(self._ids)
             payload = nest(job.fn_payload) if include else None
-            self.transport.send(w, dumps(protocol.task(cid, job.fn_key, payload, chunk.frames)))
+            record = protocol.task(cid, job.fn_key, payload, chunk.frames)
+            self.transport.send(w, dumps(record), idle=self._load[w] == 0)
             self._inflight[cid] = (w, chunk)
             self._levels[self._load[w]].popleft()
             self._load[w] += 1
@@ -270,8 +279,8 @@ class _Pool:
         left = job.n - job.next
         if job.chunksize is not None:
             return min(job.chunksize, left)
-        # enough chunks remain for every worker to take a share (load balance at the end)
-        fair = max(1, math.ceil(left / (4 * self.n_workers)))
+        # at least four chunks per worker, so that the last ones balance the load
+        fair = max(1, math.ceil(job.n / (4 * self.n_workers)))
         cost = self._cost.get(job.fn_key)
         if cost is None:
             return 1  # measure first: one item per chunk until a result comes back
@@ -290,11 +299,11 @@ class _Pool:
                     self._retire(self._jobs.popleft())
                     continue
             start = job.next
-            stop = start + self._chunksize(job)
+            stop = min(job.n, start + self._chunksize(job))
             job.next = stop
             items = job.items[start:stop]
             try:
-                frames = dumps((items, job.kwargs))
+                frames = dumps((items, job.star, job.kwargs))
             except Exception as e:
                 self._settle(job, start, stop, [], {-1: e})
                 continue
@@ -331,6 +340,8 @@ class _Pool:
                         job.future.set_exception(exc)
                     else:
                         job.future.set_result(values[0])
+            elif not excs:
+                job.values[start:stop] = values
             else:
                 for i in range(start, stop):
                     exc = whole or excs.get(i - start)
@@ -429,7 +440,7 @@ class Executor(_StdExecutor):
         """
         key, payload = self._pool.functions.lookup(fn)
         future: Future[Any] = Future()
-        self._put(_Job(key, payload, [args], kwargs or None, 1, future))
+        self._put(_Job(key, payload, [args], True, kwargs or None, 1, future))
         return future
 
     def map(
@@ -454,14 +465,38 @@ class Executor(_StdExecutor):
             Exception: the first exception raised by ``fn``, when its result is reached, with the
                 worker's traceback as ``__cause__``.
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return self._results(self._map_job(fn, iterables, chunksize), deadline)
+
+    def _map_list(
+        self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], chunksize: int | None
+    ) -> list[Any]:
+        """``list(self.map(...))`` without waking this thread once per result."""
+        job = self._map_job(fn, iterables, chunksize)
+        try:
+            job.done.wait()
+        finally:
+            if job.remaining > 0:  # interrupted (KeyboardInterrupt): stop dispatching the rest
+                job.cancelled = True
+                self._pool.transport.wakeup()
+        for i in sorted(job.errors):
+            raise job.errors[i]
+        if _CANCELLED in job.values:
+            raise CancelledError()
+        return job.values
+
+    def _map_job(
+        self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], chunksize: int | None
+    ) -> _Job:
         if chunksize is not None and chunksize < 1:
             raise ValueError("chunksize must be >= 1")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        items = list(zip(*iterables))
+        # one iterable (the EA's population): keep its items as they are, no tuple per item
+        star = len(iterables) != 1
+        items = list(zip(*iterables)) if star else list(iterables[0])
         key, payload = self._pool.functions.lookup(fn)
-        job = _Job(key, payload, items, None, chunksize, None)
+        job = _Job(key, payload, items, star, None, chunksize, None)
         self._put(job)
-        return self._results(job, deadline)
+        return job
 
     def _results(self, job: _Job, deadline: float | None) -> Iterator[Any]:
         pool = self._pool
@@ -596,4 +631,4 @@ def map(  # noqa: A001 - a drop-in for the builtin, on purpose
     Raises:
         Exception: the first exception raised by ``fn``, with the worker's traceback as cause.
     """
-    return list(get_executor().map(fn, *iterables, chunksize=chunksize))
+    return get_executor()._map_list(fn, iterables, chunksize)

@@ -88,14 +88,19 @@ class Worker:
             fn = self._function(key, payload)
             if isinstance(fn, _Unloadable):
                 return protocol.result(chunk_id, nest(dumps([])), {-1: fn.info}, 0.0)
-            items, kwargs = loads(item_frames)
+            items, star, kwargs = loads(item_frames)
         except Exception as e:
             info = pack_exception(e, self.label + ", loading the task")
             return protocol.result(chunk_id, nest(dumps([])), {-1: info}, 0.0)
         t0 = time.perf_counter()
-        for i, args in enumerate(items):
+        for i, item in enumerate(items):
             try:
-                values.append(fn(*args, **kwargs) if kwargs else fn(*args))
+                if not star:
+                    values.append(fn(item))
+                elif kwargs:
+                    values.append(fn(*item, **kwargs))
+                else:
+                    values.append(fn(*item))
             except (Exception, SystemExit) as e:  # one bad individual never kills the worker
                 values.append(None)
                 errors[i] = pack_exception(e, self.label)

@@ -74,11 +74,12 @@ class Transport(abc.ABC):
     n_workers: int
 
     @abc.abstractmethod
-    def send(self, worker: int, frames: Frames) -> None:
+    def send(self, worker: int, frames: Frames, idle: bool = True) -> None:
         """Start sending ``frames`` to ``worker``; keep the buffers alive until sent.
 
-        May block while the worker is not reading, so the scheduler sends large messages only to
-        workers that are idle (waiting to receive)."""
+        ``idle`` says whether the worker has nothing else to do (so it is receiving now) or will
+        read this only after its current work.  May block while the worker is not reading, so the
+        scheduler sends large messages only to idle workers."""
 
     @abc.abstractmethod
     def poll(self, timeout: float | None) -> list[Event]:

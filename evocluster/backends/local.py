@@ -39,7 +39,7 @@ class InlineTransport(Transport):
         self._out: deque[Frames] = deque()
         self._wake = threading.Event()
 
-    def send(self, worker: int, frames: Frames) -> None:
+    def send(self, worker: int, frames: Frames, idle: bool = True) -> None:
         # copy every frame: the evaluation must not share memory with the master's arguments
         record = loads([bytes(f) for f in frames])
         if record[0] == protocol.TASK:
@@ -130,7 +130,7 @@ class ProcessTransport(Transport):
     def describe(self, worker: int) -> str:
         return f"local worker {worker + 1} of {self.n_workers} (pid {self._procs[worker].pid})"
 
-    def send(self, worker: int, frames: Frames) -> None:
+    def send(self, worker: int, frames: Frames, idle: bool = True) -> None:
         if not self._alive[worker]:
             return
         try:

@@ -74,18 +74,41 @@ def _isend(comm: Any, frames: Frames, dest: int) -> tuple[list[Any], Any]:
     return reqs, (env, parts)  # the buffers must outlive the requests
 
 
+#: Tests of a transfer under way that yield the core before the wait starts to sleep.
+_YIELDS = 200
+
+
+def _wait_active(reqs: list[Any]) -> None:
+    """Wait for the requests of a transfer under way (the other side is known to take part).
+
+    Not a blocking ``Wait``: that spins, and on an oversubscribed node the spinning rank holds the
+    core the other end of the transfer needs.  Test and yield the core for a while (a transfer
+    takes microseconds to milliseconds), then sleep with a backoff up to 1 ms."""
+    for _ in range(_YIELDS):
+        if MPI.Request.Testall(reqs):
+            return
+        os.sched_yield()
+    delay = 1e-5
+    while not MPI.Request.Testall(reqs):
+        time.sleep(delay)
+        delay = min(delay * 2, 1e-3)
+
+
 def _recv_matched(comm: Any, msg: Any, status: Any) -> Frames:
     env = bytearray(status.Get_count(MPI.BYTE))
     source = status.Get_source()
-    msg.Recv([env, MPI.BYTE])
+    msg.Recv([env, MPI.BYTE])  # matched and small: already here, returns at once
     head, sizes = decode_envelope(env)
     parts: list[Any] = []
+    reqs: list[Any] = []
     for size in sizes:
         buf = bytearray(size)
         view = memoryview(buf)
         for a, b in pieces(size):
-            comm.Recv([view[a:b], MPI.BYTE], source, TAG_PART)
+            reqs.append(comm.Irecv([view[a:b], MPI.BYTE], source, TAG_PART))
         parts.append(buf)
+    if reqs:
+        _wait_active(reqs)
     return assemble(head, parts)
 
 
@@ -98,7 +121,10 @@ class MPITransport(Transport):
         self.n_workers = self._size - 1
         self._opts = options
         self._status = MPI.Status()
-        self._pending: list[tuple[list[Any], Any]] = []
+        # sends not yet complete: [requests, buffers kept alive, worker, urgent].  An urgent send
+        # is one the worker is receiving now (it was idle, or has replied since): the master then
+        # polls without backoff, because a rendezvous transfer moves only while both sides call MPI.
+        self._pending: list[list[Any]] = []
         # set by user threads (submit, cancel, shutdown): ends the scheduler's current sleep
         self._wake = threading.Event()
         init = dumps(protocol.init(job, {}))
@@ -108,12 +134,17 @@ class MPITransport(Transport):
     def describe(self, worker: int) -> str:
         return f"worker rank {worker + 1} of {self._size}"
 
-    def send(self, worker: int, frames: Frames) -> None:
-        self._pending.append(_isend(self._comm, frames, worker + 1))
+    def send(self, worker: int, frames: Frames, idle: bool = True) -> None:
+        reqs, keep = _isend(self._comm, frames, worker + 1)
+        if not MPI.Request.Testall(reqs):  # small messages complete at once (eager protocol)
+            self._pending.append([reqs, keep, worker, idle])
 
-    def _progress(self) -> None:
-        if self._pending:
-            self._pending = [p for p in self._pending if not MPI.Request.Testall(p[0])]
+    def _progress(self) -> bool:
+        """Test pending sends; return whether an urgent one is still under way."""
+        if not self._pending:
+            return False
+        self._pending = [p for p in self._pending if not MPI.Request.Testall(p[0])]
+        return any(p[3] for p in self._pending)
 
     def _drain(self) -> list[Event]:
         events: list[Event] = []
@@ -122,8 +153,11 @@ class MPITransport(Transport):
             msg = self._comm.Improbe(MPI.ANY_SOURCE, TAG_ENVELOPE, status)
             if msg is None:
                 return events
-            source = status.Get_source()
-            events.append((source - 1, _recv_matched(self._comm, msg, status), None))
+            worker = status.Get_source() - 1
+            events.append((worker, _recv_matched(self._comm, msg, status), None))
+            for p in self._pending:  # it replied, so it now reads what we queued for it
+                if p[2] == worker:
+                    p[3] = True
 
     def poll(self, timeout: float | None) -> list[Event]:
         self._progress()
@@ -137,12 +171,18 @@ class MPITransport(Transport):
             return []
         delay = self._opts.poll_min
         cap = self._opts.master_poll_max
-        while not self._wake.wait(delay if not self._pending else self._opts.poll_min):
-            self._progress()
+        urgent = self._progress()
+        while not self._wake.is_set():
+            if urgent:
+                os.sched_yield()  # a transfer under way: yield the core, do not sleep
+            elif self._wake.wait(delay):
+                break
+            else:
+                delay = min(delay * 2, cap)
+            urgent = self._progress()
             events = self._drain()
             if events:
                 return events
-            delay = min(delay * 2, cap)
         return []
 
     def wakeup(self) -> None:
@@ -155,7 +195,7 @@ class MPITransport(Transport):
         for w in range(self.n_workers):
             self.send(w, stop_frames)
         # STOP records are tiny: this ends as soon as the workers look
-        _wait_sent([r for reqs, _ in self._pending for r in reqs], self._opts)
+        _wait_sent([r for p in self._pending for r in p[0]], self._opts)
         self._pending.clear()
 
     def abort(self, code: int) -> None:
@@ -188,10 +228,7 @@ class MPIChannel(Channel):
 
     def send(self, frames: Frames) -> None:
         reqs, keep = _isend(self._comm, frames, 0)
-        delay = 1e-6
-        while not MPI.Request.Testall(reqs):  # an active transfer: short sleeps, no spinning
-            time.sleep(delay)
-            delay = min(delay * 2, 1e-3)
+        _wait_active(reqs)  # finish before evaluating more: the master's receive needs us
         del keep
 
 
