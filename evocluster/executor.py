@@ -135,6 +135,19 @@ class _Pool:
         self._cost: dict[bytes, float] = {}  # seconds per item, per function
         self._labels = [transport.describe(w) for w in range(n)]
         self._dead = [False] * n
+        #: what crossed the transport (scheduler thread writes, anyone reads a copy)
+        self.counters = dict.fromkeys(
+            (
+                "chunks",
+                "items",
+                "functions_sent",
+                "messages_sent",
+                "bytes_sent",
+                "messages_received",
+                "bytes_received",
+            ),
+            0,
+        )
         self._thread = threading.Thread(target=self._run, name=f"evocluster-{name}", daemon=True)
         self._thread.start()
 
@@ -200,6 +213,8 @@ class _Pool:
                 if frames is None:
                     self._lost(worker, reason or "its connection closed")
                     continue
+                self.counters["messages_received"] += 1
+                self.counters["bytes_received"] += frames_nbytes(frames)
                 record = loads(frames)
                 kind = record[0]
                 if kind == protocol.RESULT:
@@ -267,8 +282,14 @@ class _Pool:
                 self._known[w].put(job.fn_key, True)
             cid = next(self._ids)
             payload = nest(job.fn_payload) if include else None
-            record = protocol.task(cid, job.fn_key, payload, chunk.frames)
-            self.transport.send(w, dumps(record), idle=self._load[w] == 0)
+            frames = dumps(protocol.task(cid, job.fn_key, payload, chunk.frames))
+            self.transport.send(w, frames, idle=self._load[w] == 0)
+            c = self.counters
+            c["chunks"] += 1
+            c["items"] += chunk.stop - chunk.start
+            c["functions_sent"] += include
+            c["messages_sent"] += 1
+            c["bytes_sent"] += frames_nbytes(frames)
             self._inflight[cid] = (w, chunk)
             self._levels[self._load[w]].popleft()
             self._load[w] += 1
@@ -422,6 +443,12 @@ class Executor(_StdExecutor):
     def n_workers(self) -> int:
         """How many workers evaluate in parallel."""
         return self._pool.n_workers
+
+    def stats(self) -> dict[str, int]:
+        """Counters of the pool since it started: ``chunks`` and ``items`` dispatched,
+        ``functions_sent`` (callables shipped to a worker), ``messages_sent`` / ``bytes_sent`` and
+        ``messages_received`` / ``bytes_received`` on the master's side of the transport."""
+        return dict(self._pool.counters)
 
     def _put(self, job: _Job) -> None:
         with self._lock:

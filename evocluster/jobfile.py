@@ -29,15 +29,25 @@ def spec(path: str | None, module: str | None, args: list[str]) -> dict[str, Any
     """A job description that can travel to workers (plain data)."""
     if path is not None:
         path = os.path.abspath(path)
-    return {"path": path, "module": module, "args": list(args), "cwd": os.getcwd()}
+    return {
+        "path": path,
+        "module": module,
+        "args": list(args),
+        "cwd": os.getcwd(),
+        # workers add the master's import path, so modules the master imported resolve there too
+        "sys_path": [os.path.abspath(p) if p else os.getcwd() for p in sys.path],
+    }
 
 
-def spec_for_current_main() -> dict[str, Any] | None:
-    """The job spec of a script started with plain ``python job.py`` (no launcher), if any."""
+def spec_for_current_main() -> dict[str, Any]:
+    """The job spec of a script started with plain ``python job.py`` (no launcher).
+
+    Without a script file (an interactive session, ``python -c``) there is nothing to import:
+    workers then get only the master's import path."""
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
     if main is None or not path or not os.path.exists(path):
-        return None
+        return spec(None, None, sys.argv[1:])
     mod_spec = getattr(main, "__spec__", None)
     if mod_spec is not None and mod_spec.name and mod_spec.name != "__main__":
         return spec(None, mod_spec.name, sys.argv[1:])
@@ -78,10 +88,11 @@ def check(job: dict[str, Any]) -> None:
 
 
 def _prepare_sys(job: dict[str, Any]) -> None:
+    sys.path.extend(p for p in job.get("sys_path", []) if p not in sys.path)
     if job["path"] is not None:
         sys.argv = [job["path"], *job["args"]]
         sys.path.insert(0, os.path.dirname(job["path"]))
-    else:
+    elif job["module"] is not None:
         sys.argv = [job["module"], *job["args"]]
         sys.path.insert(0, job["cwd"])
 
@@ -95,13 +106,13 @@ def run_as_main(job: dict[str, Any]) -> None:
         runpy.run_path(job["path"], run_name="__main__")
 
 
-def import_for_worker(job: dict[str, Any] | None) -> types.ModuleType | None:
+def import_for_worker(job: dict[str, Any]) -> types.ModuleType | None:
     """Import the job under :data:`WORKER_NAME` and alias it as ``__main__`` (a worker)."""
     global in_worker
     in_worker = True
-    if job is None:
-        return None
     _prepare_sys(job)
+    if job["path"] is None and job["module"] is None:
+        return None
     if job["module"] is not None:
         found = importlib.util.find_spec(job["module"])
         if found is None or found.loader is None:

@@ -1,0 +1,322 @@
+"""The executor conformance suite, written once and run on every backend.
+
+Each ``check_*`` function takes the executor under test and raises ``AssertionError`` when the
+behaviour it names is broken.  This file is also a job: ``python -m evocluster [--backend B]
+tests/conformance_job.py --json OUT`` (or under ``mpiexec -n N``) runs every check against the
+launcher's executor and writes ``{check name: "ok" | traceback}`` to OUT; ``test_conformance.py``
+launches it for each backend and turns each entry into a test.  The helpers below are defined in
+the job file on purpose: on the master they live in ``__main__``, so every check also proves that
+functions of the job file resolve on the workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, CancelledError, as_completed, wait
+from typing import Any
+
+import numpy as np
+
+import evocluster
+from evocluster import Executor, RemoteTraceback
+
+# ---------------------------------------------------------------- functions the workers evaluate
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def add(a: float, b: float, c: float = 0.0) -> float:
+    return a + b + c
+
+
+def fails_on_3(x: int) -> int:
+    if x == 3:
+        raise ValueError(f"individual {x} is infeasible")
+    return x
+
+
+def sleeper(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def array_stats(a: np.ndarray) -> tuple[float, tuple[int, ...], str]:
+    return float(a.sum()), a.shape, str(a.dtype)
+
+
+def double_array(a: np.ndarray) -> np.ndarray:
+    return a * 2
+
+
+def where() -> tuple[int, str]:
+    return os.getpid(), __name__
+
+
+class _Unpicklable(Exception):
+    def __init__(self, a: int, b: int) -> None:  # custom signature: does not unpickle
+        super().__init__(f"bad pair {a},{b}")
+
+
+def raises_awkward(x: int) -> int:
+    raise _Unpicklable(x, x + 1)
+
+
+# ---------------------------------------------------------------- the checks
+
+
+def check_map_order(ex: Executor) -> None:
+    assert list(ex.map(square, range(300))) == [x * x for x in range(300)]
+    assert evocluster.map(square, range(50)) == [x * x for x in range(50)]
+
+
+def check_several_iterables(ex: Executor) -> None:
+    assert list(ex.map(add, [1, 2, 3], [10, 20, 30])) == [11, 22, 33]
+    assert list(ex.map(add, [1, 2, 3], [10, 20], [100, 200, 300])) == [111, 222]  # zip: shortest
+    assert evocluster.map(pow, [2, 3, 4], [5, 2, 1]) == [32, 9, 4]
+
+
+def check_empty_input(ex: Executor) -> None:
+    assert list(ex.map(square, [])) == []
+    assert evocluster.map(square, []) == []
+    assert list(ex.map(add, [], [])) == []
+
+
+def check_explicit_chunksize(ex: Executor) -> None:
+    before = ex.stats()["chunks"]
+    assert list(ex.map(square, range(100), chunksize=7)) == [x * x for x in range(100)]
+    assert ex.stats()["chunks"] - before == 15  # ceil(100 / 7): the chunksize is honoured
+    try:
+        ex.map(square, range(3), chunksize=0)
+    except ValueError as e:
+        assert "chunksize" in str(e)
+    else:
+        raise AssertionError("chunksize=0 was accepted")
+
+
+def check_automatic_chunksize(ex: Executor) -> None:
+    # cheap calls are batched: far fewer messages than items
+    before = ex.stats()
+    n = 20_000
+    assert evocluster.map(square, range(n)) == [x * x for x in range(n)]
+    after = ex.stats()
+    cheap_chunks = after["chunks"] - before["chunks"]
+    assert after["items"] - before["items"] == n
+    assert cheap_chunks <= n // 20, f"{cheap_chunks} chunks for {n} cheap items"
+    # expensive calls (longer than the chunk target) go one by one once their cost is known
+    k = 2 * ex.n_workers + 2
+    sleeper_warm = list(ex.map(sleeper, [0.03]))
+    assert sleeper_warm == [0.03]
+    before = ex.stats()["chunks"]
+    assert list(ex.map(sleeper, [0.03] * k)) == [0.03] * k
+    assert ex.stats()["chunks"] - before == k
+
+
+def check_exception_with_remote_traceback(ex: Executor) -> None:
+    try:
+        list(ex.map(fails_on_3, range(10)))
+    except ValueError as e:
+        assert "individual 3 is infeasible" in str(e)
+        cause = e.__cause__
+        assert isinstance(cause, RemoteTraceback), repr(cause)
+        assert "fails_on_3" in str(cause) and "Traceback" in str(cause)
+        assert "worker" in str(cause)
+        if ex.backend == "mpi":
+            assert "rank" in str(cause) and "host" in str(cause)
+    else:
+        raise AssertionError("map did not raise")
+    future = ex.submit(fails_on_3, 3)
+    exc = future.exception()
+    assert isinstance(exc, ValueError) and isinstance(exc.__cause__, RemoteTraceback)
+    # results before the failing item were computed: the iterator yields them first
+    it = ex.map(fails_on_3, range(6))
+    assert [next(it), next(it), next(it)] == [0, 1, 2]
+    try:
+        next(it)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("the fourth result did not raise")
+
+
+def check_awkward_exception(ex: Executor) -> None:
+    # an exception class that pickles but cannot be unpickled still comes home, as a stand-in
+    try:
+        ex.submit(raises_awkward, 1).result(timeout=60)
+    except evocluster.RemoteError as e:
+        assert "_Unpicklable" in e.type_name and "bad pair 1,2" in e.message
+        assert isinstance(e.__cause__, RemoteTraceback)
+    else:
+        raise AssertionError("no exception")
+
+
+def check_reusable_after_exception(ex: Executor) -> None:
+    for _ in range(2):
+        try:
+            evocluster.map(fails_on_3, range(8))
+        except ValueError:
+            pass
+        assert evocluster.map(square, range(40)) == [x * x for x in range(40)]
+        assert ex.submit(square, 12).result(timeout=60) == 144
+
+
+def check_submit_wait_as_completed(ex: Executor) -> None:
+    futures = [ex.submit(square, i) for i in range(40)]
+    done, not_done = wait(futures, timeout=120)
+    assert not not_done and len(done) == 40
+    assert sorted(f.result() for f in as_completed(futures)) == [i * i for i in range(40)]
+    f = ex.submit(add, 1, 2, c=3)  # keyword arguments travel too
+    assert f.result(timeout=60) == 6
+    slow = ex.submit(sleeper, 0.2)
+    fast = ex.submit(square, 5)
+    done, _ = wait([slow, fast], timeout=60, return_when=FIRST_COMPLETED)
+    assert done
+    assert slow.result(timeout=60) == 0.2
+
+
+def check_map_timeout(ex: Executor) -> None:
+    it = ex.map(sleeper, [1.0], timeout=0.05)
+    t0 = time.monotonic()
+    try:
+        next(it)
+    except TimeoutError:
+        pass
+    else:
+        raise AssertionError("no TimeoutError")
+    assert time.monotonic() - t0 < 0.9  # it gave up before the result could exist
+    assert list(ex.map(square, range(5), timeout=120)) == [0, 1, 4, 9, 16]
+
+
+def check_shutdown_twice_and_submit_after(ex: Executor) -> None:
+    other = Executor()  # under the launcher: a second handle on the same workers
+    assert other.submit(square, 3).result(timeout=60) == 9
+    other.shutdown()
+    other.shutdown()  # safe twice
+    other.shutdown(wait=False, cancel_futures=True)
+    try:
+        other.submit(square, 2)
+    except RuntimeError as e:
+        assert "shutdown" in str(e)
+    else:
+        raise AssertionError("submit after shutdown was accepted")
+    try:
+        other.map(square, [1])
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("map after shutdown was accepted")
+    # shutting down a handle does not stop the launcher's workers
+    assert ex.submit(square, 4).result(timeout=60) == 16
+
+
+def check_context_manager(ex: Executor) -> None:
+    with Executor() as other:
+        assert list(other.map(square, [1, 2])) == [1, 4]
+    try:
+        other.submit(square, 1)
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the with block did not shut the executor down")
+
+
+def check_cancel_futures(ex: Executor) -> None:
+    other = Executor()
+    futures = [other.submit(sleeper, 0.05) for _ in range(4 * ex.n_workers + 8)]
+    other.shutdown(wait=True, cancel_futures=True)
+    cancelled = sum(f.cancelled() for f in futures)
+    finished = sum(f.done() and not f.cancelled() for f in futures)
+    assert cancelled + finished == len(futures)
+    assert cancelled > 0, "nothing was cancelled"
+    for f in futures:
+        if f.cancelled():
+            try:
+                f.result()
+            except CancelledError:
+                pass
+
+
+def check_large_numpy_payloads(ex: Executor) -> None:
+    rng = np.random.default_rng(7)
+    arrays = [
+        rng.random((1024, 1024)),  # 8 MiB float64
+        rng.integers(0, 255, size=3_000_000, dtype=np.uint8),
+        rng.random((64, 64, 8)).astype(np.float32),
+        np.arange(10, dtype=np.int64)[::2],  # not contiguous
+        np.zeros(0),
+    ]
+    for a, (total, shape, dtype) in zip(arrays, ex.map(array_stats, arrays)):
+        assert shape == a.shape and dtype == str(a.dtype)
+        assert np.isclose(total, a.sum(dtype=np.float64) if a.size else 0.0)
+    big = arrays[0]
+    back = ex.submit(double_array, big).result(timeout=120)
+    assert back.shape == big.shape and np.array_equal(back, big * 2)
+    rows = list(rng.random((64, 1 << 15)))  # 64 rows of 256 KiB: batched and prefetched
+    assert np.allclose(evocluster.map(np.sum, rows), [r.sum() for r in rows])
+
+
+def check_job_file_function(ex: Executor) -> None:
+    # square, sleeper, ... live in the job file; `where` reports where it ran
+    results = list(ex.map(lambda_free_where, range(4 * ex.n_workers)))
+    names = {name for _, name in results}
+    if ex.backend == "serial":
+        assert names == {"__main__"}
+    else:
+        assert names == {"__worker__"}, names
+        assert os.getpid() not in {pid for pid, _ in results}
+
+
+def lambda_free_where(_: int) -> tuple[int, str]:
+    return where()
+
+
+def check_workers_used(ex: Executor) -> None:
+    if ex.backend == "serial":
+        assert ex.n_workers == 1
+        return
+    pids = {pid for pid, _ in ex.map(slow_where, range(4 * ex.n_workers))}
+    assert len(pids) >= min(2, ex.n_workers), f"only {len(pids)} worker(s) did any work"
+
+
+def slow_where(_: int) -> tuple[int, str]:
+    time.sleep(0.02)
+    return where()
+
+
+CHECKS: dict[str, Callable[[Executor], None]] = {
+    name[len("check_") :]: fn for name, fn in sorted(globals().items()) if name.startswith("check_")
+}
+
+
+def run_all(ex: Executor, only: list[str] | None = None) -> dict[str, str]:
+    results: dict[str, str] = {}
+    for name, check in CHECKS.items():
+        if only and name not in only:
+            continue
+        try:
+            check(ex)
+            results[name] = "ok"
+        except BaseException:
+            results[name] = traceback.format_exc()
+    return results
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--json", required=True)
+    parser.add_argument("--only", nargs="*")
+    ns = parser.parse_args()
+    executor = evocluster.get_executor()
+    outcome = run_all(executor, ns.only)
+    outcome["_backend"] = executor.backend
+    outcome["_workers"] = str(executor.n_workers)
+    with open(ns.json, "w") as fh:
+        json.dump(outcome, fh, indent=1)
+    print(f"conformance: {sum(v == 'ok' for v in outcome.values())} ok", file=sys.stderr)

@@ -1,0 +1,61 @@
+"""Every behaviour of ``conformance_job.py`` on every backend, each launched as users launch it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conformance_job import CHECKS
+from helpers import TESTS, launcher, run
+
+JOB = str(TESTS / "conformance_job.py")
+
+#: backend configuration -> (launch arguments, MPI ranks, backend the job must see, workers)
+CONFIGS: dict[str, tuple[list[str], int | None, str, int]] = {
+    "serial": (["--backend", "serial"], None, "serial", 1),
+    "local-2": (["--backend", "local", "--workers", "2"], None, "local", 2),
+    "local-auto-3": (["--workers", "3"], None, "local", 3),
+    "mpi-n1": ([], 1, "serial", 1),
+    "mpi-n2": ([], 2, "mpi", 1),
+    "mpi-n5": ([], 5, "mpi", 4),
+    "mpi-n17": ([], 17, "mpi", 16),
+}
+
+_outcomes: dict[str, dict[str, Any]] = {}
+
+
+def _outcome(config: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    if config not in _outcomes:
+        args, ranks, _, _ = CONFIGS[config]
+        out = Path(tmp_path_factory.mktemp(config)) / "result.json"
+        proc = run(launcher(*args, JOB, "--json", str(out), mpi=ranks), timeout=600)
+        outcome: dict[str, Any] = {"_proc": proc}
+        if out.exists():
+            outcome.update(json.loads(out.read_text()))
+        _outcomes[config] = outcome
+    return _outcomes[config]
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_run_ends_cleanly(config: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    outcome = _outcome(config, tmp_path_factory)
+    proc = outcome["_proc"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, ranks, backend, workers = CONFIGS[config]
+    assert outcome["_backend"] == backend
+    assert int(outcome["_workers"]) == workers
+    if ranks == 1:
+        warning = [line for line in proc.stderr.splitlines() if "1 rank" in line]
+        assert len(warning) == 1 and "serial" in warning[0], proc.stderr
+
+
+@pytest.mark.parametrize("check", list(CHECKS))
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_behaviour(config: str, check: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    outcome = _outcome(config, tmp_path_factory)
+    if check not in outcome:
+        proc = outcome["_proc"]
+        pytest.fail(f"the conformance job did not report (exit {proc.returncode}):\n{proc.stderr}")
+    assert outcome[check] == "ok", outcome[check]
