@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 import traceback
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__, config, executor, jobfile
 from .errors import ConfigurationError, JobError
@@ -32,8 +32,15 @@ options can also be set as EVOCLUSTER_BACKEND and EVOCLUSTER_WORKERS.
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        if (executor.mpi_rank_from_env() or 0) > 0:  # under MPI only rank 0 prints usage errors
+            sys.exit(2)
+        super().error(message)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m evocluster",
         usage=USAGE,
         description="Run an evolutionary-algorithm job whose evaluations run on workers.",
@@ -79,6 +86,9 @@ def _split(argv: list[str]) -> tuple[list[str], str | None, str | None, list[str
 
 
 def _say(message: str) -> None:
+    """Print a launcher message, once per run: under MPI only rank 0 speaks."""
+    if (executor.mpi_rank_from_env() or 0) > 0:
+        return
     sys.stdout.flush()
     print(f"evocluster: {message}", file=sys.stderr, flush=True)
 
@@ -102,6 +112,11 @@ def _choose_backend(options: config.Options) -> tuple[str, Any]:
             )
             return "serial", mpi
         return "mpi", mpi
+    if size is not None and size > 1:
+        raise ConfigurationError(
+            f"--backend {name} under an MPI launcher would run the whole job on each of the "
+            f"{size} ranks: use --backend mpi (or auto) with mpiexec, or launch without mpiexec"
+        )
     if name == "auto":
         return "local", None
     return name, None

@@ -28,11 +28,16 @@ class Options:
     #: a chunk whose serialised size exceeds this many bytes is sent only to an idle worker, so a
     #: large transfer never waits behind a long evaluation (and never stalls the master's sends).
     prefetch_max_bytes: int = 256 * 1024
-    #: shortest and longest sleep of an idle worker's polling loop (seconds), exponential backoff.
+    #: shortest and longest sleep of a polling loop (seconds): the backoff doubles from poll_min to
+    #: poll_max (a worker waiting for work) or master_poll_max (the master waiting for results)...
     poll_min: float = 2e-5
     poll_max: float = 0.02
-    #: the master's longest sleep while it waits for results (seconds).
     master_poll_max: float = 1e-3
+    #: ...and once nothing has arrived for ``poll_patience`` seconds, up to ``poll_idle_max``: a
+    #: sleep-and-wake costs ~20 us of CPU, so a long-idle rank wakes rarely (~0.1 % CPU) at the
+    #: price of answering its next message up to ``poll_idle_max`` later.
+    poll_patience: float = 1.0
+    poll_idle_max: float = 0.2
     #: target duration of one chunk of cheap tasks under automatic chunking (seconds).
     chunk_target: float = 0.01
 
@@ -45,6 +50,8 @@ _ENV = {
     "poll_min": ("EVOCLUSTER_POLL_MIN", float),
     "poll_max": ("EVOCLUSTER_POLL_MAX", float),
     "master_poll_max": ("EVOCLUSTER_MASTER_POLL_MAX", float),
+    "poll_patience": ("EVOCLUSTER_POLL_PATIENCE", float),
+    "poll_idle_max": ("EVOCLUSTER_POLL_IDLE_MAX", float),
     "chunk_target": ("EVOCLUSTER_CHUNK_TARGET", float),
 }
 
@@ -81,7 +88,9 @@ def _validate(o: Options) -> None:
         raise ConfigurationError(f"workers must be >= 1, not {o.workers}")
     if o.prefetch < 1:
         raise ConfigurationError(f"prefetch must be >= 1, not {o.prefetch}")
-    if not 0 < o.poll_min <= o.poll_max:
-        raise ConfigurationError("poll_min must be > 0 and <= poll_max")
+    if not 0 < o.poll_min <= min(o.poll_max, o.master_poll_max):
+        raise ConfigurationError("poll_min must be > 0 and <= poll_max and master_poll_max")
+    if o.poll_idle_max < max(o.poll_max, o.master_poll_max) or o.poll_patience < 0:
+        raise ConfigurationError("poll_idle_max must be >= poll_max, poll_patience >= 0")
     if o.master_poll_max <= 0 or o.chunk_target <= 0:
         raise ConfigurationError("master_poll_max and chunk_target must be > 0")

@@ -221,7 +221,7 @@ class _Pool:
                     self._on_result(worker, record)
                 elif kind == protocol.READY:
                     _, rank, host, pid = record
-                    self._labels[worker] = f"{t.describe(worker)} (host {host}, pid {pid})"
+                    self._labels[worker] = f"{t.describe(worker)} on host {host} (pid {pid})"
                 elif kind == protocol.FAILED:
                     self._break(record[1])
 
@@ -568,15 +568,25 @@ _default: Executor | None = None
 _default_lock = threading.Lock()
 
 _MPI_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE")
+_MPI_RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
 
 
-def mpi_world_size_from_env() -> int | None:
-    """The world size an MPI launcher announced in the environment, without starting MPI."""
-    for var in _MPI_SIZE_VARS:
+def _env_int(names: tuple[str, ...]) -> int | None:
+    for var in names:
         value = os.environ.get(var, "")
         if value.isdigit():
             return int(value)
     return None
+
+
+def mpi_world_size_from_env() -> int | None:
+    """The world size an MPI launcher announced in the environment, without starting MPI."""
+    return _env_int(_MPI_SIZE_VARS)
+
+
+def mpi_rank_from_env() -> int | None:
+    """This process's rank as the MPI launcher announced it, without starting MPI."""
+    return _env_int(_MPI_RANK_VARS)
 
 
 def open_transport(name: str, opts: config.Options, job: dict[str, Any] | None) -> Transport:

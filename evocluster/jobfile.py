@@ -114,13 +114,17 @@ def import_for_worker(job: dict[str, Any]) -> types.ModuleType | None:
     if job["path"] is None and job["module"] is None:
         return None
     if job["module"] is not None:
-        found = importlib.util.find_spec(job["module"])
+        name = job["module"]
+        found = importlib.util.find_spec(name)
+        if found is not None and found.submodule_search_locations is not None:
+            name += ".__main__"  # a package runs as its __main__ submodule, as runpy does
+            found = importlib.util.find_spec(name)
         if found is None or found.loader is None:
-            raise JobError(f"no module named {job['module']!r} on this worker")
+            raise JobError(f"no module named {name!r} on this worker")
         module = importlib.util.module_from_spec(found)
         module.__name__ = WORKER_NAME
         loader: Any = found.loader
-        code = loader.get_code(job["module"])
+        code = loader.get_code(name)
     else:
         module = types.ModuleType(WORKER_NAME)
         module.__file__ = job["path"]

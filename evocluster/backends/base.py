@@ -18,12 +18,22 @@ from __future__ import annotations
 
 import abc
 import struct
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from ..serialization import Frames
 
-__all__ = ["PIECE", "Channel", "Event", "Transport", "decode_envelope", "encode_envelope", "pieces"]
+__all__ = [
+    "PIECE",
+    "Backoff",
+    "Channel",
+    "Event",
+    "Transport",
+    "decode_envelope",
+    "encode_envelope",
+    "pieces",
+]
 
 #: Largest single transfer (bytes).  1 GiB: far below the 2**31 - 1 limit of MPI's int counts.
 PIECE = 1 << 30
@@ -64,6 +74,34 @@ def pieces(nbytes: int) -> list[tuple[int, int]]:
 def assemble(head: memoryview | None, parts: list[Any]) -> Frames:
     """Frames from a decoded envelope's inline head (if any) and the received parts."""
     return [head, *parts] if head is not None else parts
+
+
+class Backoff:
+    """Sleep lengths for a polling loop that must not spin.
+
+    Doubles from ``low`` to ``high``; once ``patience`` seconds have passed since :meth:`reset`,
+    goes on doubling up to ``idle``.  Each sleep-and-wake costs CPU (~20 us here), so the fewer
+    wake-ups while nothing happens, the better; the first ones come quickly because work usually
+    follows work."""
+
+    __slots__ = ("_delay", "_high", "_idle", "_low", "_patience", "_since")
+
+    def __init__(self, low: float, high: float, idle: float, patience: float) -> None:
+        self._low, self._high, self._idle, self._patience = low, high, idle, patience
+        self.reset()
+
+    def reset(self) -> None:
+        self._delay = self._low
+        self._since = time.monotonic()
+
+    def next(self) -> float:
+        """The next sleep length."""
+        delay = self._delay
+        cap = self._high
+        if delay >= cap and time.monotonic() - self._since > self._patience:
+            cap = self._idle
+        self._delay = min(delay * 2, cap)
+        return delay
 
 
 class Transport(abc.ABC):

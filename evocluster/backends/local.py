@@ -12,19 +12,20 @@
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 from collections import deque
-from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from .. import protocol
 from ..serialization import Frames, dumps, loads
 from ..worker import Worker, serve
-from .base import Channel, Event, Transport, assemble, decode_envelope, encode_envelope, pieces
+from .base import Channel, Event, Transport, assemble, decode_envelope, encode_envelope
 
 __all__ = ["InlineTransport", "LocalChannel", "ProcessTransport"]
 
@@ -65,27 +66,50 @@ class InlineTransport(Transport):
         return "the serial worker (in the master process)"
 
 
-def _send(conn: Connection, frames: Frames) -> None:
-    env, parts = encode_envelope(frames)
-    conn.send_bytes(env)
-    for part in parts:
-        for a, b in pieces(part.nbytes):
-            conn.send_bytes(part[a:b])
+_LEN = struct.Struct("<Q")
 
 
-def _recv(conn: Connection) -> Frames:
-    head, sizes = decode_envelope(conn.recv_bytes())
-    parts: list[Any] = []
-    for size in sizes:
-        buf = bytearray(size)
-        view = memoryview(buf)
-        for a, b in pieces(size):
-            if b > a:
-                conn.recv_bytes_into(view[a:b])
-            else:
-                conn.recv_bytes()
-        parts.append(buf)
-    return assemble(head, parts)
+class _Socket:
+    """One end of a socket pair carrying length-prefixed messages.
+
+    Plain ``sendall`` / ``recv_into``: a part is received straight into its final buffer (the
+    stdlib ``multiprocessing.Connection`` would first gather it in a ``BytesIO``, a second copy
+    that costs seconds on a 2 GiB array)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, frames: Frames) -> None:
+        env, parts = encode_envelope(frames)
+        self.sock.sendall(_LEN.pack(len(env)) + env)
+        for part in parts:  # sizes are in the envelope; no pieces needed on a stream
+            self.sock.sendall(part)
+
+    def _read_into(self, view: memoryview) -> None:
+        while view.nbytes:
+            n = self.sock.recv_into(view)
+            if n == 0:
+                raise EOFError("the other end closed the connection")
+            view = view[n:]
+
+    def recv(self) -> Frames:
+        head = bytearray(_LEN.size)
+        self._read_into(memoryview(head))
+        env = bytearray(_LEN.unpack(head)[0])
+        self._read_into(memoryview(env))
+        inline, sizes = decode_envelope(env)
+        parts: list[Any] = []
+        for size in sizes:
+            buf = bytearray(size)
+            self._read_into(memoryview(buf))
+            parts.append(buf)
+        return assemble(inline, parts)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def _exit_reason(proc: subprocess.Popen[bytes]) -> str:
@@ -103,7 +127,7 @@ class ProcessTransport(Transport):
 
     def __init__(self, n: int, job: dict[str, Any] | None, options: Any) -> None:
         self.n_workers = n
-        self._conns: list[Connection] = []
+        self._conns: list[_Socket] = []
         self._procs: list[subprocess.Popen[bytes]] = []
         self._alive = [True] * n
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -117,44 +141,47 @@ class ProcessTransport(Transport):
                 subprocess.Popen(cmd, pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL)
             )
             theirs.close()
-            self._conns.append(Connection(ours.detach()))
+            self._conns.append(_Socket(ours))
         # the wake-up pipe: a byte written here ends a poll's select at once
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake_r, selectors.EVENT_READ, -1)
+        for w, conn in enumerate(self._conns):
+            self._selector.register(conn, selectors.EVENT_READ, w)
         self._lost: list[Event] = []
         init = dumps(protocol.init(job, {}))
         for w in range(n):
             self.send(w, init)
 
     def describe(self, worker: int) -> str:
-        return f"local worker {worker + 1} of {self.n_workers} (pid {self._procs[worker].pid})"
+        return f"local worker {worker + 1} of {self.n_workers}"
 
     def send(self, worker: int, frames: Frames, idle: bool = True) -> None:
         if not self._alive[worker]:
             return
         try:
-            _send(self._conns[worker], frames)
+            self._conns[worker].send(frames)
         except OSError:
             self._mark_lost(worker)
 
     def _mark_lost(self, worker: int) -> None:
         if self._alive[worker]:
             self._alive[worker] = False
+            self._selector.unregister(self._conns[worker])
             self._lost.append((worker, None, _exit_reason(self._procs[worker])))
 
     def poll(self, timeout: float | None) -> list[Event]:
         events, self._lost = self._lost, []
         if events:
             return events
-        live = [c for c, ok in zip(self._conns, self._alive) if ok]
-        for obj in wait([*live, self._wake_r], timeout):
-            if obj == self._wake_r:
+        for key, _ in self._selector.select(timeout):
+            w = key.data
+            if w < 0:  # the wake-up pipe
                 continue
-            assert isinstance(obj, Connection)
-            w = self._conns.index(obj)
             try:
-                events.append((w, _recv(obj), None))
+                events.append((w, self._conns[w].recv(), None))
             except (EOFError, OSError):
                 self._mark_lost(w)
         events += self._lost
@@ -185,6 +212,7 @@ class ProcessTransport(Transport):
                 proc.wait()
         for conn in self._conns:
             conn.close()
+        self._selector.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
 
@@ -197,17 +225,17 @@ class LocalChannel(Channel):
     """A local worker's end of its socket pair."""
 
     def __init__(self, fd: int, rank: int, size: int) -> None:
-        self._conn = Connection(fd)
+        self._conn = _Socket(socket.socket(fileno=fd))
         self.rank, self.size, self.host = rank, size, socket.gethostname()
 
     def label(self) -> str:
-        return f"local worker {self.rank} of {self.size} (pid {os.getpid()})"
+        return f"local worker {self.rank} of {self.size} on host {self.host} (pid {os.getpid()})"
 
     def recv(self) -> Frames:
-        return _recv(self._conn)  # a blocking read: the process sleeps in the kernel
+        return self._conn.recv()  # a blocking read: the process sleeps in the kernel
 
     def send(self, frames: Frames) -> None:
-        _send(self._conn, frames)
+        self._conn.send(frames)
 
 
 def main(argv: list[str]) -> int:

@@ -32,7 +32,16 @@ from mpi4py import MPI
 
 from .. import config, protocol
 from ..serialization import Frames, dumps
-from .base import Channel, Event, Transport, assemble, decode_envelope, encode_envelope, pieces
+from .base import (
+    Backoff,
+    Channel,
+    Event,
+    Transport,
+    assemble,
+    decode_envelope,
+    encode_envelope,
+    pieces,
+)
 
 __all__ = [
     "TAG_ENVELOPE",
@@ -169,16 +178,14 @@ class MPITransport(Transport):
                 self._progress()
                 return self._drain()
             return []
-        delay = self._opts.poll_min
-        cap = self._opts.master_poll_max
+        o = self._opts
+        backoff = Backoff(o.poll_min, o.master_poll_max, o.poll_idle_max, o.poll_patience)
         urgent = self._progress()
         while not self._wake.is_set():
             if urgent:
                 os.sched_yield()  # a transfer under way: yield the core, do not sleep
-            elif self._wake.wait(delay):
+            elif self._wake.wait(backoff.next()):
                 break
-            else:
-                delay = min(delay * 2, cap)
             urgent = self._progress()
             events = self._drain()
             if events:
@@ -211,20 +218,20 @@ class MPIChannel(Channel):
         self.size = self._comm.Get_size()
         self.host = host()
         self._status = MPI.Status()
-        self._min = options.poll_min
-        self._max = options.poll_max
+        o = options
+        self._backoff = Backoff(o.poll_min, o.poll_max, o.poll_idle_max, o.poll_patience)
 
     def label(self) -> str:
         return f"worker rank {self.rank} of {self.size} on host {self.host} (pid {os.getpid()})"
 
     def recv(self) -> Frames:
-        delay = self._min
+        backoff = self._backoff
+        backoff.reset()
         while True:
             msg = self._comm.Improbe(0, TAG_ENVELOPE, self._status)
             if msg is not None:
                 return _recv_matched(self._comm, msg, self._status)
-            time.sleep(delay)  # the *why* of this module: never block in MPI, it spins
-            delay = min(delay * 2, self._max)
+            time.sleep(backoff.next())  # the *why* of this module: never block in MPI, it spins
 
     def send(self, frames: Frames) -> None:
         reqs, keep = _isend(self._comm, frames, 0)

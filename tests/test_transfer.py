@@ -1,0 +1,38 @@
+"""Payloads: messages over 2 GiB, and waiting that does not burn CPU."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import TESTS, launcher, run
+
+JOBS = TESTS / "jobs"
+
+
+@pytest.mark.parametrize("args", [["--backend", "local", "--workers", "1"], "mpi"])
+def test_message_larger_than_2_gib(args: list[str] | str) -> None:
+    cmd = launcher(str(JOBS / "big_message.py"), mpi=2) if args == "mpi" else launcher(
+        *args, str(JOBS / "big_message.py")
+    )
+    proc = run(cmd, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "big message ok" in proc.stderr
+
+
+@pytest.mark.parametrize("config", ["mpi-9", "mpi-17", "local-8"])
+def test_waiting_ranks_sleep(config: str) -> None:
+    """CPU time (not wall time) burned while waiting: a rank that spins burns a share of a core
+    for the whole wait (about 4 CPU-s here for 2 s on 2 cores); a sleeping one almost nothing."""
+    kind, n = config.split("-")
+    job = [str(JOBS / "idle_cpu.py"), "2"]
+    if kind == "mpi":
+        cmd = launcher(*job, mpi=int(n))
+    else:
+        cmd = launcher("--backend", "local", "--workers", n, *job)
+    proc = run(cmd, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cpu = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert cpu["workers_idle"] < 0.4, cpu  # all workers together, 2 s idle
+    assert cpu["master_idle"] < 0.2, cpu
+    assert cpu["master_waiting"] < 0.3, cpu  # the master while workers evaluate for 2 s
