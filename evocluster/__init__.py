@@ -17,7 +17,7 @@ from .errors import (
     RemoteTraceback,
     WorkerError,
 )
-from .executor import Executor, get_executor, map
+from .executor import Executor, get_executor, map  # noqa: A004 - a drop-in, on purpose
 
 __version__ = "0.1.0"
 

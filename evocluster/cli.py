@@ -104,7 +104,7 @@ def _choose_backend(options: config.Options) -> tuple[str, Any]:
             raise ConfigurationError(
                 f"the MPI backend needs mpi4py ({e}): pip install 'evocluster[mpi]'"
             ) from e
-        rank, world = mpi.world()
+        _, world = mpi.world()
         if world == 1:
             _say(
                 "the MPI world has 1 rank: evaluating on rank 0 (serial); "

@@ -23,7 +23,7 @@ class Options:
     backend: str = "auto"
     #: local pool size; ``None`` means ``os.cpu_count()``.
     workers: int | None = None
-    #: chunks in flight per worker (1 = no prefetch); 2 keeps a worker busy while its result travels.
+    #: chunks in flight per worker (1: no prefetch); 2 keeps a worker busy while its result travels
     prefetch: int = 2
     #: a chunk whose serialised size exceeds this many bytes is sent only to an idle worker, so a
     #: large transfer never waits behind a long evaluation (and never stalls the master's sends).

@@ -22,6 +22,7 @@ Data flow (one scheduler thread per pool owns the transport; user threads never 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib
 import itertools
 import math
@@ -53,8 +54,8 @@ class _Job:
     """One ``submit`` (with a ``future``) or one ``map`` call (with ``values``)."""
 
     __slots__ = (
-        "chunksize",
         "cancelled",
+        "chunksize",
         "done",
         "errors",
         "fn_key",
@@ -190,12 +191,12 @@ class _Pool:
             self._loop()
         except BaseException as e:  # a bug or transport failure must fail futures, not hang them
             tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-            self._break(f"the {self.name} scheduler failed (an evocluster bug: please report):\n{tb}")
+            self._break(
+                f"the {self.name} scheduler failed (an evocluster bug: please report):\n{tb}"
+            )
         finally:
-            try:
+            with contextlib.suppress(Exception):  # already failing: report the first error only
                 self.transport.close(dumps(protocol.stop()))
-            except Exception:
-                pass
 
     def _loop(self) -> None:
         t = self.transport
@@ -220,7 +221,7 @@ class _Pool:
                 if kind == protocol.RESULT:
                     self._on_result(worker, record)
                 elif kind == protocol.READY:
-                    _, rank, host, pid = record
+                    _, _, host, pid = record
                     self._labels[worker] = f"{t.describe(worker)} on host {host} (pid {pid})"
                 elif kind == protocol.FAILED:
                     self._break(record[1])
@@ -314,11 +315,11 @@ class _Pool:
             if job.cancelled or job.next >= job.n:
                 self._retire(self._jobs.popleft())
                 continue
-            if job.future is not None and job.next == 0:
-                if not job.future.set_running_or_notify_cancel():
-                    job.next = job.n
-                    self._retire(self._jobs.popleft())
-                    continue
+            future = job.future
+            if future is not None and job.next == 0 and not future.set_running_or_notify_cancel():
+                job.next = job.n  # cancelled before it started
+                self._retire(self._jobs.popleft())
+                continue
             start = job.next
             stop = min(job.n, start + self._chunksize(job))
             job.next = stop
@@ -395,10 +396,10 @@ class _Pool:
         self._staged = None
         with self._cv:
             for job in jobs:
-                if job.future is not None:
-                    if not job.future.done():
-                        if job.future.running() or job.future.set_running_or_notify_cancel():
-                            job.future.set_exception(BrokenPool(reason))
+                f = job.future
+                if f is not None:
+                    if not f.done() and (f.running() or f.set_running_or_notify_cancel()):
+                        f.set_exception(BrokenPool(reason))
                 else:
                     for i in range(job.n):
                         if job.values[i] is _PENDING:
@@ -519,7 +520,7 @@ class Executor(_StdExecutor):
             raise ValueError("chunksize must be >= 1")
         # one iterable (the EA's population): keep its items as they are, no tuple per item
         star = len(iterables) != 1
-        items = list(zip(*iterables)) if star else list(iterables[0])
+        items = list(zip(*iterables)) if star else list(iterables[0])  # noqa: B905 (shortest)
         key, payload = self._pool.functions.lookup(fn)
         job = _Job(key, payload, items, star, None, chunksize, None)
         self._put(job)
@@ -589,7 +590,7 @@ def mpi_rank_from_env() -> int | None:
     return _env_int(_MPI_RANK_VARS)
 
 
-def open_transport(name: str, opts: config.Options, job: dict[str, Any] | None) -> Transport:
+def open_transport(name: str, opts: config.Options, job: dict[str, Any]) -> Transport:
     """Start the transport of backend ``name`` (``"local"`` or ``"serial"``; MPI: cli only)."""
     local: Any = importlib.import_module(".backends.local", __package__)
     if name == "serial":
@@ -606,8 +607,8 @@ def _open_pool(opts: config.Options) -> tuple[_Pool, bool]:
         return _shared[name], False
     if name == "mpi":
         raise ConfigurationError(
-            "the MPI backend serves jobs started by the launcher: run "
-            "`mpiexec -n N python -m evocluster job.py` (rank 0 runs the job, ranks 1..N-1 evaluate)"
+            "the MPI backend serves jobs started by the launcher: run `mpiexec -n N python -m "
+            "evocluster job.py` (rank 0 runs the job, ranks 1..N-1 evaluate)"
         )
     if jobfile.in_worker:
         raise JobError(
@@ -650,7 +651,7 @@ def get_executor() -> Executor:
     """
     global _default
     with _default_lock:
-        if _default is None or _default._shutdown and not _shared:
+        if _default is None or (_default._shutdown and not _shared):
             _default = Executor()
             if _default._owns_pool:
                 atexit.register(_default.shutdown)

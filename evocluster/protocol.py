@@ -52,8 +52,8 @@ def task(chunk_id: int, fn_key: bytes, fn_payload: Any, item_frames: Any) -> tup
     """Master -> worker: evaluate ``fn(*args, **kwargs)`` for each ``args`` of a chunk.
 
     ``fn_payload`` is the serialised callable (frames) the first time this worker sees ``fn_key``,
-    else None.  ``item_frames`` is the serialised ``(items, star, kwargs)`` (``star``: each item is a
-    tuple of positional arguments, else the one argument): it is loaded by the worker
+    else None.  ``item_frames`` is the serialised ``(items, star, kwargs)`` (``star``: each item
+    is a tuple of positional arguments, else the one argument): it is loaded by the worker
     separately, so that an item that cannot be unpickled fails its chunk, not the conversation.
     """
     return (TASK, chunk_id, fn_key, fn_payload, item_frames)

@@ -66,9 +66,10 @@ def frames_nbytes(frames: Sequence[Any]) -> int:
 class FunctionTable:
     """Master-side registry of callables: serialise each once, name it by a digest.
 
-    ``lookup(fn)`` returns ``(key, payload)``; ``payload`` is the serialised callable (frames), sent
-    to a worker the first time that worker sees ``key``.  Callables that can be weakly referenced are
-    remembered by identity, so a 50 MB closure is pickled once per run, not once per ``map``.
+    ``lookup(fn)`` returns ``(key, payload)``; ``payload`` is the serialised callable (frames),
+    sent to a worker the first time that worker sees ``key``.  Callables that can be weakly
+    referenced are remembered by identity, so a 50 MB closure is pickled once per run, not once
+    per ``map``.
     """
 
     def __init__(self, maxsize: int = 256) -> None:
@@ -79,9 +80,9 @@ class FunctionTable:
     def lookup(self, fn: Callable[..., Any]) -> tuple[bytes, Frames]:
         entry = self._by_id.get(id(fn))
         if entry is not None:
-            ref, key, payload = entry
-            target = ref() if isinstance(ref, weakref.ref) else ref
-            if target is fn:
+            held, key, payload = entry
+            target = held() if isinstance(held, weakref.ref) else held
+            if target is fn:  # the same object, not a new one that reuses a dead one's id
                 self._by_id.move_to_end(id(fn))
                 return key, payload
         payload = dumps(fn)
@@ -123,7 +124,7 @@ def pack_exception(exc: BaseException, where: str) -> dict[str, Any]:
 
 
 def unpack_exception(info: dict[str, Any]) -> BaseException:
-    """Rebuild the exception :func:`pack_exception` described, with its remote traceback as cause."""
+    """Rebuild the exception :func:`pack_exception` described; its cause is the remote traceback."""
     exc: BaseException | None = None
     if info.get("pickled") is not None:
         try:

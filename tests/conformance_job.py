@@ -19,7 +19,6 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, CancelledError, as_completed, wait
-from typing import Any
 
 import numpy as np
 
@@ -161,6 +160,7 @@ def check_reusable_after_exception(ex: Executor) -> None:
     for _ in range(2):
         try:
             evocluster.map(fails_on_3, range(8))
+            raise AssertionError("no exception")
         except ValueError:
             pass
         assert evocluster.map(square, range(40)) == [x * x for x in range(40)]
@@ -239,6 +239,7 @@ def check_cancel_futures(ex: Executor) -> None:
         if f.cancelled():
             try:
                 f.result()
+                raise AssertionError("a cancelled future returned a result")
             except CancelledError:
                 pass
 

@@ -1,35 +1,77 @@
-"""Shared by the tests: run evocluster the way users do, as a subprocess with a timeout."""
+"""Shared by the tests: run evocluster the way users do, as a subprocess with a timeout, in a
+clean environment."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
+JOBS = ROOT / "jobs"
+
+#: Longest a launched run may take by default: past this it is treated as a hang, never as slow.
+TIMEOUT = 120
+
 MPIEXEC = shutil.which("mpiexec")
+
+#: Variables that would change which backend a child chooses, or make it think it is an MPI rank.
+_FOREIGN = ("EVOCLUSTER_", "PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCALNRANKS")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN)}
+    env.update(extra)
+    return env
 
 
 def launcher(*args: str, mpi: int | None = None) -> list[str]:
-    """The command line of ``[mpiexec -n N] python -m evocluster ARGS``."""
+    """The command line of ``[mpiexec -n MPI] python -m evocluster ARGS``."""
     cmd = [sys.executable, "-m", "evocluster", *args]
     if mpi is not None:
-        assert MPIEXEC, "mpiexec not found: pip install 'evocluster[mpi]'"
-        cmd = [MPIEXEC, "-n", str(mpi), *cmd]
+        cmd = [MPIEXEC or "mpiexec", "-n", str(mpi), *cmd]
     return cmd
 
 
-def run(cmd: list[str], timeout: float = 300, **kw: object) -> subprocess.CompletedProcess[str]:
-    """Run ``cmd``; a run that does not end within ``timeout`` fails the test (it hung)."""
-    env = dict(os.environ)
-    env.pop("EVOCLUSTER_BACKEND", None)
-    env.update(kw.pop("env", {}) or {})  # type: ignore[call-overload]
+def mpi_launcher(n: int, *args: str) -> list[str]:
+    return launcher(*args, mpi=n)
+
+
+def run(
+    cmd: list[str],
+    timeout: float = TIMEOUT,
+    *,
+    cwd: os.PathLike[str] | str | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` to its end; fail the test (after killing its process group) if it hangs."""
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=clean_env() if env is None else env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # one process group: mpiexec, its proxies and every rank
+    )
     try:
-        return subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout, env=env, **kw  # type: ignore[call-overload]
-        )
-    except subprocess.TimeoutExpired as e:
-        raise AssertionError(f"{' '.join(cmd)} did not end within {timeout} s (a hang)") from e
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=30)
+        pytest.fail(f"{cmd} did not end within {timeout} s\n--- stdout\n{out}\n--- stderr\n{err}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def output(r: subprocess.CompletedProcess[str]) -> str:
+    """What a run printed, for assertion messages."""
+    return f"exit code {r.returncode}\n--- stdout\n{r.stdout}\n--- stderr\n{r.stderr}"

@@ -12,8 +12,10 @@ JOBS = TESTS / "jobs"
 
 @pytest.mark.parametrize("args", [["--backend", "local", "--workers", "1"], "mpi"])
 def test_message_larger_than_2_gib(args: list[str] | str) -> None:
-    cmd = launcher(str(JOBS / "big_message.py"), mpi=2) if args == "mpi" else launcher(
-        *args, str(JOBS / "big_message.py")
+    cmd = (
+        launcher(str(JOBS / "big_message.py"), mpi=2)
+        if args == "mpi"
+        else launcher(*args, str(JOBS / "big_message.py"))
     )
     proc = run(cmd, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

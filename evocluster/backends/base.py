@@ -131,7 +131,7 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     def clear_wakeup(self) -> None:
-        """Forget earlier :meth:`wakeup` calls (called by the scheduler before it looks for work)."""
+        """Forget earlier :meth:`wakeup` calls (before the scheduler looks for work)."""
 
     @abc.abstractmethod
     def close(self, stop_frames: Frames) -> None:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import signal
@@ -125,7 +126,7 @@ def _exit_reason(proc: subprocess.Popen[bytes]) -> str:
 class ProcessTransport(Transport):
     """A pool of ``n`` local worker processes."""
 
-    def __init__(self, n: int, job: dict[str, Any] | None, options: Any) -> None:
+    def __init__(self, n: int, job: dict[str, Any], options: Any) -> None:
         self.n_workers = n
         self._conns: list[_Socket] = []
         self._procs: list[subprocess.Popen[bytes]] = []
@@ -189,10 +190,8 @@ class ProcessTransport(Transport):
         return events
 
     def wakeup(self) -> None:
-        try:
+        with contextlib.suppress(BlockingIOError):  # a full pipe: a wake-up is pending anyway
             os.write(self._wake_w, b"x")
-        except BlockingIOError:  # the pipe is full: a wake-up is pending anyway
-            pass
 
     def clear_wakeup(self) -> None:
         try:

@@ -37,5 +37,13 @@ if __name__ == "__main__":
     m1 = cpu_seconds(os.getpid())
     evocluster.map(time.sleep, [idle] * ex.n_workers)  # phase 2: the master waits for results
     m2 = cpu_seconds(os.getpid())
-    print(json.dumps({"workers_idle": w1 - w0, "master_idle": m1 - m0, "master_waiting": m2 - m1,
-                      "n_workers": ex.n_workers}))
+    print(
+        json.dumps(
+            {
+                "workers_idle": w1 - w0,
+                "master_idle": m1 - m0,
+                "master_waiting": m2 - m1,
+                "n_workers": ex.n_workers,
+            }
+        )
+    )

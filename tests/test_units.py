@@ -1,0 +1,141 @@
+"""Unit tests of pure logic (no processes): framing, backoff, options, caches, the public API."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import evocluster
+from evocluster import config, serialization
+from evocluster.backends import base
+from evocluster.errors import ConfigurationError, RemoteError, RemoteTraceback
+from evocluster.worker import FunctionCache
+
+
+def test_public_api_is_pinned() -> None:
+    assert sorted(evocluster.__all__) == sorted(
+        [
+            "BrokenPool",
+            "ConfigurationError",
+            "EvoclusterError",
+            "Executor",
+            "JobError",
+            "RemoteError",
+            "RemoteTraceback",
+            "WorkerError",
+            "__version__",
+            "get_executor",
+            "map",
+        ]
+    )
+    for name in evocluster.__all__:
+        assert getattr(evocluster, name) is not None
+
+
+def test_import_does_not_start_mpi() -> None:
+    code = "import sys, evocluster; assert 'mpi4py' not in sys.modules; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("head_size", [0, 10, base.INLINE_MAX, base.INLINE_MAX + 1])
+def test_envelope_round_trip(head_size: int) -> None:
+    head = bytes(range(256)) * (head_size // 256) + b"x" * (head_size % 256)
+    frames = [head, memoryview(b"abc"), bytearray(0), np.arange(5).data]
+    env, parts = base.encode_envelope(frames)
+    inline, sizes = base.decode_envelope(env)
+    assert (inline is not None) == (head_size <= base.INLINE_MAX)
+    assert sizes == [p.nbytes for p in parts]
+    rebuilt = base.assemble(inline, [bytes(p) for p in parts])
+    assert [bytes(f) for f in rebuilt] == [bytes(memoryview(f).cast("B")) for f in frames]
+
+
+def test_pieces_cover_a_part_without_gaps() -> None:
+    assert base.pieces(0) == [(0, 0)]
+    assert base.pieces(10) == [(0, 10)]
+    n = 2 * base.PIECE + 5
+    cut = base.pieces(n)
+    assert cut == [(0, base.PIECE), (base.PIECE, 2 * base.PIECE), (2 * base.PIECE, n)]
+    assert all(b - a <= base.PIECE < 2**31 for a, b in cut)
+
+
+def test_backoff_doubles_then_waits_for_patience() -> None:
+    b = base.Backoff(0.001, 0.004, 0.1, patience=3600)
+    assert [b.next() for _ in range(5)] == [0.001, 0.002, 0.004, 0.004, 0.004]
+    b = base.Backoff(0.001, 0.004, 0.016, patience=0)
+    assert [b.next() for _ in range(6)] == [0.001, 0.002, 0.004, 0.008, 0.016, 0.016]
+    b.reset()
+    assert b.next() == 0.001
+
+
+def test_options_precedence_and_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert config.resolve().backend == "auto"
+    monkeypatch.setenv("EVOCLUSTER_BACKEND", "serial")
+    monkeypatch.setenv("EVOCLUSTER_WORKERS", "3")
+    assert config.resolve().backend == "serial"
+    assert config.resolve(backend="local").backend == "local"  # keyword beats environment
+    assert config.resolve().workers == 3
+    monkeypatch.setenv("EVOCLUSTER_WORKERS", "three")
+    with pytest.raises(ConfigurationError, match="EVOCLUSTER_WORKERS='three'"):
+        config.resolve()
+    monkeypatch.delenv("EVOCLUSTER_WORKERS")
+    with pytest.raises(ConfigurationError, match="backend must be one of"):
+        config.resolve(backend="yarn")
+    with pytest.raises(ConfigurationError, match="workers must be >= 1"):
+        config.resolve(workers=0)
+    with pytest.raises(ConfigurationError, match="unknown option"):
+        config.resolve(colour="blue")
+
+
+def test_function_cache_is_bounded_lru() -> None:
+    c = FunctionCache(maxsize=2)
+    c.put(b"a", 1)
+    c.put(b"b", 2)
+    assert c.touch(b"a")  # a is now the most recent
+    c.put(b"c", 3)  # evicts b
+    assert not c.touch(b"b") and c.touch(b"a") and c.touch(b"c")
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def test_function_table_serialises_each_callable_once() -> None:
+    table = serialization.FunctionTable()
+    key1, payload1 = table.lookup(square)
+    key2, payload2 = table.lookup(square)
+    assert key1 == key2 and payload1 is payload2  # cached by identity
+    assert table.lookup(abs)[0] != key1
+    assert serialization.loads(payload1) is square
+
+
+def test_numpy_travels_out_of_band() -> None:
+    a = np.arange(1 << 16, dtype=np.float64)
+    frames = serialization.dumps({"a": a})
+    assert len(frames) == 2 and memoryview(frames[1]).nbytes == a.nbytes
+    assert len(frames[0]) < 1000  # the data is not in the pickle stream
+    back = serialization.loads([frames[0], bytearray(frames[1])])
+    assert np.array_equal(back["a"], a)
+
+
+class Awkward(Exception):
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"{a}/{b}")
+
+
+def test_exceptions_come_home_or_as_stand_in() -> None:
+    try:
+        raise KeyError("gene")
+    except KeyError as e:
+        info = serialization.pack_exception(e, "worker 1")
+    exc = serialization.unpack_exception(pickle.loads(pickle.dumps(info)))
+    assert isinstance(exc, KeyError) and isinstance(exc.__cause__, RemoteTraceback)
+    assert "worker 1" in str(exc.__cause__) and "KeyError" in str(exc.__cause__)
+    info = serialization.pack_exception(Awkward(1, 2), "worker 2")
+    exc = serialization.unpack_exception(info)
+    assert isinstance(exc, RemoteError) and exc.message == "1/2"
+    assert exc.type_name.endswith("Awkward")
