@@ -15,6 +15,7 @@ from .errors import (
     JobError,
     RemoteError,
     RemoteTraceback,
+    SerializationError,
     WorkerError,
 )
 from .executor import Executor, get_executor, map  # noqa: A004 - a drop-in, on purpose
@@ -29,6 +30,7 @@ __all__ = [
     "JobError",
     "RemoteError",
     "RemoteTraceback",
+    "SerializationError",
     "WorkerError",
     "__version__",
     "get_executor",

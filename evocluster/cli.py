@@ -16,7 +16,7 @@ import sys
 import traceback
 from typing import Any, NoReturn
 
-from . import __version__, config, executor, jobfile
+from . import __version__, config, executor, jobfile, serialization
 from .errors import ConfigurationError, JobError
 
 __all__ = ["main"]
@@ -28,7 +28,7 @@ launch:
   python -m evocluster job.py                    local process pool (os.cpu_count() workers)
   mpiexec -n 64 python -m evocluster job.py      MPI: rank 0 runs job.py, ranks 1..63 evaluate
   srun -n 64 python -m evocluster job.py         the same inside a SLURM allocation
-options can also be set as EVOCLUSTER_BACKEND and EVOCLUSTER_WORKERS.
+options can also be set as EVOCLUSTER_BACKEND, EVOCLUSTER_WORKERS, EVOCLUSTER_SERIALIZATION.
 """
 
 
@@ -54,11 +54,18 @@ def _parser() -> argparse.ArgumentParser:
         help="auto (default): MPI when the MPI world has more than one rank, else local",
     )
     p.add_argument("--workers", type=int, default=None, help="size of the local pool")
+    p.add_argument(
+        "--serialization",
+        choices=config.POLICIES,
+        default=None,
+        help="upgrade (default): pickle, callables by value with cloudpickle where needed; "
+        "strict: pickle only, fail early; cloudpickle: everything by value",
+    )
     p.add_argument("--version", action="version", version=f"evocluster {__version__}")
     return p
 
 
-_TAKES_VALUE = {"--backend", "--workers"}
+_TAKES_VALUE = {"--backend", "--workers", "--serialization"}
 
 
 def _split(argv: list[str]) -> tuple[list[str], str | None, str | None, list[str]]:
@@ -141,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     ns = parser.parse_args(own)
     try:
-        options = config.resolve(backend=ns.backend, workers=ns.workers)
+        options = config.resolve(
+            backend=ns.backend, workers=ns.workers, serialization=ns.serialization
+        )
         name, mpi = _choose_backend(options)
     except ConfigurationError as e:
         _say(str(e))
@@ -165,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         release_workers()
         _say(str(e))
         return 2
+    serialization.set_worker_main_names(jobfile.module_level_names(job))
     if name == "mpi":
         transport = mpi.MPITransport(job, options)
     else:

@@ -10,10 +10,12 @@ from typing import Any
 
 from .errors import ConfigurationError
 
-__all__ = ["BACKENDS", "Options", "resolve"]
+__all__ = ["BACKENDS", "POLICIES", "Options", "resolve"]
 
 #: Backend names accepted by ``--backend`` / ``EVOCLUSTER_BACKEND`` / ``Executor(backend=...)``.
 BACKENDS = ("auto", "mpi", "local", "serial")
+#: Serialisation policies (see :mod:`evocluster.serialization`), the default first.
+POLICIES = ("upgrade", "strict", "cloudpickle")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +23,8 @@ class Options:
     """The resolved options of one executor (plain data: picklable, sent to workers at start)."""
 
     backend: str = "auto"
+    #: how callables and arguments are serialised: "upgrade", "strict" or "cloudpickle".
+    serialization: str = "upgrade"
     #: local pool size; ``None`` means ``os.cpu_count()``.
     workers: int | None = None
     #: chunks in flight per worker (1: no prefetch); 2 keeps a worker busy while its result travels
@@ -44,6 +48,7 @@ class Options:
 
 _ENV = {
     "backend": ("EVOCLUSTER_BACKEND", str),
+    "serialization": ("EVOCLUSTER_SERIALIZATION", str),
     "workers": ("EVOCLUSTER_WORKERS", int),
     "prefetch": ("EVOCLUSTER_PREFETCH", int),
     "prefetch_max_bytes": ("EVOCLUSTER_PREFETCH_MAX_BYTES", int),
@@ -84,6 +89,10 @@ def resolve(**kwargs: Any) -> Options:
 def _validate(o: Options) -> None:
     if o.backend not in BACKENDS:
         raise ConfigurationError(f"backend must be one of {', '.join(BACKENDS)}, not {o.backend!r}")
+    if o.serialization not in POLICIES:
+        raise ConfigurationError(
+            f"serialization must be one of {', '.join(POLICIES)}, not {o.serialization!r}"
+        )
     if o.workers is not None and o.workers < 1:
         raise ConfigurationError(f"workers must be >= 1, not {o.workers}")
     if o.prefetch < 1:

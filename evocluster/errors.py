@@ -6,6 +6,8 @@ Hierarchy::
      +-- EvoclusterError                 base of everything raised by evocluster itself
      |    +-- ConfigurationError         a bad option, environment variable or launch command
      |    +-- JobError                   the job file or module cannot be found or loaded
+     |    +-- SerializationError         an object cannot be sent to the workers (names the
+     |                                   object, where it sits, why, and the ways out)
      |    +-- WorkerError                a worker failed outside the fitness (start-up, protocol)
      |    +-- RemoteError                stand-in for a fitness exception that could not be
      |                                   carried home as itself (its class cannot be pickled)
@@ -30,6 +32,7 @@ __all__ = [
     "JobError",
     "RemoteError",
     "RemoteTraceback",
+    "SerializationError",
     "WorkerError",
 ]
 
@@ -44,6 +47,16 @@ class ConfigurationError(EvoclusterError, ValueError):
 
 class JobError(EvoclusterError):
     """The job file or module is missing, does not compile, or fails while being loaded."""
+
+
+class SerializationError(EvoclusterError, TypeError):
+    """An object cannot be serialised for the workers, or a worker cannot load what it received.
+
+    Raised on the master before anything is dispatched when the callable or the first task's
+    arguments cannot travel; the message names the object, where it sits (``fn ->
+    functools.partial.func -> <lambda> defined at job.py:42``), why pickle refuses it, and what to
+    do instead.
+    """
 
 
 class WorkerError(EvoclusterError):

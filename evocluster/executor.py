@@ -36,10 +36,18 @@ from concurrent.futures import CancelledError, Future
 from concurrent.futures import Executor as _StdExecutor
 from typing import Any
 
-from . import config, jobfile, protocol
+from . import config, jobfile, protocol, serialization
 from .backends.base import Transport
-from .errors import BrokenPool, ConfigurationError, JobError
-from .serialization import FunctionTable, dumps, frames_nbytes, loads, nest, unpack_exception
+from .errors import BrokenPool, ConfigurationError, JobError, SerializationError
+from .serialization import (
+    FunctionTable,
+    dumps,
+    dumps_args,
+    frames_nbytes,
+    loads,
+    nest,
+    unpack_exception,
+)
 from .worker import FN_CACHE_SIZE, FunctionCache
 
 __all__ = ["Executor", "get_executor", "map"]
@@ -65,6 +73,7 @@ class _Job:
         "kwargs",
         "n",
         "next",
+        "policy",
         "remaining",
         "star",
         "values",
@@ -79,8 +88,10 @@ class _Job:
         kwargs: dict[str, Any] | None,
         chunksize: int | None,
         future: Future[Any] | None,
+        policy: str,
     ) -> None:
         self.fn_key = fn_key
+        self.policy = policy
         self.star = star  # items are argument tuples (else each item is the one argument)
         self.fn_payload = fn_payload
         self.items = items
@@ -325,12 +336,22 @@ class _Pool:
             job.next = stop
             items = job.items[start:stop]
             try:
-                frames = dumps((items, job.star, job.kwargs))
+                frames = dumps_args((items, job.star, job.kwargs), job.policy)
             except Exception as e:
-                self._settle(job, start, stop, [], {-1: e})
+                self._settle(job, start, stop, [], {-1: self._diagnose(job, start, items, e)})
                 continue
             return _Chunk(job, start, stop, nest(frames), frames_nbytes(frames))
         return None
+
+    @staticmethod
+    def _diagnose(job: _Job, start: int, items: list[Any], exc: Exception) -> BaseException:
+        """Name the first item of a chunk that cannot be serialised, and why."""
+        for i, item in enumerate(items):
+            try:
+                serialization.check(item, _args_label(job, start + i), job.policy)
+            except SerializationError as e:
+                return e
+        return exc
 
     def _on_result(self, worker: int, record: tuple[Any, ...]) -> None:
         _, cid, value_frames, errors, elapsed = record
@@ -410,6 +431,10 @@ class _Pool:
             self._cv.notify_all()
 
 
+def _args_label(job: _Job, index: int) -> str:
+    return f"args (call {index})" if job.star else f"args[0] (individual {index})"
+
+
 class Executor(_StdExecutor):
     """Evaluate calls on the workers of a backend: a ``concurrent.futures.Executor``.
 
@@ -422,14 +447,28 @@ class Executor(_StdExecutor):
         backend: ``"auto"`` (the launcher's backend, else ``"local"``), ``"local"``, ``"serial"``
             or ``"mpi"`` (only under the launcher).  Default: ``EVOCLUSTER_BACKEND`` or ``"auto"``.
         workers: size of a local pool.  Default: ``EVOCLUSTER_WORKERS`` or ``os.cpu_count()``.
+        serialization: ``"upgrade"`` (default: pickle, callables that need it by value with
+            cloudpickle), ``"strict"`` (pickle only; what cannot travel fails on the master, before
+            dispatch) or ``"cloudpickle"``.  Default: ``EVOCLUSTER_SERIALIZATION``.
         **options: further :class:`evocluster.config.Options` fields (``prefetch``, ...).
 
     Raises:
-        ConfigurationError: an unknown backend or option, or ``"mpi"`` outside the launcher.
+        ConfigurationError: an unknown backend, policy or option, or ``"mpi"`` outside the
+            launcher.
     """
 
-    def __init__(self, backend: str | None = None, workers: int | None = None, **options: Any):
-        opts = config.resolve(backend=backend, workers=workers, **options)
+    def __init__(
+        self,
+        backend: str | None = None,
+        workers: int | None = None,
+        *,
+        serialization: str | None = None,
+        **options: Any,
+    ):
+        opts = config.resolve(
+            backend=backend, workers=workers, serialization=serialization, **options
+        )
+        self._policy = opts.serialization
         self._pool, self._owns_pool = _open_pool(opts)
         self._jobs: list[_Job] = []
         self._shutdown = False
@@ -465,10 +504,12 @@ class Executor(_StdExecutor):
         Raises:
             RuntimeError: after :meth:`shutdown`.
             BrokenPool: the pool lost a worker earlier.
+            SerializationError: ``fn`` or the arguments cannot reach the workers.
         """
-        key, payload = self._pool.functions.lookup(fn)
+        key, payload = self._pool.functions.lookup(fn, self._policy)
+        serialization.check((args, kwargs), "args", self._policy)
         future: Future[Any] = Future()
-        self._put(_Job(key, payload, [args], True, kwargs or None, 1, future))
+        self._put(_Job(key, payload, [args], True, kwargs or None, 1, future, self._policy))
         return future
 
     def map(
@@ -477,6 +518,7 @@ class Executor(_StdExecutor):
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int | None = None,
+        serialization: str | None = None,
     ) -> Iterator[Any]:
         """Return an iterator over ``fn(*args)`` for ``args`` in ``zip(*iterables)``, in order.
 
@@ -487,20 +529,27 @@ class Executor(_StdExecutor):
                 ``TimeoutError``.
             chunksize: items per message; ``None`` (default) adapts to the measured cost per
                 item: expensive calls go one by one, cheap ones in batches.
+            serialization: the policy for this call (default: the executor's).
 
         Raises:
-            ValueError: ``chunksize`` below 1.
+            ValueError: ``chunksize`` below 1, or an unknown policy.
+            SerializationError: ``fn`` or the first call's arguments cannot reach the workers
+                (checked before anything is dispatched).
             Exception: the first exception raised by ``fn``, when its result is reached, with the
                 worker's traceback as ``__cause__``.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        return self._results(self._map_job(fn, iterables, chunksize), deadline)
+        return self._results(self._map_job(fn, iterables, chunksize, serialization), deadline)
 
     def _map_list(
-        self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], chunksize: int | None
+        self,
+        fn: Callable[..., Any],
+        iterables: tuple[Iterable[Any], ...],
+        chunksize: int | None,
+        policy: str | None,
     ) -> list[Any]:
         """``list(self.map(...))`` without waking this thread once per result."""
-        job = self._map_job(fn, iterables, chunksize)
+        job = self._map_job(fn, iterables, chunksize, policy)
         try:
             job.done.wait()
         finally:
@@ -514,15 +563,24 @@ class Executor(_StdExecutor):
         return job.values
 
     def _map_job(
-        self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], chunksize: int | None
+        self,
+        fn: Callable[..., Any],
+        iterables: tuple[Iterable[Any], ...],
+        chunksize: int | None,
+        policy: str | None,
     ) -> _Job:
         if chunksize is not None and chunksize < 1:
             raise ValueError("chunksize must be >= 1")
+        policy = (
+            self._policy if policy is None else config.resolve(serialization=policy).serialization
+        )
         # one iterable (the EA's population): keep its items as they are, no tuple per item
         star = len(iterables) != 1
         items = list(zip(*iterables)) if star else list(iterables[0])  # noqa: B905 (shortest)
-        key, payload = self._pool.functions.lookup(fn)
-        job = _Job(key, payload, items, star, None, chunksize, None)
+        key, payload = self._pool.functions.lookup(fn, policy)
+        job = _Job(key, payload, items, star, None, chunksize, None, policy)
+        if items:  # the first call is checked here, before anything is dispatched
+            serialization.check(items[0], _args_label(job, 0), policy)
         self._put(job)
         return job
 
@@ -622,7 +680,9 @@ def _open_pool(opts: config.Options) -> tuple[_Pool, bool]:
             "every rank would run the whole job: launch it as "
             f"`mpiexec -n {size} python -m evocluster job.py`"
         )
-    transport = open_transport(name, opts, jobfile.spec_for_current_main())
+    job = jobfile.spec_for_current_main()
+    serialization.set_worker_main_names(jobfile.module_level_names(job))
+    transport = open_transport(name, opts, job)
     return _Pool(transport, opts, name), True
 
 
@@ -659,14 +719,22 @@ def get_executor() -> Executor:
 
 
 def map(  # noqa: A001 - a drop-in for the builtin, on purpose
-    fn: Callable[..., Any], *iterables: Iterable[Any], chunksize: int | None = None
+    fn: Callable[..., Any],
+    *iterables: Iterable[Any],
+    chunksize: int | None = None,
+    serialization: str | None = None,
 ) -> list[Any]:
     """``[fn(*args) for args in zip(*iterables)]``, evaluated on the workers, in order.
 
     A drop-in for the builtin ``map`` and DEAP's ``toolbox.map``:
     ``toolbox.register("map", evocluster.map)``.
 
+    Args:
+        chunksize: items per message; ``None`` (default) adapts to the measured cost.
+        serialization: ``"upgrade"``, ``"strict"`` or ``"cloudpickle"`` for this call.
+
     Raises:
+        SerializationError: ``fn`` or the first item cannot reach the workers (before dispatch).
         Exception: the first exception raised by ``fn``, with the worker's traceback as cause.
     """
-    return get_executor()._map_list(fn, iterables, chunksize)
+    return get_executor()._map_list(fn, iterables, chunksize, serialization)

@@ -8,6 +8,7 @@ pickled by reference on the master as ``__main__.fitness`` resolves on the worke
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
 import runpy
@@ -17,7 +18,14 @@ from typing import Any
 
 from .errors import JobError
 
-__all__ = ["WORKER_NAME", "check", "import_for_worker", "run_as_main", "spec_for_current_main"]
+__all__ = [
+    "WORKER_NAME",
+    "check",
+    "import_for_worker",
+    "module_level_names",
+    "run_as_main",
+    "spec_for_current_main",
+]
 
 WORKER_NAME = "__worker__"
 
@@ -85,6 +93,56 @@ def check(job: dict[str, Any]) -> None:
             f"job file has a syntax error at {where}: {e.msg}\n    {line}\n"
             "fix the file and launch again"
         ) from e
+
+
+def _is_main_guard(test: ast.expr) -> bool:
+    """``__name__ == "__main__"`` (either way round)."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
+        return False
+    sides = [test.left, test.comparators[0]]
+    names = [s.id for s in sides if isinstance(s, ast.Name)]
+    consts = [s.value for s in sides if isinstance(s, ast.Constant)]
+    return isinstance(test.ops[0], ast.Eq) and names == ["__name__"] and consts == ["__main__"]
+
+
+def _bound_names(body: list[ast.stmt]) -> set[str]:
+    names: set[str] = set()
+    for stmt in body:
+        if isinstance(stmt, ast.If) and _is_main_guard(stmt.test):
+            names |= _bound_names(stmt.orelse)  # the guarded body never runs on a worker
+            continue
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(stmt.name)
+            continue
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in stmt.names)
+            continue
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)  # defined inside if/try/with at module level
+    return names
+
+
+def module_level_names(job: dict[str, Any]) -> set[str]:
+    """The names the job binds at module level outside its main guard: what a worker's
+    ``__main__`` (the job imported as ``__worker__``) will have.  Empty if there is no source."""
+    source: str | bytes | None = None
+    try:
+        if job["path"] is not None:
+            with open(job["path"], "rb") as fh:
+                source = fh.read()
+        elif job["module"] is not None:
+            name = job["module"]
+            found = importlib.util.find_spec(name)
+            if found is not None and found.submodule_search_locations is not None:
+                found = importlib.util.find_spec(name + ".__main__")
+            loader: Any = found.loader if found is not None else None
+            source = loader.get_source(found.name) if loader is not None else None  # type: ignore[union-attr]
+        return _bound_names(ast.parse(source).body) if source is not None else set()
+    except (OSError, SyntaxError, ImportError, ValueError):
+        return set()
 
 
 def _prepare_sys(job: dict[str, Any]) -> None:

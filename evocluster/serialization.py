@@ -4,6 +4,20 @@
   array's data is not copied into the pickle stream but travels as its own frame, so the transport
   can send it straight from the array's memory and the receiver rebuilds the array on the received
   buffer (no extra copy on either side).
+* Policies (:data:`POLICIES`), for the callable and the arguments of every call:
+
+  - ``upgrade`` (default): stdlib pickle; a callable that pickle cannot send by reference (a
+    lambda, a closure, a nested function, something of the job's ``__main__`` that the workers
+    cannot import, a ``partial`` or bound method of those) is sent by value with cloudpickle.
+    Only the callable is upgraded: arguments travel by plain pickle.
+  - ``strict``: no upgrade; what cannot travel by reference raises :class:`SerializationError`
+    on the master, before anything is dispatched, naming the object and where it sits.
+  - ``cloudpickle``: the callable and the arguments by value (interactive use).
+
+  "The workers cannot import it" is decided, not guessed: workers import the job file, so an
+  object of ``__main__`` is importable there when its name is bound at the job's module level,
+  outside ``if __name__ == "__main__":`` (:func:`set_worker_main_names`).  The same check runs on
+  every backend, the serial one included, so a job that passes under serial passes on a cluster.
 * :class:`FunctionTable`: each distinct callable is serialised once per master and identified by a
   digest of its serialised form; a task carries only that key, and a worker caches the callable.
 * :func:`pack_exception` / :func:`unpack_exception`: a fitness exception comes home as itself when
@@ -13,24 +27,35 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
+import os
 import pickle
 import traceback
+import types
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from .errors import RemoteError, RemoteTraceback
+from .config import POLICIES
+from .errors import RemoteError, RemoteTraceback, SerializationError
 
 __all__ = [
+    "POLICIES",
     "Frames",
     "FunctionTable",
+    "check",
     "dumps",
+    "dumps_args",
+    "explain_load_error",
     "frames_nbytes",
     "loads",
     "nest",
     "pack_exception",
+    "serialize_callable",
+    "set_worker_main_names",
     "unpack_exception",
 ]
 
@@ -38,6 +63,53 @@ __all__ = [
 Frames = list[Any]
 
 PROTOCOL = 5
+
+
+# Names bound at the job's module level, outside its main guard: what the workers' ``__main__``
+# (the job imported as ``__worker__``) will have.  Empty until a launcher or pool sets it.
+_worker_main_names: frozenset[str] = frozenset()
+
+
+def set_worker_main_names(names: Iterable[str]) -> None:
+    """Declare which ``__main__`` names the workers can import (the job's module-level names)."""
+    global _worker_main_names
+    _worker_main_names = frozenset(names)
+
+
+class _NotOnWorkers(pickle.PicklingError):
+    """An object of ``__main__`` that exists on the master only."""
+
+
+class _CheckingPickler(pickle.Pickler):
+    """The stdlib pickler, refusing ``__main__`` functions and classes the workers cannot import
+    (pickle would store them by name and the workers would fail to find them)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, (types.FunctionType, type)) and obj.__module__ == "__main__":
+            qualname = obj.__qualname__
+            if "<" not in qualname and qualname.split(".")[0] not in _worker_main_names:
+                raise _NotOnWorkers(
+                    f"{_describe(obj)} is defined in the job's __main__ but not at its module "
+                    "level (outside `if __name__ == '__main__':`), so the workers cannot import it"
+                )
+        return NotImplemented
+
+
+def _dumps_with(pickler_class: Any, obj: Any) -> Frames:
+    buffers: list[pickle.PickleBuffer] = []
+    out = io.BytesIO()
+    pickler_class(out, protocol=PROTOCOL, buffer_callback=buffers.append).dump(obj)
+    return [out.getbuffer(), *(b.raw() for b in buffers)]
+
+
+def _cloud_dumps(obj: Any) -> Frames:
+    import cloudpickle  # lazily: most runs never need it
+
+    return _dumps_with(cloudpickle.CloudPickler, obj)
+
+
+#: What pickle raises for an object it cannot store.
+_REFUSED = (pickle.PicklingError, AttributeError, TypeError, ValueError, RecursionError)
 
 
 def dumps(obj: Any) -> Frames:
@@ -50,6 +122,159 @@ def dumps(obj: Any) -> Frames:
 def loads(frames: Sequence[Any]) -> Any:
     """Rebuild an object from the frames :func:`dumps` made (buffers are used in place)."""
     return pickle.loads(frames[0], buffers=frames[1:])
+
+
+def dumps_args(obj: Any, policy: str) -> Frames:
+    """Serialise call arguments under ``policy`` (by value only for ``cloudpickle``)."""
+    return _cloud_dumps(obj) if policy == "cloudpickle" else dumps(obj)
+
+
+def serialize_callable(fn: Callable[..., Any], policy: str) -> Frames:
+    """Serialise ``fn`` under ``policy``.
+
+    Raises:
+        SerializationError: ``strict`` and ``fn`` cannot travel by reference, or nothing can
+            serialise it.
+    """
+    if policy == "cloudpickle":
+        try:
+            return _cloud_dumps(fn)
+        except _REFUSED as e:
+            raise SerializationError(_explain(fn, "fn", e, policy)) from e
+    try:
+        return _dumps_with(_CheckingPickler, fn)
+    except _REFUSED as e:
+        if policy == "strict":
+            raise SerializationError(_explain(fn, "fn", e, policy)) from None
+        try:
+            return _cloud_dumps(fn)
+        except _REFUSED as e2:
+            raise SerializationError(_explain(fn, "fn", e2, policy)) from e2
+
+
+def check(obj: Any, label: str, policy: str) -> None:
+    """Raise :class:`SerializationError` now if ``obj`` (arguments) could not reach the workers."""
+    try:
+        if policy == "cloudpickle":
+            _cloud_dumps(obj)
+        else:
+            _dumps_with(_CheckingPickler, obj)
+    except _REFUSED as e:
+        raise SerializationError(_explain(obj, label, e, policy)) from None
+
+
+def _describe(obj: Any) -> str:
+    """A short, recognisable name for an object in a message."""
+    if isinstance(obj, types.FunctionType):
+        code = obj.__code__
+        where = f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
+        name = "<lambda>" if obj.__name__ == "<lambda>" else f"function {obj.__qualname__}"
+        return f"{name} defined at {where}"
+    if isinstance(obj, type):
+        return f"class {obj.__module__}.{obj.__qualname__}"
+    if isinstance(obj, types.ModuleType):
+        return f"module {obj.__name__}"
+    return f"{type(obj).__qualname__} object"
+
+
+def _children(obj: Any) -> list[tuple[str, Any]]:
+    """The parts of ``obj`` pickle would have to store, labelled as a path segment."""
+    if isinstance(obj, functools.partial):
+        return [
+            ("functools.partial.func", obj.func),
+            *((f"functools.partial.args[{i}]", a) for i, a in enumerate(obj.args)),
+            *((f"functools.partial.keywords[{k!r}]", v) for k, v in obj.keywords.items()),
+        ]
+    if isinstance(obj, types.MethodType):
+        return [(".__self__", obj.__self__), (".__func__", obj.__func__)]
+    if isinstance(obj, types.FunctionType):
+        cells = obj.__closure__ or ()
+        return [
+            (f"closure variable {name!r}", cell.cell_contents)
+            for name, cell in zip(obj.__code__.co_freevars, cells, strict=False)
+            if _cell_filled(cell)
+        ]
+    if isinstance(obj, (list, tuple)):
+        return [(f"[{i}]", v) for i, v in enumerate(obj)]
+    if isinstance(obj, dict):
+        return [(f"[{k!r}]", v) for k, v in obj.items()]
+    if isinstance(obj, (set, frozenset)):
+        return [("{element}", v) for v in obj]
+    state = getattr(obj, "__dict__", None)
+    if isinstance(state, dict):
+        return [(f".{k}", v) for k, v in state.items()]
+    return []
+
+
+def _cell_filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 - an empty cell raises
+    except ValueError:
+        return False
+    return True
+
+
+def _locate(obj: Any, path: list[str], policy: str, depth: int = 0) -> tuple[list[str], Any, str]:
+    """Walk down to the innermost part of ``obj`` that cannot be pickled; return its path, the
+    part itself, and pickle's reason."""
+    reason = ""
+    for label, child in _children(obj) if depth < 30 else []:
+        try:
+            check(child, "", policy) if policy != "upgrade" else _dumps_with(
+                _CheckingPickler, child
+            )
+        except (SerializationError, *_REFUSED) as e:
+            reason = str(e)
+            return _locate(child, [*path, label], policy, depth + 1)
+    if not reason:
+        try:
+            _dumps_with(_CheckingPickler, obj)
+        except _REFUSED as e:
+            reason = str(e)
+    return path, obj, reason
+
+
+def _explain(obj: Any, root: str, exc: BaseException, policy: str) -> str:
+    path, culprit, reason = _locate(obj, [root], policy)
+    if isinstance(exc, SerializationError):
+        reason = str(exc)
+    reason = (reason or str(exc)).splitlines()[0] if (reason or str(exc)) else type(exc).__name__
+    chain = " -> ".join([*path, _describe(culprit)])
+    if root == "fn" and policy == "strict":
+        ways = (
+            "define it at module level of the job file (outside `if __name__ == '__main__':`) "
+            "so that the workers import it by name, or use the serialization policy 'upgrade' "
+            "(the default), which sends such callables by value with cloudpickle"
+        )
+    elif root == "fn":
+        ways = "make it a module-level function of the job file"
+    else:
+        ways = (
+            "define its class or function at module level of the job file (outside "
+            "`if __name__ == '__main__':`), or keep it out of the arguments (the callable may "
+            "close over it: callables are upgraded to cloudpickle and sent once per worker)"
+        )
+    return (
+        f"cannot send {root} to the workers under serialization policy {policy!r}: {chain} "
+        f"cannot be pickled ({reason}). Ways out: {ways}."
+    )
+
+
+def explain_load_error(exc: BaseException, what: str) -> str:
+    """Say what to do when a worker cannot load what the master sent."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ModuleNotFoundError):
+        hint = (
+            f"module {exc.name!r} cannot be imported on this worker: install it there, or make "
+            "sure the worker's sys.path (PYTHONPATH, the job's directory) reaches it"
+        )
+    else:
+        hint = (
+            "define creator classes, the primitive set and everything the fitness uses at module "
+            "level of the job file, outside `if __name__ == '__main__':`, so that the workers, "
+            "which import the job file, have them too"
+        )
+    return f"the worker cannot load {what} ({text}): {hint}"
 
 
 def nest(frames: Sequence[Any]) -> list[pickle.PickleBuffer]:
@@ -75,17 +300,26 @@ class FunctionTable:
     def __init__(self, maxsize: int = 256) -> None:
         self._maxsize = maxsize
         # id(fn) -> (weakref or strong ref, key, payload); bounded, least recently used first out.
-        self._by_id: OrderedDict[int, tuple[Any, bytes, Frames]] = OrderedDict()
+        self._by_id: OrderedDict[tuple[int, str], tuple[Any, bytes, Frames]] = OrderedDict()
 
-    def lookup(self, fn: Callable[..., Any]) -> tuple[bytes, Frames]:
-        entry = self._by_id.get(id(fn))
+    def lookup(self, fn: Callable[..., Any], policy: str = "upgrade") -> tuple[bytes, Frames]:
+        """Return ``(key, payload)`` for ``fn`` under ``policy``.
+
+        Raises:
+            TypeError: ``fn`` is not callable.
+            SerializationError: ``fn`` cannot be sent under ``policy``.
+        """
+        if not callable(fn):
+            raise TypeError(f"{fn!r} is not callable")
+        ident = (id(fn), policy)
+        entry = self._by_id.get(ident)
         if entry is not None:
             held, key, payload = entry
             target = held() if isinstance(held, weakref.ref) else held
             if target is fn:  # the same object, not a new one that reuses a dead one's id
-                self._by_id.move_to_end(id(fn))
+                self._by_id.move_to_end(ident)
                 return key, payload
-        payload = dumps(fn)
+        payload = serialize_callable(fn, policy)
         digest = hashlib.blake2b(digest_size=16)
         for frame in payload:
             digest.update(frame)
@@ -94,7 +328,7 @@ class FunctionTable:
             ref: Any = weakref.ref(fn)
         except TypeError:  # builtins, some callables: keep them alive instead
             ref = fn
-        self._by_id[id(fn)] = (ref, key, payload)
+        self._by_id[ident] = (ref, key, payload)
         if len(self._by_id) > self._maxsize:
             self._by_id.popitem(last=False)
         return key, payload

@@ -15,7 +15,8 @@ from typing import Any
 
 from . import jobfile, protocol
 from .backends.base import Channel
-from .serialization import dumps, loads, nest, pack_exception
+from .errors import SerializationError
+from .serialization import dumps, explain_load_error, loads, nest, pack_exception
 
 __all__ = ["FN_CACHE_SIZE", "FunctionCache", "Worker", "serve"]
 
@@ -74,7 +75,8 @@ class Worker:
         try:
             fn: Any = loads(payload)
         except Exception as e:
-            fn = _Unloadable(pack_exception(e, self.label + ", loading the function"))
+            err = SerializationError(explain_load_error(e, "the function"))
+            fn = _Unloadable(pack_exception(err, self.label))
         self.functions.put(key, fn)
         return True
 
@@ -90,7 +92,8 @@ class Worker:
                 return protocol.result(chunk_id, nest(dumps([])), {-1: fn.info}, 0.0)
             items, star, kwargs = loads(item_frames)
         except Exception as e:
-            info = pack_exception(e, self.label + ", loading the task")
+            err = SerializationError(explain_load_error(e, "the task's arguments"))
+            info = pack_exception(err, self.label)
             return protocol.result(chunk_id, nest(dumps([])), {-1: info}, 0.0)
         t0 = time.perf_counter()
         for i, item in enumerate(items):
@@ -118,9 +121,12 @@ class Worker:
                 dumps(v)
             except Exception as e:
                 values[i] = None
-                errors[i] = pack_exception(
-                    type(e)(f"the result of this call cannot be pickled: {e}"), self.label
+                err = SerializationError(
+                    f"the result of this call cannot be pickled ({type(e).__name__}: {e}): "
+                    "return plain data (numbers, tuples, lists, dicts, numpy arrays) or objects "
+                    "of classes defined at module level"
                 )
+                errors[i] = pack_exception(err, self.label)
         return dumps(values)
 
 

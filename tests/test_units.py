@@ -26,6 +26,7 @@ def test_public_api_is_pinned() -> None:
             "JobError",
             "RemoteError",
             "RemoteTraceback",
+            "SerializationError",
             "WorkerError",
             "__version__",
             "get_executor",
