@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         options = config.resolve(
             backend=ns.backend, workers=ns.workers, serialization=ns.serialization
         )
+        # the job's executors (the default one and any it creates) follow the launcher's policy
+        os.environ["EVOCLUSTER_SERIALIZATION"] = options.serialization
         name, mpi = _choose_backend(options)
     except ConfigurationError as e:
         _say(str(e))

@@ -6,10 +6,11 @@
   buffer (no extra copy on either side).
 * Policies (:data:`POLICIES`), for the callable and the arguments of every call:
 
-  - ``upgrade`` (default): stdlib pickle; a callable that pickle cannot send by reference (a
-    lambda, a closure, a nested function, something of the job's ``__main__`` that the workers
-    cannot import, a ``partial`` or bound method of those) is sent by value with cloudpickle.
-    Only the callable is upgraded: arguments travel by plain pickle.
+  - ``upgrade`` (default): stdlib pickle; a function or class that pickle cannot send by
+    reference (a lambda, a closure, a nested function, something of the job's ``__main__`` that
+    the workers cannot import) is sent by value with cloudpickle -- the callable itself, or one
+    found inside the arguments (a GP ephemeral built from a lambda).  Only those objects are
+    upgraded: the rest of the payload, and every other object in it, is plain pickle.
   - ``strict``: no upgrade; what cannot travel by reference raises :class:`SerializationError`
     on the master, before anything is dispatched, naming the object and where it sits.
   - ``cloudpickle``: the callable and the arguments by value (interactive use).
@@ -27,11 +28,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
 import os
 import pickle
+import sys
 import traceback
 import types
 import weakref
@@ -95,6 +98,56 @@ class _CheckingPickler(pickle.Pickler):
         return NotImplemented
 
 
+_importable_cache: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def _importable(obj: Any) -> bool:
+    """Whether a worker can find this function or class by its module and qualified name."""
+    try:
+        return _importable_cache[obj]
+    except (KeyError, TypeError):
+        pass
+    qualname: str = getattr(obj, "__qualname__", "")
+    module_name = getattr(obj, "__module__", None)
+    if not qualname or "<" in qualname or module_name is None:
+        found = False  # <lambda>, f.<locals>.g
+    elif module_name == "__main__":
+        found = qualname.split(".", maxsplit=1)[0] in _worker_main_names
+    else:
+        target: Any = sys.modules.get(module_name)
+        for part in qualname.split("."):
+            target = getattr(target, part, None)
+        found = target is obj
+    with contextlib.suppress(TypeError):
+        _importable_cache[obj] = found
+    return found
+
+
+def _load_by_value(data: bytes) -> Any:
+    """Worker side of an upgraded object (module level, so pickle finds it by reference)."""
+    return pickle.loads(data)
+
+
+_by_value_cache: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
+
+
+class _UpgradingPickler(pickle.Pickler):
+    """The stdlib pickler, sending by value (cloudpickle) each function or class that the
+    workers could not find by name: the loky pattern, one wrapper per object, cached."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, (types.FunctionType, type)) and not _importable(obj):
+            data = _by_value_cache.get(obj)
+            if data is None:
+                import cloudpickle
+
+                data = cloudpickle.dumps(obj, protocol=PROTOCOL)
+                with contextlib.suppress(TypeError):
+                    _by_value_cache[obj] = data
+            return (_load_by_value, (data,))
+        return NotImplemented
+
+
 def _dumps_with(pickler_class: Any, obj: Any) -> Frames:
     buffers: list[pickle.PickleBuffer] = []
     out = io.BytesIO()
@@ -124,9 +177,14 @@ def loads(frames: Sequence[Any]) -> Any:
     return pickle.loads(frames[0], buffers=frames[1:])
 
 
+_ARGS_PICKLER = {"upgrade": _UpgradingPickler, "strict": _CheckingPickler}
+
+
 def dumps_args(obj: Any, policy: str) -> Frames:
-    """Serialise call arguments under ``policy`` (by value only for ``cloudpickle``)."""
-    return _cloud_dumps(obj) if policy == "cloudpickle" else dumps(obj)
+    """Serialise call arguments under ``policy``."""
+    if policy == "cloudpickle":
+        return _cloud_dumps(obj)
+    return _dumps_with(_ARGS_PICKLER[policy], obj)
 
 
 def serialize_callable(fn: Callable[..., Any], policy: str) -> Frames:
@@ -155,10 +213,7 @@ def serialize_callable(fn: Callable[..., Any], policy: str) -> Frames:
 def check(obj: Any, label: str, policy: str) -> None:
     """Raise :class:`SerializationError` now if ``obj`` (arguments) could not reach the workers."""
     try:
-        if policy == "cloudpickle":
-            _cloud_dumps(obj)
-        else:
-            _dumps_with(_CheckingPickler, obj)
+        dumps_args(obj, policy)
     except _REFUSED as e:
         raise SerializationError(_explain(obj, label, e, policy)) from None
 
@@ -220,15 +275,13 @@ def _locate(obj: Any, path: list[str], policy: str, depth: int = 0) -> tuple[lis
     reason = ""
     for label, child in _children(obj) if depth < 30 else []:
         try:
-            check(child, "", policy) if policy != "upgrade" else _dumps_with(
-                _CheckingPickler, child
-            )
-        except (SerializationError, *_REFUSED) as e:
+            dumps_args(child, policy)
+        except _REFUSED as e:
             reason = str(e)
             return _locate(child, [*path, label], policy, depth + 1)
     if not reason:
         try:
-            _dumps_with(_CheckingPickler, obj)
+            dumps_args(obj, policy)
         except _REFUSED as e:
             reason = str(e)
     return path, obj, reason
@@ -236,9 +289,7 @@ def _locate(obj: Any, path: list[str], policy: str, depth: int = 0) -> tuple[lis
 
 def _explain(obj: Any, root: str, exc: BaseException, policy: str) -> str:
     path, culprit, reason = _locate(obj, [root], policy)
-    if isinstance(exc, SerializationError):
-        reason = str(exc)
-    reason = (reason or str(exc)).splitlines()[0] if (reason or str(exc)) else type(exc).__name__
+    reason = (reason or str(exc) or type(exc).__name__).splitlines()[0]
     chain = " -> ".join([*path, _describe(culprit)])
     if root == "fn" and policy == "strict":
         ways = (
