@@ -181,9 +181,20 @@ _ARGS_PICKLER = {"upgrade": _UpgradingPickler, "strict": _CheckingPickler}
 
 
 def dumps_args(obj: Any, policy: str) -> Frames:
-    """Serialise call arguments under ``policy``."""
+    """Serialise call arguments under ``policy``.
+
+    Fast path: the C pickler, no Python hook per object.  Its output is kept unless pickle
+    refused something or the stream names ``__main__`` -- only then can a function or class be
+    involved that the workers cannot import, and the checking (strict) or upgrading pickler,
+    which looks at each object, does the work."""
     if policy == "cloudpickle":
         return _cloud_dumps(obj)
+    try:
+        frames = dumps(obj)
+        if b"__main__" not in frames[0]:
+            return frames
+    except _REFUSED:
+        pass
     return _dumps_with(_ARGS_PICKLER[policy], obj)
 
 
