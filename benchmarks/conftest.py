@@ -1,0 +1,3 @@
+"""Benchmarks are run with ``python benchmarks/run.py``, never by pytest: collect nothing here."""
+
+collect_ignore_glob = ["*.py"]

@@ -1,0 +1,194 @@
+"""The systems compared: how users launch each one, and how its pool maps.
+
+A system is a launch function (the argv that starts ``bench_job.py`` the way its users start their
+own jobs), a pool function (a context manager, run in the master, that yields
+``pmap(fn, items) -> list`` using the system's *default* chunk size) and, if its users need one to
+map a lambda or a closure (W5), their workaround.  Adding a system is adding those functions and
+one line in :data:`SYSTEMS`.
+
+Imports of the systems themselves (evocluster, mpi4py, ...) stay inside the pool functions, so the
+driver and the other systems never import them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import shlex
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from workloads import Fn, PMap, Workaround
+
+REFERENCE = "mpi4py.futures"
+
+
+def _mpiexec() -> str:
+    """The ``mpiexec`` installed next to this Python (the mpich wheel's), else the one on PATH.
+
+    Resolved once here so that a version-manager shim in front of it does not add to start-up."""
+    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return beside if os.access(beside, os.X_OK) else (shutil.which("mpiexec") or "mpiexec")
+
+
+# ------------------------------------------------------------------------------ launchers
+def launch_mpiexec_module(module: str) -> Callable[[str, list[str], int], list[str]]:
+    """``mpiexec -n W+1 python -m MODULE job.py ...``: rank 0 is the master, W worker ranks."""
+
+    def argv(python: str, job: list[str], workers: int) -> list[str]:
+        return [_mpiexec(), "-n", str(workers + 1), python, "-m", module, *job]
+
+    return argv
+
+
+def launch_evocluster_local(python: str, job: list[str], workers: int) -> list[str]:
+    return [python, "-m", "evocluster", "--backend", "local", "--workers", str(workers), *job]
+
+
+def launch_python(python: str, job: list[str], workers: int) -> list[str]:
+    """A plain script that creates its own pool."""
+    return [python, *job]
+
+
+# ------------------------------------------------------------------------------ pools
+@contextlib.contextmanager
+def evocluster_pool(workers: int, backend: str) -> Iterator[PMap]:
+    """The pool the launcher started; the launcher also stops it after the job."""
+    import evocluster
+
+    ex = evocluster.get_executor()
+    if (ex.backend, ex.n_workers) != (backend, workers):
+        raise RuntimeError(f"expected {backend} x {workers}, got {ex.backend} x {ex.n_workers}")
+
+    def pmap(fn: Fn, items: list[Any], timeout: float | None = None) -> list[Any]:
+        if timeout is None:
+            return evocluster.map(fn, items)  # default chunksize=None: adaptive
+        return list(ex.map(fn, items, timeout=timeout))  # evocluster.map has no timeout
+
+    yield pmap
+
+
+@contextlib.contextmanager
+def mpi4py_futures_pool(workers: int) -> Iterator[PMap]:
+    from mpi4py.futures import MPIPoolExecutor
+
+    with MPIPoolExecutor() as ex:
+        if ex.num_workers != workers:
+            raise RuntimeError(f"expected {workers} workers, got {ex.num_workers}")
+
+        def pmap(fn: Fn, items: list[Any], timeout: float | None = None) -> list[Any]:
+            # chunksize=1, its default; on a timeout the iterator cancels the tasks not started
+            return list(ex.map(fn, items, timeout=timeout))
+
+        yield pmap
+
+
+@contextlib.contextmanager
+def mp_pool(workers: int) -> Iterator[PMap]:
+    import multiprocessing
+
+    pool = multiprocessing.Pool(workers)
+
+    def pmap(fn: Fn, items: list[Any], timeout: float | None = None) -> list[Any]:
+        if timeout is None:
+            return pool.map(fn, items)  # default chunksize: about 4 chunks per worker
+        try:
+            return pool.map_async(fn, items).get(timeout)  # what pool.map does, with a timeout
+        except multiprocessing.TimeoutError:
+            pool.terminate()  # else close() + join() below would wait for every chunk
+            raise
+
+    try:
+        yield pmap
+    finally:
+        pool.close()
+        pool.join()
+
+
+@contextlib.contextmanager
+def process_pool_executor(workers: int) -> Iterator[PMap]:
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers) as ex:
+
+        def pmap(fn: Fn, items: list[Any], timeout: float | None = None) -> list[Any]:
+            # chunksize=1, its default; on a timeout the iterator cancels the tasks not started
+            return list(ex.map(fn, items, timeout=timeout))
+
+        yield pmap
+
+
+# ------------------------------------------------------------------------------ W5 workarounds
+def mpi4py_cloudpickle(fn: Fn) -> Fn:
+    """mpi4py's documented way: the master pickles with cloudpickle (the function travels by value
+    with every task)."""
+    import cloudpickle
+    from mpi4py import MPI
+
+    MPI.pickle.__init__(cloudpickle.dumps, cloudpickle.loads)
+    return fn
+
+
+class ByValue:
+    """A callable that pickles by value with cloudpickle each time it is pickled, as loky's
+    ``wrap_non_picklable_objects`` does: the pool re-sends it with every task or chunk."""
+
+    def __init__(self, fn: Fn) -> None:
+        self.fn = fn
+
+    def __call__(self, x: Any) -> Any:
+        return self.fn(x)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import cloudpickle
+
+        return (_load_by_value, (cloudpickle.dumps(self.fn),))
+
+
+def _load_by_value(data: bytes) -> ByValue:
+    return ByValue(pickle.loads(data))
+
+
+# ------------------------------------------------------------------------------ registry
+@dataclass(frozen=True)
+class System:
+    name: str
+    launch: Callable[[str, list[str], int], list[str]]
+    pool: Callable[[int], contextlib.AbstractContextManager[PMap]]
+    chunksize: str  # what "default" means for this system, for the report
+    workaround: Workaround | None = None  # W5: None if a lambda or closure needs none
+
+
+def _evo(backend: str) -> Callable[[int], contextlib.AbstractContextManager[PMap]]:
+    def pool(workers: int) -> contextlib.AbstractContextManager[PMap]:
+        return evocluster_pool(workers, backend)
+
+    return pool
+
+
+SYSTEMS: dict[str, System] = {
+    s.name: s
+    for s in [
+        System("evocluster-mpi", launch_mpiexec_module("evocluster"), _evo("mpi"), "adaptive"),
+        System("evocluster-local", launch_evocluster_local, _evo("local"), "adaptive"),
+        System(
+            REFERENCE,
+            launch_mpiexec_module("mpi4py.futures"),
+            mpi4py_futures_pool,
+            "1",
+            mpi4py_cloudpickle,
+        ),
+        System("multiprocessing.Pool", launch_python, mp_pool, "ceil(n / (4 W))", ByValue),
+        System("ProcessPoolExecutor", launch_python, process_pool_executor, "1", ByValue),
+    ]
+}
+
+
+def describe_argv(argv: list[str]) -> str:
+    """An argv as a user would type it: ``python`` and ``mpiexec`` without their directories."""
+    short = {sys.executable: "python", _mpiexec(): "mpiexec"}
+    return shlex.join(short.get(a, a) for a in argv)
