@@ -4,8 +4,9 @@ package.module [job args...]``.
 The launcher chooses the backend, starts its workers, runs the job as ``__main__`` on the master
 and ends the run: exit code 0 after a normal end (every worker stopped cleanly), the job's own code
 after ``sys.exit(n)``, 1 after an uncaught exception, 2 for a usage error (bad option, missing job
-file, syntax error).  Under MPI a failing run is ended with ``MPI_Abort`` so that no rank is left
-waiting: a batch job never hangs until its wall-time limit.
+file, syntax error).  Under MPI a failing run stops its workers cleanly when they finish their
+current evaluation within a few seconds, and otherwise ends every rank with ``MPI_Abort``: a batch
+job never hangs until its wall-time limit.
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Seconds a failing MPI run waits for its workers to finish their current evaluation.
+_GRACE = 3.0
+
 _TAKES_VALUE = {"--backend", "--workers", "--serialization"}
 
 
@@ -103,6 +107,8 @@ def _say(message: str) -> None:
 def _choose_backend(options: config.Options) -> tuple[str, Any]:
     """Return ``(backend name, mpi module or None)``; may start MPI."""
     name = options.backend
+    if name == "scoop":  # SCOOP runs the job itself: the launcher cannot serve it
+        raise ConfigurationError(executor.SCOOP_LAUNCH)
     size = executor.mpi_world_size_from_env()
     if name == "mpi" or (name == "auto" and size is not None):
         try:
@@ -198,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         where = " on the master (rank 0)" if name == "mpi" else ""
         _say(
             f"the job {target} raised {type(e).__name__}{where}; the run stops with exit code 1"
-            + (" and every MPI rank is aborted" if name == "mpi" else "")
+            + (" and every MPI rank is stopped" if name == "mpi" else "")
             + ". The traceback above shows where; an exception raised by a fitness function "
             "carries the worker's traceback as its cause."
         )
@@ -206,6 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     if code != 0:
         sys.stdout.flush()
         sys.stderr.flush()
+        # Stop the workers cleanly if they finish what they are evaluating within a few seconds:
+        # MPI_Abort kills every rank at once, and the launcher may then drop output (this
+        # message included) that it had not yet forwarded.  Workers stuck in a long evaluation
+        # are aborted: the run must end now, not at the wall-time limit.
+        if name == "mpi" and executor.close_shared(wait=True, cancel=True, timeout=_GRACE):
+            return code
         transport.abort(code)  # MPI: does not return; local: kills the workers
         executor.close_shared(wait=False)
         return code

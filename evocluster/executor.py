@@ -27,6 +27,7 @@ import importlib
 import itertools
 import math
 import os
+import sys
 import threading
 import time
 import traceback
@@ -69,6 +70,7 @@ class _Job:
         "fn_key",
         "fn_payload",
         "future",
+        "item_bytes",
         "items",
         "kwargs",
         "n",
@@ -99,6 +101,7 @@ class _Job:
         self.chunksize = chunksize
         self.future = future
         self.n = len(items)
+        self.item_bytes: float | None = None  # serialised size per item, from the first chunk
         self.next = 0  # first item not yet dispatched (scheduler thread only)
         self.remaining = self.n  # items not yet finished, failed or cancelled
         self.values: list[Any] = [_PENDING] * self.n if future is None else []
@@ -173,12 +176,18 @@ class _Pool:
             self._incoming.append(job)
         self.transport.wakeup()
 
-    def close(self, wait: bool = True) -> None:
+    def close(self, wait: bool = True, cancel: bool = False, timeout: float | None = None) -> bool:
+        """Stop after the work in flight (``cancel``: drop what has not started); stop the
+        workers.  Returns whether the scheduler ended (within ``timeout`` when waiting)."""
         with self._lock:
             self._closing = True
+            if cancel:
+                for job in [*self._incoming, *self._jobs]:
+                    job.cancelled = True
         self.transport.wakeup()
         if wait and threading.current_thread() is not self._thread:
-            self._thread.join()
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def wait_slot(self, job: _Job, i: int, deadline: float | None) -> Any:
         """Block until map slot ``i`` of ``job`` is settled; return it (sentinels included)."""
@@ -283,7 +292,8 @@ class _Pool:
             job = chunk.job
             include = not self._known[w].touch(job.fn_key)
             size = chunk.nbytes + (frames_nbytes(job.fn_payload) if include else 0)
-            if self._load[w] > 0 and size > self.options.prefetch_max_bytes:
+            busy = self._load[w] > 0 and not self.transport.async_sends
+            if busy and size > self.options.prefetch_max_bytes:
                 self._staged = chunk  # wait for an idle worker: a big transfer needs a receiver
                 w = self._pick_worker(idle_only=True)
                 if w is None:
@@ -318,7 +328,10 @@ class _Pool:
         if cost is None:
             return 1  # measure first: one item per chunk until a result comes back
         target = self.options.chunk_target
-        return 1 if cost >= target else min(fair, max(1, int(target / max(cost, 1e-9))))
+        size = 1 if cost >= target else min(fair, max(1, int(target / max(cost, 1e-9))))
+        if job.item_bytes:  # large items: cap the bytes, not only the time
+            size = min(size, max(1, int(self.options.chunk_max_bytes / job.item_bytes)))
+        return size
 
     def _next_chunk(self) -> _Chunk | None:
         while self._jobs:
@@ -340,7 +353,10 @@ class _Pool:
             except Exception as e:
                 self._settle(job, start, stop, [], {-1: self._diagnose(job, start, items, e)})
                 continue
-            return _Chunk(job, start, stop, nest(frames), frames_nbytes(frames))
+            nbytes = frames_nbytes(frames)
+            if job.item_bytes is None:
+                job.item_bytes = nbytes / (stop - start)
+            return _Chunk(job, start, stop, nest(frames), nbytes)
         return None
 
     @staticmethod
@@ -444,8 +460,10 @@ class Executor(_StdExecutor):
     :meth:`shutdown` or at the end of a ``with`` block.
 
     Args:
-        backend: ``"auto"`` (the launcher's backend, else ``"local"``), ``"local"``, ``"serial"``
-            or ``"mpi"`` (only under the launcher).  Default: ``EVOCLUSTER_BACKEND`` or ``"auto"``.
+        backend: ``"auto"`` (the launcher's backend; under ``python -m scoop``, SCOOP's workers;
+            else ``"local"``), ``"local"``, ``"serial"``, ``"mpi"`` (only under the launcher) or
+            ``"scoop"`` (only under ``python -m scoop``).  Default: ``EVOCLUSTER_BACKEND`` or
+            ``"auto"``.
         workers: size of a local pool.  Default: ``EVOCLUSTER_WORKERS`` or ``os.cpu_count()``.
         serialization: ``"upgrade"`` (default: pickle, callables that need it by value with
             cloudpickle), ``"strict"`` (pickle only; what cannot travel fails on the master, before
@@ -453,9 +471,15 @@ class Executor(_StdExecutor):
         **options: further :class:`evocluster.config.Options` fields (``prefetch``, ...).
 
     Raises:
-        ConfigurationError: an unknown backend, policy or option, or ``"mpi"`` outside the
-            launcher.
+        ConfigurationError: an unknown backend, policy or option, ``"mpi"`` outside the
+            launcher, or ``"scoop"`` outside SCOOP.
     """
+
+    def __new__(cls, backend: str | None = None, *args: Any, **kwargs: Any) -> Executor:
+        if cls is Executor and _wants_scoop(backend):  # under `python -m scoop`: its workers
+            scoop_cls = importlib.import_module(".backends.scoop", __package__).ScoopExecutor
+            return super().__new__(scoop_cls)  # type: ignore[no-any-return]
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -476,7 +500,7 @@ class Executor(_StdExecutor):
 
     @property
     def backend(self) -> str:
-        """The backend actually used: ``"mpi"``, ``"local"`` or ``"serial"``."""
+        """The backend actually used: ``"mpi"``, ``"local"``, ``"serial"`` or ``"scoop"``."""
         return self._pool.name
 
     @property
@@ -558,7 +582,7 @@ class Executor(_StdExecutor):
                 self._pool.transport.wakeup()
         for i in sorted(job.errors):
             raise job.errors[i]
-        if _CANCELLED in job.values:
+        if any(v is _CANCELLED for v in job.values):  # identity: results may be numpy arrays
             raise CancelledError()
         return job.values
 
@@ -648,6 +672,26 @@ def mpi_rank_from_env() -> int | None:
     return _env_int(_MPI_RANK_VARS)
 
 
+SCOOP_LAUNCH = (
+    "the SCOOP backend serves jobs started by SCOOP: launch with `python -m scoop [-n N] job.py` "
+    "(N processes: the origin runs the job, N-1 evaluate); `python -m evocluster` does not start "
+    "SCOOP"
+)
+
+
+def scoop_running() -> bool:
+    """Whether this process belongs to a SCOOP run (``python -m scoop job.py``), without
+    importing SCOOP."""
+    return bool(getattr(sys.modules.get("scoop"), "IS_RUNNING", False))
+
+
+def _wants_scoop(backend: str | None) -> bool:
+    name = backend if backend is not None else os.environ.get("EVOCLUSTER_BACKEND", "auto")
+    if name == "scoop" and not scoop_running():
+        raise ConfigurationError(SCOOP_LAUNCH)
+    return name == "scoop" or (name == "auto" and not _shared and scoop_running())
+
+
 def open_transport(name: str, opts: config.Options, job: dict[str, Any]) -> Transport:
     """Start the transport of backend ``name`` (``"local"`` or ``"serial"``; MPI: cli only)."""
     local: Any = importlib.import_module(".backends.local", __package__)
@@ -694,13 +738,18 @@ def install_shared(name: str, transport: Transport, opts: config.Options) -> Exe
     return _default
 
 
-def close_shared(wait: bool = True) -> None:
-    """Launcher only: wait for outstanding work, then stop the shared pool's workers."""
+def close_shared(wait: bool = True, cancel: bool = False, timeout: float | None = None) -> bool:
+    """Launcher only: stop the shared pool's workers after the work in flight (``cancel``: drop
+    the work not started).  Returns whether every pool ended within ``timeout``."""
     global _default
-    for pool in list(_shared.values()):
-        pool.close(wait=wait)
+    ended = all(pool.close(wait, cancel, timeout) for pool in list(_shared.values()))
     _shared.clear()
     _default = None
+    return ended
+
+
+if scoop_running():  # make a failing SCOOP run exit non-zero; see backends/scoop.py
+    importlib.import_module(".backends.scoop", __package__).install_guards()
 
 
 def get_executor() -> Executor:

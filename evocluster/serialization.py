@@ -184,18 +184,33 @@ def dumps_args(obj: Any, policy: str) -> Frames:
     """Serialise call arguments under ``policy``.
 
     Fast path: the C pickler, no Python hook per object.  Its output is kept unless pickle
-    refused something or the stream names ``__main__`` -- only then can a function or class be
-    involved that the workers cannot import, and the checking (strict) or upgrading pickler,
-    which looks at each object, does the work."""
+    refused something, or ``__main__`` defines a function or class the workers will not have and
+    the stream names ``__main__``: only then can such an object be involved, and the checking
+    (strict) or upgrading pickler, which looks at each object, does the work."""
     if policy == "cloudpickle":
         return _cloud_dumps(obj)
     try:
         frames = dumps(obj)
-        if b"__main__" not in frames[0]:
+        if not _main_has_hidden() or b"__main__" not in frames[0]:
             return frames
     except _REFUSED:
         pass
     return _dumps_with(_ARGS_PICKLER[policy], obj)
+
+
+def _main_has_hidden() -> bool:
+    """Whether ``__main__`` holds a function or class the workers will not have (defined under
+    its main guard).  Only then can a successful plain pickle still fail on a worker: objects
+    nested in functions, and lambdas, already make plain pickle fail here."""
+    main = sys.modules.get("__main__")
+    for obj in list(vars(main).values()) if main is not None else ():
+        if (
+            isinstance(obj, (types.FunctionType, type))
+            and obj.__module__ == "__main__"
+            and obj.__qualname__.split(".")[0] not in _worker_main_names
+        ):
+            return True
+    return False
 
 
 def serialize_callable(fn: Callable[..., Any], policy: str) -> Frames:
@@ -339,10 +354,18 @@ def explain_load_error(exc: BaseException, what: str) -> str:
     return f"the worker cannot load {what} ({text}): {hint}"
 
 
-def nest(frames: Sequence[Any]) -> list[pickle.PickleBuffer]:
-    """Wrap frames so that, inside another record, they travel out of band (never copied into its
-    pickle stream); on the other side they come back as buffers that :func:`loads` accepts."""
-    return [pickle.PickleBuffer(f) for f in frames]
+#: Frames smaller than this travel inside the record that carries them (one message, not two).
+NEST_INLINE_MAX = 64 * 1024
+
+
+def nest(frames: Sequence[Any]) -> list[Any]:
+    """Prepare frames to travel inside another record: a large frame goes out of band (never
+    copied into the record's pickle stream), a small one in band, so that a small task is a
+    single message.  On the other side both come back as buffers that :func:`loads` accepts."""
+    return [
+        bytes(f) if memoryview(f).nbytes <= NEST_INLINE_MAX else pickle.PickleBuffer(f)
+        for f in frames
+    ]
 
 
 def frames_nbytes(frames: Sequence[Any]) -> int:

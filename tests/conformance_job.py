@@ -55,6 +55,10 @@ def double_array(a: np.ndarray) -> np.ndarray:
     return a * 2
 
 
+def two_objectives(x: float) -> np.ndarray:
+    return np.array([x, -x])
+
+
 def where() -> tuple[int, str]:
     return os.getpid(), __name__
 
@@ -261,6 +265,16 @@ def check_large_numpy_payloads(ex: Executor) -> None:
     assert back.shape == big.shape and np.array_equal(back, big * 2)
     rows = list(rng.random((64, 1 << 15)))  # 64 rows of 256 KiB: batched and prefetched
     assert np.allclose(evocluster.map(np.sum, rows), [r.sum() for r in rows])
+
+
+def check_numpy_results(ex: Executor) -> None:
+    # a multi-objective fitness returning an array (compared by identity, never with ==)
+    expect = [np.array([x, -x]) for x in (1.0, 2.0, 3.0)]
+    for got in (
+        evocluster.map(two_objectives, [1.0, 2.0, 3.0]),
+        list(ex.map(two_objectives, [1.0, 2.0, 3.0])),
+    ):
+        assert len(got) == 3 and all(np.array_equal(a, b) for a, b in zip(got, expect))
 
 
 def check_job_file_function(ex: Executor) -> None:

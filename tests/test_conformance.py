@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conformance_job import CHECKS
-from helpers import TESTS, launcher, run
+from helpers import TESTS, clean_env, launcher, run
 
 JOB = str(TESTS / "conformance_job.py")
+SCOOP = [sys.executable, "-m", "scoop"]
 
-#: backend configuration -> (launch arguments, MPI ranks, backend the job must see, workers)
+#: backend configuration -> (launch arguments, MPI ranks, backend the job must see, workers);
+#: launch arguments that start with the interpreter are a whole command that names the job.
 CONFIGS: dict[str, tuple[list[str], int | None, str, int]] = {
     "serial": (["--backend", "serial"], None, "serial", 1),
     "local-2": (["--backend", "local", "--workers", "2"], None, "local", 2),
@@ -21,6 +24,14 @@ CONFIGS: dict[str, tuple[list[str], int | None, str, int]] = {
     "mpi-n2": ([], 2, "mpi", 1),
     "mpi-n5": ([], 5, "mpi", 4),
     "mpi-n17": ([], 17, "mpi", 16),
+    "scoop-n2": ([*SCOOP, "-n", "2", JOB], None, "scoop", 1),
+    "scoop-n4": ([*SCOOP, "-n", "4", JOB], None, "scoop", 3),
+    "scoop-hostfile": (
+        [*SCOOP, "--hostfile", str(TESTS / "jobs" / "scoop_hostfile"), JOB],
+        None,
+        "scoop",
+        2,
+    ),
 }
 
 _outcomes: dict[str, dict[str, Any]] = {}
@@ -30,7 +41,12 @@ def _outcome(config: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     if config not in _outcomes:
         args, ranks, _, _ = CONFIGS[config]
         out = Path(tmp_path_factory.mktemp(config)) / "result.json"
-        proc = run(launcher(*args, JOB, "--json", str(out), mpi=ranks), timeout=600)
+        if args[:1] == [sys.executable]:
+            cmd = [*args, "--json", str(out)]
+        else:
+            cmd = launcher(*args, JOB, "--json", str(out), mpi=ranks)
+        # a key directory of its own (SCOOP runs sign their payloads): not the real home
+        proc = run(cmd, timeout=600, env=clean_env(XDG_CONFIG_HOME=str(out.parent)))
         outcome: dict[str, Any] = {"_proc": proc}
         if out.exists():
             outcome.update(json.loads(out.read_text()))

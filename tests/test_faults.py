@@ -36,3 +36,11 @@ def test_job_import_failing_on_workers_is_reported(mpi: int | None) -> None:
     assert "could not import the job" in proc.stderr
     assert "licence server is not reachable" in proc.stderr
     assert ("worker rank" if mpi else "local worker") in proc.stderr
+
+
+@pytest.mark.parametrize("mpi", [None, 3])
+def test_failing_job_with_a_worker_stuck_in_an_evaluation_ends_now(mpi: int | None) -> None:
+    args = [] if mpi else ["--backend", "local", "--workers", "2"]
+    proc = run(launcher(*args, str(JOBS / "stuck_worker.py"), mpi=mpi), 120)  # not 600 s
+    assert proc.returncode != 0, proc.stderr
+    assert "the job gives up" in proc.stderr

@@ -64,11 +64,15 @@ def test_pieces_cover_a_part_without_gaps() -> None:
     assert all(b - a <= base.PIECE < 2**31 for a, b in cut)
 
 
-def test_backoff_doubles_then_waits_for_patience() -> None:
-    b = base.Backoff(0.001, 0.004, 0.1, patience=3600)
-    assert [b.next() for _ in range(5)] == [0.001, 0.002, 0.004, 0.004, 0.004]
-    b = base.Backoff(0.001, 0.004, 0.016, patience=0)
-    assert [b.next() for _ in range(6)] == [0.001, 0.002, 0.004, 0.008, 0.016, 0.016]
+def test_backoff_sleeps_a_fraction_of_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr(base.time, "monotonic", lambda: now[0])
+    b = base.Backoff(0.001, 0.5, 0.1)
+    assert b.next() == 0.001  # just started: the floor
+    now[0] += 2.0
+    assert b.next() == pytest.approx(0.2)  # 10 % of the 2 s waited
+    now[0] += 20.0
+    assert b.next() == 0.5  # the ceiling
     b.reset()
     assert b.next() == 0.001
 

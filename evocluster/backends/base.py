@@ -79,29 +79,24 @@ def assemble(head: memoryview | None, parts: list[Any]) -> Frames:
 class Backoff:
     """Sleep lengths for a polling loop that must not spin.
 
-    Doubles from ``low`` to ``high``; once ``patience`` seconds have passed since :meth:`reset`,
-    goes on doubling up to ``idle``.  Each sleep-and-wake costs CPU (~20 us here), so the fewer
-    wake-ups while nothing happens, the better; the first ones come quickly because work usually
-    follows work."""
+    Each sleep is ``fraction`` of the time waited so far, clamped to ``[low, high]``.  A
+    sleep-and-wake costs CPU (~20 us here), so wake-ups should be few while nothing happens; but
+    work usually follows work, so the first ones come quickly, and the answer to a message never
+    comes later than about ``fraction`` of the time the loop had waited for it."""
 
-    __slots__ = ("_delay", "_high", "_idle", "_low", "_patience", "_since")
+    __slots__ = ("_fraction", "_high", "_low", "_since")
 
-    def __init__(self, low: float, high: float, idle: float, patience: float) -> None:
-        self._low, self._high, self._idle, self._patience = low, high, idle, patience
+    def __init__(self, low: float, high: float, fraction: float) -> None:
+        self._low, self._high, self._fraction = low, high, fraction
         self.reset()
 
     def reset(self) -> None:
-        self._delay = self._low
         self._since = time.monotonic()
 
     def next(self) -> float:
         """The next sleep length."""
-        delay = self._delay
-        cap = self._high
-        if delay >= cap and time.monotonic() - self._since > self._patience:
-            cap = self._idle
-        self._delay = min(delay * 2, cap)
-        return delay
+        waited = time.monotonic() - self._since
+        return min(self._high, max(self._low, self._fraction * waited))
 
 
 class Transport(abc.ABC):
@@ -110,6 +105,9 @@ class Transport(abc.ABC):
 
     #: Number of workers this transport reaches (fixed for its lifetime).
     n_workers: int
+    #: Whether a large message may be sent to a busy worker.  False where :meth:`send` blocks
+    #: until the worker reads (a socket); True where sends are asynchronous (MPI).
+    async_sends: bool = False
 
     @abc.abstractmethod
     def send(self, worker: int, frames: Frames, idle: bool = True) -> None:

@@ -124,6 +124,8 @@ def _recv_matched(comm: Any, msg: Any, status: Any) -> Frames:
 class MPITransport(Transport):
     """Rank 0's side: ranks 1..size-1 are workers 0..size-2."""
 
+    async_sends = True  # Isend: a prefetched large chunk moves once its worker looks for it
+
     def __init__(self, job: dict[str, Any], options: config.Options) -> None:
         self._comm = MPI.COMM_WORLD
         self._size = self._comm.Get_size()
@@ -179,7 +181,7 @@ class MPITransport(Transport):
                 return self._drain()
             return []
         o = self._opts
-        backoff = Backoff(o.poll_min, o.master_poll_max, o.poll_idle_max, o.poll_patience)
+        backoff = Backoff(o.poll_min, o.master_poll_max, o.poll_fraction)
         urgent = self._progress()
         while not self._wake.is_set():
             if urgent:
@@ -219,7 +221,7 @@ class MPIChannel(Channel):
         self.host = host()
         self._status = MPI.Status()
         o = options
-        self._backoff = Backoff(o.poll_min, o.poll_max, o.poll_idle_max, o.poll_patience)
+        self._backoff = Backoff(o.poll_min, o.poll_max, o.poll_fraction)
 
     def label(self) -> str:
         return f"worker rank {self.rank} of {self.size} on host {self.host} (pid {os.getpid()})"

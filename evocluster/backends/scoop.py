@@ -1,0 +1,1190 @@
+"""The SCOOP backend: ``python -m scoop [-n N] job.py`` runs the same job as ``mpiexec``.
+
+The only module that imports ``scoop`` (and ``zmq``, which SCOOP uses); :mod:`evocluster.executor`
+loads it only when this process is part of a SCOOP run.  SCOOP starts N processes: the *origin*
+runs the job as ``__main__``, the N-1 others import the job (as a module, so its ``if __name__ ==
+"__main__":`` block does not run) and evaluate.  evocluster dispatches through ``scoop.futures``
+and covers what SCOOP 0.7.2.0 does not::
+
+    origin (main thread, root greenlet)                          SCOOP worker process
+    -----------------------------------                          --------------------
+    submit()/map() -> _Job -> queue                              _evaluate(sealed):
+      chunk (adaptive size) -> seal (HMAC) -> futures.submit --->  verify, only then load;
+                                              (via the broker)     Worker.run: each item in
+    Future.result(), wait(), map iterator                          its own try; seal result
+      acquire/wait drives SCOOP: _ScoopPool.drive()                        |
+      zmq poll (blocks, no spinning) -> updateQueue <--- direct reply -----+
+      open (verify HMAC, run token, chunk id) -> settle map slots / Futures
+
+* **Main thread only.**  SCOOP's futures are greenlets of the main thread, so there is no scheduler
+  thread here: whoever waits drives SCOOP.  ``Future`` objects are stdlib futures whose
+  ``_condition`` drives SCOOP when acquired (:class:`_DrivingCondition`), so ``result()``,
+  ``exception()``, ``concurrent.futures.wait`` and ``as_completed`` make progress.  Deviations:
+  stdlib ``wait`` and ``as_completed`` drive until *every* future they are given is settled before
+  they look (so ``FIRST_COMPLETED`` and their ``timeout`` do not cut the wait short; ``result`` and
+  ``exception`` do honour their timeout); a thread other than the main one cannot submit, and its
+  waits complete when the main thread next drives SCOOP.
+* **The origin never evaluates.**  evocluster never lets SCOOP's controller run on the origin
+  (no ``scoop.futures.wait`` without timeout, no SCOOP ``result()``): it flushes its tasks to the
+  broker and polls SCOOP's sockets itself, blocking in ``zmq`` with a timeout, so evaluations
+  happen on the N-1 workers only and a wait costs no CPU.  Under ``-n 1`` (no worker) the origin
+  evaluates, one call at a time, with a warning.
+* **Scheduling.**  The broker hands tasks to the workers that ask for them.  The origin keeps
+  ``prefetch`` chunks per worker in flight, sized as the scheduler sizes them (measure first, then
+  ~``chunk_target`` seconds per chunk, at least four chunks per worker, expensive calls one by
+  one); each worker keeps exactly one task in reserve (:class:`_Reserve`, replacing SCOOP's own
+  asking, which starves busy workers and piles requests up at the broker).
+* **Payloads.**  Callables and arguments go through :mod:`evocluster.serialization` (policies
+  ``upgrade`` / ``strict`` / ``cloudpickle``), so lambdas and closures work, strict mode fails on
+  the master, and each item is evaluated in its own ``try`` on the worker (a
+  :class:`~evocluster.worker.Worker` per process, with its function cache).  Exceptions come home
+  with the worker's traceback, labelled ``SCOOP worker on host H (pid P)``.  A callable is
+  serialised once per run.  Up to :data:`INLINE_MAX` bytes (a function by reference takes ~50) it
+  rides along with each chunk and each worker loads it once; a larger one (a closure over a big
+  array) is broadcast once to every worker through SCOOP's shared constants, and chunks carry only
+  its digest.
+* **Signing.**  SCOOP's broker listens on all interfaces and its workers unpickle whatever arrives.
+  evocluster seals every task, result and broadcast callable it sends with HMAC-SHA256
+  (:mod:`evocluster.signing`; the key never crosses SCOOP's sockets) and verifies before unpickling.
+  A task that does not verify is refused, logged on the worker's stderr and answered with a
+  :class:`~evocluster.errors.WorkerError`; a result that does not verify fails its items with a
+  ``WorkerError``.  Results also echo a per-run token and the chunk id, so a recorded result cannot
+  be replayed into another chunk.  What this does not cover: SCOOP's own messages (its futures,
+  constants and control frames) are still unauthenticated pickles -- run SCOOP on a trusted network.
+* **Worker loss.**  A worker that dies (a signal, the OOM killer, ``os._exit``) never answers, and
+  SCOOP does not notice.  The origin watches a ZMQ monitor on its sockets (a worker's connection to
+  the origin closes when its process dies, on any host) and, on its own host, the worker processes
+  themselves; the pool is then broken and every pending evaluation raises
+  :class:`~evocluster.errors.BrokenPool`.  SCOOP's own "a worker exited unexpectedly" shutdown ends
+  the same way, and so does a worker whose import of the job fails after it imported evocluster
+  (it posts a failure report that the broker relays to the origin).
+* **Exit status.**  SCOOP's launcher exits 0 whatever happens (``scoop.launch.__main__`` ignores the
+  origin's exit code).  When the job ends with an uncaught exception, ``sys.exit(n)`` with n != 0,
+  or after the pool lost a worker, the origin prints one ``evocluster:`` message and sends SIGTERM
+  to the launcher (its grandparent, found and checked through ``/proc`` or ``ps``): the run ends
+  with exit status 143 (a shell's ``$?``; -15 for ``subprocess``), and the launcher's children end
+  with it.  This guard is installed when the job
+  imports evocluster, so import evocluster before anything that can fail.
+* **SCOOP's TCP backend** (``--backend TCP``, which imports ``asyncore``, gone in Python 3.12) is
+  refused: evocluster needs the default ZMQ backend.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import itertools
+import math
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import CancelledError, Future
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
+from typing import Any
+
+import scoop
+from scoop import _control, futures, shared
+from scoop._comm import Shutdown
+
+from .. import config, jobfile, protocol, serialization, signing
+from ..errors import BrokenPool, ConfigurationError, JobError, SerializationError, WorkerError
+from ..executor import _CANCELLED, _FAILED, _PENDING, Executor, _args_label, _Job
+from ..serialization import (
+    FunctionTable,
+    dumps,
+    dumps_args,
+    frames_nbytes,
+    loads,
+    nest,
+    pack_exception,
+    unpack_exception,
+)
+from ..worker import Worker
+
+__all__ = ["INLINE_MAX", "ScoopExecutor", "install_guards"]
+
+#: Serialised callables up to this size travel with each chunk; larger ones are broadcast once.
+INLINE_MAX = 16 * 1024
+#: How long a worker waits for a broadcast callable to arrive (it is sent before the first task
+#: that needs it, so it normally arrives with that task).
+CONST_TIMEOUT = 60.0
+#: Longest sleep of the origin's wait, in seconds: it wakes at once when a message arrives, so this
+#: only bounds how late a dead local worker or an expired deadline is noticed.
+_IDLE_POLL = 1.0
+#: Before the exit guard kills the launcher: time for SCOOP's broker to relay the SHUTDOWN that
+#: the origin sent as it finished, so that workers on other hosts stop too.
+_GRACE = 0.2
+#: The name under which SCOOP's bootstrap imports the job on workers (``scoop/bootstrap``).
+_SCOOP_WORKER_MODULE = "SCOOP_WORKER"
+
+_HOST = socket.gethostname()
+
+
+def _say(message: str) -> None:
+    sys.stdout.flush()
+    print(f"evocluster: {message}", file=sys.stderr, flush=True)
+
+
+# ====================================================================== worker side
+class _WorkerSide:
+    """What one process needs to evaluate sealed tasks: its key, label and evocluster Worker."""
+
+    def __init__(self, label: str, key: bytes | None = None) -> None:
+        self.label = label
+        self.worker = Worker(label)
+        self.key = key
+        self.key_error = ""
+        if key is None:
+            try:  # a worker reads the key, never creates one: it must be the origin's
+                self.key = signing.load_key(create=False)
+            except ConfigurationError as e:
+                self.key_error = str(e)
+
+    def reply(self, body: tuple[Any, ...]) -> tuple[bytes, list[Any]]:
+        frames = dumps(body)
+        tag = signing.sign(self.key, frames) if self.key is not None else b""
+        return tag, nest(frames)
+
+    def refuse(self, reason: str) -> tuple[bytes, list[Any]]:
+        """Answer a task that is not evocluster's own, without loading any of it."""
+        _say(f"{self.label} refused a task: {reason}; it was not unpickled")
+        err = WorkerError(f"{self.label} refused the task: {reason}")
+        return self.reply((None, None, self.label, _failed(-1, err, self.label)))
+
+    def evaluate(self, sealed: Any) -> tuple[bytes, list[Any]]:
+        try:
+            tag, frames = sealed
+            frames = list(frames)
+        except (TypeError, ValueError):
+            return self.refuse("it is not a sealed evocluster payload")
+        if self.key is None:
+            return self.refuse(f"this worker has no key to verify it ({self.key_error})")
+        if not signing.verify(self.key, tag, frames):
+            return self.refuse(
+                "its signature does not verify (forged, corrupted, or signed with another key: "
+                f"every process of a run needs the same {signing.KEY_ENV} or key file)"
+            )
+        token, cid, record, const = loads(frames)
+        fn_key = record[2]
+        if const is not None and not self.worker.functions.touch(fn_key):
+            failure = self._load_broadcast(fn_key, const)
+            if failure is not None:
+                return self.reply((token, cid, self.label, _failed(cid, failure, self.label)))
+        return self.reply((token, cid, self.label, self.worker.run(record)))
+
+    def _load_broadcast(self, fn_key: bytes, name: str) -> BaseException | None:
+        sealed = shared.getConst(name, timeout=CONST_TIMEOUT)
+        if sealed is None:
+            return WorkerError(
+                f"the callable broadcast as SCOOP constant {name!r} did not reach {self.label} "
+                f"within {CONST_TIMEOUT:g} s"
+            )
+        tag, frames = sealed
+        frames = list(frames)
+        if self.key is None or not signing.verify(self.key, tag, frames):
+            _say(f"{self.label} refused the broadcast callable {name!r}: bad signature")
+            return WorkerError(f"{self.label} refused the broadcast callable: bad signature")
+        self.worker.touch_or_load(fn_key, frames)
+        return None
+
+
+def _failed(cid: int, exc: BaseException, label: str) -> tuple[Any, ...]:
+    """A RESULT record that fails a whole chunk with ``exc``."""
+    return protocol.result(cid, nest(dumps([])), {-1: pack_exception(exc, label)}, 0.0)
+
+
+_side: _WorkerSide | None = None
+_reserve: _Reserve | None = None
+_side_lock = threading.Lock()
+
+
+def _worker_side() -> _WorkerSide:
+    """This worker's state, made on its first task."""
+    global _side, _reserve
+    with _side_lock:
+        if _side is None:
+            _adopt_job_module()
+            _side = _WorkerSide(f"SCOOP worker on host {_HOST} (pid {os.getpid()})")
+            if _control.execQueue is not None:
+                _reserve = _Reserve(_control.execQueue)
+        return _side
+
+
+class _Reserve:
+    """A worker's requests for tasks: one task in reserve, never more (evocluster's prefetch=2).
+
+    SCOOP's worker asks its broker for a task whenever its queue holds less than 10 ms of work by
+    its estimate, and only then: a worker busy with a long chunk has nothing queued behind it
+    (the others take all the work), and with cheap chunks the requests pile up at the broker,
+    which later hands a whole burst to the worker that piled up most.  So evocluster makes the
+    requests itself, counting them: at the start of each task it asks for one more if neither a
+    queued task nor an unanswered request is in reserve.  SCOOP's own asking is switched off
+    (``lowwatermark``), and so is its sending queued tasks back (``highwatermark``); a task or a
+    request is always in reserve when SCOOP waits for the next task, so no worker starves.
+    """
+
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+        queue.lowwatermark = -1.0  # SCOOP's pop() never asks
+        queue.highwatermark = float("inf")  # nor sends a queued task back to the broker
+        self.started = 0
+        self.requested = len(queue)  # what SCOOP asked for so far has arrived (the running task)
+
+    def task_started(self) -> None:
+        self.started += 1
+        # a task that arrived unasked (SCOOP asks on its own in rare cases) counts as asked for
+        self.requested = max(self.requested, self.started + len(self.queue))
+        if self.requested - self.started < 1:  # in reserve: queued tasks + unanswered requests
+            self.queue.requestFuture()
+            self.requested += 1
+
+
+def _adopt_job_module() -> None:
+    """Make a SCOOP worker look like every other evocluster worker.
+
+    SCOOP's bootstrap imports the job as module ``SCOOP_WORKER`` and copies its names into its own
+    ``__main__`` once.  evocluster's workers import the job as ``__worker__`` and *are* its
+    ``__main__``: the job's ``__name__`` becomes ``__worker__`` and ``sys.modules["__main__"]`` the
+    job itself, so that ``__main__.fitness``, pickled by reference on the origin, is looked up in
+    the job as it is now.  Classes keep ``__module__ == "SCOOP_WORKER"``, which SCOOP aliases to
+    ``__main__`` on the origin, so their instances still travel home by reference.
+    """
+    module = sys.modules.get(_SCOOP_WORKER_MODULE)
+    if module is None:
+        return
+    module.__name__ = jobfile.WORKER_NAME
+    sys.modules[jobfile.WORKER_NAME] = module
+    sys.modules["__main__"] = module
+    jobfile.in_worker = True
+
+
+def _evaluate(sealed: Any) -> tuple[bytes, list[Any]]:
+    """Worker side of every task (module level: SCOOP sends it by reference).
+
+    ``sealed`` is ``(tag, frames)``; the frames are unpickled only once the tag verifies.  Never
+    raises: whatever happens comes back as a sealed result record.
+    """
+    side = _worker_side()
+    if _reserve is not None:
+        _reserve.task_started()
+    try:
+        return side.evaluate(sealed)
+    except BaseException as e:  # an evocluster bug: report it, never kill the worker over it
+        err = WorkerError(f"{side.label} failed outside the fitness: {type(e).__name__}: {e}")
+        err.__cause__ = e
+        return side.reply((None, None, side.label, _failed(-1, err, side.label)))
+
+
+# ====================================================================== origin side
+def open_result(key: bytes, token: bytes, cid: int, sealed: Any) -> tuple[str, tuple[Any, ...]]:
+    """Verify and load a worker's answer to chunk ``cid``; return ``(worker label, RESULT record)``.
+
+    Raises:
+        WorkerError: the answer is not sealed with this run's key, or belongs to another chunk
+            or run; nothing of it was unpickled in the first case.
+    """
+    try:
+        tag, frames = sealed
+        frames = list(frames)
+    except (TypeError, ValueError):
+        raise WorkerError("a SCOOP worker's answer is not a sealed evocluster result") from None
+    if not signing.verify(key, tag, frames):
+        _say("refused a result from a SCOOP worker: its signature does not verify; not unpickled")
+        raise WorkerError(
+            "a SCOOP worker's result was refused: its signature does not verify (forged, "
+            "corrupted, or signed with another key: every process of a run needs the same "
+            f"{signing.KEY_ENV} or key file {signing.key_path()}; the worker's stderr says more)"
+        )
+    r_token, r_cid, label, record = loads(frames)
+    if (r_token, r_cid) != (token, cid) and (r_token, r_cid) != (None, None):
+        raise WorkerError(f"{label} answered for another chunk or run: refused (replayed?)")
+    return label, record
+
+
+class _ScoopFuture(Future[Any]):
+    """A stdlib Future whose waits drive SCOOP (see :class:`_DrivingCondition`)."""
+
+    def __init__(self, pool: _ScoopPool) -> None:
+        super().__init__()
+        self._pool = pool
+        self._condition = _DrivingCondition(self, pool)  # type: ignore[assignment]
+
+    def _settled(self) -> bool:
+        return self._state in (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self._after_drive(super().result, timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        return self._after_drive(super().exception, timeout)  # type: ignore[no-any-return]
+
+    def _after_drive(self, get: Callable[[float | None], Any], timeout: float | None) -> Any:
+        if not self._pool.can_drive():
+            return get(timeout)  # another thread: wait for the main thread to settle it
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._pool.drive(self._settled, deadline)
+        with self._pool.quiet():
+            return get(0)  # settled, or TimeoutError
+
+    # the stdlib implementations take self._condition: make them look without driving
+    def done(self) -> bool:
+        self._pool.step()
+        with self._pool.quiet():
+            return super().done()
+
+    def running(self) -> bool:
+        with self._pool.quiet():
+            return super().running()
+
+    def cancelled(self) -> bool:
+        with self._pool.quiet():
+            return super().cancelled()
+
+    def cancel(self) -> bool:
+        with self._pool.quiet():
+            return super().cancel()
+
+    def add_done_callback(self, fn: Callable[[Future[Any]], object]) -> None:
+        with self._pool.quiet():
+            super().add_done_callback(fn)
+
+    def __repr__(self) -> str:
+        with self._pool.quiet():
+            return super().__repr__()
+
+
+class _DrivingCondition:
+    """Stands in for a Future's ``threading.Condition``.
+
+    Acquiring it on the main thread first drives SCOOP until its future is settled: the stdlib's
+    ``wait`` and ``as_completed`` acquire the condition of every future before looking at them, so
+    they find them settled instead of blocking on an Event that nothing would ever set.  Inside
+    evocluster's own work (``pool.quiet()``, or while driving) it is a plain reentrant lock.
+    """
+
+    def __init__(self, future: _ScoopFuture, pool: _ScoopPool) -> None:
+        self._future = future
+        self._pool = pool
+        self._cond = threading.Condition()  # RLock: settling while wait() holds it is reentrant
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if blocking and not self._future._settled() and self._pool.can_drive():
+            self._pool.drive(self._future._settled, None)
+        return self._cond.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._cond.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._pool.can_drive():
+            deadline = None if timeout is None else time.monotonic() + timeout
+            return self._pool.drive(self._future._settled, deadline)
+        if threading.current_thread() is threading.main_thread():
+            return self._future._settled()  # evocluster is busy on this thread: cannot wait here
+        return self._cond.wait(timeout)
+
+    def notify(self, n: int = 1) -> None:
+        self._cond.notify(n)
+
+    def notify_all(self) -> None:
+        self._cond.notify_all()
+
+
+class _Chunk:
+    __slots__ = ("cid", "job", "start", "stop")
+
+    def __init__(self, cid: int, job: _Job, start: int, stop: int) -> None:
+        self.cid, self.job, self.start, self.stop = cid, job, start, stop
+
+
+class _ScoopPool:
+    """The origin's view of the SCOOP workers, shared by every ScoopExecutor handle.
+
+    Main thread only (SCOOP's sockets and greenlets belong to it); ``_busy`` marks that evocluster
+    itself is at work on it, so that a future's condition taken meanwhile does not drive again.
+    """
+
+    def __init__(self, options: config.Options) -> None:
+        self.options = options
+        size = int(getattr(scoop, "SIZE", 1) or 1)
+        self.inline = size <= 1  # -n 1: the origin is the only process
+        self.n_workers = max(1, size - 1)
+        self.functions = FunctionTable()
+        self.key = signing.load_key(create=True)
+        self.token = secrets.token_bytes(8)  # results must echo it: no replay across runs
+        self.broken: str | None = None
+        self.counters = dict.fromkeys(
+            (
+                "chunks",
+                "items",
+                "functions_sent",
+                "messages_sent",
+                "bytes_sent",
+                "messages_received",
+                "bytes_received",
+            ),
+            0,
+        )
+        self._jobs: deque[_Job] = deque()
+        self._inflight: dict[int, tuple[Any, _Chunk]] = {}  # chunk id -> (SCOOP future, chunk)
+        self._ids = itertools.count()
+        self._cost: dict[bytes, float] = {}  # seconds per item, per function
+        self._broadcast: dict[bytes, str] = {}  # function key -> SCOOP constant name
+        self._labels: dict[int, str] = {}  # pid -> label, of workers on this host that answered
+        self._busy = False
+        self._main = threading.main_thread()
+        self._local: _WorkerSide | None = None
+        if self.inline:
+            self._local = _WorkerSide(f"SCOOP origin on host {_HOST} (pid {os.getpid()})", self.key)
+            _say(
+                "SCOOP started no worker besides the origin: evaluating on the origin, one call "
+                "at a time; launch with `python -m scoop -n N job.py` (N >= 2) for N-1 workers"
+            )
+            return
+        self._comm = _control.execQueue.socket
+        self._watch = _Watch(self._comm)
+
+    # ------------------------------------------------------------------ any thread
+    def can_drive(self) -> bool:
+        return threading.current_thread() is self._main and not self._busy
+
+    @contextlib.contextmanager
+    def quiet(self) -> Iterator[None]:
+        """evocluster's own work on the main thread: conditions taken meanwhile do not drive."""
+        if threading.current_thread() is not self._main:
+            yield
+            return
+        busy, self._busy = self._busy, True
+        try:
+            yield
+        finally:
+            self._busy = busy
+
+    # ------------------------------------------------------------------ main thread
+    def put(self, job: _Job) -> None:
+        if self.broken is not None:
+            raise BrokenPool(self.broken)
+        if job.n:
+            self._jobs.append(job)
+
+    def step(self) -> None:
+        """Make progress without blocking: dispatch what fits, collect what has arrived."""
+        if self.can_drive() and not self.inline:
+            self.drive(lambda: True, None, poll_once=True)
+
+    def drive(
+        self, until: Callable[[], bool], deadline: float | None, *, poll_once: bool = False
+    ) -> bool:
+        """Dispatch and collect until ``until()`` or the deadline; return ``until()``."""
+        if not self.can_drive():
+            return until()
+        with self.quiet():
+            try:
+                while True:
+                    self._dispatch()
+                    if poll_once:
+                        self._collect(0.0)
+                        self._dispatch()
+                        return until()
+                    if until():
+                        return True
+                    if not self._inflight and not self._has_work():
+                        return until()  # nothing can change any more
+                    left = _IDLE_POLL if deadline is None else deadline - time.monotonic()
+                    if left <= 0:
+                        return until()
+                    self._collect(min(left, _IDLE_POLL))
+            except Shutdown:
+                self._break(
+                    "SCOOP shut the pool down during the run: a worker exited unexpectedly (its "
+                    "own messages, above, say why)"
+                )
+                return until()
+
+    def _has_work(self) -> bool:
+        while self._jobs:
+            job = self._jobs[0]
+            if job.next < job.n and not job.cancelled:
+                return True
+            self._retire(self._jobs.popleft())
+        return False
+
+    def _retire(self, job: _Job) -> None:
+        """A job leaves the queue: what was never dispatched is cancelled."""
+        if job.next >= job.n:
+            return
+        if job.future is not None:
+            job.future.cancel()
+            job.remaining = 0
+        else:
+            for i in range(job.next, job.n):
+                job.values[i] = _CANCELLED
+            job.remaining -= job.n - job.next
+        job.next = job.n
+        if job.remaining <= 0:
+            job.done.set()
+
+    def _chunksize(self, job: _Job) -> int:
+        """Like the scheduler's: measure first, then ~chunk_target seconds per chunk, at least four
+        chunks per worker, expensive calls one by one."""
+        left = job.n - job.next
+        if job.chunksize is not None:
+            return min(job.chunksize, left)
+        fair = max(1, math.ceil(job.n / (4 * self.n_workers)))
+        cost = self._cost.get(job.fn_key)
+        if cost is None:
+            return 1
+        target = self.options.chunk_target
+        return 1 if cost >= target else min(fair, max(1, int(target / max(cost, 1e-9))))
+
+    def _dispatch(self) -> None:
+        if self.broken is not None:
+            return
+        limit = 1 if self.inline else self.n_workers * self.options.prefetch
+        sent = False
+        while len(self._inflight) < limit and self._has_work():
+            job = self._jobs[0]
+            future = job.future
+            if future is not None and job.next == 0 and not future.set_running_or_notify_cancel():
+                job.next = job.n  # cancelled before it started
+                self._jobs.popleft()
+                continue
+            start = job.next
+            stop = min(job.n, start + self._chunksize(job))
+            job.next = stop
+            items = job.items[start:stop]
+            try:
+                frames = dumps_args((items, job.star, job.kwargs), job.policy)
+            except Exception as e:
+                self._settle(job, start, stop, [], {-1: _diagnose(job, start, items, e)})
+                continue
+            chunk = _Chunk(next(self._ids), job, start, stop)
+            self._send(chunk, frames)
+            sent = True
+            if self.broken is not None:
+                return
+        if sent and not self.inline:
+            with _scoop_errors(self):
+                _control.execQueue.flush()  # SCOOP keeps its newest future back: send it too
+
+    def _send(self, chunk: _Chunk, item_frames: Any) -> None:
+        job = chunk.job
+        inline_fn = frames_nbytes(job.fn_payload) <= INLINE_MAX or self.inline
+        const = None
+        if not inline_fn:
+            const = self._broadcast.get(job.fn_key)
+            if const is None:
+                const = self._publish(job.fn_key, job.fn_payload)
+                if const is None:
+                    return
+        payload = nest(job.fn_payload) if inline_fn else None
+        record = protocol.task(chunk.cid, job.fn_key, payload, nest(item_frames))
+        frames = dumps((self.token, chunk.cid, record, const))
+        sealed = (signing.sign(self.key, frames), nest(frames))
+        c = self.counters
+        c["chunks"] += 1
+        c["items"] += chunk.stop - chunk.start
+        c["functions_sent"] += inline_fn
+        c["messages_sent"] += 1
+        c["bytes_sent"] += frames_nbytes(frames)
+        if self._local is not None:  # -n 1: the origin evaluates, through the same sealed path
+            self._on_answer(chunk, self._local.evaluate(sealed))
+            return
+        with _scoop_errors(self):
+            sf = futures.submit(_evaluate, sealed)
+            self._inflight[chunk.cid] = (sf, chunk)
+
+    def _publish(self, fn_key: bytes, payload: Any) -> str | None:
+        """Broadcast a large callable once, sealed, through SCOOP's shared constants."""
+        name = f"evocluster_fn_{fn_key.hex()}"
+        frames = list(payload)
+        sealed = (signing.sign(self.key, frames), nest(frames))
+        with _scoop_errors(self):
+            shared.setConst(**{name: sealed})  # returns once the broker relayed it
+            self._broadcast[fn_key] = name
+            c = self.counters
+            c["functions_sent"] += 1
+            c["messages_sent"] += 1
+            c["bytes_sent"] += frames_nbytes(frames)
+            return name
+        return None
+
+    def _collect(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for messages (blocking in zmq), then take in the results."""
+        ready = self._watch.poll(timeout)
+        self._comm.pumpInfoSocket()  # SCOOP's SHUTDOWN broadcast raises Shutdown here
+        lost = self._watch.lost(ready, self._labels)
+        if lost is not None:  # a report, if the worker sent one, says more: give it a moment
+            self._watch.poll(0.1)
+            self._comm.pumpInfoSocket()
+        reports = _failure_reports()
+        if reports or lost is not None:
+            self._break(reports[0] if reports else str(lost))
+            return
+        _control.execQueue.updateQueue()
+        for cid, (sf, chunk) in list(self._inflight.items()):
+            if sf._ended():
+                del self._inflight[cid]
+                sf._delete()  # SCOOP's bookkeeping of this future
+                self._on_scoop_future(sf, chunk)
+
+    def _on_scoop_future(self, sf: Any, chunk: _Chunk) -> None:
+        if sf.exceptionValue is not None:  # SCOOP could not run the task at all
+            tb = getattr(sf, "exceptionTraceback", "") or ""
+            err = WorkerError(
+                f"SCOOP could not run an evocluster task: {sf.exceptionValue!r}\n{tb}"
+            )
+            self._settle(chunk.job, chunk.start, chunk.stop, [], {-1: err})
+            return
+        self._on_answer(chunk, sf.resultValue)
+
+    def _on_answer(self, chunk: _Chunk, sealed: Any) -> None:
+        job = chunk.job
+        try:
+            self.counters["messages_received"] += 1
+            self.counters["bytes_received"] += frames_nbytes(sealed[1])
+            label, record = open_result(self.key, self.token, chunk.cid, sealed)
+        except Exception as e:
+            self._settle(job, chunk.start, chunk.stop, [], {-1: e})
+            return
+        pid = _pid_of(label)
+        if pid is not None and f"host {_HOST} " in label:
+            self._labels[pid] = label
+        _, _, value_frames, errors, elapsed = record
+        n = chunk.stop - chunk.start
+        if elapsed > 0:
+            per = elapsed / n
+            old = self._cost.get(job.fn_key)
+            self._cost[job.fn_key] = per if old is None else 0.5 * old + 0.5 * per
+        excs: dict[int, BaseException] = {i: unpack_exception(info) for i, info in errors.items()}
+        try:
+            values = loads(value_frames)
+        except Exception as e:
+            values, excs = [], {-1: e}
+        self._settle(job, chunk.start, chunk.stop, values, excs)
+
+    def _settle(
+        self, job: _Job, start: int, stop: int, values: list[Any], excs: dict[int, BaseException]
+    ) -> None:
+        """Deliver the outcome of items ``start:stop`` of ``job`` to its future or map slots."""
+        whole = excs.get(-1)
+        if job.future is not None:
+            exc = whole or excs.get(0)
+            if not job.future.done():
+                if exc is not None:
+                    job.future.set_exception(exc)
+                else:
+                    job.future.set_result(values[0])
+        elif not excs:
+            job.values[start:stop] = values
+        else:
+            for i in range(start, stop):
+                exc = whole or excs.get(i - start)
+                if exc is not None:
+                    job.values[i] = _FAILED
+                    job.errors[i] = exc
+                else:
+                    job.values[i] = values[i - start]
+        job.remaining -= stop - start
+        if job.remaining <= 0:
+            job.done.set()
+
+    def _break(self, reason: str) -> None:
+        """The pool cannot go on: fail everything pending with :class:`BrokenPool`."""
+        if self.broken is None:
+            self.broken = reason
+            _GUARD.lost = reason
+        jobs = list(self._jobs) + [chunk.job for _, chunk in self._inflight.values()]
+        self._jobs.clear()
+        self._inflight.clear()
+        for job in jobs:
+            f = job.future
+            if f is not None:
+                if not f.done() and (f.running() or f.set_running_or_notify_cancel()):
+                    f.set_exception(BrokenPool(reason))
+            else:
+                for i in range(job.n):
+                    if job.values[i] is _PENDING:
+                        job.values[i] = _FAILED
+                        job.errors[i] = BrokenPool(reason)
+            job.remaining = 0
+            job.next = job.n
+            job.done.set()
+
+
+def _diagnose(job: _Job, start: int, items: list[Any], exc: Exception) -> BaseException:
+    """Name the first item of a chunk that cannot be serialised, and why."""
+    for i, item in enumerate(items):
+        try:
+            serialization.check(item, _args_label(job, start + i), job.policy)
+        except SerializationError as e:
+            return e
+    return exc
+
+
+def _pid_of(label: str) -> int | None:
+    head, _, tail = label.rpartition("(pid ")
+    return int(tail.rstrip(")")) if head and tail.rstrip(")").isdigit() else None
+
+
+@contextlib.contextmanager
+def _scoop_errors(pool: _ScoopPool) -> Iterator[None]:
+    """SCOOP raises Shutdown from any call that reads its info socket: break the pool."""
+    try:
+        yield
+    except Shutdown:
+        pool._break(
+            "SCOOP shut the pool down during the run: a worker exited unexpectedly (its own "
+            "messages, above, say why)"
+        )
+
+
+class _Watch:
+    """Notices dead workers, which SCOOP does not.
+
+    * A ZMQ monitor on the origin's direct socket: each worker connects to it when it receives its
+      first task from the origin, and the connection closes when the worker's process dies, on any
+      host.  The same on the socket to the broker (the broker dies with the launcher).
+    * On the origin's host, the worker processes themselves (SCOOP starts them as siblings of the
+      origin): one that exited, or is a zombie, is lost -- including one that died before it ever
+      received a task, which no socket reveals.
+    """
+
+    def __init__(self, comm: Any) -> None:
+        import zmq  # SCOOP's default (ZMQ) backend brings it
+
+        self._monitors = [
+            comm.direct_socket.get_monitor_socket(zmq.EVENT_DISCONNECTED),
+            comm.socket.get_monitor_socket(zmq.EVENT_DISCONNECTED),
+        ]
+        self._poller = zmq.Poller()
+        for s in (comm.socket, comm.direct_socket, comm.infoSocket, *self._monitors):
+            self._poller.register(s, zmq.POLLIN)
+        self._parent = os.getppid()  # SCOOP's launch process, which started the local workers
+        self._siblings: set[int] = set()
+        self._next_check = 0.0
+
+    def poll(self, timeout: float) -> dict[Any, int]:
+        """Block up to ``timeout`` s, in zmq, until any of the origin's sockets has a message."""
+        return dict(self._poller.poll(int(timeout * 1000)))
+
+    def lost(self, ready: dict[Any, int], labels: dict[int, str]) -> str | None:
+        """Why a worker is lost, if one is (``ready``: what :meth:`poll` returned)."""
+        for i, monitor in enumerate(self._monitors):
+            if monitor in ready:
+                from zmq.utils.monitor import recv_monitor_message
+
+                recv_monitor_message(monitor)
+                dead = self._dead_siblings(labels)
+                if dead:
+                    return dead
+                if i == 0:
+                    return (
+                        "a SCOOP worker was lost: its connection to the origin closed (the process "
+                        "died: killed, out of memory, or a crash)"
+                    )
+                return "the SCOOP broker was lost (its connection to the origin closed)"
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + _IDLE_POLL
+            return self._dead_siblings(labels)
+        return None
+
+    def _dead_siblings(self, labels: dict[int, str]) -> str | None:
+        if os.getppid() != self._parent:  # re-parented: its children are not ours to watch
+            return "SCOOP's launch process, which started the workers on this host, is gone"
+        self._siblings |= _children(self._parent) - {os.getpid()}
+        for pid in sorted(self._siblings):
+            if not _alive(pid):
+                name = labels.get(pid, f"SCOOP worker on host {_HOST} (pid {pid})")
+                return f"{name} was lost: its process exited during the run"
+        return None
+
+
+def _children(pid: int) -> set[int]:
+    """Child processes of ``pid`` (Linux ``/proc``; elsewhere none are known)."""
+    found: set[int] = set()
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                found.update(int(p) for p in fh.read().split())
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+# ====================================================================== the executor
+_pool: _ScoopPool | None = None
+
+
+def _shared_pool(options: config.Options) -> _ScoopPool:
+    global _pool
+    if _pool is None:
+        if scoop.CONFIGURATION.get("backend", "ZMQ") != "ZMQ":
+            raise ConfigurationError(
+                "evocluster needs SCOOP's default ZMQ backend, not --backend "
+                f"{scoop.CONFIGURATION.get('backend')} (which imports asyncore, gone in Python "
+                "3.12): launch with `python -m scoop [-n N] job.py`"
+            )
+        job = jobfile.spec_for_current_main()
+        serialization.set_worker_main_names(jobfile.module_level_names(job))
+        # results may hold instances of the job's classes, pickled on workers as SCOOP_WORKER.X
+        sys.modules.setdefault(_SCOOP_WORKER_MODULE, sys.modules["__main__"])
+        _pool = _ScoopPool(options)
+    return _pool
+
+
+class ScoopExecutor(Executor):
+    """``evocluster.Executor()`` under ``python -m scoop``: evaluations on SCOOP's workers.
+
+    Every ScoopExecutor is a handle on the same SCOOP workers (those of the run); shutting one
+    down stops that handle, never SCOOP.  Construct it through :class:`evocluster.Executor` or
+    :func:`evocluster.get_executor` (backend ``"auto"`` or ``"scoop"``).  Driven from the main
+    thread: see the module docstring for what that changes.
+
+    Raises:
+        JobError: created on a SCOOP worker (while it imports the job).
+        ConfigurationError: an invalid option, or SCOOP's TCP backend.
+    """
+
+    def __init__(
+        self,
+        backend: str | None = None,
+        workers: int | None = None,
+        *,
+        serialization: str | None = None,
+        **options: Any,
+    ) -> None:
+        opts = config.resolve(
+            backend=backend, workers=workers, serialization=serialization, **options
+        )
+        if not getattr(scoop, "IS_ORIGIN", False):
+            raise JobError(
+                "the job started a pool while a SCOOP worker was importing it: put the code that "
+                "runs the evolution under `if __name__ == '__main__':` so that workers only "
+                "import definitions"
+            )
+        self._policy = opts.serialization
+        self._scoop = _shared_pool(opts)
+        self._owns_pool = False  # SCOOP's workers belong to the run, not to this handle
+        self._jobs: list[_Job] = []
+        self._shutdown = False
+        self._lock = threading.Lock()
+
+    @property
+    def backend(self) -> str:
+        """``"scoop"``."""
+        return "scoop"
+
+    @property
+    def n_workers(self) -> int:
+        """SCOOP's workers besides the origin (``-n N`` gives N-1; 1 under ``-n 1``)."""
+        return self._scoop.n_workers
+
+    def stats(self) -> dict[str, int]:
+        """Counters of the SCOOP pool since it started (shared by every handle): ``chunks`` and
+        ``items`` dispatched, ``functions_sent`` (callables shipped), ``messages_sent`` /
+        ``bytes_sent`` (sealed tasks and broadcasts) and ``messages_received`` /
+        ``bytes_received`` (sealed results)."""
+        return dict(self._scoop.counters)
+
+    def _check_thread(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError(
+                "under SCOOP, evocluster can submit work from the main thread only (SCOOP's "
+                "futures are greenlets of the main thread)"
+            )
+
+    def _put(self, job: _Job) -> None:
+        self._check_thread()
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._scoop.put(job)  # raises BrokenPool once a worker was lost
+            self._jobs = [j for j in self._jobs if not j.done.is_set()]
+            self._jobs.append(job)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Schedule ``fn(*args, **kwargs)`` on a SCOOP worker; return its ``Future``.
+
+        Raises:
+            RuntimeError: after :meth:`shutdown`, or called from a thread other than the main one.
+            BrokenPool: the pool lost a worker earlier.
+            SerializationError: ``fn`` or the arguments cannot reach the workers.
+        """
+        key, payload = self._scoop.functions.lookup(fn, self._policy)
+        serialization.check((args, kwargs), "args", self._policy)
+        future = _ScoopFuture(self._scoop)
+        self._put(_Job(key, payload, [args], True, kwargs or None, 1, future, self._policy))
+        self._scoop.step()
+        return future
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int | None = None,
+        serialization: str | None = None,
+    ) -> Iterator[Any]:
+        """Return an iterator over ``fn(*args)`` for ``args`` in ``zip(*iterables)``, in order.
+
+        As :meth:`evocluster.Executor.map`: the work is scheduled now, results are waited for (and
+        SCOOP driven) as the iterator is consumed; ``timeout`` counts from this call.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        job = self._map_job(fn, iterables, chunksize, serialization)
+        self._scoop.step()
+        return self._scoop_results(job, deadline)
+
+    def _map_list(
+        self,
+        fn: Callable[..., Any],
+        iterables: tuple[Iterable[Any], ...],
+        chunksize: int | None,
+        policy: str | None,
+    ) -> list[Any]:
+        job = self._map_job(fn, iterables, chunksize, policy)
+        try:
+            self._scoop.drive(job.done.is_set, None)
+        finally:
+            if job.remaining > 0:  # interrupted: stop dispatching the rest
+                job.cancelled = True
+        for i in sorted(job.errors):
+            raise job.errors[i]
+        if any(v is _CANCELLED for v in job.values):  # identity: results may be numpy arrays
+            raise CancelledError()
+        return job.values
+
+    def _map_job(
+        self,
+        fn: Callable[..., Any],
+        iterables: tuple[Iterable[Any], ...],
+        chunksize: int | None,
+        policy: str | None,
+    ) -> _Job:
+        if chunksize is not None and chunksize < 1:
+            raise ValueError("chunksize must be >= 1")
+        policy = (
+            self._policy if policy is None else config.resolve(serialization=policy).serialization
+        )
+        star = len(iterables) != 1
+        items = list(zip(*iterables)) if star else list(iterables[0])  # noqa: B905 (shortest)
+        key, payload = self._scoop.functions.lookup(fn, policy)
+        job = _Job(key, payload, items, star, None, chunksize, None, policy)
+        if items:  # the first call is checked here, before anything is dispatched
+            serialization.check(items[0], _args_label(job, 0), policy)
+        self._put(job)
+        return job
+
+    def _scoop_results(self, job: _Job, deadline: float | None) -> Iterator[Any]:
+        pool = self._scoop
+        try:
+            for i in range(job.n):
+                if job.values[i] is _PENDING:
+                    pool.drive(lambda i=i: job.values[i] is not _PENDING, deadline)  # type: ignore[misc]
+                value = job.values[i]
+                if value is _PENDING:
+                    raise TimeoutError()
+                if value is _FAILED:
+                    raise job.errors[i]
+                if value is _CANCELLED:
+                    raise CancelledError()
+                yield value
+        finally:
+            if job.remaining > 0:
+                job.cancelled = True  # abandoned (exception, timeout, or not consumed)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop accepting work on this handle; optionally cancel what has not started; optionally
+        wait for the rest (driving SCOOP).  Safe to call more than once.  SCOOP's workers go on
+        serving the run's other handles."""
+        with self._lock:
+            self._shutdown = True
+            jobs = list(self._jobs)
+        if cancel_futures:
+            for job in jobs:
+                job.cancelled = True
+                if job.future is not None:
+                    job.future.cancel()
+        if wait and jobs:
+            self._scoop.drive(lambda: all(j.done.is_set() for j in jobs), None)
+
+
+# ====================================================================== exit status
+class _ExitGuard:
+    """On the origin: make a failed run exit non-zero although SCOOP's launcher would exit 0."""
+
+    def __init__(self) -> None:
+        self.root: Any = None
+        self.lost: str | None = None
+
+    def check(self) -> None:
+        """atexit: if the job failed or the pool lost a worker, say so and end the launcher."""
+        exc = getattr(self.root, "exceptionValue", None)
+        if isinstance(exc, SystemExit) and exc.code in (0, None):
+            exc = None
+        if exc is None and self.lost is None:
+            return
+        lost = f"the SCOOP pool lost a worker ({self.lost.splitlines()[0]})" if self.lost else ""
+        if isinstance(exc, BrokenPool) and lost:
+            what = f"{lost}, and the job stopped with BrokenPool (traceback above)"
+        elif isinstance(exc, SystemExit):
+            what = f"the job exited with code {exc.code}" + (f"; {lost}" if lost else "")
+        elif exc is not None:
+            what = f"the job raised {type(exc).__name__} on the SCOOP origin (traceback above)"
+            what += f"; {lost}" if lost else ""
+        else:
+            what = f"the job ended normally, but {lost}"
+        launcher = _find_launcher()
+        if launcher is None:
+            _say(
+                f"{what}. SCOOP's launcher exits 0 whatever happens, and evocluster could not "
+                "find it to end the run with a non-zero code: check this message, not the code"
+            )
+            return
+        _say(
+            f"{what}. SCOOP's launcher would exit 0: evocluster ends the run with exit code 143 "
+            f"(SIGTERM to the launcher, pid {launcher})"
+        )
+        time.sleep(_GRACE)
+        with contextlib.suppress(OSError):
+            os.kill(launcher, signal.SIGTERM)
+
+
+_GUARD = _ExitGuard()
+_installed = False
+
+
+def _find_launcher() -> int | None:
+    """SCOOP's launcher (``python -m scoop``): the origin's grandparent, checked by its command."""
+    parent = os.getppid()
+    grand = _parent_of(parent)
+    if grand is None or grand <= 1:
+        return None
+    args = _cmdline(grand)
+    if "scoop" not in args or "-m" not in args or any("scoop." in a for a in args):
+        return None
+    return grand
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        out = subprocess.run(
+            ["ps", "-o", "ppid=", "-p", str(pid)], capture_output=True, text=True, check=False
+        )
+        return int(out.stdout.strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return [a.decode(errors="replace") for a in fh.read().split(b"\0") if a]
+    except OSError:
+        pass
+    try:
+        out = subprocess.run(
+            ["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True, check=False
+        )
+        return out.stdout.split()
+    except OSError:
+        return []
+
+
+def _report_failed_import(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+    """sys.excepthook of a SCOOP worker while it imports the job.
+
+    SCOOP would let the worker die quietly and the origin wait for it forever.  Post the failure
+    as a SCOOP shared constant instead: the broker relays it to the origin, and keeps it for an
+    origin that connects later; the origin's pool breaks with this message.
+    """
+    if getattr(_control, "execQueue", None) is not None:  # SCOOP runs: its own hook handles it
+        (_previous_hook or sys.__excepthook__)(exc_type, exc, tb)
+        return
+    label = f"SCOOP worker on host {_HOST} (pid {os.getpid()})"
+    text = "".join(traceback.format_exception(exc_type, exc, tb))
+    _say(f"{label} could not import the job:\n{text}")
+    last = text.rstrip().splitlines()[-1] if text.strip() else exc_type.__name__
+    with contextlib.suppress(Exception):
+        _post_failure(f"{label} could not import the job ({last}); its stderr has the traceback")
+
+
+_previous_hook: Callable[..., Any] | None = None
+#: Prefix of the SCOOP constants by which workers report that they cannot serve.
+_FAILURE = "evocluster_failed_"
+
+
+def _post_failure(message: str) -> None:
+    """Send a failure report to SCOOP's broker as a shared constant (its VARIABLE message)."""
+    import pickle
+
+    import zmq
+
+    broker = scoop.BROKER
+    ctx = zmq.Context()
+    try:
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 5000)  # the process exits next: deliver first
+        sock.connect(f"tcp://{broker.hostname}:{broker.task_port}")
+        name = f"{_FAILURE}{_HOST}_{os.getpid()}"
+        owner = f"evocluster:{_HOST}:{os.getpid()}".encode()
+        sock.send_multipart([b"V", pickle.dumps(name), pickle.dumps(message), pickle.dumps(owner)])
+        sock.close()
+    finally:
+        ctx.term()
+
+
+def _failure_reports() -> list[str]:
+    """Failure reports workers posted (see :func:`_report_failed_import`)."""
+    found: list[str] = []
+    for values in (shared.elements or {}).values():
+        found.extend(
+            str(v) for k, v in values.items() if isinstance(k, str) and k.startswith(_FAILURE)
+        )
+    return found
+
+
+def install_guards() -> None:
+    """Called when a SCOOP process imports evocluster (idempotent).
+
+    On the origin: the exit guard (:class:`_ExitGuard`), with the root future whose outcome is
+    the job's.  On a worker, still importing the job: an excepthook that reports a failed import.
+    """
+    global _installed, _previous_hook
+    if _installed:
+        return
+    _installed = True
+    if getattr(scoop, "IS_ORIGIN", False):
+        _GUARD.root = _control.current
+        atexit.register(_GUARD.check)
+    elif getattr(_control, "execQueue", None) is None:
+        _previous_hook = sys.excepthook
+        sys.excepthook = _report_failed_import
