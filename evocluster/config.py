@@ -34,13 +34,13 @@ class Options:
     prefetch_max_bytes: int = 256 * 1024
     #: a waiting rank sleeps ``poll_fraction`` of the time it has been waiting, between poll_min
     #: and poll_max (a worker waiting for work) or master_poll_max (the master waiting for
-    #: results).  A sleep-and-wake costs ~20 us of CPU: so an idle rank wakes ever more rarely
-    #: (~90 times in 5 s), yet answers within ~15 % of the time it waited (a worker idle while the
-    #: master breeds a generation for 40 ms answers within 6 ms).
+    #: results).  A sleep-and-wake costs 20-90 us of CPU: so an idle rank wakes ever more rarely
+    #: (~65 times in 5 s), yet answers within ~20 % of the time it waited (a worker idle while the
+    #: master breeds a generation for 40 ms answers within 8 ms).
     poll_min: float = 2e-5
     poll_max: float = 0.25
     master_poll_max: float = 0.05
-    poll_fraction: float = 0.15
+    poll_fraction: float = 0.2
     #: target duration of one chunk of cheap tasks under automatic chunking (seconds)...
     chunk_target: float = 0.01
     #: ...and its largest serialised size: past ~1 MiB the per-message cost is paid for, and a
