@@ -75,8 +75,9 @@ _worker_main_names: frozenset[str] = frozenset()
 
 def set_worker_main_names(names: Iterable[str]) -> None:
     """Declare which ``__main__`` names the workers can import (the job's module-level names)."""
-    global _worker_main_names
+    global _worker_main_names, _hidden_seen
     _worker_main_names = frozenset(names)
+    _hidden_seen = (0, -1, False)
 
 
 class _NotOnWorkers(pickle.PicklingError):
@@ -198,19 +199,28 @@ def dumps_args(obj: Any, policy: str) -> Frames:
     return _dumps_with(_ARGS_PICKLER[policy], obj)
 
 
+# (id, size) of the __main__ namespace last scanned, and the answer: the namespace grows when the
+# job defines something, so the scan runs again only then, not for every chunk
+_hidden_seen: tuple[int, int, bool] = (0, -1, False)
+
+
 def _main_has_hidden() -> bool:
     """Whether ``__main__`` holds a function or class the workers will not have (defined under
     its main guard).  Only then can a successful plain pickle still fail on a worker: objects
     nested in functions, and lambdas, already make plain pickle fail here."""
+    global _hidden_seen
     main = sys.modules.get("__main__")
-    for obj in list(vars(main).values()) if main is not None else ():
-        if (
-            isinstance(obj, (types.FunctionType, type))
-            and obj.__module__ == "__main__"
-            and obj.__qualname__.split(".")[0] not in _worker_main_names
-        ):
-            return True
-    return False
+    space = vars(main) if main is not None else {}
+    if _hidden_seen[:2] == (id(space), len(space)):
+        return _hidden_seen[2]
+    hidden = any(
+        isinstance(obj, (types.FunctionType, type))
+        and obj.__module__ == "__main__"
+        and obj.__qualname__.split(".")[0] not in _worker_main_names
+        for obj in list(space.values())
+    )
+    _hidden_seen = (id(space), len(space), hidden)
+    return hidden
 
 
 def serialize_callable(fn: Callable[..., Any], policy: str) -> Frames:
