@@ -18,8 +18,12 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 _INFRA_PREFIXES = ("mpiexec", "mpirun", "hydra_")
 #: ... or its whole name (shells and pyenv shims, while they exec the real program),
 _INFRA_PROGRAMS = ("bash", "sh", "pyenv")
-#: ... or by a marker anywhere in the command line (multiprocessing's helper processes).
+#: ... or by a marker anywhere in the command line (multiprocessing's helper processes),
 _INFRA_MARKERS = ("resource_tracker", "forkserver")
+#: ... or a Python module run with ``-m``: SCOOP's launcher (its local broker is a thread of it)
+#: and the per-host ``scoop.launch`` that starts the ``scoop.bootstrap`` processes (origin and
+#: workers).
+_INFRA_MODULES = ("scoop", "scoop.launch.__main__")
 
 
 @dataclass(frozen=True)
@@ -60,12 +64,14 @@ def snapshot(tag: str) -> dict[int, Proc]:
 
 
 def is_infra(proc: Proc) -> bool:
-    """Launcher, MPI proxy or multiprocessing helper: not a worker."""
+    """Launcher, MPI proxy, SCOOP launcher/broker or multiprocessing helper: not a worker."""
     program = os.path.basename(proc.argv[0]) if proc.argv else ""
+    module = proc.argv[2] if len(proc.argv) > 2 and proc.argv[1] == "-m" else None
     return (
         program.startswith(_INFRA_PREFIXES)
         or program in _INFRA_PROGRAMS
         or any(m in proc.cmd for m in _INFRA_MARKERS)
+        or module in _INFRA_MODULES
     )
 
 

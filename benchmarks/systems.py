@@ -49,6 +49,17 @@ def launch_evocluster_local(python: str, job: list[str], workers: int) -> list[s
     return [python, "-m", "evocluster", "--backend", "local", "--workers", str(workers), *job]
 
 
+def launch_scoop(extra: int) -> Callable[[str, list[str], int], list[str]]:
+    """``python -m scoop -n W+extra job.py ...``.  SCOOP counts its origin (the process that runs
+    the job as ``__main__``) as one of the ``-n`` processes: plain SCOOP's origin also evaluates
+    (``extra`` 0), evocluster's does not (``extra`` 1: W workers besides the origin)."""
+
+    def argv(python: str, job: list[str], workers: int) -> list[str]:
+        return [python, "-m", "scoop", "-n", str(workers + extra), *job]
+
+    return argv
+
+
 def launch_python(python: str, job: list[str], workers: int) -> list[str]:
     """A plain script that creates its own pool."""
     return [python, *job]
@@ -85,6 +96,23 @@ def mpi4py_futures_pool(workers: int) -> Iterator[PMap]:
             return list(ex.map(fn, items, timeout=timeout))
 
         yield pmap
+
+
+@contextlib.contextmanager
+def scoop_pool(workers: int) -> Iterator[PMap]:
+    """Plain ``scoop.futures.map``: one future per item (SCOOP has no chunking), the origin
+    evaluating too.  SCOOP 0.7.2.0 ignores ``map``'s ``timeout`` ("TODO: Handle timeout"), so a
+    call that hangs is only ended by run.py's per-run limit."""
+    import scoop
+    from scoop import futures
+
+    if not scoop.IS_RUNNING or workers != scoop.SIZE:
+        raise RuntimeError(f"expected python -m scoop -n {workers}, got size {scoop.SIZE}")
+
+    def pmap(fn: Fn, items: list[Any], timeout: float | None = None) -> list[Any]:
+        return list(futures.map(fn, items))
+
+    yield pmap
 
 
 @contextlib.contextmanager
@@ -182,6 +210,8 @@ SYSTEMS: dict[str, System] = {
             "1",
             mpi4py_cloudpickle,
         ),
+        System("scoop", launch_scoop(0), scoop_pool, "1 (no chunking)"),
+        System("evocluster-scoop", launch_scoop(1), _evo("scoop"), "adaptive"),
         System("multiprocessing.Pool", launch_python, mp_pool, "ceil(n / (4 W))", ByValue),
         System("ProcessPoolExecutor", launch_python, process_pool_executor, "1", ByValue),
     ]
