@@ -217,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         # message included) that it had not yet forwarded.  Workers stuck in a long evaluation
         # are aborted: the run must end now, not at the wall-time limit.
         if name == "mpi" and executor.close_shared(wait=True, cancel=True, timeout=_GRACE):
+            mpi.finalize_last()  # so that the launcher reports this code, not a killed worker's
             return code
         transport.abort(code)  # MPI: does not return; local: kills the workers
         executor.close_shared(wait=False)

@@ -113,44 +113,36 @@ class _Job:
 
 
 class _Chunk:
-    __slots__ = ("frames", "job", "nbytes", "start", "stop")
+    """Items ``start:stop`` of ``job``, serialised (``frames``, nested; ``nbytes`` in all)."""
+
+    __slots__ = ("cid", "frames", "job", "nbytes", "start", "stop")
 
     def __init__(self, job: _Job, start: int, stop: int, frames: Any, nbytes: int) -> None:
         self.job, self.start, self.stop, self.frames, self.nbytes = job, start, stop, frames, nbytes
+        self.cid = -1  # set by a pool that tracks chunks by id when it sends one
 
 
-class _Pool:
-    """A scheduler thread, its transport, and the jobs waiting for them."""
+class _Scheduling:
+    """What every pool does with jobs, whatever carries them: the queue, chunk sizes, results.
 
-    def __init__(self, transport: Transport, options: config.Options, name: str) -> None:
-        self.transport = transport
+    Subclasses (:class:`_Pool` here, the SCOOP pool in ``backends/scoop.py``) add how chunks travel
+    and who drives them, and the interface :class:`Executor` uses: ``put``, ``new_future``,
+    ``wait_slot``, ``wait_jobs``, ``wakeup``, ``step`` and ``close``.
+    """
+
+    def __init__(self, options: config.Options, name: str, n_workers: int) -> None:
         self.options = options
         self.name = name
-        self.n_workers = transport.n_workers
+        self.n_workers = n_workers
         self.functions = FunctionTable()
-        # _lock guards _incoming, _closing and the map slots; _cv wakes map iterators.
+        # _lock guards the map slots (and a subclass's shared state); _cv wakes map iterators.
         self._lock = threading.Lock()
         self._cv = threading.Condition(self._lock)
-        self._incoming: deque[_Job] = deque()
-        self._closing = False
         self.broken: str | None = None
-        # --- scheduler-thread state, no lock needed ---
+        # --- state of whoever drives the pool (scheduler thread or SCOOP's main thread) ---
         self._jobs: deque[_Job] = deque()
-        self._staged: _Chunk | None = None
-        self._inflight: dict[int, tuple[int, _Chunk]] = {}
-        self._ids = itertools.count()
-        n = self.n_workers
-        self._load = [0] * n
-        # levels[k] holds workers whose load was k when queued (stale entries are skipped): the
-        # least loaded worker is found without scanning all of them.
-        self._levels: list[deque[int]] = [deque(range(n))] + [
-            deque() for _ in range(options.prefetch - 1)
-        ]
-        self._known = [FunctionCache(FN_CACHE_SIZE) for _ in range(n)]
         self._cost: dict[bytes, float] = {}  # seconds per item, per function
-        self._labels = [transport.describe(w) for w in range(n)]
-        self._dead = [False] * n
-        #: what crossed the transport (scheduler thread writes, anyone reads a copy)
+        #: what crossed the transport (the driver writes, anyone reads a copy)
         self.counters = dict.fromkeys(
             (
                 "chunks",
@@ -163,6 +155,206 @@ class _Pool:
             ),
             0,
         )
+
+    # ------------------------------------------------------------------ the executor's interface
+    def put(self, job: _Job) -> None:
+        """Queue ``job``; raise :class:`BrokenPool` or ``RuntimeError`` if it cannot run."""
+        raise NotImplementedError
+
+    def new_future(self) -> Future[Any]:
+        """The Future of one ``submit``."""
+        return Future()
+
+    def wait_slot(self, job: _Job, i: int, deadline: float | None) -> Any:
+        """Block until map slot ``i`` of ``job`` is settled; return it (sentinels included)."""
+        raise NotImplementedError
+
+    def wait_jobs(self, jobs: list[_Job]) -> None:
+        """Block until every job in ``jobs`` is done."""
+        raise NotImplementedError
+
+    def wakeup(self) -> None:
+        """Tell the driver that jobs were cancelled (none by default: it notices when it runs)."""
+
+    def step(self) -> None:
+        """Make progress after a ``put`` (none by default: a scheduler thread does it alone)."""
+
+    def close(self, wait: bool = True, cancel: bool = False, timeout: float | None = None) -> bool:
+        """Stop the workers (a pool an executor owns); return whether the pool ended."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ the driver
+    def _has_work(self) -> bool:
+        while self._jobs:
+            job = self._jobs[0]
+            if job.next < job.n and not job.cancelled:
+                return True
+            self._retire(self._jobs.popleft())
+        return False
+
+    def _retire(self, job: _Job) -> None:
+        """A job leaves the queue: what was never dispatched is cancelled."""
+        if job.next < job.n:
+            with self._cv:
+                if job.future is not None:
+                    job.future.cancel()
+                    job.remaining = 0
+                else:
+                    for i in range(job.next, job.n):
+                        job.values[i] = _CANCELLED
+                    job.remaining -= job.n - job.next
+                job.next = job.n
+                if job.remaining <= 0:
+                    job.done.set()
+                self._cv.notify_all()
+
+    def _chunksize(self, job: _Job) -> int:
+        left = job.n - job.next
+        if job.chunksize is not None:
+            return min(job.chunksize, left)
+        # at least four chunks per worker, so that the last ones balance the load
+        fair = max(1, math.ceil(job.n / (4 * self.n_workers)))
+        cost = self._cost.get(job.fn_key)
+        if cost is None:
+            return 1  # measure first: one item per chunk until a result comes back
+        target = self.options.chunk_target
+        size = 1 if cost >= target else min(fair, max(1, int(target / max(cost, 1e-9))))
+        if job.item_bytes:  # large items: cap the bytes, not only the time
+            size = min(size, max(1, int(self.options.chunk_max_bytes / job.item_bytes)))
+        return size
+
+    def _next_chunk(self) -> _Chunk | None:
+        """Serialise the next chunk of the first job with work left (a chunk that cannot be
+        serialised fails its items, and the next one is tried); ``None`` when no work is left."""
+        while self._jobs:
+            job = self._jobs[0]
+            if job.cancelled or job.next >= job.n:
+                self._retire(self._jobs.popleft())
+                continue
+            future = job.future
+            if future is not None and job.next == 0 and not future.set_running_or_notify_cancel():
+                self._retire(self._jobs.popleft())  # cancelled by its owner before it started
+                continue
+            start = job.next
+            stop = min(job.n, start + self._chunksize(job))
+            job.next = stop
+            items = job.items[start:stop]
+            try:
+                frames = dumps_args((items, job.star, job.kwargs), job.policy)
+            except Exception as e:
+                self._settle(job, start, stop, [], {-1: self._diagnose(job, start, items, e)})
+                continue
+            nbytes = frames_nbytes(frames)
+            if job.item_bytes is None:
+                job.item_bytes = nbytes / (stop - start)
+            return _Chunk(job, start, stop, nest(frames), nbytes)
+        return None
+
+    @staticmethod
+    def _diagnose(job: _Job, start: int, items: list[Any], exc: Exception) -> BaseException:
+        """Name the first item of a chunk that cannot be serialised, and why."""
+        for i, item in enumerate(items):
+            try:
+                serialization.check(item, _args_label(job, start + i), job.policy)
+            except SerializationError as e:
+                return e
+        return exc
+
+    def _count_sent(self, frames: Any, chunk: _Chunk | None, functions: int) -> None:
+        """Count one message sent: a chunk's task (with ``functions`` callables), or a callable."""
+        c = self.counters
+        if chunk is not None:
+            c["chunks"] += 1
+            c["items"] += chunk.stop - chunk.start
+        c["functions_sent"] += functions
+        c["messages_sent"] += 1
+        c["bytes_sent"] += frames_nbytes(frames)
+
+    def _record_result(self, chunk: _Chunk, record: tuple[Any, ...]) -> None:
+        """A worker's RESULT record for ``chunk``: update the cost per item, deliver the outcome."""
+        _, _, value_frames, errors, elapsed = record
+        job, n = chunk.job, chunk.stop - chunk.start
+        if elapsed > 0:
+            per = elapsed / n
+            old = self._cost.get(job.fn_key)
+            self._cost[job.fn_key] = per if old is None else 0.5 * old + 0.5 * per
+        excs: dict[int, BaseException] = {i: unpack_exception(info) for i, info in errors.items()}
+        try:
+            values = loads(value_frames)
+        except Exception as e:
+            values, excs = [], {-1: e}
+        self._settle(job, chunk.start, chunk.stop, values, excs)
+
+    def _settle(
+        self, job: _Job, start: int, stop: int, values: list[Any], excs: dict[int, BaseException]
+    ) -> None:
+        """Deliver the outcome of items ``start:stop`` of ``job`` to its future or map slots."""
+        whole = excs.get(-1)
+        with self._cv:
+            if job.future is not None:
+                exc = whole or excs.get(0)
+                if not job.future.done():
+                    if exc is not None:
+                        job.future.set_exception(exc)
+                    else:
+                        job.future.set_result(values[0])
+            elif not excs:
+                job.values[start:stop] = values
+            else:
+                for i in range(start, stop):
+                    exc = whole or excs.get(i - start)
+                    if exc is not None:
+                        job.values[i] = _FAILED
+                        job.errors[i] = exc
+                    else:
+                        job.values[i] = values[i - start]
+            job.remaining -= stop - start
+            if job.remaining <= 0:
+                job.done.set()
+            self._cv.notify_all()
+
+    def _fail(self, jobs: list[_Job], reason: str) -> None:
+        """The pool broke: fail what is pending in ``jobs`` with :class:`BrokenPool`."""
+        with self._cv:
+            for job in jobs:
+                f = job.future
+                if f is not None:
+                    if not f.done() and (f.running() or f.set_running_or_notify_cancel()):
+                        f.set_exception(BrokenPool(reason))
+                else:
+                    for i in range(job.n):
+                        if job.values[i] is _PENDING:
+                            job.values[i] = _FAILED
+                            job.errors[i] = BrokenPool(reason)
+                job.remaining = 0
+                job.next = job.n
+                job.done.set()
+            self._cv.notify_all()
+
+
+class _Pool(_Scheduling):
+    """A scheduler thread, its transport, and the jobs waiting for them."""
+
+    def __init__(self, transport: Transport, options: config.Options, name: str) -> None:
+        super().__init__(options, name, transport.n_workers)
+        self.transport = transport
+        # _lock also guards _incoming and _closing
+        self._incoming: deque[_Job] = deque()
+        self._closing = False
+        # --- scheduler-thread state, no lock needed ---
+        self._staged: _Chunk | None = None
+        self._inflight: dict[int, tuple[int, _Chunk]] = {}
+        self._ids = itertools.count()
+        n = self.n_workers
+        self._load = [0] * n
+        # levels[k] holds workers whose load was k when queued (stale entries are skipped): the
+        # least loaded worker is found without scanning all of them.
+        self._levels: list[deque[int]] = [deque(range(n))] + [
+            deque() for _ in range(options.prefetch - 1)
+        ]
+        self._known = [FunctionCache(FN_CACHE_SIZE) for _ in range(n)]
+        self._labels = [transport.describe(w) for w in range(n)]
+        self._dead = [False] * n
         self._thread = threading.Thread(target=self._run, name=f"evocluster-{name}", daemon=True)
         self._thread.start()
 
@@ -174,6 +366,9 @@ class _Pool:
             if self._closing:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             self._incoming.append(job)
+        self.transport.wakeup()
+
+    def wakeup(self) -> None:
         self.transport.wakeup()
 
     def close(self, wait: bool = True, cancel: bool = False, timeout: float | None = None) -> bool:
@@ -190,7 +385,6 @@ class _Pool:
         return not self._thread.is_alive()
 
     def wait_slot(self, job: _Job, i: int, deadline: float | None) -> Any:
-        """Block until map slot ``i`` of ``job`` is settled; return it (sentinels included)."""
         value = job.values[i]
         if value is not _PENDING:  # settled slots never change: no lock needed
             return value
@@ -204,6 +398,10 @@ class _Pool:
                         raise TimeoutError()
                     self._cv.wait(left)
             return job.values[i]
+
+    def wait_jobs(self, jobs: list[_Job]) -> None:
+        for job in jobs:
+            job.done.wait()
 
     # ------------------------------------------------------------------ scheduler thread
     def _run(self) -> None:
@@ -246,30 +444,6 @@ class _Pool:
                 elif kind == protocol.FAILED:
                     self._break(record[1])
 
-    def _has_work(self) -> bool:
-        while self._jobs:
-            job = self._jobs[0]
-            if job.next < job.n and not job.cancelled:
-                return True
-            self._retire(self._jobs.popleft())
-        return False
-
-    def _retire(self, job: _Job) -> None:
-        """A job leaves the queue: what was never dispatched is cancelled."""
-        if job.next < job.n:
-            with self._cv:
-                if job.future is not None:
-                    job.future.cancel()
-                    job.remaining = 0
-                else:
-                    for i in range(job.next, job.n):
-                        job.values[i] = _CANCELLED
-                    job.remaining -= job.n - job.next
-                job.next = job.n
-                if job.remaining == 0:
-                    job.done.set()
-                self._cv.notify_all()
-
     def _pick_worker(self, idle_only: bool) -> int | None:
         for level, queue in enumerate(self._levels):
             if idle_only and level > 0:
@@ -306,113 +480,18 @@ class _Pool:
             payload = nest(job.fn_payload) if include else None
             frames = dumps(protocol.task(cid, job.fn_key, payload, chunk.frames))
             self.transport.send(w, frames, idle=self._load[w] == 0)
-            c = self.counters
-            c["chunks"] += 1
-            c["items"] += chunk.stop - chunk.start
-            c["functions_sent"] += include
-            c["messages_sent"] += 1
-            c["bytes_sent"] += frames_nbytes(frames)
+            self._count_sent(frames, chunk, include)
             self._inflight[cid] = (w, chunk)
             self._levels[self._load[w]].popleft()
             self._load[w] += 1
             if self._load[w] < self.options.prefetch:
                 self._levels[self._load[w]].append(w)
 
-    def _chunksize(self, job: _Job) -> int:
-        left = job.n - job.next
-        if job.chunksize is not None:
-            return min(job.chunksize, left)
-        # at least four chunks per worker, so that the last ones balance the load
-        fair = max(1, math.ceil(job.n / (4 * self.n_workers)))
-        cost = self._cost.get(job.fn_key)
-        if cost is None:
-            return 1  # measure first: one item per chunk until a result comes back
-        target = self.options.chunk_target
-        size = 1 if cost >= target else min(fair, max(1, int(target / max(cost, 1e-9))))
-        if job.item_bytes:  # large items: cap the bytes, not only the time
-            size = min(size, max(1, int(self.options.chunk_max_bytes / job.item_bytes)))
-        return size
-
-    def _next_chunk(self) -> _Chunk | None:
-        while self._jobs:
-            job = self._jobs[0]
-            if job.cancelled or job.next >= job.n:
-                self._retire(self._jobs.popleft())
-                continue
-            future = job.future
-            if future is not None and job.next == 0 and not future.set_running_or_notify_cancel():
-                job.next = job.n  # cancelled before it started
-                self._retire(self._jobs.popleft())
-                continue
-            start = job.next
-            stop = min(job.n, start + self._chunksize(job))
-            job.next = stop
-            items = job.items[start:stop]
-            try:
-                frames = dumps_args((items, job.star, job.kwargs), job.policy)
-            except Exception as e:
-                self._settle(job, start, stop, [], {-1: self._diagnose(job, start, items, e)})
-                continue
-            nbytes = frames_nbytes(frames)
-            if job.item_bytes is None:
-                job.item_bytes = nbytes / (stop - start)
-            return _Chunk(job, start, stop, nest(frames), nbytes)
-        return None
-
-    @staticmethod
-    def _diagnose(job: _Job, start: int, items: list[Any], exc: Exception) -> BaseException:
-        """Name the first item of a chunk that cannot be serialised, and why."""
-        for i, item in enumerate(items):
-            try:
-                serialization.check(item, _args_label(job, start + i), job.policy)
-            except SerializationError as e:
-                return e
-        return exc
-
     def _on_result(self, worker: int, record: tuple[Any, ...]) -> None:
-        _, cid, value_frames, errors, elapsed = record
-        w, chunk = self._inflight.pop(cid)
+        w, chunk = self._inflight.pop(record[1])
         self._load[w] -= 1
         self._levels[self._load[w]].append(w)
-        job, n = chunk.job, chunk.stop - chunk.start
-        if elapsed > 0:
-            per = elapsed / n
-            old = self._cost.get(job.fn_key)
-            self._cost[job.fn_key] = per if old is None else 0.5 * old + 0.5 * per
-        excs: dict[int, BaseException] = {i: unpack_exception(info) for i, info in errors.items()}
-        try:
-            values = loads(value_frames)
-        except Exception as e:
-            values, excs = [], {-1: e}
-        self._settle(job, chunk.start, chunk.stop, values, excs)
-
-    def _settle(
-        self, job: _Job, start: int, stop: int, values: list[Any], excs: dict[int, BaseException]
-    ) -> None:
-        """Deliver the outcome of items ``start:stop`` of ``job`` to its future or map slots."""
-        whole = excs.get(-1)
-        with self._cv:
-            if job.future is not None:
-                exc = whole or excs.get(0)
-                if not job.future.done():
-                    if exc is not None:
-                        job.future.set_exception(exc)
-                    else:
-                        job.future.set_result(values[0])
-            elif not excs:
-                job.values[start:stop] = values
-            else:
-                for i in range(start, stop):
-                    exc = whole or excs.get(i - start)
-                    if exc is not None:
-                        job.values[i] = _FAILED
-                        job.errors[i] = exc
-                    else:
-                        job.values[i] = values[i - start]
-            job.remaining -= stop - start
-            if job.remaining <= 0:
-                job.done.set()
-            self._cv.notify_all()
+        self._record_result(chunk, record)
 
     def _lost(self, worker: int, reason: str) -> None:
         self._dead[worker] = True
@@ -431,20 +510,7 @@ class _Pool:
         self._jobs.clear()
         self._inflight.clear()
         self._staged = None
-        with self._cv:
-            for job in jobs:
-                f = job.future
-                if f is not None:
-                    if not f.done() and (f.running() or f.set_running_or_notify_cancel()):
-                        f.set_exception(BrokenPool(reason))
-                else:
-                    for i in range(job.n):
-                        if job.values[i] is _PENDING:
-                            job.values[i] = _FAILED
-                            job.errors[i] = BrokenPool(reason)
-                job.remaining = 0
-                job.done.set()
-            self._cv.notify_all()
+        self._fail(jobs, reason)
 
 
 def _args_label(job: _Job, index: int) -> str:
@@ -493,10 +559,14 @@ class Executor(_StdExecutor):
             backend=backend, workers=workers, serialization=serialization, **options
         )
         self._policy = opts.serialization
-        self._pool, self._owns_pool = _open_pool(opts)
+        self._pool, self._owns_pool = self._open(opts)
         self._jobs: list[_Job] = []
         self._shutdown = False
         self._lock = threading.Lock()
+
+    def _open(self, opts: config.Options) -> tuple[_Scheduling, bool]:
+        """The pool to use, and whether this executor owns it (and stops it on shutdown)."""
+        return _open_pool(opts)
 
     @property
     def backend(self) -> str:
@@ -511,29 +581,32 @@ class Executor(_StdExecutor):
     def stats(self) -> dict[str, int]:
         """Counters of the pool since it started: ``chunks`` and ``items`` dispatched,
         ``functions_sent`` (callables shipped to a worker), ``messages_sent`` / ``bytes_sent`` and
-        ``messages_received`` / ``bytes_received`` on the master's side of the transport."""
+        ``messages_received`` / ``bytes_received`` on the master's side of the transport (under
+        SCOOP: sealed tasks and broadcasts, sealed results; shared by every handle)."""
         return dict(self._pool.counters)
 
     def _put(self, job: _Job) -> None:
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
+            self._pool.put(job)  # raises BrokenPool once a worker was lost
             self._jobs = [j for j in self._jobs if not j.done.is_set()]
             self._jobs.append(job)
-        self._pool.put(job)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Schedule ``fn(*args, **kwargs)`` on a worker; return its ``Future``.
 
         Raises:
-            RuntimeError: after :meth:`shutdown`.
+            RuntimeError: after :meth:`shutdown` (under SCOOP, also from a thread other than the
+                main one).
             BrokenPool: the pool lost a worker earlier.
             SerializationError: ``fn`` or the arguments cannot reach the workers.
         """
         key, payload = self._pool.functions.lookup(fn, self._policy)
         serialization.check((args, kwargs), "args", self._policy)
-        future: Future[Any] = Future()
+        future = self._pool.new_future()
         self._put(_Job(key, payload, [args], True, kwargs or None, 1, future, self._policy))
+        self._pool.step()
         return future
 
     def map(
@@ -563,7 +636,9 @@ class Executor(_StdExecutor):
                 worker's traceback as ``__cause__``.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        return self._results(self._map_job(fn, iterables, chunksize, serialization), deadline)
+        job = self._map_job(fn, iterables, chunksize, serialization)
+        self._pool.step()
+        return self._results(job, deadline)
 
     def _map_list(
         self,
@@ -575,11 +650,11 @@ class Executor(_StdExecutor):
         """``list(self.map(...))`` without waking this thread once per result."""
         job = self._map_job(fn, iterables, chunksize, policy)
         try:
-            job.done.wait()
+            self._pool.wait_jobs([job])
         finally:
             if job.remaining > 0:  # interrupted (KeyboardInterrupt): stop dispatching the rest
                 job.cancelled = True
-                self._pool.transport.wakeup()
+                self._pool.wakeup()
         for i in sorted(job.errors):
             raise job.errors[i]
         if any(v is _CANCELLED for v in job.values):  # identity: results may be numpy arrays
@@ -621,13 +696,14 @@ class Executor(_StdExecutor):
         finally:
             if job.remaining > 0:
                 job.cancelled = True  # abandoned (exception, timeout, or not consumed)
-                pool.transport.wakeup()
+                pool.wakeup()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting work; optionally cancel what has not started; optionally wait.
 
         Safe to call more than once.  If this executor started its own pool, the pool's workers
-        are stopped once the remaining work is done.
+        are stopped once the remaining work is done (under SCOOP, waiting drives SCOOP, whose
+        workers go on serving the run's other handles).
         """
         with self._lock:
             self._shutdown = True
@@ -637,12 +713,11 @@ class Executor(_StdExecutor):
                 job.cancelled = True
                 if job.future is not None:
                     job.future.cancel()
-            self._pool.transport.wakeup()
+            self._pool.wakeup()
         if self._owns_pool:
             self._pool.close(wait=wait)
-        elif wait:
-            for job in jobs:
-                job.done.wait()
+        elif wait and jobs:
+            self._pool.wait_jobs(jobs)
 
 
 # ---------------------------------------------------------------------- backends and defaults

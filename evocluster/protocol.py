@@ -9,7 +9,8 @@ has.  The conversation of one worker::
       | <------------- READY (rank, host, pid) |  (or FAILED with the reason, then exit)
       | -- TASK (id, fn key, [fn], items) ---> |  up to ``prefetch`` TASKs in flight
       | <---- RESULT (id, values, errors, dt)  |  one RESULT per TASK, in any order across workers
-      | -- STOP -----------------------------> |  exit the serve loop
+      | -- STOP -----------------------------> |  leave the serve loop
+      | <------------------------------- BYE  |  nothing more will come from this worker
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "BYE",
     "FAILED",
     "INIT",
     "READY",
@@ -24,6 +26,7 @@ __all__ = [
     "STOP",
     "TASK",
     "Items",
+    "bye",
     "failed",
     "init",
     "ready",
@@ -38,6 +41,7 @@ STOP = "stop"
 READY = "ready"
 RESULT = "result"
 FAILED = "failed"
+BYE = "bye"
 
 #: The items of one chunk: each is the tuple of positional arguments of one call.
 Items = list[tuple[Any, ...]]
@@ -78,6 +82,12 @@ def result(
     chunking on the master.
     """
     return (RESULT, chunk_id, values, errors, elapsed)
+
+
+def bye() -> tuple[Any, ...]:
+    """Worker -> master, the answer to STOP: the last message of this worker (so the master can
+    drain every message before MPI is finalised: an unreceived one makes finalisation fail)."""
+    return (BYE,)
 
 
 def failed(message: str) -> tuple[Any, ...]:

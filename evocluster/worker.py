@@ -134,6 +134,7 @@ def serve(channel: Channel) -> int:
     """Serve the master over ``channel`` until STOP.  Returns the process exit code."""
     record = loads(channel.recv())
     if record[0] == protocol.STOP:  # the master gave up before starting (bad command line)
+        channel.send(dumps(protocol.bye()))
         return 0
     _, job, _options = record
     label = channel.label()
@@ -143,14 +144,17 @@ def serve(channel: Channel) -> int:
         tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
         channel.send(dumps(protocol.failed(f"{label} could not import the job:\n{tb}")))
         # wait for the master to stop us: exiting now could end an MPI job before the master
-        # has printed why
+        # has printed why.  Then exit 0: the master reports the failure and sets the run's exit
+        # code (a worker exiting non-zero makes the MPI launcher kill the others, code 9)
         while loads(channel.recv())[0] != protocol.STOP:
             pass
-        return 1
+        channel.send(dumps(protocol.bye()))
+        return 0
     channel.send(dumps(protocol.ready(channel.rank, channel.host, os.getpid())))
     worker = Worker(label)
     while True:
         record = loads(channel.recv())
         if record[0] == protocol.STOP:
+            channel.send(dumps(protocol.bye()))
             return 0
         channel.send(dumps(worker.run(record)))

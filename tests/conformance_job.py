@@ -232,6 +232,14 @@ def check_context_manager(ex: Executor) -> None:
 
 
 def check_cancel_futures(ex: Executor) -> None:
+    # a future its owner cancels before it starts: shutdown(wait=True) must not wait for it
+    mine = Executor()
+    blockers = [mine.submit(sleeper, 0.2) for _ in range(3 * ex.n_workers)]
+    queued = mine.submit(square, 7)
+    if queued.cancel():
+        assert queued.cancelled()
+    mine.shutdown(wait=True)  # returns: the cancelled job counts as done
+    assert all(b.result() == 0.2 for b in blockers)
     other = Executor()
     futures = [other.submit(sleeper, 0.05) for _ in range(4 * ex.n_workers + 8)]
     other.shutdown(wait=True, cancel_futures=True)

@@ -31,7 +31,7 @@ from typing import Any
 from mpi4py import MPI
 
 from .. import config, protocol
-from ..serialization import Frames, dumps
+from ..serialization import Frames, dumps, loads
 from .base import (
     Backoff,
     Channel,
@@ -49,6 +49,7 @@ __all__ = [
     "MPIChannel",
     "MPITransport",
     "abort",
+    "finalize_last",
     "release_workers",
     "serve_worker",
     "world",
@@ -203,9 +204,9 @@ class MPITransport(Transport):
     def close(self, stop_frames: Frames) -> None:
         for w in range(self.n_workers):
             self.send(w, stop_frames)
-        # STOP records are tiny: this ends as soon as the workers look
         _wait_sent([r for p in self._pending for r in p[0]], self._opts)
         self._pending.clear()
+        _await_byes(self._comm, self.n_workers, self._opts)
 
     def abort(self, code: int) -> None:
         abort(code)
@@ -248,12 +249,46 @@ def _wait_sent(reqs: list[Any], options: config.Options) -> None:
         delay = min(delay * 2, options.master_poll_max)
 
 
+def finalize_last(linger: float = 0.5) -> None:
+    """Rank 0 ending a failed run: finalize MPI now, then let the workers exit first.
+
+    ``MPI_Finalize`` synchronises the ranks, so they all leave it together; a rank 0 that exits
+    non-zero before the others have exited makes the launcher kill them and report their signal
+    (exit code 9) instead of rank 0's code."""
+    MPI.Finalize()
+    time.sleep(linger)
+
+
 def release_workers(options: config.Options) -> None:
     """Rank 0, before any transport exists: tell every worker to exit (the run cannot start)."""
     comm = MPI.COMM_WORLD
     stop = dumps(protocol.stop())
     sent = [_isend(comm, stop, rank) for rank in range(1, comm.Get_size())]
     _wait_sent([r for reqs, _ in sent for r in reqs], options)
+    _await_byes(comm, comm.Get_size() - 1, options)
+
+
+#: Longest wait for the workers' goodbyes: a worker inside a long evaluation reads STOP only after
+#: it, and the caller then falls back to MPI_Abort (a failing run) or waits at MPI_Finalize.
+BYE_TIMEOUT = 10.0
+
+
+def _await_byes(comm: Any, n_workers: int, options: config.Options) -> bool:
+    """Receive (and drop) every message until each worker has said BYE, so that no message is
+    left unreceived when MPI is finalised (MPICH then fails ``MPI_Finalize``).  Sleep-polls."""
+    status = MPI.Status()
+    gone: set[int] = set()
+    backoff = Backoff(options.poll_min, options.master_poll_max, options.poll_fraction)
+    deadline = time.monotonic() + BYE_TIMEOUT
+    while len(gone) < n_workers and time.monotonic() < deadline:
+        msg = comm.Improbe(MPI.ANY_SOURCE, TAG_ENVELOPE, status)
+        if msg is None:
+            time.sleep(backoff.next())
+            continue
+        source = status.Get_source()
+        if loads(_recv_matched(comm, msg, status))[0] == protocol.BYE:
+            gone.add(source)
+    return len(gone) == n_workers
 
 
 def serve_worker(options: config.Options) -> int:

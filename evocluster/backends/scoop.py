@@ -74,7 +74,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import itertools
-import math
 import os
 import secrets
 import signal
@@ -84,9 +83,8 @@ import sys
 import threading
 import time
 import traceback
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import CancelledError, Future
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
 from typing import Any
 
@@ -95,17 +93,14 @@ from scoop import _control, futures, shared
 from scoop._comm import Shutdown
 
 from .. import config, jobfile, protocol, serialization, signing
-from ..errors import BrokenPool, ConfigurationError, JobError, SerializationError, WorkerError
-from ..executor import _CANCELLED, _FAILED, _PENDING, Executor, _args_label, _Job
+from ..errors import BrokenPool, ConfigurationError, JobError, WorkerError
+from ..executor import _PENDING, Executor, _Chunk, _Job, _Scheduling
 from ..serialization import (
-    FunctionTable,
     dumps,
-    dumps_args,
     frames_nbytes,
     loads,
     nest,
     pack_exception,
-    unpack_exception,
 )
 from ..worker import Worker
 
@@ -404,45 +399,23 @@ class _DrivingCondition:
         self._cond.notify_all()
 
 
-class _Chunk:
-    __slots__ = ("cid", "job", "start", "stop")
-
-    def __init__(self, cid: int, job: _Job, start: int, stop: int) -> None:
-        self.cid, self.job, self.start, self.stop = cid, job, start, stop
-
-
-class _ScoopPool:
+class _ScoopPool(_Scheduling):
     """The origin's view of the SCOOP workers, shared by every ScoopExecutor handle.
 
     Main thread only (SCOOP's sockets and greenlets belong to it); ``_busy`` marks that evocluster
     itself is at work on it, so that a future's condition taken meanwhile does not drive again.
+    The job bookkeeping (chunk sizes, serialising chunks, settling results) is the scheduler's
+    (:class:`~evocluster.executor._Scheduling`); its lock is uncontended here.
     """
 
     def __init__(self, options: config.Options) -> None:
-        self.options = options
         size = int(getattr(scoop, "SIZE", 1) or 1)
+        super().__init__(options, "scoop", max(1, size - 1))
         self.inline = size <= 1  # -n 1: the origin is the only process
-        self.n_workers = max(1, size - 1)
-        self.functions = FunctionTable()
         self.key = signing.load_key(create=True)
         self.token = secrets.token_bytes(8)  # results must echo it: no replay across runs
-        self.broken: str | None = None
-        self.counters = dict.fromkeys(
-            (
-                "chunks",
-                "items",
-                "functions_sent",
-                "messages_sent",
-                "bytes_sent",
-                "messages_received",
-                "bytes_received",
-            ),
-            0,
-        )
-        self._jobs: deque[_Job] = deque()
         self._inflight: dict[int, tuple[Any, _Chunk]] = {}  # chunk id -> (SCOOP future, chunk)
         self._ids = itertools.count()
-        self._cost: dict[bytes, float] = {}  # seconds per item, per function
         self._broadcast: dict[bytes, str] = {}  # function key -> SCOOP constant name
         self._labels: dict[int, str] = {}  # pid -> label, of workers on this host that answered
         self._busy = False
@@ -481,6 +454,20 @@ class _ScoopPool:
         if job.n:
             self._jobs.append(job)
 
+    def new_future(self) -> Future[Any]:
+        return _ScoopFuture(self)
+
+    def wait_slot(self, job: _Job, i: int, deadline: float | None) -> Any:
+        if job.values[i] is _PENDING:
+            self.drive(lambda: job.values[i] is not _PENDING, deadline)
+        value = job.values[i]
+        if value is _PENDING:
+            raise TimeoutError()
+        return value
+
+    def wait_jobs(self, jobs: list[_Job]) -> None:
+        self.drive(lambda: all(j.done.is_set() for j in jobs), None)
+
     def step(self) -> None:
         """Make progress without blocking: dispatch what fits, collect what has arrived."""
         if self.can_drive() and not self.inline:
@@ -515,65 +502,18 @@ class _ScoopPool:
                 )
                 return until()
 
-    def _has_work(self) -> bool:
-        while self._jobs:
-            job = self._jobs[0]
-            if job.next < job.n and not job.cancelled:
-                return True
-            self._retire(self._jobs.popleft())
-        return False
-
-    def _retire(self, job: _Job) -> None:
-        """A job leaves the queue: what was never dispatched is cancelled."""
-        if job.next >= job.n:
-            return
-        if job.future is not None:
-            job.future.cancel()
-            job.remaining = 0
-        else:
-            for i in range(job.next, job.n):
-                job.values[i] = _CANCELLED
-            job.remaining -= job.n - job.next
-        job.next = job.n
-        if job.remaining <= 0:
-            job.done.set()
-
-    def _chunksize(self, job: _Job) -> int:
-        """Like the scheduler's: measure first, then ~chunk_target seconds per chunk, at least four
-        chunks per worker, expensive calls one by one."""
-        left = job.n - job.next
-        if job.chunksize is not None:
-            return min(job.chunksize, left)
-        fair = max(1, math.ceil(job.n / (4 * self.n_workers)))
-        cost = self._cost.get(job.fn_key)
-        if cost is None:
-            return 1
-        target = self.options.chunk_target
-        return 1 if cost >= target else min(fair, max(1, int(target / max(cost, 1e-9))))
-
     def _dispatch(self) -> None:
         if self.broken is not None:
             return
         limit = 1 if self.inline else self.n_workers * self.options.prefetch
         sent = False
-        while len(self._inflight) < limit and self._has_work():
-            job = self._jobs[0]
-            future = job.future
-            if future is not None and job.next == 0 and not future.set_running_or_notify_cancel():
-                job.next = job.n  # cancelled before it started
-                self._jobs.popleft()
-                continue
-            start = job.next
-            stop = min(job.n, start + self._chunksize(job))
-            job.next = stop
-            items = job.items[start:stop]
-            try:
-                frames = dumps_args((items, job.star, job.kwargs), job.policy)
-            except Exception as e:
-                self._settle(job, start, stop, [], {-1: _diagnose(job, start, items, e)})
-                continue
-            chunk = _Chunk(next(self._ids), job, start, stop)
-            self._send(chunk, frames)
+        while len(self._inflight) < limit:
+            chunk = self._next_chunk()
+            if chunk is None:
+                break
+            chunk.cid = next(self._ids)
+            self._send(chunk)
+            chunk.frames = None  # SCOOP has them now
             sent = True
             if self.broken is not None:
                 return
@@ -581,7 +521,7 @@ class _ScoopPool:
             with _scoop_errors(self):
                 _control.execQueue.flush()  # SCOOP keeps its newest future back: send it too
 
-    def _send(self, chunk: _Chunk, item_frames: Any) -> None:
+    def _send(self, chunk: _Chunk) -> None:
         job = chunk.job
         inline_fn = frames_nbytes(job.fn_payload) <= INLINE_MAX or self.inline
         const = None
@@ -592,15 +532,10 @@ class _ScoopPool:
                 if const is None:
                     return
         payload = nest(job.fn_payload) if inline_fn else None
-        record = protocol.task(chunk.cid, job.fn_key, payload, nest(item_frames))
+        record = protocol.task(chunk.cid, job.fn_key, payload, chunk.frames)
         frames = dumps((self.token, chunk.cid, record, const))
         sealed = (signing.sign(self.key, frames), nest(frames))
-        c = self.counters
-        c["chunks"] += 1
-        c["items"] += chunk.stop - chunk.start
-        c["functions_sent"] += inline_fn
-        c["messages_sent"] += 1
-        c["bytes_sent"] += frames_nbytes(frames)
+        self._count_sent(frames, chunk, inline_fn)
         if self._local is not None:  # -n 1: the origin evaluates, through the same sealed path
             self._on_answer(chunk, self._local.evaluate(sealed))
             return
@@ -616,10 +551,7 @@ class _ScoopPool:
         with _scoop_errors(self):
             shared.setConst(**{name: sealed})  # returns once the broker relayed it
             self._broadcast[fn_key] = name
-            c = self.counters
-            c["functions_sent"] += 1
-            c["messages_sent"] += 1
-            c["bytes_sent"] += frames_nbytes(frames)
+            self._count_sent(frames, None, 1)
             return name
         return None
 
@@ -664,44 +596,7 @@ class _ScoopPool:
         pid = _pid_of(label)
         if pid is not None and f"host {_HOST} " in label:
             self._labels[pid] = label
-        _, _, value_frames, errors, elapsed = record
-        n = chunk.stop - chunk.start
-        if elapsed > 0:
-            per = elapsed / n
-            old = self._cost.get(job.fn_key)
-            self._cost[job.fn_key] = per if old is None else 0.5 * old + 0.5 * per
-        excs: dict[int, BaseException] = {i: unpack_exception(info) for i, info in errors.items()}
-        try:
-            values = loads(value_frames)
-        except Exception as e:
-            values, excs = [], {-1: e}
-        self._settle(job, chunk.start, chunk.stop, values, excs)
-
-    def _settle(
-        self, job: _Job, start: int, stop: int, values: list[Any], excs: dict[int, BaseException]
-    ) -> None:
-        """Deliver the outcome of items ``start:stop`` of ``job`` to its future or map slots."""
-        whole = excs.get(-1)
-        if job.future is not None:
-            exc = whole or excs.get(0)
-            if not job.future.done():
-                if exc is not None:
-                    job.future.set_exception(exc)
-                else:
-                    job.future.set_result(values[0])
-        elif not excs:
-            job.values[start:stop] = values
-        else:
-            for i in range(start, stop):
-                exc = whole or excs.get(i - start)
-                if exc is not None:
-                    job.values[i] = _FAILED
-                    job.errors[i] = exc
-                else:
-                    job.values[i] = values[i - start]
-        job.remaining -= stop - start
-        if job.remaining <= 0:
-            job.done.set()
+        self._record_result(chunk, record)
 
     def _break(self, reason: str) -> None:
         """The pool cannot go on: fail everything pending with :class:`BrokenPool`."""
@@ -711,29 +606,7 @@ class _ScoopPool:
         jobs = list(self._jobs) + [chunk.job for _, chunk in self._inflight.values()]
         self._jobs.clear()
         self._inflight.clear()
-        for job in jobs:
-            f = job.future
-            if f is not None:
-                if not f.done() and (f.running() or f.set_running_or_notify_cancel()):
-                    f.set_exception(BrokenPool(reason))
-            else:
-                for i in range(job.n):
-                    if job.values[i] is _PENDING:
-                        job.values[i] = _FAILED
-                        job.errors[i] = BrokenPool(reason)
-            job.remaining = 0
-            job.next = job.n
-            job.done.set()
-
-
-def _diagnose(job: _Job, start: int, items: list[Any], exc: Exception) -> BaseException:
-    """Name the first item of a chunk that cannot be serialised, and why."""
-    for i, item in enumerate(items):
-        try:
-            serialization.check(item, _args_label(job, start + i), job.policy)
-        except SerializationError as e:
-            return e
-    return exc
+        self._fail(jobs, reason)
 
 
 def _pid_of(label: str) -> int | None:
@@ -868,168 +741,22 @@ class ScoopExecutor(Executor):
         ConfigurationError: an invalid option, or SCOOP's TCP backend.
     """
 
-    def __init__(
-        self,
-        backend: str | None = None,
-        workers: int | None = None,
-        *,
-        serialization: str | None = None,
-        **options: Any,
-    ) -> None:
-        opts = config.resolve(
-            backend=backend, workers=workers, serialization=serialization, **options
-        )
+    def _open(self, opts: config.Options) -> tuple[_Scheduling, bool]:
         if not getattr(scoop, "IS_ORIGIN", False):
             raise JobError(
                 "the job started a pool while a SCOOP worker was importing it: put the code that "
                 "runs the evolution under `if __name__ == '__main__':` so that workers only "
                 "import definitions"
             )
-        self._policy = opts.serialization
-        self._scoop = _shared_pool(opts)
-        self._owns_pool = False  # SCOOP's workers belong to the run, not to this handle
-        self._jobs: list[_Job] = []
-        self._shutdown = False
-        self._lock = threading.Lock()
+        return _shared_pool(opts), False  # SCOOP's workers belong to the run, not to this handle
 
-    @property
-    def backend(self) -> str:
-        """``"scoop"``."""
-        return "scoop"
-
-    @property
-    def n_workers(self) -> int:
-        """SCOOP's workers besides the origin (``-n N`` gives N-1; 1 under ``-n 1``)."""
-        return self._scoop.n_workers
-
-    def stats(self) -> dict[str, int]:
-        """Counters of the SCOOP pool since it started (shared by every handle): ``chunks`` and
-        ``items`` dispatched, ``functions_sent`` (callables shipped), ``messages_sent`` /
-        ``bytes_sent`` (sealed tasks and broadcasts) and ``messages_received`` /
-        ``bytes_received`` (sealed results)."""
-        return dict(self._scoop.counters)
-
-    def _check_thread(self) -> None:
+    def _put(self, job: _Job) -> None:
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError(
                 "under SCOOP, evocluster can submit work from the main thread only (SCOOP's "
                 "futures are greenlets of the main thread)"
             )
-
-    def _put(self, job: _Job) -> None:
-        self._check_thread()
-        with self._lock:
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            self._scoop.put(job)  # raises BrokenPool once a worker was lost
-            self._jobs = [j for j in self._jobs if not j.done.is_set()]
-            self._jobs.append(job)
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        """Schedule ``fn(*args, **kwargs)`` on a SCOOP worker; return its ``Future``.
-
-        Raises:
-            RuntimeError: after :meth:`shutdown`, or called from a thread other than the main one.
-            BrokenPool: the pool lost a worker earlier.
-            SerializationError: ``fn`` or the arguments cannot reach the workers.
-        """
-        key, payload = self._scoop.functions.lookup(fn, self._policy)
-        serialization.check((args, kwargs), "args", self._policy)
-        future = _ScoopFuture(self._scoop)
-        self._put(_Job(key, payload, [args], True, kwargs or None, 1, future, self._policy))
-        self._scoop.step()
-        return future
-
-    def map(
-        self,
-        fn: Callable[..., Any],
-        *iterables: Iterable[Any],
-        timeout: float | None = None,
-        chunksize: int | None = None,
-        serialization: str | None = None,
-    ) -> Iterator[Any]:
-        """Return an iterator over ``fn(*args)`` for ``args`` in ``zip(*iterables)``, in order.
-
-        As :meth:`evocluster.Executor.map`: the work is scheduled now, results are waited for (and
-        SCOOP driven) as the iterator is consumed; ``timeout`` counts from this call.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        job = self._map_job(fn, iterables, chunksize, serialization)
-        self._scoop.step()
-        return self._scoop_results(job, deadline)
-
-    def _map_list(
-        self,
-        fn: Callable[..., Any],
-        iterables: tuple[Iterable[Any], ...],
-        chunksize: int | None,
-        policy: str | None,
-    ) -> list[Any]:
-        job = self._map_job(fn, iterables, chunksize, policy)
-        try:
-            self._scoop.drive(job.done.is_set, None)
-        finally:
-            if job.remaining > 0:  # interrupted: stop dispatching the rest
-                job.cancelled = True
-        for i in sorted(job.errors):
-            raise job.errors[i]
-        if any(v is _CANCELLED for v in job.values):  # identity: results may be numpy arrays
-            raise CancelledError()
-        return job.values
-
-    def _map_job(
-        self,
-        fn: Callable[..., Any],
-        iterables: tuple[Iterable[Any], ...],
-        chunksize: int | None,
-        policy: str | None,
-    ) -> _Job:
-        if chunksize is not None and chunksize < 1:
-            raise ValueError("chunksize must be >= 1")
-        policy = (
-            self._policy if policy is None else config.resolve(serialization=policy).serialization
-        )
-        star = len(iterables) != 1
-        items = list(zip(*iterables)) if star else list(iterables[0])  # noqa: B905 (shortest)
-        key, payload = self._scoop.functions.lookup(fn, policy)
-        job = _Job(key, payload, items, star, None, chunksize, None, policy)
-        if items:  # the first call is checked here, before anything is dispatched
-            serialization.check(items[0], _args_label(job, 0), policy)
-        self._put(job)
-        return job
-
-    def _scoop_results(self, job: _Job, deadline: float | None) -> Iterator[Any]:
-        pool = self._scoop
-        try:
-            for i in range(job.n):
-                if job.values[i] is _PENDING:
-                    pool.drive(lambda i=i: job.values[i] is not _PENDING, deadline)  # type: ignore[misc]
-                value = job.values[i]
-                if value is _PENDING:
-                    raise TimeoutError()
-                if value is _FAILED:
-                    raise job.errors[i]
-                if value is _CANCELLED:
-                    raise CancelledError()
-                yield value
-        finally:
-            if job.remaining > 0:
-                job.cancelled = True  # abandoned (exception, timeout, or not consumed)
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Stop accepting work on this handle; optionally cancel what has not started; optionally
-        wait for the rest (driving SCOOP).  Safe to call more than once.  SCOOP's workers go on
-        serving the run's other handles."""
-        with self._lock:
-            self._shutdown = True
-            jobs = list(self._jobs)
-        if cancel_futures:
-            for job in jobs:
-                job.cancelled = True
-                if job.future is not None:
-                    job.future.cancel()
-        if wait and jobs:
-            self._scoop.drive(lambda: all(j.done.is_set() for j in jobs), None)
+        super()._put(job)
 
 
 # ====================================================================== exit status
