@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -44,14 +45,30 @@ def mpi_launcher(n: int, *args: str) -> list[str]:
     return launcher(*args, mpi=n)
 
 
+def session_processes(sid: int) -> list[int]:
+    """Processes of session ``sid`` still alive (zombies excluded)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rpartition(")")[2].split()
+            if int(fields[3]) == sid and fields[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
 def run(
     cmd: list[str],
     timeout: float = TIMEOUT,
     *,
     cwd: os.PathLike[str] | str | None = None,
     env: dict[str, str] | None = None,
+    no_leftovers: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``cmd`` to its end; fail the test (after killing its process group) if it hangs."""
+    """Run ``cmd`` to its end; fail the test (after killing its process group) if it hangs, and
+    with ``no_leftovers`` if any process of its session outlives it by 10 s."""
     proc = subprocess.Popen(
         cmd,
         cwd=cwd,
@@ -69,7 +86,16 @@ def run(
             os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate(timeout=30)
         pytest.fail(f"{cmd} did not end within {timeout} s\n--- stdout\n{out}\n--- stderr\n{err}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    result = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    deadline = time.monotonic() + 10
+    while no_leftovers and (left := session_processes(proc.pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if no_leftovers and (left := session_processes(proc.pid)):
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        pytest.fail(f"{cmd} left processes {left} behind\n{output(result)}")
+    return result
 
 
 def output(r: subprocess.CompletedProcess[str]) -> str:

@@ -9,7 +9,6 @@ run gets its own key directory (``XDG_CONFIG_HOME``), and must leave no process 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pickle
@@ -19,12 +18,11 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import JOBS, TESTS, clean_env, launcher, output
+from helpers import JOBS, TESTS, clean_env, launcher, output, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -45,52 +43,13 @@ def key_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("xdg")
 
 
-def _session(sid: int) -> list[int]:
-    """Processes of session ``sid`` still alive (zombies excluded)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rpartition(")")[2].split()
-            if int(fields[3]) == sid and fields[0] != "Z":
-                found.append(int(entry))
-    return found
-
-
 def scoop_run(
     args: list[str], key_home: Path, timeout: float = 120, **env: str
 ) -> subprocess.CompletedProcess[str]:
     """``python -m scoop ARGS`` to its end, in its own session; fail the test if it hangs or
     leaves a process behind."""
     cmd = [sys.executable, "-m", "scoop", *args]
-    proc = subprocess.Popen(
-        cmd,
-        env=clean_env(XDG_CONFIG_HOME=str(key_home), **env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate(timeout=30)
-        pytest.fail(f"{cmd} did not end within {timeout} s\n--- stdout\n{out}\n--- stderr\n{err}")
-    result = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-    deadline = time.monotonic() + 10
-    while (left := _session(proc.pid)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if left:
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        pytest.fail(f"{cmd} left processes {left} behind\n{output(result)}")
-    return result
+    return run(cmd, timeout, env=clean_env(XDG_CONFIG_HOME=str(key_home), **env), no_leftovers=True)
 
 
 def evocluster_lines(text: str) -> list[str]:
