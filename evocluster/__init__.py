@@ -8,6 +8,9 @@ ranks evaluate) or ``python -m evocluster job.py`` (a local process pool); in th
 
 from __future__ import annotations
 
+import sys
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     BrokenPool,
     ConfigurationError,
@@ -18,9 +21,27 @@ from .errors import (
     SerializationError,
     WorkerError,
 )
-from .executor import Executor, get_executor, map  # noqa: A004 - a drop-in, on purpose
+
+if TYPE_CHECKING:
+    from .executor import Executor, get_executor, map  # noqa: A004 - a drop-in, on purpose
 
 __version__ = "0.1.0"
+
+_LAZY = frozenset({"Executor", "get_executor", "map"})
+
+
+def __getattr__(name: str) -> Any:
+    """The executor API, imported on first use: a worker rank that only evaluates never pays for
+    ``concurrent.futures`` and the scheduler (start-up of thousands of ranks)."""
+    if name in _LAZY:
+        from . import executor
+
+        return getattr(executor, name)
+    raise AttributeError(f"module 'evocluster' has no attribute {name!r}")
+
+
+if getattr(sys.modules.get("scoop"), "IS_RUNNING", False):  # SCOOP: install its exit guard now
+    from . import executor as _executor  # noqa: F401
 
 __all__ = [
     "BrokenPool",

@@ -17,7 +17,7 @@ import sys
 import traceback
 from typing import Any, NoReturn
 
-from . import __version__, config, executor, jobfile, serialization
+from . import __version__, config, jobfile, serialization
 from .errors import ConfigurationError, JobError
 
 __all__ = ["main"]
@@ -35,7 +35,7 @@ options can also be set as EVOCLUSTER_BACKEND, EVOCLUSTER_WORKERS, EVOCLUSTER_SE
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        if (executor.mpi_rank_from_env() or 0) > 0:  # under MPI only rank 0 prints usage errors
+        if (config.mpi_rank_from_env() or 0) > 0:  # under MPI only rank 0 prints usage errors
             sys.exit(2)
         super().error(message)
 
@@ -98,7 +98,7 @@ def _split(argv: list[str]) -> tuple[list[str], str | None, str | None, list[str
 
 def _say(message: str) -> None:
     """Print a launcher message, once per run: under MPI only rank 0 speaks."""
-    if (executor.mpi_rank_from_env() or 0) > 0:
+    if (config.mpi_rank_from_env() or 0) > 0:
         return
     sys.stdout.flush()
     print(f"evocluster: {message}", file=sys.stderr, flush=True)
@@ -108,8 +108,10 @@ def _choose_backend(options: config.Options) -> tuple[str, Any]:
     """Return ``(backend name, mpi module or None)``; may start MPI."""
     name = options.backend
     if name == "scoop":  # SCOOP runs the job itself: the launcher cannot serve it
-        raise ConfigurationError(executor.SCOOP_LAUNCH)
-    size = executor.mpi_world_size_from_env()
+        from .executor import SCOOP_LAUNCH
+
+        raise ConfigurationError(SCOOP_LAUNCH)
+    size = config.mpi_world_size_from_env()
     if name == "mpi" or (name == "auto" and size is not None):
         try:
             from .backends import mpi
@@ -183,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         _say(str(e))
         return 2
     serialization.set_worker_main_names(jobfile.module_level_names(job))
+    from . import executor  # the master only: worker ranks never need it (start-up cost)
+
     if name == "mpi":
         transport = mpi.MPITransport(job, options)
     else:

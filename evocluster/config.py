@@ -4,13 +4,19 @@ the default.  Every option is validated here, once, with a message that says wha
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import ConfigurationError
 
-__all__ = ["BACKENDS", "POLICIES", "Options", "resolve"]
+__all__ = [
+    "BACKENDS",
+    "POLICIES",
+    "Options",
+    "mpi_rank_from_env",
+    "mpi_world_size_from_env",
+    "resolve",
+]
 
 #: Backend names accepted by ``--backend`` / ``EVOCLUSTER_BACKEND`` / ``Executor(backend=...)``.
 BACKENDS = ("auto", "mpi", "local", "serial", "scoop")
@@ -18,9 +24,11 @@ BACKENDS = ("auto", "mpi", "local", "serial", "scoop")
 POLICIES = ("upgrade", "strict", "cloudpickle")
 
 
-@dataclasses.dataclass(frozen=True)
-class Options:
-    """The resolved options of one executor (plain data: picklable, sent to workers at start)."""
+class Options(NamedTuple):
+    """The resolved options of one executor (plain data: picklable, immutable).
+
+    A NamedTuple, not a dataclass: every worker rank imports this module, and ``dataclasses``
+    pulls in ``inspect`` (milliseconds per rank, times thousands of ranks at start-up)."""
 
     backend: str = "auto"
     #: how callables and arguments are serialised: "upgrade", "strict" or "cloudpickle".
@@ -111,3 +119,25 @@ def _validate(o: Options) -> None:
         )
     if o.master_poll_max <= 0 or o.chunk_target <= 0:
         raise ConfigurationError("master_poll_max and chunk_target must be > 0")
+
+
+_MPI_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE")
+_MPI_RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
+
+
+def _env_int(names: tuple[str, ...]) -> int | None:
+    for var in names:
+        value = os.environ.get(var, "")
+        if value.isdigit():
+            return int(value)
+    return None
+
+
+def mpi_world_size_from_env() -> int | None:
+    """The world size an MPI launcher announced in the environment, without starting MPI."""
+    return _env_int(_MPI_SIZE_VARS)
+
+
+def mpi_rank_from_env() -> int | None:
+    """This process's rank as the MPI launcher announced it, without starting MPI."""
+    return _env_int(_MPI_RANK_VARS)

@@ -725,26 +725,8 @@ _shared: dict[str, _Pool] = {}  # pools started by the launcher, used by every E
 _default: Executor | None = None
 _default_lock = threading.Lock()
 
-_MPI_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE")
-_MPI_RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
-
-
-def _env_int(names: tuple[str, ...]) -> int | None:
-    for var in names:
-        value = os.environ.get(var, "")
-        if value.isdigit():
-            return int(value)
-    return None
-
-
-def mpi_world_size_from_env() -> int | None:
-    """The world size an MPI launcher announced in the environment, without starting MPI."""
-    return _env_int(_MPI_SIZE_VARS)
-
-
-def mpi_rank_from_env() -> int | None:
-    """This process's rank as the MPI launcher announced it, without starting MPI."""
-    return _env_int(_MPI_RANK_VARS)
+mpi_world_size_from_env = config.mpi_world_size_from_env
+mpi_rank_from_env = config.mpi_rank_from_env
 
 
 SCOOP_LAUNCH = (

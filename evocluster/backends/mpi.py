@@ -223,12 +223,15 @@ class MPIChannel(Channel):
         self._status = MPI.Status()
         o = options
         self._backoff = Backoff(o.poll_min, o.poll_max, o.poll_fraction)
+        # the first message (INIT) comes while the whole job starts up, which takes seconds with
+        # many ranks on few cores: a proportional sleep would then notice it late
+        self._startup: Backoff | None = Backoff(o.poll_min, min(o.poll_max, 0.005), 1.0)
 
     def label(self) -> str:
         return f"worker rank {self.rank} of {self.size} on host {self.host} (pid {os.getpid()})"
 
     def recv(self) -> Frames:
-        backoff = self._backoff
+        backoff, self._startup = self._startup or self._backoff, None
         backoff.reset()
         while True:
             msg = self._comm.Improbe(0, TAG_ENVELOPE, self._status)
