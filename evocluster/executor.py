@@ -725,9 +725,6 @@ _shared: dict[str, _Pool] = {}  # pools started by the launcher, used by every E
 _default: Executor | None = None
 _default_lock = threading.Lock()
 
-mpi_world_size_from_env = config.mpi_world_size_from_env
-mpi_rank_from_env = config.mpi_rank_from_env
-
 
 SCOOP_LAUNCH = (
     "the SCOOP backend serves jobs started by SCOOP: launch with `python -m scoop [-n N] job.py` "
@@ -774,7 +771,7 @@ def _open_pool(opts: config.Options) -> tuple[_Pool, bool]:
             "the job started a pool while a worker was importing it: put the code that runs the "
             "evolution under `if __name__ == '__main__':` so that workers only import definitions"
         )
-    size = mpi_world_size_from_env()
+    size = config.mpi_world_size_from_env()
     if size is not None and size > 1 and not _shared:
         raise ConfigurationError(
             f"this process is one of {size} MPI ranks but was not started through evocluster, so "

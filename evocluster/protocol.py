@@ -25,7 +25,6 @@ __all__ = [
     "RESULT",
     "STOP",
     "TASK",
-    "Items",
     "bye",
     "failed",
     "init",
@@ -42,9 +41,6 @@ READY = "ready"
 RESULT = "result"
 FAILED = "failed"
 BYE = "bye"
-
-#: The items of one chunk: each is the tuple of positional arguments of one call.
-Items = list[tuple[Any, ...]]
 
 
 def init(job: dict[str, Any], options: dict[str, Any]) -> tuple[Any, ...]:
