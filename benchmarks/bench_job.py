@@ -5,9 +5,10 @@ start a job, for example::
         --system evocluster-mpi --workload W1 --workers 2 --out run.json
 
 The master opens the system's pool, maps ``2 x workers`` no-ops (the warm-up: start-up ends when
-it returns), runs the workload and writes one JSON record to ``--out``.  Failures are recorded, not
-raised, so the exit code of the launcher is the system's own.  ``run.py`` sets ``BENCH_T_LAUNCH``
-(``time.time()`` just before it spawned the launcher) and ``BENCH_TAG`` (marks the run's processes).
+it returns), runs the workload (then, on evocluster's systems, the workload's engine part: W3) and
+writes one JSON record to ``--out``.  Failures are recorded, not raised, so the exit code of the
+launcher is the system's own.  ``run.py`` sets ``BENCH_T_LAUNCH`` (``time.time()`` just before it
+spawned the launcher) and ``BENCH_TAG`` (marks the run's processes).
 """
 
 from __future__ import annotations
@@ -48,13 +49,17 @@ def run(args: argparse.Namespace, t_script: float) -> dict[str, Any]:
             rec["startup_s"] = time.time() - t_launch
             rec.update(wl.run(pmap, args.workers, sizes, system.workaround))
             rec["correct"] = bool(rec.get("correct")) and warm_ok
+            if wl.engine is not None and system.executor is not None:  # W3's engine rows
+                part = wl.engine(system.executor(), args.workers, sizes)
+                rec["correct"] = part.pop("correct") and rec["correct"]
+                rec.update(part)
             if "n_tasks" in rec:  # W1 also counts start-up: the rate a short job sees
                 rec["tasks_per_s_incl"] = rec["n_tasks"] / (rec["startup_s"] + rec["map_s"])
             t_close = time.perf_counter()
         rec["close_s"] = time.perf_counter() - t_close
         rec["ok"] = rec["correct"]
         if not rec["ok"]:
-            rec["error"] = "wrong results"
+            rec["error"] = "wrong results" + (f" ({rec['wrong']})" if rec.get("wrong") else "")
     except Exception as e:  # a failure is a result too
         rec["error"] = f"{type(e).__name__}: {str(e)[:500]}"
         rec["traceback"] = traceback.format_exc()[-3000:]

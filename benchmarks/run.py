@@ -47,12 +47,18 @@ class Column:
     key: str
     label: str
     higher_is_better: bool | None  # None: a text column (W5's native attempt), no ratio
+    ref_key: str | None = None  # the reference's figure the ratio divides by (default: key)
+    engine: bool = False  # a figure of evocluster's engine: n/a on the other systems
 
 
 COLUMNS = [
     Column("W1", "tasks_per_s", "W1 tasks/s, map only", True),
     Column("W1", "tasks_per_s_incl", "W1 tasks/s incl. start-up", True),
     Column("W2", "efficiency", "W2 efficiency", True),
+    Column("W3", "efficiency", "W3 generational eff.", True),
+    Column("W3", "async_util", "W3 async util.", True, "efficiency", engine=True),
+    Column("W3", "det_util", "W3 async deterministic util.", True, "efficiency", engine=True),
+    Column("W3", "gen_util", "W3 engine generational util.", True, "efficiency", engine=True),
     Column("W4", "MiB_per_s", "W4 MiB/s", True),
     Column("W5", "native", "W5 lambda, native", None),
     Column("W5", "map_s", "W5 lambda map s (workaround if native fails)", False),
@@ -263,6 +269,16 @@ def _cap(runs: list[dict[str, Any]]) -> float | None:
     return next((r["cap_s"] for r in runs if isinstance(r.get("cap_s"), (int, float))), None)
 
 
+def _spread(runs: list[dict[str, Any]], key: str, cap: float | None = None) -> str:
+    """``median [min-max]`` of ``key`` over the successful runs, ``-`` if none has it."""
+    good = [v for v in (_figure(r, key) for r in runs) if v is not None]
+    if not good:
+        return "-"
+    sep = " to " if max(good) == math.inf else "-"  # "[0.4 to > 40 s]"
+    lo, mid, hi = (_fig(x, cap) for x in (min(good), statistics.median(good), max(good)))
+    return f"{mid} [{lo}{sep}{hi}]"
+
+
 def _notes(r: dict[str, Any]) -> list[str]:
     notes = []
     if r.get("rc"):
@@ -313,9 +329,15 @@ def report(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         f"`value (xR)`: R = value / {ref} (chunksize 1, its default) in this same invocation. "
         "↑ higher is better (R > 1: better than the reference); ↓ lower is better (R < 1: better).",
-        "",
     ]
     cols = [c for c in COLUMNS if c.workload in wls]
+    if any(c.engine for c in cols):
+        lines.append(
+            "W3's util. columns are evocluster's engine (n/a elsewhere): the same quantity as "
+            "W3 generational eff., sum of the durations / (16 x wall), so their R divides by the "
+            f"W3 generational eff. of {ref}."
+        )
+    lines.append("")
     idle = (workloads.QUICK if meta["quick"] else workloads.FULL).w6_idle_s
     lines.append(
         "| system | chunksize | "
@@ -331,7 +353,9 @@ def report(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         for c in cols:
             runs = _runs(records, s, c.workload)
             bad = [r for r in runs if not r.get("ok")]
-            if not runs:
+            if c.engine and systems.SYSTEMS[s].executor is None:
+                cells.append("n/a")
+            elif not runs:
                 cells.append("-")
             elif bad:
                 cells.append(f"FAIL ({len(bad)}/{len(runs)})")
@@ -341,7 +365,8 @@ def report(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 v = _median(runs, c.key)
                 ref_runs = _runs(records, ref, c.workload)
                 cap = _cap(runs + ref_runs)
-                cells.append(_fig(v, cap) + _ratio(v, _median(ref_runs, c.key), cap))
+                rv = _median(ref_runs, c.ref_key or c.key)
+                cells.append(_fig(v, cap) + _ratio(v, rv, cap))
         lines.append(f"| {s} | {systems.SYSTEMS[s].chunksize} | " + " | ".join(cells) + " |")
 
     lines += [
@@ -359,16 +384,15 @@ def report(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 continue
             good = [v for v in (_figure(r, key) for r in runs) if v is not None]
             cap = _cap(runs)
-            sep = " to " if max(good, default=0) == math.inf else "-"  # "[0.4 to > 40 s]"
-            fig = (
-                f"{_fig(statistics.median(good), cap)} [{_fig(min(good), cap)}{sep}"
-                f"{_fig(max(good), cap)}]"
-                if good
-                else "-"
-            )
+            fig = _spread(runs, key, cap)
             notes = [n for r in runs for n in _notes(r)]
             if w == "W6" and good:
                 notes.insert(0, f"master CPU-s {fmt(_median(runs, 'master_cpu_s'))}")
+            details = [(k, _spread(runs, k)) for k in workloads.WORKLOADS[w].details]
+            notes[:0] = [f"{k} {v}" for k, v in details if v != "-"]
+            digests = sorted({r["det_digest"] for r in runs if r.get("det_digest")})
+            if digests:  # steady_state(deterministic=True): one population, whatever the system
+                notes.append("det digest " + ", ".join(digests))
             lines.append(
                 f"| {w} | {s} | {key} {fig} | {len(good)}/{len(runs)} | "
                 f"{_fig(_median(runs, 'map_s'), cap)} | {fmt(_median(runs, 'startup_s'))} | "
@@ -389,7 +413,7 @@ def report(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "```",
         "",
         "Other workloads: `--workload WL --workers W` with `-n W+1` (MPI) or `--workers W` "
-        "(evocluster local); W = 2 for W1, W4, W5 and S2, 16 for W2 and S16, 8 for W6.  run.py "
+        "(evocluster local); W = 2 for W1, W4, W5 and S2, 16 for W2, W3 and S16, 8 for W6.  run.py "
         "sets BENCH_TAG and BENCH_T_LAUNCH in the environment; RUN.json is a per-run temporary "
         "file.",
         "",
@@ -448,9 +472,14 @@ def main(argv: list[str]) -> int:
                         fh.write(json.dumps(rec, default=str) + "\n")
                     val = rec.get(wl.metric)
                     status = "ok" if rec.get("ok") else "FAIL " + str(rec.get("error"))[:150]
+                    more = "".join(
+                        f"{c.key}={fmt(rec[c.key])} "
+                        for c in COLUMNS
+                        if c.workload == w and c.engine and isinstance(rec.get(c.key), float)
+                    )
                     print(
                         f"[{time.perf_counter() - t0:5.0f}s] rep {rep}/{reps} {w:<3} {s:<21} "
-                        f"{wl.metric}={fmt(val) if isinstance(val, (int, float)) else '-'} "
+                        f"{wl.metric}={fmt(val) if isinstance(val, (int, float)) else '-'} {more}"
                         f"start-up={fmt(rec.get('startup_s'))} load={rec['load1_before']:.2f} "
                         f"{status} {' '.join(_notes(rec))}",
                         file=sys.stderr,

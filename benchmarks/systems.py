@@ -2,9 +2,10 @@
 
 A system is a launch function (the argv that starts ``bench_job.py`` the way its users start their
 own jobs), a pool function (a context manager, run in the master, that yields
-``pmap(fn, items) -> list`` using the system's *default* chunk size) and, if its users need one to
-map a lambda or a closure (W5), their workaround.  Adding a system is adding those functions and
-one line in :data:`SYSTEMS`.
+``pmap(fn, items) -> list`` using the system's *default* chunk size), if its users need one to
+map a lambda or a closure (W5), their workaround and, for evocluster's systems, the executor its
+engine is handed (W3's engine rows).  Adding a system is adding those functions and one line in
+:data:`SYSTEMS`.
 
 Imports of the systems themselves (evocluster, mpi4py, ...) stay inside the pool functions, so the
 driver and the other systems never import them.
@@ -189,6 +190,16 @@ class System:
     pool: Callable[[int], contextlib.AbstractContextManager[PMap]]
     chunksize: str  # what "default" means for this system, for the report
     workaround: Workaround | None = None  # W5: None if a lambda or closure needs none
+    #: the ``concurrent.futures.Executor`` evocluster's engine is handed (W3's engine rows);
+    #: None: the system has no such engine
+    executor: Callable[[], Any] | None = None
+
+
+def evocluster_executor() -> Any:
+    """The executor the launcher set up (:func:`evocluster_pool` checked its backend and size)."""
+    import evocluster
+
+    return evocluster.get_executor()
 
 
 def _evo(backend: str) -> Callable[[int], contextlib.AbstractContextManager[PMap]]:
@@ -201,8 +212,20 @@ def _evo(backend: str) -> Callable[[int], contextlib.AbstractContextManager[PMap
 SYSTEMS: dict[str, System] = {
     s.name: s
     for s in [
-        System("evocluster-mpi", launch_mpiexec_module("evocluster"), _evo("mpi"), "adaptive"),
-        System("evocluster-local", launch_evocluster_local, _evo("local"), "adaptive"),
+        System(
+            "evocluster-mpi",
+            launch_mpiexec_module("evocluster"),
+            _evo("mpi"),
+            "adaptive",
+            executor=evocluster_executor,
+        ),
+        System(
+            "evocluster-local",
+            launch_evocluster_local,
+            _evo("local"),
+            "adaptive",
+            executor=evocluster_executor,
+        ),
         System(
             REFERENCE,
             launch_mpiexec_module("mpi4py.futures"),
@@ -211,7 +234,13 @@ SYSTEMS: dict[str, System] = {
             mpi4py_cloudpickle,
         ),
         System("scoop", launch_scoop(0), scoop_pool, "1 (no chunking)"),
-        System("evocluster-scoop", launch_scoop(1), _evo("scoop"), "adaptive"),
+        System(
+            "evocluster-scoop",
+            launch_scoop(1),
+            _evo("scoop"),
+            "adaptive",
+            executor=evocluster_executor,
+        ),
         System("multiprocessing.Pool", launch_python, mp_pool, "ceil(n / (4 W))", ByValue),
         System("ProcessPoolExecutor", launch_python, process_pool_executor, "1", ByValue),
     ]

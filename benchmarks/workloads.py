@@ -9,10 +9,17 @@ chunk size) and the system's workaround for a callable its pickler refuses (used
 returns a dict of metrics that always holds ``correct``: the results compared with values computed
 serially in the master.  Timings use ``time.perf_counter()`` around the map call(s) only; data
 generation and the serial reference computation are outside the timed region.
+
+A workload may also have an ``engine`` part (W3), run after ``run`` on the systems that have
+evocluster's engine: it receives the ``concurrent.futures.Executor`` the engine is handed
+(``evocluster.get_executor()``) and returns its metrics the same way.
 """
 
 from __future__ import annotations
 
+import functools
+import heapq
+import math
 import os
 import random
 import time
@@ -65,6 +72,31 @@ def sleep_task(seconds: float) -> float:
     return seconds
 
 
+def w3_draw(mean_s: float, sigma: float) -> float:
+    """W3 engine rows: a lognormal duration of mean ``mean_s`` drawn from the evaluation's own
+    stream (``evocluster.rng()``), so it is fixed by the task key, whichever worker runs it."""
+    import evocluster
+
+    mu = math.log(mean_s) - sigma**2 / 2  # so that the mean is mean_s
+    return float(evocluster.rng().lognormal(mu, sigma))
+
+
+def w3_fitness(x: Any, mean_s: float, sigma: float) -> float:
+    """W3 engine rows: sleep a lognormal time (:func:`w3_draw`, the first thing drawn), then
+    return the sphere function ``sum(x**2)``."""
+    time.sleep(w3_draw(mean_s, sigma))
+    return float((x * x).sum())
+
+
+def w3_warm(x: Any) -> float:
+    """W3 engine rows, untimed: the worker imports numpy and ``evocluster.rng``; the sleep spreads
+    these tasks over all workers."""
+    import evocluster.rng  # noqa: F401
+
+    time.sleep(0.05)
+    return float(x.sum())
+
+
 def array_sum(row: Any) -> float:
     """W4: a 1 MiB numpy row in, one float out."""
     return float(row.sum())
@@ -82,6 +114,11 @@ class Sizes:
     w1_len: int = 10
     w2_tasks: int = 2_000
     w2_sleep_s: float = 0.010
+    w3_generations: int = 20  # map calls (barriers); the engine rows: population = w3_per_gen
+    w3_per_gen: int = 100
+    w3_mean_s: float = 0.010  # lognormal sleeps: this mean, sigma of the log, seed
+    w3_sigma: float = 1.0
+    w3_seed: int = 12345
     w4_rows: int = 500
     w4_row_bytes: int = MIB
     w5_tasks: int = 200
@@ -92,7 +129,15 @@ class Sizes:
 
 FULL = Sizes()
 #: ``--quick``: a smoke test of the whole matrix; its figures are not comparable to full runs.
-QUICK = Sizes(w1_tasks=2_000, w2_tasks=320, w4_rows=50, w5_bytes=MIB, w6_idle_s=1.0)
+QUICK = Sizes(
+    w1_tasks=2_000,
+    w2_tasks=320,
+    w3_generations=4,
+    w3_per_gen=80,
+    w4_rows=50,
+    w5_bytes=MIB,
+    w6_idle_s=1.0,
+)
 
 
 # ------------------------------------------------------------------------------ workloads
@@ -122,6 +167,137 @@ def run_w2(pmap: PMap, workers: int, sz: Sizes, fix: Workaround | None) -> dict[
     dt, out = _timed(pmap, sleep_task, items)
     ideal_s = sz.w2_tasks * sz.w2_sleep_s / workers
     return {"map_s": dt, "ideal_s": ideal_s, "efficiency": ideal_s / dt, "correct": out == items}
+
+
+def w3_sleeps(sz: Sizes) -> list[float]:
+    """W3's durations for the map loop: ``numpy.random.default_rng(seed).lognormal(mu, sigma, n)``
+    with ``mu = log(mean) - sigma**2 / 2`` (mean 10 ms), as the peers were measured."""
+    import numpy as np
+
+    mu = math.log(sz.w3_mean_s) - sz.w3_sigma**2 / 2
+    n = sz.w3_generations * sz.w3_per_gen
+    return [float(x) for x in np.random.default_rng(sz.w3_seed).lognormal(mu, sz.w3_sigma, n)]
+
+
+def _greedy_makespan(durations: list[float], workers: int) -> float:
+    """The wall time of a zero-overhead pool that hands each task, in order, to the first free
+    worker (greedy list scheduling)."""
+    free = [0.0] * workers
+    for d in durations:
+        heapq.heappush(free, heapq.heappop(free) + d)
+    return max(free)
+
+
+def run_w3(pmap: PMap, workers: int, sz: Sizes, fix: Workaround | None) -> dict[str, Any]:
+    """A generational loop: one map call per generation, its return the barrier."""
+    sleeps = w3_sleeps(sz)
+    per = sz.w3_per_gen
+    gens = [sleeps[g * per : (g + 1) * per] for g in range(sz.w3_generations)]
+    ok = True
+    t0 = time.perf_counter()
+    for g in gens:
+        ok = pmap(sleep_task, g) == g and ok
+    dt = time.perf_counter() - t0
+    ideal_s = sum(sleeps) / workers
+    greedy_s = sum(_greedy_makespan(g, workers) for g in gens)  # the barrier's own cost
+    return {
+        "map_s": dt,
+        "ideal_s": ideal_s,
+        "greedy_s": greedy_s,
+        "efficiency": ideal_s / dt,
+        "eff_vs_greedy": greedy_s / dt,
+        "eff_ceiling": ideal_s / greedy_s,  # what a zero-overhead pool would reach
+        "correct": ok,
+    }
+
+
+def run_w3_engine(executor: Any, workers: int, sz: Sizes) -> dict[str, Any]:
+    """W3 with evocluster's engine: the same number of evaluations (population ``w3_per_gen``,
+    ``w3_generations * w3_per_gen`` in all) of :func:`w3_fitness`, whose durations follow the
+    same lognormal law but are drawn per evaluation from ``evocluster.rng()``.
+
+    Variants, in this order: ``async`` (``steady_state``, ``deterministic=False``, default
+    ``in_flight``), ``det`` (``steady_state``, ``deterministic=True, in_flight=64``) and ``gen``
+    (``generational``, ``cxpb = mutpb = 1``: every offspring evaluated, one barrier per
+    generation).  ``<v>_util`` = sum of the durations / (workers x wall of the engine call); the
+    sum is exact, re-derived on the master from each evaluation's task key with
+    ``evocluster.rng.call(w3_draw, seed, key)``.  ``<v>_util_engine`` is the engine's own figure
+    from its history rows (the time the workers spent in the fitness, sleeps' overshoot included);
+    ``<v>_util_ceiling`` what a zero-overhead pool would reach (tasks in submission order to the
+    first free worker, barriers kept): the lognormal tail alone keeps it below 1.
+    """
+    import numpy as np
+
+    from evocluster import engine
+    from evocluster import operators as ops
+    from evocluster import rng as erng
+
+    # untimed: each worker imports numpy and evocluster.rng now, not inside the first engine call
+    warm = [executor.submit(w3_warm, np.ones(10)) for _ in range(2 * workers)]
+    warm_ok = [f.result() for f in warm] == [10.0] * len(warm)
+    n, total = sz.w3_per_gen, sz.w3_generations * sz.w3_per_gen
+    fitness = functools.partial(w3_fitness, mean_s=sz.w3_mean_s, sigma=sz.w3_sigma)
+    common: dict[str, Any] = {
+        "executor": executor,
+        "seed": sz.w3_seed,
+        "crossover": functools.partial(ops.blend, alpha=0.3),
+        "mutate": functools.partial(ops.gaussian, sigma=0.3, p=0.3),
+        "weights": (-1.0,),
+        "log": None,
+    }
+    population = functools.partial(ops.random_reals, n, 10, low=-5.0, high=5.0)
+    # task keys (see evocluster.engine): (0, i) initial members, then steady_state's (1, k) for
+    # offspring k, generational's (g, i) for offspring i of generation g
+    initial = [(0, i) for i in range(n)]
+    steady_keys = initial + [(1, k) for k in range(total - n)]
+    gen_keys = [(g, i) for g in range(sz.w3_generations) for i in range(n)]
+    steady = functools.partial(engine.steady_state, fitness, population, evaluations=total - n)
+    generational = functools.partial(
+        engine.generational, fitness, population, generations=sz.w3_generations - 1
+    )
+    # (name, engine call, its task keys in submission order, how many between barriers)
+    variants: list[tuple[str, Callable[[], Any], list[tuple[int, int]], int]] = [
+        ("async", lambda: steady(**common), steady_keys, total),
+        ("det", lambda: steady(deterministic=True, in_flight=64, **common), steady_keys, total),
+        ("gen", lambda: generational(cxpb=1.0, mutpb=1.0, **common), gen_keys, n),
+    ]
+    rec: dict[str, Any] = {}
+    wrong = [] if warm_ok else ["warm-up"]
+    durations: dict[tuple[int, int], float] = {}
+    for name, call, keys, per in variants:
+        t0 = time.perf_counter()
+        res = call()
+        wall = time.perf_counter() - t0
+        for key in keys:  # not timed; the two steady-state runs share their keys
+            if key not in durations:
+                durations[key] = erng.call(w3_draw, sz.w3_seed, key, sz.w3_mean_s, sz.w3_sigma)[0]
+        sleep_s = sum(durations[k] for k in keys)
+        d = [durations[k] for k in keys]
+        greedy_s = sum(_greedy_makespan(d[i : i + per], workers) for i in range(0, total, per))
+        busy_s = sum(r["utilisation"] * r["seconds"] * workers for r in res.history)
+        rec.update(
+            {
+                f"{name}_s": wall,
+                f"{name}_sleep_s": sleep_s,
+                f"{name}_util": sleep_s / (workers * wall),
+                f"{name}_util_engine": busy_s / (workers * wall),
+                # a zero-overhead pool taking the tasks in submission order (barriers kept)
+                f"{name}_util_ceiling": sleep_s / (workers * greedy_s),
+                f"{name}_best": float(res.best_fitness[0]),
+            }
+        )
+        ok = (
+            res.state.evaluations == total
+            and sum(r["evals"] for r in res.history) == total
+            and np.allclose(res.fitness[:, 0], (res.population**2).sum(axis=1), rtol=1e-12)
+        )
+        if not ok:
+            wrong.append(name)
+        if busy_s < 0.98 * sleep_s:  # each fitness sleeps at least its duration: keys changed?
+            rec.setdefault("warning", f"{name}: the engine's own busy time < the exact sum")
+        if name == "det":  # depends only on the seed and in_flight: equal on every system
+            rec["det_digest"] = res.digest()[:16]
+    return {**rec, "correct": not wrong, **({"wrong": ", ".join(wrong)} if wrong else {})}
 
 
 def run_w4(pmap: PMap, workers: int, sz: Sizes, fix: Workaround | None) -> dict[str, Any]:
@@ -209,6 +385,10 @@ class Workload:
     higher_is_better: bool
     timeout_s: float  # per-run cap, start-up included
     label: str  # column title
+    #: run after ``run`` on the systems that have evocluster's engine: ``engine(executor, workers,
+    #: sizes) -> metrics`` (``correct`` included), merged into the same record
+    engine: Callable[[Any, int, Sizes], dict[str, Any]] | None = None
+    details: tuple[str, ...] = ()  # further figures the report's detail table summarises
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -216,6 +396,20 @@ WORKLOADS: dict[str, Workload] = {
     for w in [
         Workload("W1", 2, run_w1, "tasks_per_s", True, 120, "W1 tasks/s (map)"),
         Workload("W2", 16, run_w2, "efficiency", True, 90, "W2 efficiency"),
+        Workload(
+            "W3",
+            16,
+            run_w3,
+            "efficiency",
+            True,
+            120,
+            "W3 generational eff.",
+            engine=run_w3_engine,
+            details=(
+                "eff_vs_greedy",
+                *(f"{v}_util{e}" for v in ("async", "det", "gen") for e in ("", "_engine")),
+            ),
+        ),
         Workload("W4", 2, run_w4, "MiB_per_s", True, 120, "W4 MiB/s"),
         # two capped map calls (native, workaround) and start-up
         Workload("W5", 2, run_w5, "map_s", False, 2 * FULL.w5_cap_s + 30, "W5 lambda map (s)"),

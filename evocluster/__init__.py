@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import (
     BrokenPool,
     ConfigurationError,
+    EvaluationError,
     EvoclusterError,
     JobError,
     RemoteError,
@@ -21,6 +22,7 @@ from .errors import (
     SerializationError,
     WorkerError,
 )
+from .sharing import share, shared
 
 if TYPE_CHECKING:
     from .executor import Executor, get_executor, map  # noqa: A004 - a drop-in, on purpose
@@ -31,12 +33,17 @@ _LAZY = frozenset({"Executor", "get_executor", "map"})
 
 
 def __getattr__(name: str) -> Any:
-    """The executor API, imported on first use: a worker rank that only evaluates never pays for
-    ``concurrent.futures`` and the scheduler (start-up of thousands of ranks)."""
+    """The executor API and ``rng``, imported on first use: a worker rank that only evaluates
+    never pays for ``concurrent.futures``, the scheduler or numpy (start-up of thousands of
+    ranks)."""
     if name in _LAZY:
         from . import executor
 
         return getattr(executor, name)
+    if name == "rng":  # the module, which is callable: evocluster.rng() is rng.rng()
+        import importlib
+
+        return importlib.import_module(".rng", __name__)
     raise AttributeError(f"module 'evocluster' has no attribute {name!r}")
 
 
@@ -46,6 +53,7 @@ if getattr(sys.modules.get("scoop"), "IS_RUNNING", False):  # SCOOP: install its
 __all__ = [
     "BrokenPool",
     "ConfigurationError",
+    "EvaluationError",
     "EvoclusterError",
     "Executor",
     "JobError",
@@ -56,4 +64,7 @@ __all__ = [
     "__version__",
     "get_executor",
     "map",
+    "rng",
+    "share",
+    "shared",
 ]

@@ -11,6 +11,8 @@ Hierarchy::
      |    +-- WorkerError                a worker failed outside the fitness (start-up, protocol)
      |    +-- RemoteError                stand-in for a fitness exception that could not be
      |                                   carried home as itself (its class cannot be pickled)
+     |    +-- EvaluationError            the engine's fitness raised or returned a bad value;
+     |                                   carries the last complete state to resume from
      +-- concurrent.futures.BrokenExecutor
           +-- BrokenPool                 the pool lost a worker or its transport; every pending
                                          future fails with it
@@ -28,6 +30,7 @@ from concurrent.futures import BrokenExecutor
 __all__ = [
     "BrokenPool",
     "ConfigurationError",
+    "EvaluationError",
     "EvoclusterError",
     "JobError",
     "RemoteError",
@@ -93,3 +96,20 @@ class RemoteTraceback(Exception):
 
 class BrokenPool(BrokenExecutor, EvoclusterError):
     """The executor can no longer evaluate: a worker died or the transport failed."""
+
+
+class EvaluationError(EvoclusterError):
+    """An evaluation in one of the engine's loops failed (the fitness raised, or returned something
+    that is not a number per objective).
+
+    Attributes:
+        state: the engine's last complete state (an :class:`evocluster.engine.State`): every
+            evaluation of the generations before the failing one; pass it as ``resume=`` to go on.
+        key: the task key of the failing evaluation (``(generation, index)``, or
+            ``(1, submission)`` in the steady-state loop).
+    """
+
+    def __init__(self, message: str, state: object = None, key: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.state = state
+        self.key = key

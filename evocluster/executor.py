@@ -37,7 +37,7 @@ from concurrent.futures import CancelledError, Future
 from concurrent.futures import Executor as _StdExecutor
 from typing import Any
 
-from . import config, jobfile, protocol, serialization
+from . import config, jobfile, protocol, serialization, sharing
 from .backends.base import Transport
 from .errors import BrokenPool, ConfigurationError, JobError, SerializationError
 from .serialization import (
@@ -602,7 +602,7 @@ class Executor(_StdExecutor):
             BrokenPool: the pool lost a worker earlier.
             SerializationError: ``fn`` or the arguments cannot reach the workers.
         """
-        key, payload = self._pool.functions.lookup(fn, self._policy)
+        key, payload = self._pool.functions.lookup(sharing.bind(fn), self._policy)
         serialization.check((args, kwargs), "args", self._policy)
         future = self._pool.new_future()
         self._put(_Job(key, payload, [args], True, kwargs or None, 1, future, self._policy))
@@ -676,7 +676,7 @@ class Executor(_StdExecutor):
         # one iterable (the EA's population): keep its items as they are, no tuple per item
         star = len(iterables) != 1
         items = list(zip(*iterables)) if star else list(iterables[0])  # noqa: B905 (shortest)
-        key, payload = self._pool.functions.lookup(fn, policy)
+        key, payload = self._pool.functions.lookup(sharing.bind(fn), policy)
         job = _Job(key, payload, items, star, None, chunksize, None, policy)
         if items:  # the first call is checked here, before anything is dispatched
             serialization.check(items[0], _args_label(job, 0), policy)

@@ -2,9 +2,10 @@
 layer in process.
 
 The conformance suite runs under SCOOP from ``test_conformance.py``; here: exit status after
-failures (which SCOOP's launcher would report as 0), worker loss, forged payloads, serialisation
-policies, the example jobs giving the same results as serial runs, and the key file.  Every SCOOP
-run gets its own key directory (``XDG_CONFIG_HOME``), and must leave no process behind.
+failures (which SCOOP's launcher would report as 0), worker loss, waits that return the first
+settled future, forged payloads, serialisation policies, the example jobs giving the same results
+as serial runs, and the key file.  Every SCOOP run gets its own key directory
+(``XDG_CONFIG_HOME``), and must leave no process behind.
 """
 
 from __future__ import annotations
@@ -194,6 +195,19 @@ def test_the_origin_does_not_spin_while_it_waits(key_home: Path) -> None:
     found = re.search(r"IDLE CPU ([\d.e-]+)", r.stdout)
     assert found, output(r)
     assert float(found[1]) < 0.2  # CPU seconds over a 2 s wait (spinning would be ~2)
+
+
+def test_wait_and_as_completed_return_the_first_settled_future(key_home: Path) -> None:
+    # wait(FIRST_COMPLETED / FIRST_EXCEPTION / ALL_COMPLETED), as_completed and result/exception,
+    # with and without timeouts: what a steady-state engine waits with (the job asserts on which
+    # futures are done, not on clocks)
+    r = scoop_run(["-n", "3", str(SCOOP_JOBS / "scoop_first_completed.py")], key_home)
+    assert r.returncode == 0, output(r)
+    checks = [line for line in r.stdout.splitlines() if line.startswith("CHECK ")]
+    assert len(checks) == 9 and "ALL OK" in r.stdout.splitlines(), output(r)
+    found = re.search(r"WAIT CPU ([\d.e-]+)", r.stdout)
+    assert found and float(found[1]) < 0.2, output(r)  # waiting blocks in zmq: no spinning
+    assert not evocluster_lines(r.stderr), output(r)
 
 
 # ------------------------------------------------------------------ signed payloads

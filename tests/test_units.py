@@ -21,6 +21,7 @@ def test_public_api_is_pinned() -> None:
         [
             "BrokenPool",
             "ConfigurationError",
+            "EvaluationError",
             "EvoclusterError",
             "Executor",
             "JobError",
@@ -31,6 +32,9 @@ def test_public_api_is_pinned() -> None:
             "__version__",
             "get_executor",
             "map",
+            "rng",
+            "share",
+            "shared",
         ]
     )
     for name in evocluster.__all__:
@@ -38,7 +42,10 @@ def test_public_api_is_pinned() -> None:
 
 
 def test_import_does_not_start_mpi() -> None:
-    code = "import sys, evocluster; assert 'mpi4py' not in sys.modules; print('ok')"
+    code = (
+        "import sys, evocluster; assert 'mpi4py' not in sys.modules; "
+        "assert 'numpy' not in sys.modules, 'workers would import numpy at start-up'; print('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"
 

@@ -12,18 +12,20 @@ and covers what SCOOP 0.7.2.0 does not::
       chunk (adaptive size) -> seal (HMAC) -> futures.submit --->  verify, only then load;
                                               (via the broker)     Worker.run: each item in
     Future.result(), wait(), map iterator                          its own try; seal result
-      acquire/wait drives SCOOP: _ScoopPool.drive()                        |
+      waiting drives SCOOP: _ScoopPool.drive()                             |
       zmq poll (blocks, no spinning) -> updateQueue <--- direct reply -----+
       open (verify HMAC, run token, chunk id) -> settle map slots / Futures
 
 * **Main thread only.**  SCOOP's futures are greenlets of the main thread, so there is no scheduler
-  thread here: whoever waits drives SCOOP.  ``Future`` objects are stdlib futures whose
-  ``_condition`` drives SCOOP when acquired (:class:`_DrivingCondition`), so ``result()``,
-  ``exception()``, ``concurrent.futures.wait`` and ``as_completed`` make progress.  Deviations:
-  stdlib ``wait`` and ``as_completed`` drive until *every* future they are given is settled before
-  they look (so ``FIRST_COMPLETED`` and their ``timeout`` do not cut the wait short; ``result`` and
-  ``exception`` do honour their timeout); a thread other than the main one cannot submit, and its
-  waits complete when the main thread next drives SCOOP.
+  thread here: whoever waits drives SCOOP.  ``Future`` objects are stdlib futures whose waits
+  drive SCOOP on the main thread (:class:`_ScoopFuture`): ``result()`` and ``exception()`` until
+  the future is settled, and ``concurrent.futures.wait`` and ``as_completed`` until their waiter's
+  event is set (:class:`_DrivingEvent`), so they return as the stdlib documents: the first future
+  to settle first, timeouts honoured.  Deviations: a thread other than the main one cannot submit,
+  and its waits complete when the main thread next drives SCOOP; a future of another executor in
+  the same ``wait`` as SCOOP work in flight is noticed within :data:`_IDLE_POLL`; a wait that
+  would block inside a done callback raises ``RuntimeError`` (nothing could drive SCOOP); under
+  ``-n 1`` the origin evaluates everything queued as soon as it drives.
 * **The origin never evaluates.**  evocluster never lets SCOOP's controller run on the origin
   (no ``scoop.futures.wait`` without timeout, no SCOOP ``result()``): it flushes its tasks to the
   broker and polls SCOOP's sockets itself, blocking in ``zmq`` with a timeout, so evaluations
@@ -305,12 +307,21 @@ def open_result(key: bytes, token: bytes, cid: int, sealed: Any) -> tuple[str, t
 
 
 class _ScoopFuture(Future[Any]):
-    """A stdlib Future whose waits drive SCOOP (see :class:`_DrivingCondition`)."""
+    """A stdlib Future whose waits drive SCOOP.
+
+    ``result`` and ``exception`` drive until this future is settled or their timeout passes.
+    The stdlib ``wait`` and ``as_completed`` take every future's ``_condition``
+    (:class:`_DrivingCondition`, which never drives when acquired), look at their states, then
+    add a waiter to each future's ``_waiters`` and block on ``waiter.event``: the list
+    (:class:`_DrivingWaiters`) gives each waiter a :class:`_DrivingEvent`, whose ``wait`` drives
+    SCOOP until the event is set -- by the first future to settle, for ``FIRST_COMPLETED``.
+    """
 
     def __init__(self, pool: _ScoopPool) -> None:
         super().__init__()
         self._pool = pool
         self._condition = _DrivingCondition(self, pool)  # type: ignore[assignment]
+        self._waiters = _DrivingWaiters(pool)
 
     def _settled(self) -> bool:
         return self._state in (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
@@ -324,12 +335,16 @@ class _ScoopFuture(Future[Any]):
     def _after_drive(self, get: Callable[[float | None], Any], timeout: float | None) -> Any:
         if not self._pool.can_drive():
             return get(timeout)  # another thread: wait for the main thread to settle it
-        deadline = None if timeout is None else time.monotonic() + timeout
-        self._pool.drive(self._settled, deadline)
+        # a settled future does not drive: the stdlib's wait(FIRST_EXCEPTION) calls exception()
+        # while it holds every condition, and a future settled by that drive (-n 1 evaluates
+        # inline) would be in neither its done set nor its waiter: returned as not done
+        if not self._settled():
+            self._pool.drive_for(self._settled, timeout)
         with self._pool.quiet():
-            return get(0)  # settled, or TimeoutError
+            return get(0)  # settled, or the stdlib's TimeoutError (its own class on 3.10)
 
-    # the stdlib implementations take self._condition: make them look without driving
+    # these only look (or cancel, running done callbacks): quiet, like evocluster's own work, so
+    # that a callback behaves as it does when a drive settles its future
     def done(self) -> bool:
         self._pool.step()
         with self._pool.quiet():
@@ -357,12 +372,13 @@ class _ScoopFuture(Future[Any]):
 
 
 class _DrivingCondition:
-    """Stands in for a Future's ``threading.Condition``.
+    """Stands in for a Future's ``threading.Condition``: a reentrant lock whose ``wait`` drives.
 
-    Acquiring it on the main thread first drives SCOOP until its future is settled: the stdlib's
-    ``wait`` and ``as_completed`` acquire the condition of every future before looking at them, so
-    they find them settled instead of blocking on an Event that nothing would ever set.  Inside
-    evocluster's own work (``pool.quiet()``, or while driving) it is a plain reentrant lock.
+    Acquiring it never drives: the stdlib's ``wait`` and ``as_completed`` acquire the condition of
+    every future they are given before they look at them, and a drive there (until that future is
+    settled) would make them return only once *all* were settled.  They block on their waiter's
+    event instead, outside these locks (:class:`_DrivingEvent`).  ``wait`` drives until its future
+    is settled; inside evocluster's own work (``pool.quiet()``, or while driving) it only looks.
     """
 
     def __init__(self, future: _ScoopFuture, pool: _ScoopPool) -> None:
@@ -371,8 +387,6 @@ class _DrivingCondition:
         self._cond = threading.Condition()  # RLock: settling while wait() holds it is reentrant
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        if blocking and not self._future._settled() and self._pool.can_drive():
-            self._pool.drive(self._future._settled, None)
         return self._cond.acquire(blocking, timeout)
 
     def release(self) -> None:
@@ -386,8 +400,7 @@ class _DrivingCondition:
 
     def wait(self, timeout: float | None = None) -> bool:
         if self._pool.can_drive():
-            deadline = None if timeout is None else time.monotonic() + timeout
-            return self._pool.drive(self._future._settled, deadline)
+            return self._pool.drive_for(self._future._settled, timeout)
         if threading.current_thread() is threading.main_thread():
             return self._future._settled()  # evocluster is busy on this thread: cannot wait here
         return self._cond.wait(timeout)
@@ -399,11 +412,75 @@ class _DrivingCondition:
         self._cond.notify_all()
 
 
+class _DrivingWaiters(list[Any]):
+    """A :class:`_ScoopFuture`'s ``_waiters``: each waiter added gets a :class:`_DrivingEvent`.
+
+    The stdlib (``_create_and_install_waiters``, CPython 3.10 to 3.13) makes one ``_Waiter`` per
+    ``wait`` / ``as_completed`` call, appends it to every future's ``_waiters`` while it holds all
+    their conditions, then blocks in ``waiter.event.wait(timeout)``; settling a future calls
+    ``waiter.add_result`` (or ``add_exception`` / ``add_cancelled``), which sets ``waiter.event``
+    when the call should return.  Every access goes through the attribute ``waiter.event``, so
+    replacing it here, before anything can set it, is seen by both sides.  A waiter shared with
+    futures of other executors gets the driving event too: the first SCOOP future it is added to
+    swaps it (the state is copied, although nothing can have set it yet: whoever sets it needs a
+    condition that the installing call holds).
+    """
+
+    def __init__(self, pool: _ScoopPool) -> None:
+        super().__init__()
+        self._pool = pool
+
+    def append(self, waiter: Any) -> None:
+        event = getattr(waiter, "event", None)
+        if isinstance(event, threading.Event) and not isinstance(event, _DrivingEvent):
+            driving = _DrivingEvent(self._pool)
+            if event.is_set():
+                driving.set()
+            waiter.event = driving
+        super().append(waiter)
+
+
+class _DrivingEvent(threading.Event):
+    """The event a stdlib ``wait`` / ``as_completed`` blocks on: waiting on it drives SCOOP.
+
+    On the main thread, ``wait(timeout)`` drives (dispatch, and block in zmq for results, as every
+    wait of this module does: no spinning) until the event is set or the timeout passes, so
+    ``FIRST_COMPLETED`` and ``as_completed`` return as soon as the first future settles.  Should
+    SCOOP have nothing left in flight while the event is unset (the other futures belong to
+    another executor), it blocks on the event itself.  Other threads just wait: the main thread
+    sets the event when it next drives.
+    """
+
+    def __init__(self, pool: _ScoopPool) -> None:
+        super().__init__()
+        self._pool = pool
+
+    def wait(self, timeout: float | None = None) -> bool:
+        pool = self._pool
+        if pool.can_drive():
+            deadline = None if timeout is None else time.monotonic() + timeout
+            if pool.drive_for(self.is_set, timeout):
+                return True
+            # SCOOP has nothing more to do, or the time is up: only another thread can set it now
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        elif threading.current_thread() is threading.main_thread() and not self.is_set():
+            # evocluster is at work on this thread (a done callback runs while it settles): a
+            # wait here cannot drive SCOOP, and blocking would hang the run (looping would spin)
+            if timeout is not None and timeout <= 0:
+                return False
+            raise RuntimeError(
+                "under SCOOP, waiting for evocluster futures from a done callback cannot make "
+                "progress (the main thread is settling futures): wait after the callback returns"
+            )
+        return super().wait(timeout)
+
+
 class _ScoopPool(_Scheduling):
     """The origin's view of the SCOOP workers, shared by every ScoopExecutor handle.
 
     Main thread only (SCOOP's sockets and greenlets belong to it); ``_busy`` marks that evocluster
-    itself is at work on it, so that a future's condition taken meanwhile does not drive again.
+    itself is at work on it (a done callback may run meanwhile), so that a wait started meanwhile
+    does not drive again.
     The job bookkeeping (chunk sizes, serialising chunks, settling results) is the scheduler's
     (:class:`~evocluster.executor._Scheduling`); its lock is uncontended here.
     """
@@ -437,7 +514,7 @@ class _ScoopPool(_Scheduling):
 
     @contextlib.contextmanager
     def quiet(self) -> Iterator[None]:
-        """evocluster's own work on the main thread: conditions taken meanwhile do not drive."""
+        """evocluster's own work on the main thread: waits started meanwhile do not drive."""
         if threading.current_thread() is not self._main:
             yield
             return
@@ -472,6 +549,14 @@ class _ScoopPool(_Scheduling):
         """Make progress without blocking: dispatch what fits, collect what has arrived."""
         if self.can_drive() and not self.inline:
             self.drive(lambda: True, None, poll_once=True)
+
+    def drive_for(self, until: Callable[[], bool], timeout: float | None) -> bool:
+        """:meth:`drive` for up to ``timeout`` s; a timeout of 0 still takes in what has arrived."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self.drive(until, deadline):
+            return True
+        self.step()  # drive() does not poll once the deadline has passed
+        return until()
 
     def drive(
         self, until: Callable[[], bool], deadline: float | None, *, poll_once: bool = False

@@ -1,0 +1,995 @@
+"""The evolutionary loops that run on the master, driven by any ``concurrent.futures.Executor``.
+
+The engine never sees a backend: it is handed an executor (evocluster's, on any backend, or the
+stdlib's) and sends it only the individuals whose fitness is unknown.  Every evaluation is wrapped
+by :func:`evocluster.rng.call` with the run seed and a stable task key, so a fitness that draws
+random numbers (``evocluster.rng()``) gets the same numbers whichever worker runs it.  The master's
+own randomness (selection, variation) is one generator seeded from the run seed.  Hence, given a
+seed, the result does not depend on the backend or the number of workers -- with one exception,
+the steady-state loop with ``deterministic=False`` (see :func:`steady_state`).
+
+Loops::
+
+    generational()   select -> vary -> evaluate the new -> replace (elitism optional)
+    mu_plus_lambda() / mu_comma_lambda()   evolution strategies, DEAP's varOr variation
+    nsga2()          generational, multi-objective: non-dominated sort + crowding distance
+    steady_state()   asynchronous: each returned evaluation is inserted at once and a new
+                     offspring submitted -- no generational barrier, every worker kept busy
+    ask_tell()       an external optimiser (``cma.CMAEvolutionStrategy``, ...) evaluated here
+
+Representation: a population is a 2-D numpy array of genomes, shape ``(n, d)``; fitness a 2-D
+float array ``(n, m)`` of raw objective values; ``weights`` say which way each objective is better
+(``+1`` maximise, ``-1`` minimise, as DEAP's).  The state between generations is plain data
+(:class:`State`): numpy arrays, numbers and the generator's state dict, so a checkpoint restores a
+run bit-identically (``resume=state``).
+
+Operator signatures (see :mod:`evocluster.operators`; bind options with ``functools.partial``)::
+
+    select(scores, k, rng) -> indices          scores: 1-D, larger is better
+    crossover(a, b, rng) -> (child1, child2)   a, b: (pairs, d)
+    mutate(x, rng) -> x'                       x: (n, d)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import functools
+import hashlib
+import queue
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import operators, pareto
+from .errors import EvaluationError
+from .rng import call as _seeded_call
+from .rng import master as _master_rng
+
+__all__ = [
+    "Result",
+    "State",
+    "ask_tell",
+    "best",
+    "generational",
+    "hash_population",
+    "mu_comma_lambda",
+    "mu_plus_lambda",
+    "nsga2",
+    "steady_state",
+]
+
+Fitness = Callable[..., Any]
+Select = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
+Crossover = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
+Mutate = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+Population = np.ndarray | Callable[[np.random.Generator], np.ndarray]
+Log = Callable[[str], object] | None
+
+_STEADY_KEY = 1  # task keys of the steady-state loop: (1, submission number)
+
+
+@dataclass
+class State:
+    """Everything a loop needs to go on, as plain data (arrays, numbers, dicts, lists).
+
+    Attributes:
+        algorithm: the loop that made it (``"generational"``, ``"nsga2"``, ...).
+        seed: the run seed.
+        generation: generations completed (0: the initial population is evaluated).
+        genomes: the population, ``(n, d)``.
+        fitness: raw objective values, ``(n, m)`` float64.
+        weights: ``+1``/``-1`` per objective.
+        rng: the master generator's ``bit_generator.state``.
+        evaluations: evaluations so far.
+        history: one statistics dict per generation (or report, in the steady-state loop).
+    """
+
+    algorithm: str
+    seed: int
+    generation: int
+    genomes: np.ndarray
+    fitness: np.ndarray
+    weights: tuple[float, ...]
+    rng: dict[str, Any]
+    evaluations: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def digest(self) -> str:
+        """SHA-256 of the population and its fitness (dtype, shape and bytes): equal digests mean
+        bit-identical populations."""
+        h = hashlib.sha256()
+        for array in (self.genomes, self.fitness):
+            a = np.ascontiguousarray(array)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(a.tobytes())
+        return h.hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The state as a dict of plain values (arrays copied)."""
+        return {
+            "algorithm": self.algorithm,
+            "seed": self.seed,
+            "generation": self.generation,
+            "genomes": self.genomes.copy(),
+            "fitness": self.fitness.copy(),
+            "weights": list(self.weights),
+            "rng": _copy_plain(self.rng),
+            "evaluations": self.evaluations,
+            "history": _copy_plain(self.history),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> State:
+        """Rebuild a state written by :meth:`to_dict`.
+
+        Raises:
+            ValueError: a field is missing or has the wrong shape.
+        """
+        try:
+            state = cls(
+                algorithm=str(d["algorithm"]),
+                seed=int(d["seed"]),
+                generation=int(d["generation"]),
+                genomes=np.array(d["genomes"]),
+                fitness=np.array(d["fitness"], dtype=np.float64),
+                weights=tuple(float(w) for w in d["weights"]),
+                rng=_copy_plain(d["rng"]),
+                evaluations=int(d["evaluations"]),
+                history=_copy_plain(d["history"]),
+            )
+        except KeyError as e:
+            raise ValueError(f"not an engine state: field {e.args[0]!r} is missing") from e
+        if state.genomes.ndim != 2 or state.fitness.shape != (
+            len(state.genomes),
+            len(state.weights),
+        ):
+            raise ValueError(
+                f"not a consistent engine state: genomes {state.genomes.shape}, fitness "
+                f"{state.fitness.shape}, {len(state.weights)} objective(s)"
+            )
+        return state
+
+
+def _copy_plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _copy_plain(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_copy_plain(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.copy()
+    return x
+
+
+@dataclass
+class Result:
+    """What a loop returns: its final :class:`State` and the best individual found.
+
+    Attributes:
+        state: the final state (``state.genomes``, ``state.fitness``, ``state.history``).
+        best: the best genome of the final population (``nsga2``: of its first front, the
+            first one); ``ask_tell``: the best evaluated.
+        best_fitness: its raw objective values.
+    """
+
+    state: State
+    best: np.ndarray
+    best_fitness: np.ndarray
+
+    @property
+    def population(self) -> np.ndarray:
+        return self.state.genomes
+
+    @property
+    def fitness(self) -> np.ndarray:
+        return self.state.fitness
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return self.state.history
+
+    def digest(self) -> str:
+        """See :meth:`State.digest`."""
+        return self.state.digest()
+
+    def summary(self) -> dict[str, Any]:
+        """Plain-data summary (JSON-ready): best fitness, population digest, generations,
+        evaluations, and the last statistics row."""
+        return {
+            "algorithm": self.state.algorithm,
+            "seed": self.state.seed,
+            "best_fitness": self.best_fitness.tolist(),
+            "population_sha256": self.digest(),
+            "generations": self.state.generation,
+            "evaluations": self.state.evaluations,
+            "last": self.history[-1] if self.history else None,
+        }
+
+
+# ---------------------------------------------------------------------------- evaluation
+def _n_workers(executor: cf.Executor) -> int:
+    """How many evaluations the executor runs at once (evocluster: ``n_workers``; stdlib:
+    ``_max_workers``)."""
+    for name in ("n_workers", "_max_workers"):
+        n = getattr(executor, name, None)
+        if isinstance(n, int) and n > 0:
+            return n
+    return 1
+
+
+class _Evaluator:
+    """Sends individuals to the executor with their task keys; checks and collects fitness."""
+
+    def __init__(
+        self,
+        executor: cf.Executor,
+        fitness: Fitness,
+        seed: int,
+        weights: Sequence[float] | np.ndarray,
+        log: Log,
+    ) -> None:
+        if not isinstance(executor, cf.Executor):
+            raise TypeError(
+                f"executor must be a concurrent.futures.Executor (e.g. evocluster.get_executor()),"
+                f" got {type(executor).__name__}"
+            )
+        if not callable(fitness):
+            raise TypeError(f"fitness must be callable, got {type(fitness).__name__}")
+        self.executor = executor
+        self.fitness = fitness
+        self.call = functools.partial(_seeded_call, fitness, seed)  # one object: shipped once
+        self.weights = _weights(weights)
+        self.workers = _n_workers(executor)
+        self.log = log
+        self.busy = 0.0  # seconds of evaluation reported by the workers since the last report
+
+    def value(self, raw: Any, key: tuple[int, ...]) -> np.ndarray:
+        """One fitness value as an ``(m,)`` float array, or a clear error."""
+        try:
+            v = np.asarray(raw, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError) as e:
+            raise ValueError(
+                f"the fitness of task {key} returned {raw!r}: return a number, or one number per "
+                f"objective ({len(self.weights)})"
+            ) from e
+        if v.shape != self.weights.shape or np.isnan(v).any():
+            raise ValueError(
+                f"the fitness of task {key} returned {raw!r}: expected {len(self.weights)} "
+                "number(s), none NaN (use +/-inf for an infeasible individual)"
+            )
+        return v
+
+    def evaluate(
+        self, genomes: np.ndarray, keys: Sequence[tuple[int, ...]], state: State
+    ) -> np.ndarray:
+        """Fitness ``(k, m)`` of ``genomes`` (in order); on failure raise
+        :class:`EvaluationError` carrying ``state`` (the last complete one)."""
+        out = np.empty((len(genomes), len(self.weights)))
+        if not len(genomes):
+            return out
+        done = 0  # results in: the first one missing is the one that failed
+        try:
+            for raw, seconds in self.executor.map(self.call, keys, list(genomes)):
+                self.busy += seconds
+                out[done] = self.value(raw, keys[done])
+                done += 1
+        except Exception as e:
+            raise _failed(e, keys[done], state) from e
+        return out
+
+    def submit(self, genome: np.ndarray, key: tuple[int, ...]) -> cf.Future[Any]:
+        return self.executor.submit(self.call, key, genome)
+
+    def collect(self, future: cf.Future[Any], key: tuple[int, ...], state: State) -> np.ndarray:
+        try:
+            raw, seconds = future.result()
+            self.busy += seconds
+            return self.value(raw, key)
+        except Exception as e:
+            raise _failed(e, key, state) from e
+
+
+def _failed(exc: Exception, key: tuple[int, ...], state: State) -> EvaluationError:
+    fix = (
+        "in a new run (the pool cannot be used any more)"
+        if isinstance(exc, cf.BrokenExecutor)
+        else "once the fitness is fixed"
+    )
+    return EvaluationError(
+        f"evaluation {key} failed: {type(exc).__name__}: {exc}\nThe state after generation "
+        f"{state.generation} ({state.evaluations} evaluations) is kept: pass the exception's "
+        f".state as resume= {fix} to go on from there",
+        state,
+        key,
+    )
+
+
+def _weights(weights: Sequence[float] | np.ndarray) -> np.ndarray:
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    if not len(w) or not np.all(np.isfinite(w)) or np.any(w == 0):
+        raise ValueError(f"weights must be non-zero numbers, one per objective, got {weights!r}")
+    return w
+
+
+def _scalar_scores(fitness: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    return np.asarray(fitness[:, 0] * weights[0])
+
+
+def _start(
+    name: str,
+    population: Population,
+    seed: int,
+    weights: np.ndarray,
+    resume: State | None,
+    single_objective: bool = True,
+) -> tuple[State, np.random.Generator, np.ndarray | None]:
+    """The state to begin from, the master generator, and genomes still to evaluate (if new)."""
+    if single_objective and len(weights) != 1:
+        raise ValueError(
+            f"{name}() optimises one objective (weights has {len(weights)}): use nsga2() for "
+            "several"
+        )
+    if resume is not None:
+        if resume.algorithm != name:
+            raise ValueError(f"cannot resume {name}() from a {resume.algorithm}() state")
+        if resume.seed != seed:
+            raise ValueError(
+                f"resume state was made with seed {resume.seed}, this call has seed {seed}"
+            )
+        gen = np.random.Generator(np.random.PCG64())
+        gen.bit_generator.state = resume.rng
+        state = State(**resume.to_dict() | {"weights": tuple(resume.weights)})
+        return state, gen, None
+    if not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    gen = _master_rng(int(seed))
+    genomes = population(gen) if callable(population) else np.array(population)
+    if genomes.ndim != 2 or len(genomes) < 2:
+        raise ValueError(
+            f"the population must be a 2-D array (individuals x genes) of at least 2, got shape "
+            f"{genomes.shape}"
+        )
+    state = State(
+        algorithm=name,
+        seed=int(seed),
+        generation=0,
+        genomes=genomes,
+        fitness=np.full((len(genomes), len(weights)), np.nan),
+        weights=tuple(float(w) for w in weights),
+        rng=dict(gen.bit_generator.state),
+    )
+    return state, gen, genomes
+
+
+def _stats(
+    ev: _Evaluator,
+    state: State,
+    evals: int,
+    wall: float,
+    extra: dict[str, Any] | None = None,
+    fitness: np.ndarray | None = None,
+) -> None:
+    """Append a statistics row for ``state`` (of ``fitness``, default all of the population's)
+    to its history; log it on one line."""
+    f = state.fitness if fitness is None else fitness
+    row: dict[str, Any] = {
+        "generation": state.generation,
+        "evals": evals,
+        "evaluations": state.evaluations,
+        "min": f.min(axis=0).tolist(),
+        "mean": f.mean(axis=0).tolist(),
+        "max": f.max(axis=0).tolist(),
+        "std": f.std(axis=0).tolist(),
+        "seconds": wall,
+        "evals_per_s": evals / wall if wall > 0 else 0.0,
+        "utilisation": min(1.0, ev.busy / (ev.workers * wall)) if wall > 0 else 0.0,
+    }
+    if extra:
+        row |= extra
+    ev.busy = 0.0
+    state.history.append(row)
+    if ev.log is not None:
+        ev.log(_format(row))
+
+
+def _format(row: dict[str, Any]) -> str:
+    objectives = "  ".join(
+        f"min {lo:.6g} mean {mu:.6g} max {hi:.6g} std {sd:.3g}"
+        for lo, mu, hi, sd in zip(row["min"], row["mean"], row["max"], row["std"], strict=True)
+    )
+    extra = "".join(
+        f"  {k} {v:.6g}" if isinstance(v, float) else f"  {k} {v}"
+        for k, v in row.items()
+        if k
+        not in {
+            "generation",
+            "evals",
+            "evaluations",
+            "min",
+            "mean",
+            "max",
+            "std",
+            "seconds",
+            "evals_per_s",
+            "utilisation",
+        }
+    )
+    return (
+        f"gen {row['generation']:>4}  evals {row['evals']:>5} ({row['evaluations']})  {objectives}"
+        f"  {row['evals_per_s']:.0f} evals/s  util {row['utilisation']:.2f}{extra}"
+    )
+
+
+def _evaluate_initial(ev: _Evaluator, state: State, genomes: np.ndarray) -> None:
+    t0 = time.perf_counter()
+    keys = [(0, i) for i in range(len(genomes))]
+    state.fitness = ev.evaluate(genomes, keys, state)
+    state.evaluations = len(genomes)
+    _stats(ev, state, len(genomes), time.perf_counter() - t0)
+
+
+def _check_probability(name: str, p: float) -> None:
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
+
+
+def _vary_pairs(
+    genomes: np.ndarray,
+    rng: np.random.Generator,
+    crossover: Crossover,
+    mutate: Mutate,
+    cxpb: float,
+    mutpb: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """DEAP's varAnd: cross consecutive pairs with ``cxpb``, mutate each with ``mutpb``.
+    Returns the offspring and which of them changed (their fitness is unknown)."""
+    off = genomes.copy()
+    n = len(off)
+    changed = np.zeros(n, dtype=bool)
+    pairs = n // 2
+    crossed = rng.random(pairs) < cxpb
+    if crossed.any():
+        first = np.arange(0, 2 * pairs, 2)[crossed]
+        c1, c2 = crossover(off[first], off[first + 1], rng)
+        off[first], off[first + 1] = c1, c2
+        changed[first] = changed[first + 1] = True
+    mutated = rng.random(n) < mutpb
+    if mutated.any():
+        off[mutated] = mutate(off[mutated], rng)
+        changed |= mutated
+    return off, changed
+
+
+def _evaluate_changed(
+    ev: _Evaluator, state: State, off: np.ndarray, off_fit: np.ndarray, changed: np.ndarray
+) -> int:
+    """Evaluate the changed offspring of the next generation into ``off_fit``; return how many."""
+    todo = np.flatnonzero(changed)
+    g = state.generation + 1
+    off_fit[todo] = ev.evaluate(off[todo], [(g, int(i)) for i in todo], state)
+    return len(todo)
+
+
+def _advance(
+    ev: _Evaluator,
+    state: State,
+    rng: np.random.Generator,
+    evals: int,
+    t0: float,
+    report: Callable[[State], dict[str, Any]] | None = None,
+) -> None:
+    """The population of ``state`` is the next generation's: count it, keep the generator's
+    state (a checkpoint resumes from here), write its statistics row."""
+    state.generation += 1
+    state.evaluations += evals
+    state.rng = dict(rng.bit_generator.state)
+    _stats(ev, state, evals, time.perf_counter() - t0, report(state) if report else None)
+
+
+# ---------------------------------------------------------------------------- loops
+def generational(
+    fitness: Fitness,
+    population: Population,
+    *,
+    executor: cf.Executor,
+    generations: int,
+    seed: int,
+    crossover: Crossover,
+    mutate: Mutate,
+    select: Select = operators.tournament,
+    cxpb: float = 0.9,
+    mutpb: float = 0.2,
+    elitism: int = 0,
+    weights: Sequence[float] = (1.0,),
+    log: Log = print,
+    resume: State | None = None,
+) -> Result:
+    """A generational GA: select ``n - elitism`` parents, vary them (DEAP's varAnd), evaluate
+    the changed offspring, keep the ``elitism`` best of the old population.
+
+    Args:
+        fitness: ``fitness(genome) -> number`` (``genome``: a 1-D array).  It may draw random
+            numbers from ``evocluster.rng()`` and Python's ``random``: both are seeded per task.
+        population: initial genomes ``(n, d)``, or a function of the master generator making them.
+        executor: where to evaluate (``evocluster.get_executor()``, any
+            ``concurrent.futures.Executor``).
+        generations: generations after the initial one.
+        seed: the run seed (master generator and every task's streams).
+        crossover, mutate, select: operators (module docstring).
+        cxpb: probability that a pair is crossed; mutpb: that an offspring is mutated.
+        elitism: how many of the best survive unchanged.
+        weights: ``(1.0,)`` maximise (default) or ``(-1.0,)`` minimise.
+        log: called with one line of statistics per generation (``None``: silent).
+        resume: a :class:`State` from an earlier call with the same seed: go on from it.
+
+    Returns:
+        :class:`Result`.
+
+    Raises:
+        ValueError: bad arguments; EvaluationError: an evaluation failed (with the last state).
+    """
+    w = _weights(weights)
+    _check_probability("cxpb", cxpb)
+    _check_probability("mutpb", mutpb)
+    state, rng, fresh = _start("generational", population, seed, w, resume)
+    n = len(state.genomes)
+    if not 0 <= elitism < n:
+        raise ValueError(f"elitism must be in [0, {n - 1}] for a population of {n}")
+    ev = _Evaluator(executor, fitness, seed, w, log)
+    if fresh is not None:
+        _evaluate_initial(ev, state, fresh)
+        state.rng = dict(rng.bit_generator.state)
+    while state.generation < generations:
+        t0 = time.perf_counter()
+        scores = _scalar_scores(state.fitness, w)
+        parents = select(scores, n - elitism, rng)
+        off, changed = _vary_pairs(state.genomes[parents], rng, crossover, mutate, cxpb, mutpb)
+        off_fit = state.fitness[parents].copy()
+        evals = _evaluate_changed(ev, state, off, off_fit, changed)
+        elite = operators.truncation(scores, elitism) if elitism else np.empty(0, dtype=np.int64)
+        state.genomes = np.concatenate([state.genomes[elite], off])
+        state.fitness = np.concatenate([state.fitness[elite], off_fit])
+        _advance(ev, state, rng, evals, t0)
+    return _result(state, w)
+
+
+def best(scores: np.ndarray, k: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """The ``k`` best (:func:`~evocluster.operators.truncation`) as a ``select``: the default
+    survivor selection of the evolution strategies."""
+    return operators.truncation(scores, k)
+
+
+def _var_or(
+    genomes: np.ndarray,
+    fitness: np.ndarray,
+    lam: int,
+    rng: np.random.Generator,
+    crossover: Crossover,
+    mutate: Mutate,
+    cxpb: float,
+    mutpb: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """DEAP's varOr: each of ``lam`` offspring is a crossover child (``cxpb``), a mutant
+    (``mutpb``) or a copy of a random parent.  Returns offspring, their known fitness, changed."""
+    if cxpb + mutpb > 1.0:
+        raise ValueError(f"cxpb + mutpb must be <= 1 (DEAP's varOr), got {cxpb + mutpb}")
+    n = len(genomes)
+    op = rng.random(lam)
+    first = rng.integers(0, n, lam)
+    second = rng.integers(0, n, lam)
+    off = genomes[first].copy()
+    off_fit = fitness[first].copy()
+    cx = op < cxpb
+    mu = (op >= cxpb) & (op < cxpb + mutpb)
+    if cx.any():
+        off[cx] = crossover(genomes[first[cx]], genomes[second[cx]], rng)[0]
+    if mu.any():
+        off[mu] = mutate(off[mu], rng)
+    return off, off_fit, cx | mu
+
+
+def _evolution_strategy(
+    plus: bool,
+    fitness: Fitness,
+    population: Population,
+    executor: cf.Executor,
+    generations: int,
+    seed: int,
+    lam: int,
+    crossover: Crossover,
+    mutate: Mutate,
+    select: Select,
+    cxpb: float,
+    mutpb: float,
+    weights: Sequence[float],
+    log: Log,
+    resume: State | None,
+) -> Result:
+    name = "mu_plus_lambda" if plus else "mu_comma_lambda"
+    w = _weights(weights)
+    _check_probability("cxpb", cxpb)
+    _check_probability("mutpb", mutpb)
+    state, rng, fresh = _start(name, population, seed, w, resume)
+    mu = len(state.genomes)
+    if lam < 1 or (not plus and lam < mu):
+        raise ValueError(f"lambda_ must be >= {1 if plus else mu} for {name}() with mu = {mu}")
+    ev = _Evaluator(executor, fitness, seed, w, log)
+    if fresh is not None:
+        _evaluate_initial(ev, state, fresh)
+        state.rng = dict(rng.bit_generator.state)
+    while state.generation < generations:
+        t0 = time.perf_counter()
+        off, off_fit, changed = _var_or(
+            state.genomes, state.fitness, lam, rng, crossover, mutate, cxpb, mutpb
+        )
+        evals = _evaluate_changed(ev, state, off, off_fit, changed)
+        if plus:
+            pool, pool_fit = (
+                np.concatenate([state.genomes, off]),
+                np.concatenate([state.fitness, off_fit]),
+            )
+        else:
+            pool, pool_fit = off, off_fit
+        keep = select(_scalar_scores(pool_fit, w), mu, rng)
+        state.genomes, state.fitness = pool[keep], pool_fit[keep]
+        _advance(ev, state, rng, evals, t0)
+    return _result(state, w)
+
+
+def mu_plus_lambda(
+    fitness: Fitness,
+    population: Population,
+    *,
+    executor: cf.Executor,
+    generations: int,
+    seed: int,
+    lambda_: int,
+    crossover: Crossover,
+    mutate: Mutate,
+    select: Select | None = None,
+    cxpb: float = 0.5,
+    mutpb: float = 0.5,
+    weights: Sequence[float] = (1.0,),
+    log: Log = print,
+    resume: State | None = None,
+) -> Result:
+    """(mu + lambda) evolution strategy: ``lambda_`` offspring by DEAP's varOr; the next
+    population is chosen from parents and offspring by ``select(scores, mu, rng)`` (default
+    :func:`best`: the ``mu`` best).  ``mu`` is the initial population's size.  Other
+    arguments, return value and errors as :func:`generational`."""
+    return _evolution_strategy(
+        True, fitness, population, executor, generations, seed, lambda_, crossover, mutate,
+        select or best, cxpb, mutpb, weights, log, resume,
+    )  # fmt: skip
+
+
+def mu_comma_lambda(
+    fitness: Fitness,
+    population: Population,
+    *,
+    executor: cf.Executor,
+    generations: int,
+    seed: int,
+    lambda_: int,
+    crossover: Crossover,
+    mutate: Mutate,
+    select: Select | None = None,
+    cxpb: float = 0.5,
+    mutpb: float = 0.5,
+    weights: Sequence[float] = (1.0,),
+    log: Log = print,
+    resume: State | None = None,
+) -> Result:
+    """(mu, lambda) evolution strategy: as :func:`mu_plus_lambda`, but the next population is
+    chosen from the offspring only (``lambda_ >= mu``)."""
+    return _evolution_strategy(
+        False, fitness, population, executor, generations, seed, lambda_, crossover, mutate,
+        select or best, cxpb, mutpb, weights, log, resume,
+    )  # fmt: skip
+
+
+def nsga2(
+    fitness: Fitness,
+    population: Population,
+    *,
+    executor: cf.Executor,
+    generations: int,
+    seed: int,
+    crossover: Crossover,
+    mutate: Mutate,
+    weights: Sequence[float],
+    cxpb: float = 0.9,
+    mutpb: float = 1.0,
+    log: Log = print,
+    resume: State | None = None,
+    report: Callable[[State], dict[str, Any]] | None = None,
+) -> Result:
+    """NSGA-II (Deb et al. 2002): parents by crowded binary tournament, offspring by varAnd,
+    the next population chosen from parents and offspring by non-dominated sorting and crowding
+    distance.
+
+    Args:
+        weights: one per objective, ``-1`` minimise, ``+1`` maximise.
+        report: optional ``report(state) -> dict`` whose items are added to each generation's
+            statistics (e.g. the hypervolume).
+        Others: as :func:`generational`.
+
+    Returns:
+        :class:`Result`; ``best`` is a member of the first front.
+    """
+    w = _weights(weights)
+    _check_probability("cxpb", cxpb)
+    _check_probability("mutpb", mutpb)
+    state, rng, fresh = _start("nsga2", population, seed, w, resume, single_objective=False)
+    n = len(state.genomes)
+    ev = _Evaluator(executor, fitness, seed, w, log)
+    if fresh is not None:
+        t0 = time.perf_counter()
+        state.fitness = ev.evaluate(fresh, [(0, i) for i in range(n)], state)
+        state.evaluations = n
+        state.rng = dict(rng.bit_generator.state)
+        _stats(ev, state, n, time.perf_counter() - t0, report(state) if report else None)
+    while state.generation < generations:
+        t0 = time.perf_counter()
+        scores = state.fitness * w
+        parents = pareto.crowded_tournament(scores, n, rng)
+        off, changed = _vary_pairs(state.genomes[parents], rng, crossover, mutate, cxpb, mutpb)
+        off_fit = state.fitness[parents].copy()
+        evals = _evaluate_changed(ev, state, off, off_fit, changed)
+        pool = np.concatenate([state.genomes, off])
+        pool_fit = np.concatenate([state.fitness, off_fit])
+        keep = pareto.nsga2_select(pool_fit * w, n)
+        state.genomes, state.fitness = pool[keep], pool_fit[keep]
+        _advance(ev, state, rng, evals, t0, report)
+    return _result(state, w)
+
+
+def steady_state(
+    fitness: Fitness,
+    population: Population,
+    *,
+    executor: cf.Executor,
+    evaluations: int,
+    seed: int,
+    crossover: Crossover,
+    mutate: Mutate,
+    select: Select = operators.tournament,
+    cxpb: float = 0.9,
+    weights: Sequence[float] = (1.0,),
+    deterministic: bool = False,
+    in_flight: int | None = None,
+    report_every: int | None = None,
+    log: Log = print,
+) -> Result:
+    """An asynchronous steady-state EA: no generational barrier, not even the first one.
+
+    ``in_flight`` evaluations are kept submitted.  The first ones are the initial population;
+    once two members are evaluated, offspring follow (two parents by ``select`` among the
+    evaluated members, crossed with ``cxpb``, then always mutated).  Whenever an evaluation
+    returns, an initial member takes its place in the population, an offspring replaces the
+    worst member if it is at least as good, and the next submission leaves at once.  A worker
+    never waits for the slowest evaluation of a generation.
+
+    ``deterministic=False`` (default) integrates results in the order they complete (the ones
+    that complete together as one batch, whose offspring are made in one vectorised step): the
+    best utilisation, but the run depends on timing.  ``deterministic=True`` integrates them in
+    submission order, one at a time: submission ``s`` is made from the population after results
+    ``0 .. s - in_flight``, whatever the workers do, so the result depends only on the seed and
+    ``in_flight``.  The price: while the oldest evaluation runs, finished ones wait to be
+    integrated, and a worker may idle.  Give ``in_flight`` 2-4 times the number of workers.
+
+    Args:
+        evaluations: offspring evaluations after the initial population.
+        in_flight: evaluations kept submitted.  Default: ``deterministic=False``: twice the
+            executor's workers; ``deterministic=True``: 64, independent of the workers (a number
+            that depends on them would make the result depend on them).
+        report_every: a statistics row every this many integrated results (default: the
+            population size).  Rows carry ``generation`` = rows so far - 1 and ``in_flight``.
+        Others: as :func:`generational`.
+
+    Returns:
+        :class:`Result` (its state cannot be resumed: evaluations in flight are not part of it).
+    """
+    w = _weights(weights)
+    _check_probability("cxpb", cxpb)
+    if evaluations < 0:
+        raise ValueError(f"evaluations must be >= 0, got {evaluations}")
+    state, rng, _ = _start("steady_state", population, seed, w, None)
+    ev = _Evaluator(executor, fitness, seed, w, log)
+    window = in_flight if in_flight is not None else (64 if deterministic else 2 * ev.workers)
+    if window < 1:
+        raise ValueError(f"in_flight must be >= 1, got {window}")
+    n = len(state.genomes)
+    total = n + evaluations
+    every = report_every or n
+    initial = state.genomes.copy()
+    scores = np.full(n, -np.inf)
+    known = np.zeros(n, dtype=bool)  # members evaluated so far
+    pending: dict[cf.Future[Any], tuple[int, np.ndarray]] = {}  # -> (submission, genome)
+    order: deque[cf.Future[Any]] = deque()  # submission order, for deterministic integration
+    finished: queue.SimpleQueue[cf.Future[Any]] = queue.SimpleQueue()  # filled by callbacks
+    count = {"submitted": 0, "integrated": 0, "since": 0}
+    t0 = [time.perf_counter()]
+
+    def offspring(k: int) -> np.ndarray:
+        """``k`` new genomes from the evaluated members, in one vectorised step."""
+        members = np.flatnonzero(known) if not known.all() else None
+        pool = scores if members is None else scores[members]
+        picked = select(pool, 2 * k, rng)
+        if members is not None:
+            picked = members[picked]
+        a, b = state.genomes[picked[0::2]], state.genomes[picked[1::2]]
+        crossed = rng.random(k) < cxpb
+        if crossed.any():
+            a[crossed] = crossover(a[crossed], b[crossed], rng)[0]
+        return np.asarray(mutate(a, rng))
+
+    def submit_ready() -> None:
+        """Fill the window: initial members first, then offspring once two are evaluated."""
+        s = count["submitted"]
+        room = min(window - len(pending), total - s)
+        genomes = list(initial[s : s + room]) if s < n else []
+        if len(genomes) < room and known.sum() >= 2:
+            genomes.extend(offspring(room - len(genomes)))
+        for g in genomes:
+            s = count["submitted"]
+            key = (0, s) if s < n else (_STEADY_KEY, s - n)
+            f = ev.submit(g, key)
+            pending[f] = (s, g)
+            order.append(f)
+            f.add_done_callback(finished.put)
+            count["submitted"] += 1
+
+    def integrate(f: cf.Future[Any]) -> None:
+        s, genome = pending.pop(f)
+        key = (0, s) if s < n else (_STEADY_KEY, s - n)
+        value = ev.collect(f, key, state)
+        score = value[0] * w[0]
+        if s < n:
+            slot = s
+        else:
+            members = np.flatnonzero(known)
+            slot = int(members[np.argmin(scores[members])])
+            if score < scores[slot]:
+                slot = -1  # worse than the worst: discarded
+        if slot >= 0:
+            state.genomes[slot], state.fitness[slot], scores[slot] = genome, value, score
+            known[slot] = True
+        count["integrated"] += 1
+        count["since"] += 1
+        state.evaluations += 1
+        if count["since"] == every or count["integrated"] == total:
+            fit = state.fitness[known]
+            _stats(
+                ev,
+                state,
+                count["since"],
+                time.perf_counter() - t0[0],
+                {"in_flight": len(pending)},
+                fit,
+            )
+            state.generation += 1
+            count["since"], t0[0] = 0, time.perf_counter()
+
+    try:
+        submit_ready()
+        while pending:
+            if deterministic:
+                done = [order.popleft()]
+            else:
+                done = _drain(finished)
+                if not done:  # nothing yet: block (under SCOOP, waiting drives it)
+                    done = list(cf.wait(pending, return_when=cf.FIRST_COMPLETED)[0])
+                done = sorted({f for f in done if f in pending}, key=lambda f: pending[f][0])
+            for f in done:
+                integrate(f)
+            submit_ready()
+    finally:
+        for f in pending:
+            f.cancel()
+    state.generation -= 1  # rows are numbered from 0, as generations are elsewhere
+    state.rng = dict(rng.bit_generator.state)
+    return _result(state, w)
+
+
+def _drain(q: queue.SimpleQueue[cf.Future[Any]]) -> list[cf.Future[Any]]:
+    out = []
+    while True:
+        try:
+            out.append(q.get_nowait())
+        except queue.Empty:
+            return out
+
+
+def ask_tell(
+    optimizer: Any,
+    fitness: Fitness,
+    *,
+    executor: cf.Executor,
+    seed: int,
+    iterations: int | None = None,
+    weights: Sequence[float] = (-1.0,),
+    log: Log = print,
+) -> Result:
+    """Evaluate an external ask/tell optimiser's candidates on the executor.
+
+    Each iteration: ``xs = optimizer.ask()``, their fitness evaluated in parallel (task keys
+    ``(iteration, index)``), ``optimizer.tell(xs, values)``; until ``optimizer.stop()`` is true
+    (when it has one) or ``iterations`` are done.  The optimiser's own randomness is its own:
+    seed it too (``cma.CMAEvolutionStrategy(x0, sigma0, {"seed": seed})``).
+
+    Args:
+        optimizer: has ``ask()`` and ``tell(solutions, values)``; ``stop()`` optional.
+        fitness: ``fitness(x) -> number``; values are told as they are, so minimise with the
+            ``cma`` package (``weights=(-1.0,)``, the default, says so to the statistics).
+        iterations: a cap on ask/tell rounds (``None``: until ``stop()``).
+        Others: as :func:`generational`.
+
+    Returns:
+        :class:`Result` whose state holds the last candidates; ``best`` is the best evaluated.
+
+    Raises:
+        ValueError: neither ``iterations`` nor ``optimizer.stop`` bounds the run.
+        EvaluationError: an evaluation failed.
+    """
+    w = _weights(weights)
+    if len(w) != 1:
+        raise ValueError("ask_tell() optimises one objective")
+    stop = getattr(optimizer, "stop", None)
+    if iterations is None and not callable(stop):
+        raise ValueError("give iterations=, or an optimizer with a stop() method")
+    ev = _Evaluator(executor, fitness, seed, w, log)
+    state: State | None = None
+    best: tuple[float, np.ndarray, np.ndarray] | None = None
+    it = 0
+    while iterations is None or it < iterations:
+        if callable(stop) and stop():
+            break
+        t0 = time.perf_counter()
+        xs = optimizer.ask()
+        genomes = np.array(xs, dtype=np.float64)
+        previous = state or State("ask_tell", seed, 0, genomes, np.empty((0, 1)), (-1.0,), {})
+        values = ev.evaluate(genomes, [(it, i) for i in range(len(genomes))], previous)
+        optimizer.tell(xs, values[:, 0].tolist())
+        it += 1
+        state = State(
+            algorithm="ask_tell",
+            seed=seed,
+            generation=it,
+            genomes=genomes,
+            fitness=values,
+            weights=tuple(float(x) for x in w),
+            rng={},
+            evaluations=previous.evaluations + len(genomes),
+            history=previous.history,
+        )
+        i = int(np.argmax(values[:, 0] * w[0]))
+        if best is None or values[i, 0] * w[0] > best[0]:
+            best = (values[i, 0] * w[0], genomes[i].copy(), values[i].copy())
+        _stats(ev, state, len(genomes), time.perf_counter() - t0, {"best": float(best[2][0])})
+    if state is None or best is None:
+        raise ValueError("the optimizer stopped before its first iteration")
+    return Result(state, best[1], best[2])
+
+
+def _result(state: State, w: np.ndarray) -> Result:
+    if len(w) == 1:
+        i = int(np.argmax(state.fitness[:, 0] * w[0]))
+    else:
+        i = int(pareto.non_dominated_fronts(state.fitness * w)[0][0])
+    return Result(state, state.genomes[i].copy(), state.fitness[i].copy())
+
+
+def hash_population(genomes: Iterable[Any]) -> str:
+    """SHA-256 of any population (e.g. DEAP individuals with their fitness values), as the
+    reproducibility tests compare them: each individual's ``repr``, in order."""
+    h = hashlib.sha256()
+    for ind in genomes:
+        h.update(repr(ind).encode())
+        values = getattr(getattr(ind, "fitness", None), "values", None)
+        if values is not None:
+            h.update(repr(tuple(values)).encode())
+    return h.hexdigest()

@@ -1,0 +1,132 @@
+"""Every job in jobs/ runs at a small size under serial, local, MPI and SCOOP, and a seeded job
+ends with the identical population everywhere: serial, local with 1, 2 and 8 workers,
+``mpiexec -n 2, 5, 17`` and ``python -m scoop -n 2, 4``.
+
+Each (job, configuration) runs once per session; the tests compare the population hashes the runs
+wrote in their JSON summaries (heavy_tail.py writes one per loop: the deterministic asynchronous
+one and the generational one).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import JOBS, MPIEXEC, launcher, output, run
+
+SCOOP = [sys.executable, "-m", "scoop"]
+
+#: job -> its arguments for a small run
+JOB_ARGS = {
+    "onemax.py": ["--ngen", "5", "--pop", "40", "--length", "30"],
+    "onemax_builtin.py": ["--ngen", "5", "--pop", "40", "--length", "30"],
+    "symbreg.py": ["--ngen", "3", "--pop", "40"],
+    "nsga2_zdt1.py": ["--ngen", "5", "--pop", "40"],
+    "rastrigin_cma.py": ["--iterations", "8", "--dim", "6", "--popsize", "10"],
+    "heavy_tail.py": [
+        *("--deterministic", "--in-flight", "8", "--evaluations", "60"),
+        *("--pop", "12", "--mean", "0.002"),
+    ],
+    "bigdata.py": ["--mb", "2", "--ngen", "3", "--mu", "6", "--lambda", "12"],
+}
+
+#: configuration -> (launcher command before the job, expected backend, expected workers)
+CONFIGS: dict[str, tuple[list[str], int | None, str, int]] = {
+    "serial": (["--backend", "serial"], None, "serial", 1),
+    "local-1": (["--backend", "local", "--workers", "1"], None, "local", 1),
+    "local-2": (["--backend", "local", "--workers", "2"], None, "local", 2),
+    "local-8": (["--backend", "local", "--workers", "8"], None, "local", 8),
+    "mpi-2": ([], 2, "mpi", 1),
+    "mpi-5": ([], 5, "mpi", 4),
+    "mpi-17": ([], 17, "mpi", 16),
+    "scoop-2": (["-n", "2"], None, "scoop", 1),
+    "scoop-4": (["-n", "4"], None, "scoop", 3),
+}
+
+_runs: dict[tuple[str, str], tuple[Any, dict[str, Any] | None]] = {}
+
+
+def job_run(job: str, config: str, where: Path) -> tuple[Any, dict[str, Any] | None]:
+    """Run ``job`` under ``config`` once; return (completed process, JSON summary or None)."""
+    if (job, config) not in _runs:
+        opts, ranks, _, _ = CONFIGS[config]
+        summary = where / f"{job}-{config}.json"
+        args = [str(JOBS / job), *JOB_ARGS[job], "--json", str(summary)]
+        if config.startswith("scoop"):
+            cmd = [*SCOOP, *opts, *args]
+        else:
+            if ranks is not None and MPIEXEC is None:
+                pytest.fail("mpiexec is not on PATH: install the test extras (mpich)")
+            cmd = launcher(*opts, *args, mpi=ranks)
+        r = run(cmd, timeout=300, cwd=where, no_leftovers=True)
+        _runs[job, config] = (r, json.loads(summary.read_text()) if summary.exists() else None)
+    return _runs[job, config]
+
+
+def hashes(summary: dict[str, Any]) -> dict[str, str]:
+    """Every population hash in a summary, by where it sits."""
+    found = {}
+    for key, value in summary.items():
+        if key == "population_sha256":
+            found["population"] = value
+        elif isinstance(value, dict) and "population_sha256" in value:
+            found[key] = value["population_sha256"]
+    return found
+
+
+@pytest.fixture(scope="module")
+def where(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("jobs")
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("job", list(JOB_ARGS))
+def test_job_gives_the_same_population_everywhere(job: str, config: str, where: Path) -> None:
+    r, summary = job_run(job, config, where)
+    assert r.returncode == 0, output(r)
+    assert summary is not None, output(r)
+    _, _, backend, workers = CONFIGS[config]
+    assert (summary["backend"], summary["n_workers"]) == (backend, workers), summary
+    if config == "serial":
+        assert hashes(summary), summary  # something to compare
+        return
+    ref_r, reference = job_run(job, "serial", where)
+    assert ref_r.returncode == 0 and reference is not None, output(ref_r)
+    assert hashes(summary) == hashes(reference), f"{job} under {config} differs from serial"
+
+
+def test_jobs_cover_every_job_file() -> None:
+    assert sorted(JOB_ARGS) == sorted(p.name for p in JOBS.glob("*.py"))
+
+
+@pytest.mark.parametrize("config", ["local-2", "mpi-5", "scoop-4"])
+def test_bigdata_dataset_crosses_once_per_worker(config: str, where: Path) -> None:
+    r, summary = job_run("bigdata.py", config, where)
+    assert r.returncode == 0 and summary is not None, output(r)
+    stats, data, workers = summary["stats"], summary["data_bytes"], summary["n_workers"]
+    tasks = summary["evaluations"]
+    assert tasks > 10 * workers, summary  # sent per task, the data would cross `tasks` times
+    # SCOOP: the master publishes it once as a shared constant, which SCOOP hands to each worker
+    copies = 1 if config.startswith("scoop") else workers
+    assert stats["functions_sent"] == copies, stats
+    assert copies * data <= stats["bytes_sent"] < (copies + 1) * data, (stats, data)
+
+
+def test_heavy_tail_reports_both_loops(where: Path) -> None:
+    r, summary = job_run("heavy_tail.py", "local-2", where)
+    assert r.returncode == 0 and summary is not None, output(r)
+    for loop in ("async", "generational"):
+        assert 0.0 < summary[loop]["utilisation"] <= 1.0, summary
+        assert summary[loop]["evaluations"] == 12 + 60, summary
+    assert "utilisation" in r.stdout, output(r)
+
+
+def test_nsga2_job_reports_hypervolume(where: Path) -> None:
+    r, summary = job_run("nsga2_zdt1.py", "serial", where)
+    assert r.returncode == 0 and summary is not None, output(r)
+    assert summary["last"]["hypervolume"] >= 0.0, summary
+    assert summary["true_front_hypervolume"] > 0.8, summary
+    assert r.stdout.count("hypervolume") >= 6, output(r)  # one per generation, and the total
