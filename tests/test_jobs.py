@@ -130,3 +130,23 @@ def test_nsga2_job_reports_hypervolume(where: Path) -> None:
     assert summary["last"]["hypervolume"] >= 0.0, summary
     assert summary["true_front_hypervolume"] > 0.8, summary
     assert r.stdout.count("hypervolume") >= 6, output(r)  # one per generation, and the total
+
+
+@pytest.mark.parametrize("config", ["local-2", "mpi-5", "scoop-4"])
+def test_asynchronous_loop_completes_everywhere(config: str, where: Path) -> None:
+    """The non-deterministic steady-state loop (completion order: done-callbacks, and
+    ``wait(FIRST_COMPLETED)`` when none is ready, which drives SCOOP) ends with every evaluation
+    integrated; its population is allowed to differ between runs."""
+    opts, ranks, _, workers = CONFIGS[config]
+    summary = where / f"async-{config}.json"
+    args = [str(JOBS / "heavy_tail.py"), "--mode", "async", "--evaluations", "150", "--pop", "12"]
+    args += ["--mean", "0.003", "--json", str(summary)]
+    cmd = (
+        [*SCOOP, *opts, *args] if config.startswith("scoop") else launcher(*opts, *args, mpi=ranks)
+    )
+    r = run(cmd, timeout=300, cwd=where, no_leftovers=True)
+    assert r.returncode == 0, output(r)
+    result = json.loads(summary.read_text())
+    assert result["n_workers"] == workers, result
+    assert result["async"]["evaluations"] == 12 + 150, result
+    assert 0.0 < result["async"]["utilisation"] <= 1.0, result
