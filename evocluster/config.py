@@ -40,6 +40,10 @@ class Options(NamedTuple):
     #: a chunk whose serialised size exceeds this many bytes is sent only to an idle worker, so a
     #: large transfer never waits behind a long evaluation (and never stalls the master's sends).
     prefetch_max_bytes: int = 256 * 1024
+    #: no prefetch for evaluations of chunk_target / 10 seconds or more whose durations spread more
+    #: than this (mean relative deviation): measured on W3 (lognormal, sigma 1) it lifts a
+    #: generational map from 0.46 to 0.49-0.50 efficiency; fixed-length tasks keep it
+    prefetch_spread: float = 0.3
     #: a waiting rank sleeps ``poll_fraction`` of the time it has been waiting, between poll_min
     #: and poll_max (a worker waiting for work) or master_poll_max (the master waiting for
     #: results).  A sleep-and-wake costs 20-90 us of CPU: so an idle rank wakes ever more rarely
@@ -62,6 +66,7 @@ _ENV = {
     "workers": ("EVOCLUSTER_WORKERS", int),
     "prefetch": ("EVOCLUSTER_PREFETCH", int),
     "prefetch_max_bytes": ("EVOCLUSTER_PREFETCH_MAX_BYTES", int),
+    "prefetch_spread": ("EVOCLUSTER_PREFETCH_SPREAD", float),
     "poll_min": ("EVOCLUSTER_POLL_MIN", float),
     "poll_max": ("EVOCLUSTER_POLL_MAX", float),
     "master_poll_max": ("EVOCLUSTER_MASTER_POLL_MAX", float),

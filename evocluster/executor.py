@@ -142,6 +142,10 @@ class _Scheduling:
         # --- state of whoever drives the pool (scheduler thread or SCOOP's main thread) ---
         self._jobs: deque[_Job] = deque()
         self._cost: dict[bytes, float] = {}  # seconds per item, per function
+        # relative spread of those costs (mean |deviation| / mean), per function: prefetching
+        # hides a round trip, but when durations vary it queues work behind a long evaluation
+        # while other workers idle (a generation's barrier then waits for it)
+        self._spread: dict[bytes, float] = {}
         #: what crossed the transport (the driver writes, anyone reads a copy)
         self.counters = dict.fromkeys(
             (
@@ -207,6 +211,17 @@ class _Scheduling:
                 if job.remaining <= 0:
                     job.done.set()
                 self._cv.notify_all()
+
+    def may_prefetch(self, job: _Job) -> bool:
+        """Whether a chunk of ``job`` may wait on a busy worker: not when its evaluations are
+        long enough (a tenth of the chunk target or more) that a round trip matters little, and so
+        uneven (spread above ``prefetch_spread``) that waiting behind one of them would idle
+        other workers."""
+        cost = self._cost.get(job.fn_key)
+        spread = self._spread.get(job.fn_key)
+        if cost is None or spread is None:
+            return True
+        return cost < 0.1 * self.options.chunk_target or spread <= self.options.prefetch_spread
 
     def _chunksize(self, job: _Job) -> int:
         left = job.n - job.next
@@ -278,6 +293,10 @@ class _Scheduling:
             per = elapsed / n
             old = self._cost.get(job.fn_key)
             self._cost[job.fn_key] = per if old is None else 0.5 * old + 0.5 * per
+            if old is not None:
+                dev = abs(per - old) / old
+                spread = self._spread.get(job.fn_key)
+                self._spread[job.fn_key] = dev if spread is None else 0.8 * spread + 0.2 * dev
         excs: dict[int, BaseException] = {i: unpack_exception(info) for i, info in errors.items()}
         try:
             values = loads(value_frames)
@@ -466,9 +485,12 @@ class _Pool(_Scheduling):
             job = chunk.job
             include = not self._known[w].touch(job.fn_key)
             size = chunk.nbytes + (frames_nbytes(job.fn_payload) if include else 0)
-            busy = self._load[w] > 0 and not self.transport.async_sends
-            if busy and size > self.options.prefetch_max_bytes:
-                self._staged = chunk  # wait for an idle worker: a big transfer needs a receiver
+            busy = self._load[w] > 0
+            big = not self.transport.async_sends and size > self.options.prefetch_max_bytes
+            if busy and (big or not self.may_prefetch(job)):
+                # wait for an idle worker: a big transfer needs a receiver, and an uneven
+                # evaluation must not queue behind a long one
+                self._staged = chunk
                 w = self._pick_worker(idle_only=True)
                 if w is None:
                     return
