@@ -839,7 +839,8 @@ def steady_state(
             key = (0, s) if s < n else (_STEADY_KEY, s - n)
             f = ev.submit(g, key)
             pending[f] = (s, g)
-            order.append(f)
+            if deterministic:
+                order.append(f)
             f.add_done_callback(finished.put)
             count["submitted"] += 1
 
