@@ -38,7 +38,7 @@ import hashlib
 import queue
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +55,6 @@ __all__ = [
     "ask_tell",
     "best",
     "generational",
-    "hash_population",
     "mu_comma_lambda",
     "mu_plus_lambda",
     "nsga2",
@@ -982,15 +981,3 @@ def _result(state: State, w: np.ndarray) -> Result:
     else:
         i = int(pareto.non_dominated_fronts(state.fitness * w)[0][0])
     return Result(state, state.genomes[i].copy(), state.fitness[i].copy())
-
-
-def hash_population(genomes: Iterable[Any]) -> str:
-    """SHA-256 of any population (e.g. DEAP individuals with their fitness values), as the
-    reproducibility tests compare them: each individual's ``repr``, in order."""
-    h = hashlib.sha256()
-    for ind in genomes:
-        h.update(repr(ind).encode())
-        values = getattr(getattr(ind, "fitness", None), "values", None)
-        if values is not None:
-            h.update(repr(tuple(values)).encode())
-    return h.hexdigest()
