@@ -146,6 +146,9 @@ class _Scheduling:
         # hides a round trip, but when durations vary it queues work behind a long evaluation
         # while other workers idle (a generation's barrier then waits for it)
         self._spread: dict[bytes, float] = {}
+        # typical time a worker spends on one chunk (moving average over all functions): how late
+        # a result may be noticed is a fraction of it
+        self._chunk_seconds = options.chunk_target
         #: what crossed the transport (the driver writes, anyone reads a copy)
         self.counters = dict.fromkeys(
             (
@@ -176,6 +179,10 @@ class _Scheduling:
     def wait_jobs(self, jobs: list[_Job]) -> None:
         """Block until every job in ``jobs`` is done."""
         raise NotImplementedError
+
+    def stats(self) -> dict[str, int]:
+        """A copy of :attr:`counters` (and of a transport's own, where it has some)."""
+        return dict(self.counters)
 
     def wakeup(self) -> None:
         """Tell the driver that jobs were cancelled (none by default: it notices when it runs)."""
@@ -290,6 +297,7 @@ class _Scheduling:
         _, _, value_frames, errors, elapsed = record
         job, n = chunk.job, chunk.stop - chunk.start
         if elapsed > 0:
+            self._chunk_seconds += 0.1 * (elapsed - self._chunk_seconds)
             per = elapsed / n
             old = self._cost.get(job.fn_key)
             self._cost[job.fn_key] = per if old is None else 0.5 * old + 0.5 * per
@@ -390,6 +398,9 @@ class _Pool(_Scheduling):
     def wakeup(self) -> None:
         self.transport.wakeup()
 
+    def stats(self) -> dict[str, int]:
+        return {**self.counters, **self.transport.stats()}
+
     def close(self, wait: bool = True, cancel: bool = False, timeout: float | None = None) -> bool:
         """Stop after the work in flight (``cancel``: drop what has not started); stop the
         workers.  Returns whether the scheduler ended (within ``timeout`` when waiting)."""
@@ -447,7 +458,11 @@ class _Pool(_Scheduling):
             idle = not self._inflight
             if closing and idle and self._staged is None and not self._has_work():
                 return
-            for worker, frames, reason in t.poll(_IDLE_POLL if idle else None):
+            if idle:
+                events = t.poll(_IDLE_POLL)
+            else:  # a late look at a result idles the worker it came from
+                events = t.poll(None, self.options.result_latency * self._chunk_seconds)
+            for worker, frames, reason in events:
                 if frames is None:
                     self._lost(worker, reason or "its connection closed")
                     continue
@@ -604,8 +619,10 @@ class Executor(_StdExecutor):
         """Counters of the pool since it started: ``chunks`` and ``items`` dispatched,
         ``functions_sent`` (callables shipped to a worker), ``messages_sent`` / ``bytes_sent`` and
         ``messages_received`` / ``bytes_received`` on the master's side of the transport (under
-        SCOOP: sealed tasks and broadcasts, sealed results; shared by every handle)."""
-        return dict(self._pool.counters)
+        SCOOP: sealed tasks and broadcasts, sealed results; shared by every handle).  Under MPI
+        also ``doorbells`` (workers woken by a ring when sent work, rather than by their next
+        poll) and ``rings``."""
+        return self._pool.stats()
 
     def _put(self, job: _Job) -> None:
         with self._lock:

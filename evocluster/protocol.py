@@ -19,6 +19,7 @@ from typing import Any
 
 __all__ = [
     "BYE",
+    "DOORBELL",
     "FAILED",
     "INIT",
     "READY",
@@ -26,6 +27,7 @@ __all__ = [
     "STOP",
     "TASK",
     "bye",
+    "doorbell",
     "failed",
     "init",
     "ready",
@@ -34,6 +36,7 @@ __all__ = [
     "task",
 ]
 
+DOORBELL = "doorbell"
 INIT = "init"
 TASK = "task"
 STOP = "stop"
@@ -41,6 +44,12 @@ READY = "ready"
 RESULT = "result"
 FAILED = "failed"
 BYE = "bye"
+
+
+def doorbell(hosts: list[str], port: int, token: bytes) -> tuple[Any, ...]:
+    """Master -> MPI worker, before INIT: where to connect for wake-up rings
+    (``backends/doorbell.py``); consumed by the worker's channel, never by the serve loop."""
+    return (DOORBELL, hosts, port, token)
 
 
 def init(job: dict[str, Any], options: dict[str, Any]) -> tuple[Any, ...]:

@@ -82,12 +82,21 @@ class Backoff:
     Each sleep is ``fraction`` of the time waited so far, clamped to ``[low, high]``.  A
     sleep-and-wake costs CPU (~20 us here), so wake-ups should be few while nothing happens; but
     work usually follows work, so the first ones come quickly, and the answer to a message never
-    comes later than about ``fraction`` of the time the loop had waited for it."""
+    comes later than about ``fraction`` of the time the loop had waited for it.
 
-    __slots__ = ("_fraction", "_high", "_low", "_since")
+    ``latency``, when given, caps each sleep at ``latency`` (something is expected that soon), or
+    at :data:`LONG_WAIT_FRACTION` of the time waited once that is more: a wait far longer than
+    expected (long evaluations after short ones) still wakes ever more rarely."""
 
-    def __init__(self, low: float, high: float, fraction: float) -> None:
-        self._low, self._high, self._fraction = low, high, fraction
+    __slots__ = ("_fraction", "_high", "_latency", "_low", "_since")
+
+    #: the sleep cap of a wait with a ``latency``, as a fraction of the time waited
+    LONG_WAIT_FRACTION = 0.01
+
+    def __init__(
+        self, low: float, high: float, fraction: float, latency: float | None = None
+    ) -> None:
+        self._low, self._high, self._fraction, self._latency = low, high, fraction, latency
         self.reset()
 
     def reset(self) -> None:
@@ -96,7 +105,10 @@ class Backoff:
     def next(self) -> float:
         """The next sleep length."""
         waited = time.monotonic() - self._since
-        return min(self._high, max(self._low, self._fraction * waited))
+        sleep = self._fraction * waited
+        if self._latency is not None:
+            sleep = min(sleep, max(self._latency, self.LONG_WAIT_FRACTION * waited))
+        return min(self._high, max(self._low, sleep))
 
 
 class Transport(abc.ABC):
@@ -118,10 +130,12 @@ class Transport(abc.ABC):
         scheduler sends large messages only to idle workers."""
 
     @abc.abstractmethod
-    def poll(self, timeout: float | None) -> list[Event]:
+    def poll(self, timeout: float | None, latency: float | None = None) -> list[Event]:
         """Wait up to ``timeout`` seconds (``None``: until something happens) for messages.
 
-        Returns early, possibly with an empty list, after :meth:`wakeup`.  Must not spin a core."""
+        Returns early, possibly with an empty list, after :meth:`wakeup`.  Must not spin a core.
+        ``latency``: how late a message may be noticed, for a transport that sleep-polls (one
+        that blocks in the kernel ignores it); the scheduler derives it from evaluation times."""
 
     @abc.abstractmethod
     def wakeup(self) -> None:
@@ -134,6 +148,10 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def close(self, stop_frames: Frames) -> None:
         """Send ``stop_frames`` to every live worker and release the transport."""
+
+    def stats(self) -> dict[str, int]:
+        """Counters of the transport's own, beyond the messages the scheduler counts."""
+        return {}
 
     def describe(self, worker: int) -> str:
         """A label for messages: which worker, where."""

@@ -47,7 +47,7 @@ class InlineTransport(Transport):
         if record[0] == protocol.TASK:
             self._out.append(dumps(self._worker.run(record)))
 
-    def poll(self, timeout: float | None) -> list[Event]:
+    def poll(self, timeout: float | None, latency: float | None = None) -> list[Event]:
         if not self._out:
             self._wake.wait(timeout)
         events: list[Event] = [(0, f, None) for f in self._out]
@@ -173,7 +173,7 @@ class ProcessTransport(Transport):
             self._selector.unregister(self._conns[worker])
             self._lost.append((worker, None, _exit_reason(self._procs[worker])))
 
-    def poll(self, timeout: float | None) -> list[Event]:
+    def poll(self, timeout: float | None, latency: float | None = None) -> list[Event]:
         events, self._lost = self._lost, []
         if events:
             return events

@@ -13,6 +13,9 @@ Why every wait is a sleep-poll: a blocking ``Recv`` in MPICH and Open MPI spins 
 on a 2-core machine: a rank waiting 5 s burns 4.9 s of CPU, and a master computing while 15 such
 workers wait runs 7-8x slower).  So both sides test for messages and sleep between tests with an
 exponential backoff (``poll_min`` .. ``poll_max``), which costs about 1 % CPU per idle rank.
+A worker sleeps on its doorbell (``doorbell.py``): the master rings it after each message, so it
+wakes at once instead of at its next look.  The master, waiting for results, sleeps no longer
+than the latency the scheduler allows (a fraction of a typical chunk's duration).
 
 Why large transfers are treated apart: a rendezvous transfer only progresses while *both* sides
 call into MPI.  The scheduler sends large chunks only to idle workers (who are polling, so they
@@ -32,6 +35,7 @@ from mpi4py import MPI
 
 from .. import config, protocol
 from ..serialization import Frames, dumps, loads
+from . import doorbell
 from .base import (
     Backoff,
     Channel,
@@ -139,6 +143,16 @@ class MPITransport(Transport):
         self._pending: list[list[Any]] = []
         # set by user threads (submit, cancel, shutdown): ends the scheduler's current sleep
         self._wake = threading.Event()
+        self._bells: doorbell.Doorbells | None = None
+        if options.doorbell and self.n_workers:
+            try:
+                self._bells = doorbell.Doorbells(self.n_workers)
+            except OSError:  # no TCP here: the workers poll
+                self._bells = None
+        if self._bells is not None:
+            bell = dumps(protocol.doorbell(*self._bells.address()))
+            for w in range(self.n_workers):
+                self.send(w, bell)
         init = dumps(protocol.init(job, {}))
         for w in range(self.n_workers):
             self.send(w, init)
@@ -150,6 +164,15 @@ class MPITransport(Transport):
         reqs, keep = _isend(self._comm, frames, worker + 1)
         if not MPI.Request.Testall(reqs):  # small messages complete at once (eager protocol)
             self._pending.append([reqs, keep, worker, idle])
+        if self._bells is not None:  # it may be asleep: wake it now
+            self._bells.ring(worker)
+
+    def stats(self) -> dict[str, int]:
+        bells = self._bells
+        return {
+            "doorbells": bells.connected if bells is not None else 0,
+            "rings": bells.rings if bells is not None else 0,
+        }
 
     def _progress(self) -> bool:
         """Test pending sends; return whether an urgent one is still under way."""
@@ -171,7 +194,7 @@ class MPITransport(Transport):
                 if p[2] == worker:
                     p[3] = True
 
-    def poll(self, timeout: float | None) -> list[Event]:
+    def poll(self, timeout: float | None, latency: float | None = None) -> list[Event]:
         self._progress()
         events = self._drain()
         if events:
@@ -182,7 +205,7 @@ class MPITransport(Transport):
                 return self._drain()
             return []
         o = self._opts
-        backoff = Backoff(o.poll_min, o.master_poll_max, o.poll_fraction)
+        backoff = Backoff(o.poll_min, o.master_poll_max, o.poll_fraction, latency)
         urgent = self._progress()
         while not self._wake.is_set():
             if urgent:
@@ -207,6 +230,8 @@ class MPITransport(Transport):
         _wait_sent([r for p in self._pending for r in p[0]], self._opts)
         self._pending.clear()
         _await_byes(self._comm, self.n_workers, self._opts)
+        if self._bells is not None:
+            self._bells.close()
 
     def abort(self, code: int) -> None:
         abort(code)
@@ -221,23 +246,45 @@ class MPIChannel(Channel):
         self.size = self._comm.Get_size()
         self.host = host()
         self._status = MPI.Status()
-        o = options
+        self._opts = o = options
         self._backoff = Backoff(o.poll_min, o.poll_max, o.poll_fraction)
         # the first message (INIT) comes while the whole job starts up, which takes seconds with
         # many ranks on few cores: a proportional sleep would then notice it late
         self._startup: Backoff | None = Backoff(o.poll_min, min(o.poll_max, 0.005), 1.0)
+        self._bell = doorbell.Bell(None)  # plain sleeps until the master's DOORBELL record
 
     def label(self) -> str:
         return f"worker rank {self.rank} of {self.size} on host {self.host} (pid {os.getpid()})"
 
+    @property
+    def has_doorbell(self) -> bool:
+        return self._bell.connected
+
     def recv(self) -> Frames:
+        first = self._startup is not None
         backoff, self._startup = self._startup or self._backoff, None
         backoff.reset()
         while True:
             msg = self._comm.Improbe(0, TAG_ENVELOPE, self._status)
             if msg is not None:
-                return _recv_matched(self._comm, msg, self._status)
-            time.sleep(backoff.next())  # the *why* of this module: never block in MPI, it spins
+                frames = _recv_matched(self._comm, msg, self._status)
+                if first:  # the master's first message is its doorbells' address, if it has any
+                    first = False
+                    record = loads(frames)
+                    if record[0] == protocol.DOORBELL:
+                        _, hosts, port, token = record
+                        self._bell = doorbell.connect(hosts, port, token, self.rank)
+                        if self._bell.connected:  # every message now comes with a ring, so an
+                            # idle wait may lengthen fast: each sleep as long as the wait so far
+                            o = self._opts
+                            self._backoff = Backoff(o.poll_min, o.poll_max, 1.0)
+                        continue  # INIT follows
+                return frames
+            # the *why* of this module: never block in MPI, it spins.  A ring ends the sleep; the
+            # message it announces may take a few more looks to show (MPICH's shared-memory queue
+            # is progressed by the probe), so the backoff starts again from its shortest sleep
+            if self._bell.wait(backoff.next()):
+                backoff.reset()
 
     def send(self, frames: Frames) -> None:
         reqs, keep = _isend(self._comm, frames, 0)
