@@ -179,6 +179,19 @@ def w3_sleeps(sz: Sizes) -> list[float]:
     return [float(x) for x in np.random.default_rng(sz.w3_seed).lognormal(mu, sz.w3_sigma, n)]
 
 
+def w3_engine_draws(sz: Sizes) -> list[float]:
+    """The durations the engine's generational variant evaluates (:func:`run_w3_engine`):
+    offspring ``i`` of generation ``g`` sleeps ``w3_draw`` under task key ``(g, i)``.  Mapping
+    them too puts the peers and the engine on exactly the same evaluations."""
+    from evocluster import rng as erng
+
+    return [
+        erng.call(w3_draw, sz.w3_seed, (g, i), sz.w3_mean_s, sz.w3_sigma)[0]
+        for g in range(sz.w3_generations)
+        for i in range(sz.w3_per_gen)
+    ]
+
+
 def _greedy_makespan(durations: list[float], workers: int) -> float:
     """The wall time of a zero-overhead pool that hands each task, in order, to the first free
     worker (greedy list scheduling)."""
@@ -188,11 +201,8 @@ def _greedy_makespan(durations: list[float], workers: int) -> float:
     return max(free)
 
 
-def run_w3(pmap: PMap, workers: int, sz: Sizes, fix: Workaround | None) -> dict[str, Any]:
-    """A generational loop: one map call per generation, its return the barrier."""
-    sleeps = w3_sleeps(sz)
-    per = sz.w3_per_gen
-    gens = [sleeps[g * per : (g + 1) * per] for g in range(sz.w3_generations)]
+def _w3_maps(pmap: PMap, workers: int, sleeps: list[float], per: int) -> dict[str, Any]:
+    gens = [sleeps[i : i + per] for i in range(0, len(sleeps), per)]
     ok = True
     t0 = time.perf_counter()
     for g in gens:
@@ -209,6 +219,18 @@ def run_w3(pmap: PMap, workers: int, sz: Sizes, fix: Workaround | None) -> dict[
         "eff_ceiling": ideal_s / greedy_s,  # what a zero-overhead pool would reach
         "correct": ok,
     }
+
+
+def run_w3(pmap: PMap, workers: int, sz: Sizes, fix: Workaround | None) -> dict[str, Any]:
+    """A generational loop: one map call per generation, its return the barrier; first over
+    :func:`w3_sleeps` (the list the peers were measured on), then over :func:`w3_engine_draws`
+    (``eff_engine_draws``: the engine's generational variant evaluates exactly these)."""
+    rec = _w3_maps(pmap, workers, w3_sleeps(sz), sz.w3_per_gen)
+    same = _w3_maps(pmap, workers, w3_engine_draws(sz), sz.w3_per_gen)
+    rec["eff_engine_draws"] = same["efficiency"]
+    rec["eff_engine_draws_vs_greedy"] = same["eff_vs_greedy"]
+    rec["correct"] = rec["correct"] and same["correct"]
+    return rec
 
 
 def run_w3_engine(executor: Any, workers: int, sz: Sizes) -> dict[str, Any]:
@@ -407,6 +429,7 @@ WORKLOADS: dict[str, Workload] = {
             engine=run_w3_engine,
             details=(
                 "eff_vs_greedy",
+                "eff_engine_draws",
                 *(f"{v}_util{e}" for v in ("async", "det", "gen") for e in ("", "_engine")),
             ),
         ),
