@@ -166,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         _say(str(e))
         return 2
     if mpi is not None and name == "mpi" and mpi.world()[0] > 0:
-        return int(mpi.serve_worker(options))
+        # import the job now, in parallel with the master's start-up.  A job that cannot be
+        # imported is reported after INIT, or never: for a bad job the master says why, once,
+        # and sends STOP instead
+        early = jobfile.spec(path, module, job_args) if path or module else None
+        return int(mpi.serve_worker(options, early))
 
     def release_workers() -> None:
         if name == "mpi":  # the workers wait for INIT: tell them to go home instead

@@ -145,8 +145,18 @@ def module_level_names(job: dict[str, Any]) -> set[str]:
         return set()
 
 
-def _prepare_sys(job: dict[str, Any]) -> None:
+def same_job(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two specs run the same code (their import paths may differ)."""
+    return all(a.get(k) == b.get(k) for k in ("path", "module", "args", "cwd"))
+
+
+def add_import_path(job: dict[str, Any]) -> None:
+    """Append the job's import path (the master's) to this process's."""
     sys.path.extend(p for p in job.get("sys_path", []) if p not in sys.path)
+
+
+def _prepare_sys(job: dict[str, Any]) -> None:
+    add_import_path(job)
     if job["path"] is not None:
         sys.argv = [job["path"], *job["args"]]
         sys.path.insert(0, os.path.dirname(job["path"]))

@@ -130,19 +130,35 @@ class Worker:
         return dumps(values)
 
 
-def serve(channel: Channel) -> int:
-    """Serve the master over ``channel`` until STOP.  Returns the process exit code."""
+def _import_job(job: dict[str, Any]) -> str | None:
+    """Import the job as a worker does; return the formatted traceback if that fails."""
+    try:
+        jobfile.import_for_worker(job)
+    except BaseException as e:  # report anything, even SystemExit from the job's module level
+        return "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    return None
+
+
+def serve(channel: Channel, job: dict[str, Any] | None = None) -> int:
+    """Serve the master over ``channel`` until STOP.  Returns the process exit code.
+
+    ``job``: the job as this worker's own command line describes it.  It is imported at once,
+    while the master starts up, rather than after INIT arrives (with many ranks on few cores the
+    two overlap); if INIT then names another job, that one is imported instead."""
+    early = _import_job(job) if job is not None else None
     record = loads(channel.recv())
     if record[0] == protocol.STOP:  # the master gave up before starting (bad command line)
         channel.send(dumps(protocol.bye()))
         return 0
-    _, job, _options = record
+    _, sent, _options = record
     label = channel.label()
-    try:
-        jobfile.import_for_worker(job)
-    except BaseException as e:  # report anything, even SystemExit from the job's module level
-        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-        channel.send(dumps(protocol.failed(f"{label} could not import the job:\n{tb}")))
+    if job is not None and jobfile.same_job(job, sent):
+        jobfile.add_import_path(sent)  # the master's import path, in case it differs
+        failure = early
+    else:
+        failure = _import_job(sent)
+    if failure is not None:
+        channel.send(dumps(protocol.failed(f"{label} could not import the job:\n{failure}")))
         # wait for the master to stop us: exiting now could end an MPI job before the master
         # has printed why.  Then exit 0: the master reports the failure and sets the run's exit
         # code (a worker exiting non-zero makes the MPI launcher kill the others, code 9)

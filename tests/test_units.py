@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import evocluster
-from evocluster import config, serialization
+from evocluster import config, protocol, serialization
 from evocluster.backends import base
 from evocluster.errors import ConfigurationError, RemoteError, RemoteTraceback
 from evocluster.worker import FunctionCache
@@ -151,3 +153,57 @@ def test_exceptions_come_home_or_as_stand_in() -> None:
     exc = serialization.unpack_exception(info)
     assert isinstance(exc, RemoteError) and exc.message == "1/2"
     assert exc.type_name.endswith("Awkward")
+
+
+_SERVE_SCRIPT = r"""
+import json, os, sys
+from evocluster import jobfile, protocol
+from evocluster.backends.base import Channel
+from evocluster.serialization import dumps, loads
+from evocluster.worker import serve
+
+class ListChannel(Channel):  # in memory: the master's records in, the worker's out
+    rank, size, host = 1, 2, "here"
+    def __init__(self, records):
+        self.inbox = [dumps(r) for r in records]
+        self.sent = []
+        self.imported_before_init = None
+    def recv(self):
+        if self.imported_before_init is None:
+            self.imported_before_init = os.path.exists(LOG)
+        return self.inbox.pop(0)
+    def send(self, frames):
+        self.sent.append(loads(frames)[0])
+
+LOG = sys.argv[3]  # read now: importing a job sets sys.argv
+early, sent = (jobfile.spec(p, None, []) for p in sys.argv[1:3])
+ch = ListChannel([protocol.init(sent, {}), protocol.stop()])
+code = serve(ch, early)
+print(json.dumps({"code": code, "sent": ch.sent, "early": ch.imported_before_init}))
+"""
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_worker_imports_its_own_job_early_and_the_master_s_if_it_differs(
+    tmp_path: Path, same: bool
+) -> None:
+    """A worker imports the job its command line names before INIT comes (in parallel with the
+    master's start-up), once; if INIT names another job, it imports that one and reports READY."""
+    log = tmp_path / "imports.log"
+    jobs = []
+    for name in ("a", "b"):
+        job = tmp_path / f"{name}.py"
+        job.write_text(f"with open({str(log)!r}, 'a') as fh:\n    fh.write({name!r} + '\\n')\n")
+        jobs.append(str(job))
+    early, sent = (jobs[0], jobs[0]) if same else (jobs[0], jobs[1])
+    proc = subprocess.run(
+        [sys.executable, "-c", _SERVE_SCRIPT, early, sent, str(log)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == {"code": 0, "sent": [protocol.READY, protocol.BYE], "early": True}, out
+    assert log.read_text().split() == (["a"] if same else ["a", "b"])

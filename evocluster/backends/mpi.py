@@ -341,8 +341,8 @@ def _await_byes(comm: Any, n_workers: int, options: config.Options) -> bool:
     return len(gone) == n_workers
 
 
-def serve_worker(options: config.Options) -> int:
-    """Run this rank as a worker until the master says STOP."""
+def serve_worker(options: config.Options, job: dict[str, Any] | None = None) -> int:
+    """Run this rank as a worker until the master says STOP (``job``: see ``worker.serve``)."""
     from ..worker import serve
 
-    return serve(MPIChannel(options))
+    return serve(MPIChannel(options), job)
