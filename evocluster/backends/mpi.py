@@ -184,8 +184,10 @@ class MPITransport(Transport):
     def _drain(self) -> list[Event]:
         events: list[Event] = []
         status = self._status
-        while True:
-            msg = self._comm.Improbe(MPI.ANY_SOURCE, TAG_ENVELOPE, status)
+        while True:  # two looks, as in MPIChannel.recv
+            msg = self._comm.Improbe(MPI.ANY_SOURCE, TAG_ENVELOPE, status) or self._comm.Improbe(
+                MPI.ANY_SOURCE, TAG_ENVELOPE, status
+            )
             if msg is None:
                 return events
             worker = status.Get_source() - 1
@@ -265,7 +267,12 @@ class MPIChannel(Channel):
         backoff, self._startup = self._startup or self._backoff, None
         backoff.reset()
         while True:
-            msg = self._comm.Improbe(0, TAG_ENVELOPE, self._status)
+            # MPICH's shared-memory channel: a probe that progresses a queued message does not
+            # match it yet, the next one does (measured: a message waiting since long before is
+            # seen on the 2nd look, every time).  So look twice before sleeping.
+            msg = self._comm.Improbe(0, TAG_ENVELOPE, self._status) or self._comm.Improbe(
+                0, TAG_ENVELOPE, self._status
+            )
             if msg is not None:
                 frames = _recv_matched(self._comm, msg, self._status)
                 if first:  # the master's first message is its doorbells' address, if it has any
