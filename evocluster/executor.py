@@ -69,6 +69,7 @@ class _Job:
         "errors",
         "fn_key",
         "fn_payload",
+        "frames",
         "future",
         "item_bytes",
         "items",
@@ -107,6 +108,7 @@ class _Job:
         self.values: list[Any] = [_PENDING] * self.n if future is None else []
         self.errors: dict[int, BaseException] = {}
         self.cancelled = False  # set by any thread; the scheduler stops dispatching
+        self.frames: Any = None  # a submit's arguments, already serialised (a one-item job)
         self.done = threading.Event()
         if self.n == 0:
             self.done.set()
@@ -262,7 +264,7 @@ class _Scheduling:
             job.next = stop
             items = job.items[start:stop]
             try:
-                frames = dumps_args((items, job.star, job.kwargs), job.policy)
+                frames = job.frames or dumps_args((items, job.star, job.kwargs), job.policy)
             except Exception as e:
                 self._settle(job, start, stop, [], {-1: self._diagnose(job, start, items, e)})
                 continue
@@ -597,7 +599,8 @@ class Executor(_StdExecutor):
         )
         self._policy = opts.serialization
         self._pool, self._owns_pool = self._open(opts)
-        self._jobs: list[_Job] = []
+        self._jobs: list[_Job] = []  # this executor's jobs, for shutdown (finished ones too)
+        self._prune_at = 64
         self._shutdown = False
         self._lock = threading.Lock()
 
@@ -629,7 +632,9 @@ class Executor(_StdExecutor):
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             self._pool.put(job)  # raises BrokenPool once a worker was lost
-            self._jobs = [j for j in self._jobs if not j.done.is_set()]
+            if len(self._jobs) >= self._prune_at:  # drop finished jobs, amortised O(1)
+                self._jobs = [j for j in self._jobs if not j.done.is_set()]
+                self._prune_at = max(64, 2 * len(self._jobs))
             self._jobs.append(job)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
@@ -642,9 +647,16 @@ class Executor(_StdExecutor):
             SerializationError: ``fn`` or the arguments cannot reach the workers.
         """
         key, payload = self._pool.functions.lookup(sharing.bind(fn), self._policy)
-        serialization.check((args, kwargs), "args", self._policy)
+        kw = kwargs or None
+        # pickled once, here: the check, and the chunk the scheduler sends (a snapshot of the
+        # arguments at submit time)
+        frames = serialization.checked_dumps_args(
+            ([args], True, kw), (args, kwargs), "args", self._policy
+        )
         future = self._pool.new_future()
-        self._put(_Job(key, payload, [args], True, kwargs or None, 1, future, self._policy))
+        job = _Job(key, payload, [args], True, kw, 1, future, self._policy)
+        job.frames = frames
+        self._put(job)
         self._pool.step()
         return future
 

@@ -50,6 +50,7 @@ __all__ = [
     "Frames",
     "FunctionTable",
     "check",
+    "checked_dumps_args",
     "dumps",
     "dumps_args",
     "explain_load_error",
@@ -248,10 +249,16 @@ def serialize_callable(fn: Callable[..., Any], policy: str) -> Frames:
 
 def check(obj: Any, label: str, policy: str) -> None:
     """Raise :class:`SerializationError` now if ``obj`` (arguments) could not reach the workers."""
+    checked_dumps_args(obj, obj, label, policy)
+
+
+def checked_dumps_args(obj: Any, blame: Any, label: str, policy: str) -> Frames:
+    """:func:`dumps_args`, raising :class:`SerializationError` that names the part of ``blame``
+    (what the user passed, labelled ``label``) that cannot be pickled."""
     try:
-        dumps_args(obj, policy)
+        return dumps_args(obj, policy)
     except _REFUSED as e:
-        raise SerializationError(_explain(obj, label, e, policy)) from None
+        raise SerializationError(_explain(blame, label, e, policy)) from None
 
 
 def _describe(obj: Any) -> str:

@@ -207,3 +207,30 @@ def test_worker_imports_its_own_job_early_and_the_master_s_if_it_differs(
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out == {"code": 0, "sent": [protocol.READY, protocol.BYE], "early": True}, out
     assert log.read_text().split() == (["a"] if same else ["a", "b"])
+
+
+class _CountsPickling:
+    """Counts how often the master pickles it (the count itself does not travel)."""
+
+    pickled = 0
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        type(self).pickled += 1
+        return (_Plain, ())
+
+
+class _Plain:
+    pass
+
+
+def _kind(x: object) -> str:
+    return type(x).__name__
+
+
+def test_submit_pickles_its_arguments_once() -> None:
+    """``submit`` serialises the arguments once: that pickle is both the early check and what
+    the worker receives (a snapshot taken at submit time)."""
+    with evocluster.Executor(backend="local", workers=1) as ex:
+        arg = _CountsPickling()
+        assert ex.submit(_kind, arg).result(timeout=60) == "_Plain"
+        assert _CountsPickling.pickled == 1
