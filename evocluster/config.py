@@ -114,8 +114,9 @@ def resolve(**kwargs: Any) -> Options:
         try:
             values[name] = conv(raw)
         except ValueError as e:
-            kind = "on/off value (1/0, yes/no, on/off)" if conv is _flag else conv.__name__
-            raise ConfigurationError(f"{var}={raw!r} is not a valid {kind}") from e
+            kind = conv.__name__ if conv is not _flag else "on/off value"
+            hint = " (1/0, true/false, yes/no, on/off)" if conv is _flag else ""
+            raise ConfigurationError(f"{var}={raw!r} is not a valid {kind}{hint}") from e
     opts = Options(**values)
     _validate(opts)
     return opts

@@ -108,6 +108,14 @@ def _wait_active(reqs: list[Any]) -> None:
         delay = min(delay * 2, 1e-3)
 
 
+def _probe(comm: Any, source: int, status: Any) -> Any:
+    """``Improbe`` for an envelope from ``source``, looked for twice.  MPICH's shared-memory
+    channel: a probe that progresses a queued message does not match it yet, the next one does
+    (measured: a message queued long before is seen on the 2nd look, every time).  Looking only
+    once would cost a sleep per message."""
+    return comm.Improbe(source, TAG_ENVELOPE, status) or comm.Improbe(source, TAG_ENVELOPE, status)
+
+
 def _recv_matched(comm: Any, msg: Any, status: Any) -> Frames:
     env = bytearray(status.Get_count(MPI.BYTE))
     source = status.Get_source()
@@ -184,10 +192,8 @@ class MPITransport(Transport):
     def _drain(self) -> list[Event]:
         events: list[Event] = []
         status = self._status
-        while True:  # two looks, as in MPIChannel.recv
-            msg = self._comm.Improbe(MPI.ANY_SOURCE, TAG_ENVELOPE, status) or self._comm.Improbe(
-                MPI.ANY_SOURCE, TAG_ENVELOPE, status
-            )
+        while True:
+            msg = _probe(self._comm, MPI.ANY_SOURCE, status)
             if msg is None:
                 return events
             worker = status.Get_source() - 1
@@ -258,21 +264,12 @@ class MPIChannel(Channel):
     def label(self) -> str:
         return f"worker rank {self.rank} of {self.size} on host {self.host} (pid {os.getpid()})"
 
-    @property
-    def has_doorbell(self) -> bool:
-        return self._bell.connected
-
     def recv(self) -> Frames:
         first = self._startup is not None
         backoff, self._startup = self._startup or self._backoff, None
         backoff.reset()
         while True:
-            # MPICH's shared-memory channel: a probe that progresses a queued message does not
-            # match it yet, the next one does (measured: a message waiting since long before is
-            # seen on the 2nd look, every time).  So look twice before sleeping.
-            msg = self._comm.Improbe(0, TAG_ENVELOPE, self._status) or self._comm.Improbe(
-                0, TAG_ENVELOPE, self._status
-            )
+            msg = _probe(self._comm, 0, self._status)
             if msg is not None:
                 frames = _recv_matched(self._comm, msg, self._status)
                 if first:  # the master's first message is its doorbells' address, if it has any
@@ -287,9 +284,8 @@ class MPIChannel(Channel):
                             self._backoff = Backoff(o.poll_min, o.poll_max, 1.0)
                         continue  # INIT follows
                 return frames
-            # the *why* of this module: never block in MPI, it spins.  A ring ends the sleep; the
-            # message it announces may take a few more looks to show (MPICH's shared-memory queue
-            # is progressed by the probe), so the backoff starts again from its shortest sleep
+            # the *why* of this module: never block in MPI, it spins.  A ring ends the sleep, and
+            # the backoff starts again from its shortest sleep: the message is here or imminent
             if self._bell.wait(backoff.next()):
                 backoff.reset()
 
@@ -338,7 +334,7 @@ def _await_byes(comm: Any, n_workers: int, options: config.Options) -> bool:
     backoff = Backoff(options.poll_min, options.master_poll_max, options.poll_fraction)
     deadline = time.monotonic() + BYE_TIMEOUT
     while len(gone) < n_workers and time.monotonic() < deadline:
-        msg = comm.Improbe(MPI.ANY_SOURCE, TAG_ENVELOPE, status)
+        msg = _probe(comm, MPI.ANY_SOURCE, status)
         if msg is None:
             time.sleep(backoff.next())
             continue
