@@ -109,9 +109,9 @@ class _Job:
         self.errors: dict[int, BaseException] = {}
         self.cancelled = False  # set by any thread; the scheduler stops dispatching
         self.frames: Any = None  # a submit's arguments, already serialised (a one-item job)
-        self.done = threading.Event()
-        if self.n == 0:
-            self.done.set()
+        # settled: set under the pool's condition, which is notified then (no Event per job: a
+        # submit would pay for two Conditions instead of its Future's one)
+        self.done = self.n == 0
 
 
 class _Chunk:
@@ -218,14 +218,18 @@ class _Scheduling:
                     job.remaining -= job.n - job.next
                 job.next = job.n
                 if job.remaining <= 0:
-                    job.done.set()
+                    job.done = True
                 self._cv.notify_all()
 
     def may_prefetch(self, job: _Job) -> bool:
-        """Whether a chunk of ``job`` may wait on a busy worker: not when its evaluations are
-        long enough (a tenth of the chunk target or more) that a round trip matters little, and so
-        uneven (spread above ``prefetch_spread``) that waiting behind one of them would idle
-        other workers."""
+        """Whether a chunk of ``job`` may wait on a busy worker.  Not for a ``map`` whose
+        evaluations are long enough (a tenth of the chunk target or more) that a round trip
+        matters little, and so uneven (spread above ``prefetch_spread``) that waiting behind one
+        of them would idle other workers at the map's end, where its caller waits for all.  A
+        ``submit`` may: its caller keeps work coming (an asynchronous loop keeps a window in
+        flight), and a task held back costs its worker a round trip every time."""
+        if job.future is not None:
+            return True
         cost = self._cost.get(job.fn_key)
         spread = self._spread.get(job.fn_key)
         if cost is None or spread is None:
@@ -339,7 +343,7 @@ class _Scheduling:
                         job.values[i] = values[i - start]
             job.remaining -= stop - start
             if job.remaining <= 0:
-                job.done.set()
+                job.done = True
             self._cv.notify_all()
 
     def _fail(self, jobs: list[_Job], reason: str) -> None:
@@ -357,7 +361,7 @@ class _Scheduling:
                             job.errors[i] = BrokenPool(reason)
                 job.remaining = 0
                 job.next = job.n
-                job.done.set()
+                job.done = True
             self._cv.notify_all()
 
 
@@ -432,8 +436,10 @@ class _Pool(_Scheduling):
             return job.values[i]
 
     def wait_jobs(self, jobs: list[_Job]) -> None:
-        for job in jobs:
-            job.done.wait()
+        with self._cv:
+            for job in jobs:
+                while not job.done:
+                    self._cv.wait()
 
     # ------------------------------------------------------------------ scheduler thread
     def _run(self) -> None:
@@ -633,7 +639,7 @@ class Executor(_StdExecutor):
                 raise RuntimeError("cannot schedule new futures after shutdown")
             self._pool.put(job)  # raises BrokenPool once a worker was lost
             if len(self._jobs) >= self._prune_at:  # drop finished jobs, amortised O(1)
-                self._jobs = [j for j in self._jobs if not j.done.is_set()]
+                self._jobs = [j for j in self._jobs if not j.done]
                 self._prune_at = max(64, 2 * len(self._jobs))
             self._jobs.append(job)
 

@@ -5,12 +5,16 @@ numbers for the same individual whatever worker runs it.  The seed therefore tra
 task*: :func:`call` is what the engine sends, ``call(fn, seed, key, *args)``, and on the worker it
 
 * makes :func:`rng` return a ``numpy.random.Generator`` seeded from
-  ``numpy.random.SeedSequence(seed, spawn_key=key)`` (created on first use: a fitness that draws
-  nothing pays ~25 µs for the ``random`` seeding below, not for a generator), and
-* seeds Python's ``random`` module from the same sequence, restoring its previous state afterwards
-  (the serial backend evaluates in the master's own process).  ``random`` has one state per
-  process: in a *thread* pool, evaluations running at once share it, and only :func:`rng` is
-  reproducible there (evocluster's workers are processes).
+  ``numpy.random.SeedSequence(seed, spawn_key=key)``, created on first use (the sequence alone
+  costs ~25 µs: a fitness that draws nothing does not pay it), and
+* seeds Python's ``random`` module from the same ``(seed, key)`` (``random.seed`` of a string
+  naming them, which ``random`` hashes with SHA-512; ~7 µs).  Where the process does something
+  else too -- the serial backend evaluates in the master's own process, SCOOP's root may
+  evaluate -- the previous state of ``random`` is restored afterwards (~25 µs more).  An
+  evocluster worker process only evaluates, and every evaluation seeds ``random`` anew, so it
+  skips the restore.  ``random`` has one state per process: in a *thread* pool, evaluations
+  running at once share it, and only :func:`rng` is reproducible there (evocluster's workers
+  are processes).
 
 ``key`` is a stable identity of the evaluation (the engine uses ``(generation, index)``, or the
 submission number in the steady-state loop), never a worker number or a clock.  A generator pickled
@@ -49,9 +53,14 @@ def seed_sequence(seed: int, key: Sequence[int]) -> np.random.SeedSequence:
     Raises:
         ValueError: ``seed`` or an element of ``key`` is negative.
     """
+    return np.random.SeedSequence(seed, spawn_key=_checked(seed, key))
+
+
+def _checked(seed: int, key: Sequence[int]) -> tuple[int, ...]:
+    """``key`` as a tuple of ints, once ``seed`` and it are known to be >= 0."""
     if seed < 0 or any(k < 0 for k in key):
         raise ValueError(f"seeds and task keys must be >= 0, got seed {seed} and key {tuple(key)}")
-    return np.random.SeedSequence(seed, spawn_key=tuple(int(k) for k in key))
+    return tuple(int(k) for k in key)
 
 
 def master(seed: int) -> np.random.Generator:
@@ -60,13 +69,25 @@ def master(seed: int) -> np.random.Generator:
 
 
 class _Evaluation:
-    __slots__ = ("generator", "key", "seed", "sequence")
+    __slots__ = ("generator", "key", "seed")
 
     def __init__(self, seed: int, key: tuple[int, ...]) -> None:
         self.seed = seed
         self.key = key
-        self.sequence = seed_sequence(seed, (1 << 32, *key))  # 2**32: apart from master(seed)
-        self.generator: np.random.Generator | None = None
+        self.generator: np.random.Generator | None = None  # made by the first rng() call
+
+    def make_generator(self) -> np.random.Generator:
+        sequence = seed_sequence(self.seed, (1 << 32, *self.key))  # 2**32: apart from master(seed)
+        self.generator = np.random.Generator(np.random.PCG64(sequence))
+        return self.generator
+
+
+def _dedicated_worker() -> bool:
+    """Whether this process is an evocluster worker serving a master (it only evaluates, so no
+    one else reads its ``random`` state).  Looked up, not imported: a fitness evaluated in the
+    master's process must not import the worker's modules."""
+    worker = sys.modules.get("evocluster.worker")
+    return worker is not None and bool(getattr(worker, "serving", False))
 
 
 def rng() -> np.random.Generator:
@@ -85,9 +106,7 @@ def rng() -> np.random.Generator:
             "evocluster.rng.call): outside an evaluation there is no task to seed it from; on the "
             "master use evocluster.rng.master(seed)"
         )
-    if ev.generator is None:
-        ev.generator = np.random.Generator(np.random.PCG64(ev.sequence))
-    return ev.generator
+    return ev.generator if ev.generator is not None else ev.make_generator()
 
 
 def call(
@@ -102,10 +121,10 @@ def call(
         ``(value, seconds)``: what ``fn`` returned and how long it ran (the worker's own clock,
         for the engine's utilisation figures).
     """
-    ev = _Evaluation(seed, (key,) if isinstance(key, int | np.integer) else tuple(key))
+    ev = _Evaluation(seed, _checked(seed, (key,) if isinstance(key, int | np.integer) else key))
     previous = getattr(_local, "current", None)
-    state = random.getstate()
-    random.seed(int(ev.sequence.generate_state(2, np.uint64)[0]))
+    state = None if _dedicated_worker() else random.getstate()
+    random.seed(f"evocluster.rng {seed} {ev.key}")
     _local.current = ev
     start = time.perf_counter()
     try:
@@ -113,7 +132,8 @@ def call(
     finally:
         elapsed = time.perf_counter() - start
         _local.current = previous
-        random.setstate(state)
+        if state is not None:
+            random.setstate(state)
     return value, elapsed
 
 

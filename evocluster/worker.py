@@ -24,6 +24,10 @@ __all__ = ["FN_CACHE_SIZE", "FunctionCache", "Worker", "serve"]
 #: (same size, same order of use), so it knows without asking whether to send a callable again.
 FN_CACHE_SIZE = 128
 
+#: True once this process serves a master (:func:`serve`): it then only evaluates.  Read by
+#: ``evocluster.rng``, which skips restoring Python's ``random`` state after each evaluation here.
+serving = False
+
 
 class _Unloadable:
     """A cached callable whose payload failed to load: every chunk using it reports the failure."""
@@ -167,6 +171,8 @@ def serve(channel: Channel, job: dict[str, Any] | None = None) -> int:
         channel.send(dumps(protocol.bye()))
         return 0
     channel.send(dumps(protocol.ready(channel.rank, channel.host, os.getpid())))
+    global serving
+    serving = True
     worker = Worker(label)
     while True:
         record = loads(channel.recv())

@@ -147,6 +147,7 @@ class ProcessTransport(Transport):
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        self._wake_pending = False  # see wakeup()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_r, selectors.EVENT_READ, -1)
         for w, conn in enumerate(self._conns):
@@ -190,10 +191,17 @@ class ProcessTransport(Transport):
         return events
 
     def wakeup(self) -> None:
+        # one byte per wake-up, not per submit: the flag says a byte is (or is about to be) in
+        # the pipe.  The scheduler clears it before it takes the queued jobs, so a job queued
+        # after that finds it clear and writes.
+        if self._wake_pending:
+            return
+        self._wake_pending = True
         with contextlib.suppress(BlockingIOError):  # a full pipe: a wake-up is pending anyway
             os.write(self._wake_w, b"x")
 
     def clear_wakeup(self) -> None:
+        self._wake_pending = False
         try:
             while os.read(self._wake_r, 4096):
                 pass

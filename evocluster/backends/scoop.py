@@ -543,7 +543,7 @@ class _ScoopPool(_Scheduling):
         return value
 
     def wait_jobs(self, jobs: list[_Job]) -> None:
-        self.drive(lambda: all(j.done.is_set() for j in jobs), None)
+        self.drive(lambda: all(j.done for j in jobs), None)
 
     def step(self) -> None:
         """Make progress without blocking: dispatch what fits, collect what has arrived."""

@@ -1,0 +1,71 @@
+"""Scheduling decisions of the pool, observed on a real local worker: which chunks may wait on a
+busy worker (prefetch), and which are held back until one is idle."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import evocluster
+
+
+def gated(seconds: float, gate: str | None = None, started: str | None = None) -> float:
+    """Sleep ``seconds``; then, given a ``gate`` path, mark ``started`` and wait until the gate
+    exists (the test opens it when it has looked)."""
+    time.sleep(seconds)
+    if started is not None:
+        Path(started).touch()
+    while gate is not None and not os.path.exists(gate):
+        time.sleep(0.005)
+    return seconds
+
+
+def _sent(ex: Any) -> int:
+    return int(ex.stats()["messages_sent"])
+
+
+def _wait_for(what: Any, deadline_s: float = 30.0) -> None:
+    end = time.monotonic() + deadline_s
+    while not what():
+        assert time.monotonic() < end, "the pool did not get there"
+        time.sleep(0.005)
+
+
+def _teach_uneven_long(ex: Any) -> None:
+    """Calls of ``gated`` take >= 1 ms and spread far above ``prefetch_spread``."""
+    assert list(ex.map(gated, [0.002, 0.03] * 4)) == [0.002, 0.03] * 4
+
+
+def test_uneven_long_map_items_wait_for_an_idle_worker(tmp_path: Path) -> None:
+    gate, started = str(tmp_path / "open"), str(tmp_path / "started")
+    with evocluster.Executor(backend="local", workers=1) as ex:
+        _teach_uneven_long(ex)
+        before = _sent(ex)
+        results = ex.map(gated, [0.0, 0.0], [gate, None], [started, None])
+        try:  # the scheduler looked at both items in the pass that sent the first one
+            _wait_for(lambda: os.path.exists(started))
+            held_back = _sent(ex) - before
+        finally:
+            Path(gate).touch()  # never leave the worker blocked
+        assert list(results) == [0.0, 0.0]
+        assert held_back == 1  # the second item was not queued behind the blocked one
+        assert _sent(ex) - before == 2
+
+
+def test_uneven_long_submits_are_prefetched(tmp_path: Path) -> None:
+    gate = str(tmp_path / "open")
+    with evocluster.Executor(backend="local", workers=1) as ex:
+        _teach_uneven_long(ex)
+        before = _sent(ex)
+        first = ex.submit(gated, 0.0, gate)
+        second = ex.submit(gated, 0.0)
+        try:
+            # both reach the one worker while the first is still blocked: the caller of submit
+            # keeps a window in flight, and a held-back task would cost its worker a round trip
+            _wait_for(lambda: _sent(ex) - before == 2, deadline_s=5.0)
+            assert not first.done() and not second.done()
+        finally:
+            Path(gate).touch()  # never leave the worker blocked
+        assert (first.result(timeout=30), second.result(timeout=30)) == (0.0, 0.0)
