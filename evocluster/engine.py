@@ -782,9 +782,12 @@ def steady_state(
 
     Args:
         evaluations: offspring evaluations after the initial population.
-        in_flight: evaluations kept submitted.  Default: ``deterministic=False``: twice the
-            executor's workers; ``deterministic=True``: 64, independent of the workers (a number
-            that depends on them would make the result depend on them).
+        in_flight: evaluations kept submitted.  Default: ``deterministic=False``: three times
+            the executor's workers (on evocluster's pools each worker holds one running and one
+            prefetched, and the master one more, sent at once to the worker that frees first:
+            on W3, 16 workers, utilisation 0.84-0.85 with twice, 0.86-0.87 with three times);
+            ``deterministic=True``: 64, independent of the workers (a number that depends on
+            them would make the result depend on them).
         report_every: a statistics row every this many integrated results (default: the
             population size).  Rows carry ``generation`` = rows so far - 1 and ``in_flight``.
         Others: as :func:`generational`.
@@ -798,7 +801,7 @@ def steady_state(
         raise ValueError(f"evaluations must be >= 0, got {evaluations}")
     state, rng, _ = _start("steady_state", population, seed, w, None)
     ev = _Evaluator(executor, fitness, seed, w, log)
-    window = in_flight if in_flight is not None else (64 if deterministic else 2 * ev.workers)
+    window = in_flight if in_flight is not None else (64 if deterministic else 3 * ev.workers)
     if window < 1:
         raise ValueError(f"in_flight must be >= 1, got {window}")
     n = len(state.genomes)
