@@ -8,15 +8,17 @@ pickled by reference on the master as ``__main__.fitness`` resolves on the worke
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 import os
 import runpy
 import sys
 import types
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import JobError
+
+if TYPE_CHECKING:
+    import ast
 
 __all__ = [
     "WORKER_NAME",
@@ -97,6 +99,8 @@ def check(job: dict[str, Any]) -> None:
 
 def _is_main_guard(test: ast.expr) -> bool:
     """``__name__ == "__main__"`` (either way round)."""
+    import ast
+
     if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
         return False
     sides = [test.left, test.comparators[0]]
@@ -106,6 +110,8 @@ def _is_main_guard(test: ast.expr) -> bool:
 
 
 def _bound_names(body: list[ast.stmt]) -> set[str]:
+    import ast
+
     names: set[str] = set()
     for stmt in body:
         if isinstance(stmt, ast.If) and _is_main_guard(stmt.test):
@@ -140,6 +146,8 @@ def module_level_names(job: dict[str, Any]) -> set[str]:
                 found = importlib.util.find_spec(name + ".__main__")
             loader: Any = found.loader if found is not None else None
             source = loader.get_source(found.name) if loader is not None else None  # type: ignore[union-attr]
+        import ast  # here: only the master reads the job's source (~2 ms per worker rank)
+
         return _bound_names(ast.parse(source).body) if source is not None else set()
     except (OSError, SyntaxError, ImportError, ValueError):
         return set()

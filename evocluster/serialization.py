@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import io
 import os
 import pickle
@@ -422,6 +421,8 @@ class FunctionTable:
                 self._by_id.move_to_end(ident)
                 return key, payload
         payload = serialize_callable(fn, policy)
+        import hashlib  # here, not at the top: only the master digests (~3.5 ms per worker rank)
+
         digest = hashlib.blake2b(digest_size=16)
         for frame in payload:
             digest.update(frame)

@@ -11,7 +11,7 @@ import sys
 import textwrap
 
 import pytest
-from helpers import MPIEXEC, clean_env, launcher, mpi_launcher, output, run
+from helpers import MPIEXEC, TESTS, clean_env, launcher, mpi_launcher, output, run
 
 needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason="mpiexec is not on PATH")
 
@@ -352,6 +352,15 @@ def test_mpi_single_rank_warns_and_evaluates_serially(tmp_path):
     warnings = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(warnings) == 1, output(r)
     assert stderr_says(r, "1 rank", "serial"), output(r)
+
+
+@needs_mpi
+def test_mpi_worker_ranks_do_not_load_the_masters_modules():
+    # each of these costs every rank milliseconds at start-up, and 17 ranks share 2 cores
+    r = run(mpi_launcher(3, str(TESTS / "jobs" / "worker_modules.py")))
+    assert r.returncode == 0, output(r)
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["backend"] == "mpi" and out["workers"] == [[]] * 8, out
 
 
 def test_job_without_main_guard_fails_with_a_clear_message(tmp_path, launch):

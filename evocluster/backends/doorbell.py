@@ -25,9 +25,8 @@ never wrong.
 from __future__ import annotations
 
 import contextlib
-import hmac
 import math
-import secrets
+import os
 import select
 import socket
 import struct
@@ -57,7 +56,8 @@ def _hosts() -> list[str]:
     name = socket.gethostname()
     found = [name]
     with contextlib.suppress(OSError):
-        for info in socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM):
+        key = name.encode("ascii") if name.isascii() else name  # str: IDNA codec, ~2 ms
+        for info in socket.getaddrinfo(key, None, socket.AF_INET, socket.SOCK_STREAM):
             found.append(str(info[4][0]))
     found.append("127.0.0.1")
     return list(dict.fromkeys(found))
@@ -69,7 +69,7 @@ class Doorbells:
 
     def __init__(self, n_workers: int) -> None:
         _raise_fd_limit()
-        self.token = secrets.token_bytes(_TOKEN_BYTES)
+        self.token = os.urandom(_TOKEN_BYTES)  # what secrets.token_bytes returns
         self._listener = socket.create_server(("", 0), backlog=min(max(n_workers, 1), 4096))
         self.port: int = self._listener.getsockname()[1]
         self.hosts = _hosts()
@@ -94,6 +94,8 @@ class Doorbells:
             return len(self._peers)
 
     def _accept(self) -> None:
+        import hmac  # the master's side only: a worker rank does not load it
+
         while True:
             with self._lock:
                 if self._closed or len(self._peers) >= self._n:
@@ -197,7 +199,10 @@ def connect(hosts: list[str], port: int, token: bytes, rank: int) -> Bell:
     (plain sleeping) if no host answers."""
     for host in hosts:
         try:
-            conn = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
+            # an ASCII name as bytes, which getaddrinfo takes as it is (a str loads the IDNA
+            # codec, ~2 ms per worker); typeshed only lists str
+            name = host.encode("ascii") if host.isascii() else host
+            conn = socket.create_connection((name, port), timeout=CONNECT_TIMEOUT)  # type: ignore[arg-type]
         except OSError:
             continue
         try:
