@@ -88,6 +88,18 @@ def w3_fitness(x: Any, mean_s: float, sigma: float) -> float:
     return float((x * x).sum())
 
 
+def w3_engine_call(key: tuple[int, int], seed: int, mean_s: float, sigma: float) -> float:
+    """W3, for the peers: the call the engine's generational variant sends for task ``key``,
+    ``evocluster.rng.call(w3_fitness, seed, key, genome)`` (the genome: ten ones), so that a
+    peer's worker does the engine's work per evaluation too: seed the task's streams, make its
+    generator, draw the duration, sleep.  Returns the fitness, 10.0."""
+    import numpy as np
+
+    from evocluster import rng as erng
+
+    return float(erng.call(w3_fitness, seed, key, np.ones(10), mean_s, sigma)[0])
+
+
 def w3_warm(x: Any) -> float:
     """W3 engine rows, untimed: the worker imports numpy, ``numpy.random`` (numpy loads it on
     first use, ~11 ms: the first ``evocluster.rng()`` of each worker would pay it inside the
@@ -205,12 +217,24 @@ def _greedy_makespan(durations: list[float], workers: int) -> float:
     return max(free)
 
 
-def _w3_maps(pmap: PMap, workers: int, sleeps: list[float], per: int) -> dict[str, Any]:
+def _w3_maps(
+    pmap: PMap,
+    workers: int,
+    sleeps: list[float],
+    per: int,
+    call: tuple[Callable[[Any], Any], list[Any], Any] | None = None,
+) -> dict[str, Any]:
+    """Map, ``per`` at a time, ``sleep_task`` over ``sleeps``, or ``call = (fn, args, value)``:
+    ``fn`` over ``args`` (whose durations are ``sleeps``), each expected to return ``value``."""
     gens = [sleeps[i : i + per] for i in range(0, len(sleeps), per)]
     ok = True
     t0 = time.perf_counter()
-    for g in gens:
-        ok = pmap(sleep_task, g) == g and ok
+    for n, g in enumerate(gens):
+        if call is None:
+            ok = pmap(sleep_task, g) == g and ok
+        else:
+            fn, args, value = call
+            ok = pmap(fn, args[n * per : (n + 1) * per]) == [value] * len(g) and ok
     dt = time.perf_counter() - t0
     ideal_s = sum(sleeps) / workers
     greedy_s = sum(_greedy_makespan(g, workers) for g in gens)  # the barrier's own cost
@@ -228,12 +252,22 @@ def _w3_maps(pmap: PMap, workers: int, sleeps: list[float], per: int) -> dict[st
 def run_w3(pmap: PMap, workers: int, sz: Sizes, fix: Workaround | None) -> dict[str, Any]:
     """A generational loop: one map call per generation, its return the barrier; first over
     :func:`w3_sleeps` (the list the peers were measured on), then over :func:`w3_engine_draws`
-    (``eff_engine_draws``: the engine's generational variant evaluates exactly these)."""
+    (``eff_engine_draws``: the durations the engine's generational variant evaluates), then the
+    engine's own calls (``eff_engine_calls``: :func:`w3_engine_call` for each of its task keys,
+    the same durations with the same work per evaluation around them)."""
     rec = _w3_maps(pmap, workers, w3_sleeps(sz), sz.w3_per_gen)
-    same = _w3_maps(pmap, workers, w3_engine_draws(sz), sz.w3_per_gen)
+    draws = w3_engine_draws(sz)
+    same = _w3_maps(pmap, workers, draws, sz.w3_per_gen)
+    keys = [(g, i) for g in range(sz.w3_generations) for i in range(sz.w3_per_gen)]
+    fn = functools.partial(w3_engine_call, seed=sz.w3_seed, mean_s=sz.w3_mean_s, sigma=sz.w3_sigma)
+    import numpy as np  # untimed: every worker imports numpy, numpy.random and evocluster.rng
+
+    warm_ok = pmap(w3_warm, [np.ones(10)] * (2 * workers)) == [10.0] * (2 * workers)
+    calls = _w3_maps(pmap, workers, draws, sz.w3_per_gen, (fn, keys, 10.0))
     rec["eff_engine_draws"] = same["efficiency"]
     rec["eff_engine_draws_vs_greedy"] = same["eff_vs_greedy"]
-    rec["correct"] = rec["correct"] and same["correct"]
+    rec["eff_engine_calls"] = calls["efficiency"]
+    rec["correct"] = rec["correct"] and same["correct"] and calls["correct"] and warm_ok
     return rec
 
 
@@ -434,6 +468,7 @@ WORKLOADS: dict[str, Workload] = {
             details=(
                 "eff_vs_greedy",
                 "eff_engine_draws",
+                "eff_engine_calls",
                 *(f"{v}_util{e}" for v in ("async", "det", "gen") for e in ("", "_engine")),
             ),
         ),
