@@ -73,11 +73,12 @@ class _Evaluation:
 
     def __init__(self, seed: int, key: tuple[int, ...]) -> None:
         self.seed = seed
-        self.key = key
+        self.key = key  # checked by call()
         self.generator: np.random.Generator | None = None  # made by the first rng() call
 
     def make_generator(self) -> np.random.Generator:
-        sequence = seed_sequence(self.seed, (1 << 32, *self.key))  # 2**32: apart from master(seed)
+        # 2**32 first: a stream apart from master(seed)
+        sequence = np.random.SeedSequence(self.seed, spawn_key=(1 << 32, *self.key))
         self.generator = np.random.Generator(np.random.PCG64(sequence))
         return self.generator
 

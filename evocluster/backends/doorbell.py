@@ -51,13 +51,18 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def _resolvable(host: str) -> str:
+    """``host`` as getaddrinfo should get it: an ASCII name as bytes, which it takes as it is (a
+    str makes it load the IDNA codec, ~2 ms per process); typed str, as typeshed lists only str."""
+    return host.encode("ascii") if host.isascii() else host  # type: ignore[return-value]
+
+
 def _hosts() -> list[str]:
     """Names and addresses the workers may reach this host by, most specific first."""
     name = socket.gethostname()
     found = [name]
     with contextlib.suppress(OSError):
-        key = name.encode("ascii") if name.isascii() else name  # str: IDNA codec, ~2 ms
-        for info in socket.getaddrinfo(key, None, socket.AF_INET, socket.SOCK_STREAM):
+        for info in socket.getaddrinfo(_resolvable(name), None, socket.AF_INET, socket.SOCK_STREAM):
             found.append(str(info[4][0]))
     found.append("127.0.0.1")
     return list(dict.fromkeys(found))
@@ -199,10 +204,7 @@ def connect(hosts: list[str], port: int, token: bytes, rank: int) -> Bell:
     (plain sleeping) if no host answers."""
     for host in hosts:
         try:
-            # an ASCII name as bytes, which getaddrinfo takes as it is (a str loads the IDNA
-            # codec, ~2 ms per worker); typeshed only lists str
-            name = host.encode("ascii") if host.isascii() else host
-            conn = socket.create_connection((name, port), timeout=CONNECT_TIMEOUT)  # type: ignore[arg-type]
+            conn = socket.create_connection((_resolvable(host), port), timeout=CONNECT_TIMEOUT)
         except OSError:
             continue
         try:
