@@ -313,6 +313,12 @@ def slow_where(_: int) -> tuple[int, str]:
     return where()
 
 
+def mpi_library(_: int) -> str:
+    """The MPI library this process runs on (first line of its version string), or ``""``."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    return mpi.Get_library_version().splitlines()[0] if mpi is not None else ""  # type: ignore[attr-defined]
+
+
 CHECKS: dict[str, Callable[[Executor], None]] = {
     name[len("check_") :]: fn for name, fn in sorted(globals().items()) if name.startswith("check_")
 }
@@ -340,6 +346,10 @@ if __name__ == "__main__":
     outcome = run_all(executor, ns.only)
     outcome["_backend"] = executor.backend
     outcome["_workers"] = str(executor.n_workers)
+    # which MPI the master and the workers that answer run on: the system-MPI configurations
+    # must not have fallen back to another one
+    libraries = {mpi_library(0), *executor.map(mpi_library, range(4 * executor.n_workers))}
+    outcome["_mpi_libraries"] = sorted(libraries)
     with open(ns.json, "w") as fh:
         json.dump(outcome, fh, indent=1)
     print(f"conformance: {sum(v == 'ok' for v in outcome.values())} ok", file=sys.stderr)

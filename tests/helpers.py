@@ -23,6 +23,14 @@ TIMEOUT = 120
 
 MPIEXEC = shutil.which("mpiexec")
 
+#: A second interpreter whose mpi4py is compiled against the system's Open MPI (``.ci/openmpi``
+#: builds it), and that MPI's own launcher: the same tests on a system MPI, not on a wheel.
+OPENMPI_PYTHON = ROOT / ".venv-openmpi" / "bin" / "python"
+OPENMPI_MPIEXEC = shutil.which("mpiexec.openmpi")  # Debian's name; plain mpiexec is the wheel's
+#: Root is refused and more ranks than cores are refused unless asked for (CI runs as root, and
+#: 17 ranks share 2 cores); shared memory and loopback only, as on one node of a cluster.
+OPENMPI_FLAGS = ["--allow-run-as-root", "--oversubscribe", "--mca", "btl", "self,vader"]
+
 #: Variables that would change which backend a child chooses, or make it think it is an MPI rank.
 _FOREIGN = ("EVOCLUSTER_", "PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCALNRANKS")
 
@@ -43,6 +51,26 @@ def launcher(*args: str, mpi: int | None = None) -> list[str]:
 
 def mpi_launcher(n: int, *args: str) -> list[str]:
     return launcher(*args, mpi=n)
+
+
+def openmpi_launcher(n: int, *args: str) -> list[str]:
+    """``mpiexec -n N python -m evocluster ARGS`` with the system's Open MPI (fails the test when
+    that environment is missing under CI, skips it elsewhere: ``bash .ci/openmpi`` builds it)."""
+    if OPENMPI_MPIEXEC is None or not OPENMPI_PYTHON.exists():
+        why = "no system Open MPI environment: run `bash .ci/openmpi` to build .venv-openmpi"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    return [
+        OPENMPI_MPIEXEC,
+        *OPENMPI_FLAGS,
+        "-n",
+        str(n),
+        str(OPENMPI_PYTHON),
+        "-m",
+        "evocluster",
+        *args,
+    ]
 
 
 def session_processes(sid: int) -> list[int]:

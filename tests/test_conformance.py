@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from conformance_job import CHECKS
-from helpers import TESTS, clean_env, launcher, run
+from helpers import TESTS, clean_env, launcher, openmpi_launcher, run
 
 JOB = str(TESTS / "conformance_job.py")
 SCOOP = [sys.executable, "-m", "scoop"]
@@ -24,6 +24,10 @@ CONFIGS: dict[str, tuple[list[str], int | None, str, int]] = {
     "mpi-n2": ([], 2, "mpi", 1),
     "mpi-n5": ([], 5, "mpi", 4),
     "mpi-n17": ([], 17, "mpi", 16),
+    # the system's Open MPI, mpi4py compiled against it (not the MPICH wheel above)
+    "openmpi-n2": ([], 2, "mpi", 1),
+    "openmpi-n5": ([], 5, "mpi", 4),
+    "openmpi-n17": ([], 17, "mpi", 16),
     "scoop-n2": ([*SCOOP, "-n", "2", JOB], None, "scoop", 1),
     "scoop-n4": ([*SCOOP, "-n", "4", JOB], None, "scoop", 3),
     "scoop-hostfile": (
@@ -43,6 +47,9 @@ def _outcome(config: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
         out = Path(tmp_path_factory.mktemp(config)) / "result.json"
         if args[:1] == [sys.executable]:
             cmd = [*args, "--json", str(out)]
+        elif config.startswith("openmpi-"):
+            assert ranks is not None
+            cmd = openmpi_launcher(ranks, JOB, "--json", str(out))
         else:
             cmd = launcher(*args, JOB, "--json", str(out), mpi=ranks)
         # a key directory of its own (SCOOP runs sign their payloads): not the real home
@@ -65,6 +72,13 @@ def test_run_ends_cleanly(config: str, tmp_path_factory: pytest.TempPathFactory)
     if ranks == 1:
         warning = [line for line in proc.stderr.splitlines() if "1 rank" in line]
         assert len(warning) == 1 and "serial" in warning[0], proc.stderr
+    libraries = outcome["_mpi_libraries"]
+    if config.startswith("openmpi-"):
+        assert len(libraries) == 1 and libraries[0].startswith("Open MPI"), libraries
+    elif config.startswith("mpi-"):
+        assert len(libraries) == 1 and libraries[0].startswith("MPICH"), libraries
+    else:  # no MPI at all: nothing loaded it
+        assert libraries == [""], libraries
 
 
 @pytest.mark.parametrize("check", list(CHECKS))

@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from helpers import MPIEXEC, TESTS, clean_env, launcher, run
+from helpers import MPIEXEC, TESTS, clean_env, launcher, openmpi_launcher, run
 
 from evocluster.backends import doorbell
 from evocluster.backends.base import Backoff
@@ -115,11 +115,17 @@ def test_backoff_with_a_latency_caps_short_waits_and_lengthens_long_ones() -> No
     assert plain.next() == pytest.approx(0.02, rel=0.05)
 
 
-@pytest.mark.skipif(MPIEXEC is None, reason="mpiexec not installed")
+@pytest.mark.parametrize("mpi", ["mpich-wheel", "openmpi"])
 @pytest.mark.parametrize("setting", ["default", "off"])
-def test_mpi_workers_are_rung_when_sent_work(setting: str) -> None:
+def test_mpi_workers_are_rung_when_sent_work(setting: str, mpi: str) -> None:
     env = clean_env(**({"EVOCLUSTER_DOORBELL": "0"} if setting == "off" else {}))
-    proc = run(launcher(JOB, mpi=5), env=env)
+    if mpi == "openmpi":
+        cmd = openmpi_launcher(5, JOB)
+    else:
+        if MPIEXEC is None:
+            pytest.skip("mpiexec not installed")
+        cmd = launcher(JOB, mpi=5)
+    proc = run(cmd, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["backend"] == "mpi" and out["n_workers"] == 4

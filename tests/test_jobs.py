@@ -1,6 +1,6 @@
 """Every job in jobs/ runs at a small size under serial, local, MPI and SCOOP, and a seeded job
 ends with the identical population everywhere: serial, local with 1, 2 and 8 workers,
-``mpiexec -n 2, 5, 17`` and ``python -m scoop -n 2, 4``.
+``mpiexec -n 2, 5, 17`` (and ``-n 5`` with the system's Open MPI) and ``python -m scoop -n 2, 4``.
 
 Each (job, configuration) runs once per session; the tests compare the population hashes the runs
 wrote in their JSON summaries (heavy_tail.py writes one per loop: the deterministic asynchronous
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import JOBS, MPIEXEC, launcher, output, run
+from helpers import JOBS, MPIEXEC, launcher, openmpi_launcher, output, run
 
 SCOOP = [sys.executable, "-m", "scoop"]
 
@@ -42,6 +42,7 @@ CONFIGS: dict[str, tuple[list[str], int | None, str, int]] = {
     "mpi-2": ([], 2, "mpi", 1),
     "mpi-5": ([], 5, "mpi", 4),
     "mpi-17": ([], 17, "mpi", 16),
+    "openmpi-5": ([], 5, "mpi", 4),  # the system's Open MPI, mpi4py compiled against it
     "scoop-2": (["-n", "2"], None, "scoop", 1),
     "scoop-4": (["-n", "4"], None, "scoop", 3),
 }
@@ -57,6 +58,9 @@ def job_run(job: str, config: str, where: Path) -> tuple[Any, dict[str, Any] | N
         args = [str(JOBS / job), *JOB_ARGS[job], "--json", str(summary)]
         if config.startswith("scoop"):
             cmd = [*SCOOP, *opts, *args]
+        elif config.startswith("openmpi"):
+            assert ranks is not None
+            cmd = openmpi_launcher(ranks, *opts, *args)
         else:
             if ranks is not None and MPIEXEC is None:
                 pytest.fail("mpiexec is not on PATH: install the test extras (mpich)")

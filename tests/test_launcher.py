@@ -11,7 +11,16 @@ import sys
 import textwrap
 
 import pytest
-from helpers import MPIEXEC, TESTS, clean_env, launcher, mpi_launcher, output, run
+from helpers import (
+    MPIEXEC,
+    TESTS,
+    clean_env,
+    launcher,
+    mpi_launcher,
+    openmpi_launcher,
+    output,
+    run,
+)
 
 needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason="mpiexec is not on PATH")
 
@@ -122,10 +131,11 @@ def write(directory, name, source):
     return path
 
 
-@pytest.fixture(params=["local", "mpi"])
+@pytest.fixture(params=["local", "mpi", "openmpi"])
 def launch(request):
     """``launch(*args)``: the command line of the launcher for a local pool of 2 workers or for
-    ``mpiexec -n 3`` (rank 0 runs the job, 2 workers).  ``launch.mode`` is the backend's name."""
+    ``mpiexec -n 3`` (rank 0 runs the job, 2 workers), with the MPICH wheel or with the system's
+    Open MPI.  ``launch.mode`` is the backend's name."""
     if request.param == "mpi":
         if MPIEXEC is None:
             pytest.skip("mpiexec is not on PATH")
@@ -133,12 +143,18 @@ def launch(request):
         def cmd(*args):
             return mpi_launcher(3, *args)
 
+    elif request.param == "openmpi":
+        openmpi_launcher(3)  # skips (or fails under CI) when there is no such environment
+
+        def cmd(*args):
+            return openmpi_launcher(3, *args)
+
     else:
 
         def cmd(*args):
             return launcher("--workers", "2", *args)
 
-    cmd.mode = request.param
+    cmd.mode = "mpi" if request.param == "openmpi" else request.param
     return cmd
 
 
@@ -343,10 +359,16 @@ def test_uncaught_fitness_exception_ends_the_run(tmp_path, launch):
 
 
 # ---------------------------------------------------------------------------- MPI specifics
-@needs_mpi
-def test_mpi_single_rank_warns_and_evaluates_serially(tmp_path):
+@pytest.mark.parametrize(
+    "mpi",
+    [
+        pytest.param(mpi_launcher, marks=needs_mpi, id="mpich-wheel"),
+        pytest.param(openmpi_launcher, id="openmpi"),
+    ],
+)
+def test_mpi_single_rank_warns_and_evaluates_serially(tmp_path, mpi):
     job = write(tmp_path, "ok.py", OK_JOB)
-    r = run(mpi_launcher(1, str(job)), cwd=tmp_path)
+    r = run(mpi(1, str(job)), cwd=tmp_path)
     assert r.returncode == 0, output(r)
     assert r.stdout.splitlines() == [f"RESULT {SQUARES} serial 1"], output(r)
     warnings = [line for line in r.stderr.splitlines() if line.strip()]

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import MPIEXEC, launcher, mpi_launcher, output, run
+from helpers import MPIEXEC, launcher, mpi_launcher, openmpi_launcher, output, run
 
 JOB = str(Path(__file__).resolve().parents[1] / "jobs" / "onemax.py")
 NGEN, POP, LENGTH = 10, 60, 40
@@ -25,6 +25,7 @@ CONFIGS = {
     "local-2": (launcher("--backend", "local", "--workers", "2", JOB), "local", 2),
     "mpi-2": (mpi_launcher(2, JOB), "mpi", 1),
     "mpi-5": (mpi_launcher(5, JOB), "mpi", 4),
+    "openmpi-5": ([], "mpi", 4),  # the system's Open MPI: its command is made when it runs
     "no-launcher": ([sys.executable, JOB], "local", os.cpu_count()),
     "serial-seed-7": (launcher("--backend", "serial", JOB, "--seed", "7"), "serial", 1),
 }
@@ -46,6 +47,8 @@ def onemax(tmp_path_factory):
             cmd, _, _ = CONFIGS[name]
             if name.startswith("mpi") and MPIEXEC is None:
                 pytest.skip("mpiexec is not on PATH")
+            if name.startswith("openmpi"):
+                cmd = openmpi_launcher(5, JOB)
             summary = where / f"{name}.json"
             r = run([*cmd, *ARGS, "--json", str(summary)], cwd=where)
             done[name] = (r, json.loads(summary.read_text()) if summary.exists() else None)

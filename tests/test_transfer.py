@@ -5,24 +5,26 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import TESTS, launcher, run
+from helpers import TESTS, launcher, openmpi_launcher, run
 
 JOBS = TESTS / "jobs"
 
 
-@pytest.mark.parametrize("args", [["--backend", "local", "--workers", "1"], "mpi"])
+@pytest.mark.parametrize("args", [["--backend", "local", "--workers", "1"], "mpi", "openmpi"])
 def test_message_larger_than_2_gib(args: list[str] | str) -> None:
-    cmd = (
-        launcher(str(JOBS / "big_message.py"), mpi=2)
-        if args == "mpi"
-        else launcher(*args, str(JOBS / "big_message.py"))
-    )
+    job = str(JOBS / "big_message.py")
+    if args == "mpi":
+        cmd = launcher(job, mpi=2)
+    elif args == "openmpi":
+        cmd = openmpi_launcher(2, job)
+    else:
+        cmd = launcher(*args, job)
     proc = run(cmd, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "big message ok" in proc.stderr
 
 
-@pytest.mark.parametrize("config", ["mpi-9", "mpi-17", "local-8"])
+@pytest.mark.parametrize("config", ["mpi-9", "mpi-17", "openmpi-9", "openmpi-17", "local-8"])
 def test_waiting_ranks_sleep(config: str) -> None:
     """CPU time (not wall time) burned while waiting: a rank that spins burns a share of a core
     for the whole wait (about 4 CPU-s here for 2 s on 2 cores); a sleeping one almost nothing."""
@@ -30,6 +32,8 @@ def test_waiting_ranks_sleep(config: str) -> None:
     job = [str(JOBS / "idle_cpu.py"), "2"]
     if kind == "mpi":
         cmd = launcher(*job, mpi=int(n))
+    elif kind == "openmpi":
+        cmd = openmpi_launcher(int(n), *job)
     else:
         cmd = launcher("--backend", "local", "--workers", n, *job)
     proc = run(cmd, timeout=180)
