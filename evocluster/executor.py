@@ -208,18 +208,22 @@ class _Scheduling:
     def _retire(self, job: _Job) -> None:
         """A job leaves the queue: what was never dispatched is cancelled."""
         if job.next < job.n:
-            with self._cv:
-                if job.future is not None:
-                    job.future.cancel()
-                    job.remaining = 0
-                else:
-                    for i in range(job.next, job.n):
-                        job.values[i] = _CANCELLED
-                    job.remaining -= job.n - job.next
-                job.next = job.n
-                if job.remaining <= 0:
-                    job.done = True
-                self._cv.notify_all()
+            self._cancel(job, job.next, job.n)
+            job.next = job.n
+
+    def _cancel(self, job: _Job, start: int, stop: int) -> None:
+        """Items ``start:stop`` of ``job`` will never be sent: settle them as cancelled."""
+        with self._cv:
+            if job.future is not None:
+                job.future.cancel()
+                job.remaining = 0
+            else:
+                for i in range(start, stop):
+                    job.values[i] = _CANCELLED
+                job.remaining -= stop - start
+            if job.remaining <= 0:
+                job.done = True
+            self._cv.notify_all()
 
     def may_prefetch(self, job: _Job) -> bool:
         """Whether a chunk of ``job`` may wait on a busy worker.  Not for a ``map`` whose
@@ -506,6 +510,12 @@ class _Pool(_Scheduling):
             if chunk is None:
                 return
             job = chunk.job
+            if chunk is self._staged and job.cancelled and job.future is None:
+                # held back for an idle worker, and its map abandoned meanwhile (a timeout, an
+                # exception in the caller's loop): an evaluation may take hours, do not start it
+                self._staged = None
+                self._cancel(job, chunk.start, chunk.stop)
+                continue
             include = not self._known[w].touch(job.fn_key)
             size = chunk.nbytes + (frames_nbytes(job.fn_payload) if include else 0)
             busy = self._load[w] > 0

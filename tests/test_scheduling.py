@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import evocluster
 
 
@@ -69,3 +71,20 @@ def test_uneven_long_submits_are_prefetched(tmp_path: Path) -> None:
         finally:
             Path(gate).touch()  # never leave the worker blocked
         assert (first.result(timeout=30), second.result(timeout=30)) == (0.0, 0.0)
+
+
+def test_abandoned_map_never_sends_its_held_back_item(tmp_path: Path) -> None:
+    gate, started = str(tmp_path / "open"), str(tmp_path / "started")
+    with evocluster.Executor(backend="local", workers=1) as ex:
+        _teach_uneven_long(ex)
+        before = _sent(ex)
+        results = ex.map(gated, [0.0, 0.0], [gate, None], [started, None], timeout=0.5)
+        try:
+            _wait_for(lambda: os.path.exists(started))  # the second item is held back
+            with pytest.raises(TimeoutError):
+                next(results)  # the caller gives up on the map while its first item runs
+        finally:
+            Path(gate).touch()
+        # a round trip after the first item's result: anything held back was decided before it
+        assert ex.submit(gated, 0.0).result(timeout=30) == 0.0
+        assert _sent(ex) - before == 2, "the abandoned map's held-back item was still sent"
