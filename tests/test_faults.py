@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from helpers import TESTS, launcher, run
+from helpers import TESTS, launcher, openmpi_launcher, run
 
 JOBS = TESTS / "jobs"
+
+
+def mpi_cmd(flavour: str, n: int, *args: str) -> list[str]:
+    """``mpiexec -n N python -m evocluster ARGS`` with the MPICH wheel or the system's Open MPI."""
+    return openmpi_launcher(n, *args) if flavour == "openmpi" else launcher(*args, mpi=n)
 
 
 @pytest.mark.parametrize("how", ["kill", "exit"])
@@ -21,26 +26,33 @@ def test_worker_death_local_breaks_the_pool_with_a_message(how: str) -> None:
     assert "results:" not in proc.stdout
 
 
+@pytest.mark.parametrize("flavour", ["mpich-wheel", "openmpi"])
 @pytest.mark.parametrize("how", ["kill", "exit"])
-def test_worker_death_mpi_ends_the_job(how: str) -> None:
-    proc = run(launcher(str(JOBS / "crash.py"), how, mpi=3), 120)
+def test_worker_death_mpi_ends_the_job(how: str, flavour: str) -> None:
+    proc = run(mpi_cmd(flavour, 3, str(JOBS / "crash.py"), how), 120)
     assert proc.returncode != 0, proc.stdout + proc.stderr
     assert "results:" not in proc.stdout
 
 
-@pytest.mark.parametrize("mpi", [None, 3])
-def test_job_import_failing_on_workers_is_reported(mpi: int | None) -> None:
-    args = [] if mpi else ["--backend", "local", "--workers", "2"]
-    proc = run(launcher(*args, str(JOBS / "worker_import_fails.py"), mpi=mpi), 120)
+@pytest.mark.parametrize("mpi", ["local", "mpich-wheel", "openmpi"])
+def test_job_import_failing_on_workers_is_reported(mpi: str) -> None:
+    job = str(JOBS / "worker_import_fails.py")
+    local = mpi == "local"
+    cmd = launcher("--backend", "local", "--workers", "2", job) if local else mpi_cmd(mpi, 3, job)
+    proc = run(cmd, 120)
     assert proc.returncode == 1, proc.stderr
     assert "could not import the job" in proc.stderr
     assert "licence server is not reachable" in proc.stderr
-    assert ("worker rank" if mpi else "local worker") in proc.stderr
+    assert ("local worker" if local else "worker rank") in proc.stderr
 
 
-@pytest.mark.parametrize("mpi", [None, 3])
-def test_failing_job_with_a_worker_stuck_in_an_evaluation_ends_now(mpi: int | None) -> None:
-    args = [] if mpi else ["--backend", "local", "--workers", "2"]
-    proc = run(launcher(*args, str(JOBS / "stuck_worker.py"), mpi=mpi), 120)  # not 600 s
+@pytest.mark.parametrize("mpi", ["local", "mpich-wheel", "openmpi"])
+def test_failing_job_with_a_worker_stuck_in_an_evaluation_ends_now(mpi: str) -> None:
+    job = str(JOBS / "stuck_worker.py")
+    if mpi == "local":
+        cmd = launcher("--backend", "local", "--workers", "2", job)
+    else:
+        cmd = mpi_cmd(mpi, 3, job)
+    proc = run(cmd, 120)  # not 600 s
     assert proc.returncode != 0, proc.stderr
     assert "the job gives up" in proc.stderr
