@@ -93,6 +93,20 @@ def test_a_worker_that_cannot_connect_sleeps_instead() -> None:
     assert time.monotonic() - t >= 0.05  # it slept: never returns early, never spins
 
 
+def test_a_worker_on_another_host_never_tries_its_own_loopback(bells: doorbell.Doorbells) -> None:
+    _, port, token = bells.address()
+    # a master whose host name is not this host's: its loopback addresses would be this host's
+    # own, where whatever listens on that port is not the master
+    elsewhere = _connect(["localhost", "127.0.0.1", "127.0.1.1"], port, token, 1)
+    assert not elsewhere.connected
+    time.sleep(0.2)
+    assert bells.connected == 0
+    # the same addresses from the master's own host do reach it
+    here = _connect([socket.gethostname(), "127.0.0.1"], port, token, 1)
+    assert here.connected
+    _wait_connected(bells, 1)
+
+
 def test_closing_the_doorbells_leaves_the_workers_polling(bells: doorbell.Doorbells) -> None:
     hosts, port, token = bells.address()
     bell = _connect(hosts, port, token, 1)

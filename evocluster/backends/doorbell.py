@@ -199,9 +199,17 @@ class Bell:
             self._conn = None
 
 
+def _loopback(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
 def connect(hosts: list[str], port: int, token: bytes, rank: int) -> Bell:
     """Connect worker ``rank`` to the master's doorbells; a :class:`Bell` without a connection
-    (plain sleeping) if no host answers."""
+    (plain sleeping) if no host answers.  ``hosts[0]`` is the master's host name: a worker on
+    another host skips the loopback addresses (there they are its own node's, where another
+    program may listen on the same port)."""
+    if hosts and hosts[0] != socket.gethostname():
+        hosts = [h for h in hosts if not _loopback(h)]
     for host in hosts:
         try:
             conn = socket.create_connection((_resolvable(host), port), timeout=CONNECT_TIMEOUT)
