@@ -73,6 +73,16 @@ def openmpi_launcher(n: int, *args: str) -> list[str]:
     ]
 
 
+def mpi_command(flavour: str, n: int, *args: str) -> list[str]:
+    """``mpiexec -n N python -m evocluster ARGS`` with the MPICH wheel (``"mpich-wheel"``) or the
+    system's Open MPI (``"openmpi"``)."""
+    if flavour == "openmpi":
+        return openmpi_launcher(n, *args)
+    if MPIEXEC is None:
+        pytest.skip("mpiexec is not on PATH")
+    return launcher(*args, mpi=n)
+
+
 def session_processes(sid: int) -> list[int]:
     """Processes of session ``sid`` still alive (zombies excluded)."""
     found = []

@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from helpers import MPIEXEC, TESTS, clean_env, launcher, openmpi_launcher, run
+from helpers import TESTS, clean_env, mpi_command, run
 
 from evocluster.backends import doorbell
 from evocluster.backends.base import Backoff
@@ -133,13 +133,7 @@ def test_backoff_with_a_latency_caps_short_waits_and_lengthens_long_ones() -> No
 @pytest.mark.parametrize("setting", ["default", "off"])
 def test_mpi_workers_are_rung_when_sent_work(setting: str, mpi: str) -> None:
     env = clean_env(**({"EVOCLUSTER_DOORBELL": "0"} if setting == "off" else {}))
-    if mpi == "openmpi":
-        cmd = openmpi_launcher(5, JOB)
-    else:
-        if MPIEXEC is None:
-            pytest.skip("mpiexec not installed")
-        cmd = launcher(JOB, mpi=5)
-    proc = run(cmd, env=env)
+    proc = run(mpi_command(mpi, 5, JOB), env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["backend"] == "mpi" and out["n_workers"] == 4

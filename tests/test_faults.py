@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from helpers import TESTS, launcher, openmpi_launcher, run
+from helpers import TESTS, launcher, mpi_command, run
 
 JOBS = TESTS / "jobs"
-
-
-def mpi_cmd(flavour: str, n: int, *args: str) -> list[str]:
-    """``mpiexec -n N python -m evocluster ARGS`` with the MPICH wheel or the system's Open MPI."""
-    return openmpi_launcher(n, *args) if flavour == "openmpi" else launcher(*args, mpi=n)
 
 
 @pytest.mark.parametrize("how", ["kill", "exit"])
@@ -29,7 +24,7 @@ def test_worker_death_local_breaks_the_pool_with_a_message(how: str) -> None:
 @pytest.mark.parametrize("flavour", ["mpich-wheel", "openmpi"])
 @pytest.mark.parametrize("how", ["kill", "exit"])
 def test_worker_death_mpi_ends_the_job(how: str, flavour: str) -> None:
-    proc = run(mpi_cmd(flavour, 3, str(JOBS / "crash.py"), how), 120)
+    proc = run(mpi_command(flavour, 3, str(JOBS / "crash.py"), how), 120)
     assert proc.returncode != 0, proc.stdout + proc.stderr
     assert "results:" not in proc.stdout
 
@@ -38,7 +33,9 @@ def test_worker_death_mpi_ends_the_job(how: str, flavour: str) -> None:
 def test_job_import_failing_on_workers_is_reported(mpi: str) -> None:
     job = str(JOBS / "worker_import_fails.py")
     local = mpi == "local"
-    cmd = launcher("--backend", "local", "--workers", "2", job) if local else mpi_cmd(mpi, 3, job)
+    cmd = (
+        launcher("--backend", "local", "--workers", "2", job) if local else mpi_command(mpi, 3, job)
+    )
     proc = run(cmd, 120)
     assert proc.returncode == 1, proc.stderr
     assert "could not import the job" in proc.stderr
@@ -52,7 +49,7 @@ def test_failing_job_with_a_worker_stuck_in_an_evaluation_ends_now(mpi: str) -> 
     if mpi == "local":
         cmd = launcher("--backend", "local", "--workers", "2", job)
     else:
-        cmd = mpi_cmd(mpi, 3, job)
+        cmd = mpi_command(mpi, 3, job)
     proc = run(cmd, 120)  # not 600 s
     assert proc.returncode != 0, proc.stderr
     assert "the job gives up" in proc.stderr

@@ -16,6 +16,7 @@ from helpers import (
     TESTS,
     clean_env,
     launcher,
+    mpi_command,
     mpi_launcher,
     openmpi_launcher,
     output,
@@ -359,16 +360,10 @@ def test_uncaught_fitness_exception_ends_the_run(tmp_path, launch):
 
 
 # ---------------------------------------------------------------------------- MPI specifics
-@pytest.mark.parametrize(
-    "mpi",
-    [
-        pytest.param(mpi_launcher, marks=needs_mpi, id="mpich-wheel"),
-        pytest.param(openmpi_launcher, id="openmpi"),
-    ],
-)
+@pytest.mark.parametrize("mpi", ["mpich-wheel", "openmpi"])
 def test_mpi_single_rank_warns_and_evaluates_serially(tmp_path, mpi):
     job = write(tmp_path, "ok.py", OK_JOB)
-    r = run(mpi(1, str(job)), cwd=tmp_path)
+    r = run(mpi_command(mpi, 1, str(job)), cwd=tmp_path)
     assert r.returncode == 0, output(r)
     assert r.stdout.splitlines() == [f"RESULT {SQUARES} serial 1"], output(r)
     warnings = [line for line in r.stderr.splitlines() if line.strip()]

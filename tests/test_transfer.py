@@ -5,37 +5,35 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import TESTS, launcher, openmpi_launcher, run
+from helpers import TESTS, launcher, mpi_command, run
 
 JOBS = TESTS / "jobs"
 
 
-@pytest.mark.parametrize("args", [["--backend", "local", "--workers", "1"], "mpi", "openmpi"])
-def test_message_larger_than_2_gib(args: list[str] | str) -> None:
+@pytest.mark.parametrize("where", ["local", "mpich-wheel", "openmpi"])
+def test_message_larger_than_2_gib(where: str) -> None:
     job = str(JOBS / "big_message.py")
-    if args == "mpi":
-        cmd = launcher(job, mpi=2)
-    elif args == "openmpi":
-        cmd = openmpi_launcher(2, job)
+    if where == "local":
+        cmd = launcher("--backend", "local", "--workers", "1", job)
     else:
-        cmd = launcher(*args, job)
+        cmd = mpi_command(where, 2, job)
     proc = run(cmd, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "big message ok" in proc.stderr
 
 
-@pytest.mark.parametrize("config", ["mpi-9", "mpi-17", "openmpi-9", "openmpi-17", "local-8"])
+@pytest.mark.parametrize(
+    "config", ["mpich-wheel-9", "mpich-wheel-17", "openmpi-9", "openmpi-17", "local-8"]
+)
 def test_waiting_ranks_sleep(config: str) -> None:
     """CPU time (not wall time) burned while waiting: a rank that spins burns a share of a core
     for the whole wait (about 4 CPU-s here for 2 s on 2 cores); a sleeping one almost nothing."""
-    kind, n = config.split("-")
+    kind, n = config.rsplit("-", 1)
     job = [str(JOBS / "idle_cpu.py"), "2"]
-    if kind == "mpi":
-        cmd = launcher(*job, mpi=int(n))
-    elif kind == "openmpi":
-        cmd = openmpi_launcher(int(n), *job)
-    else:
+    if kind == "local":
         cmd = launcher("--backend", "local", "--workers", n, *job)
+    else:
+        cmd = mpi_command(kind, int(n), *job)
     proc = run(cmd, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     cpu = json.loads(proc.stdout.strip().splitlines()[-1])
