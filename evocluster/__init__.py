@@ -12,7 +12,6 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
-    BrokenPool,
     ConfigurationError,
     EvaluationError,
     EvoclusterError,
@@ -25,6 +24,7 @@ from .errors import (
 from .sharing import share, shared
 
 if TYPE_CHECKING:
+    from .errors import BrokenPool
     from .executor import Executor, get_executor, map  # noqa: A004 - a drop-in, on purpose
 
 __version__ = "0.1.0"
@@ -33,9 +33,13 @@ _LAZY = frozenset({"Executor", "get_executor", "map"})
 
 
 def __getattr__(name: str) -> Any:
-    """The executor API and ``rng``, imported on first use: a worker rank that only evaluates
-    never pays for ``concurrent.futures``, the scheduler or numpy (start-up of thousands of
-    ranks)."""
+    """The executor API, ``BrokenPool`` and ``rng``, imported on first use: a worker rank that only
+    evaluates never pays for ``concurrent.futures``, the scheduler or numpy (start-up of
+    thousands of ranks)."""
+    if name == "BrokenPool":
+        from . import errors
+
+        return errors.BrokenPool
     if name in _LAZY:
         from . import executor
 

@@ -25,7 +25,10 @@ CPython's ``concurrent.futures.process``.
 
 from __future__ import annotations
 
-from concurrent.futures import BrokenExecutor
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._broken import BrokenPool
 
 __all__ = [
     "BrokenPool",
@@ -94,10 +97,6 @@ class RemoteTraceback(Exception):
         return self.tb
 
 
-class BrokenPool(BrokenExecutor, EvoclusterError):
-    """The executor can no longer evaluate: a worker died or the transport failed."""
-
-
 class EvaluationError(EvoclusterError):
     """An evaluation in one of the engine's loops failed (the fitness raised, or returned something
     that is not a number per objective).
@@ -113,3 +112,14 @@ class EvaluationError(EvoclusterError):
         super().__init__(message)
         self.state = state
         self.key = key
+
+
+def __getattr__(name: str) -> Any:
+    """``BrokenPool`` is defined on first use (in ``_broken``, as ``evocluster.errors.BrokenPool``):
+    its base, ``concurrent.futures.BrokenExecutor``, loads ``concurrent.futures`` and ``logging``,
+    about 4.5 ms of imports that a worker rank, which only evaluates, never needs."""
+    if name == "BrokenPool":
+        from ._broken import BrokenPool
+
+        return BrokenPool
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -371,10 +371,10 @@ def test_mpi_single_rank_warns_and_evaluates_serially(tmp_path, mpi):
     assert stderr_says(r, "1 rank", "serial"), output(r)
 
 
-@needs_mpi
-def test_mpi_worker_ranks_do_not_load_the_masters_modules():
+@pytest.mark.parametrize("mpi", ["mpich-wheel", "openmpi"])
+def test_mpi_worker_ranks_do_not_load_the_masters_modules(mpi):
     # each of these costs every rank milliseconds at start-up, and 17 ranks share 2 cores
-    r = run(mpi_launcher(3, str(TESTS / "jobs" / "worker_modules.py")))
+    r = run(mpi_command(mpi, 3, str(TESTS / "jobs" / "worker_modules.py")))
     assert r.returncode == 0, output(r)
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["backend"] == "mpi" and out["workers"] == [[]] * 8, out

@@ -7,7 +7,10 @@ import sys
 
 import evocluster
 
-MASTER_ONLY = ["ast", "encodings.idna", "evocluster.executor", "hashlib", "hmac", "secrets"]
+MASTER_ONLY = [
+    *("ast", "concurrent.futures", "encodings.idna", "evocluster.executor", "hashlib", "hmac"),
+    *("logging", "secrets"),
+]
 
 
 def loaded(_: int) -> list[str]:
