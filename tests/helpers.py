@@ -83,6 +83,14 @@ def mpi_command(flavour: str, n: int, *args: str) -> list[str]:
     return launcher(*args, mpi=n)
 
 
+def launch_on(where: str, workers: int, *args: str) -> list[str]:
+    """The launcher's command for ``workers`` workers: a local pool (``"local"``), or one MPI rank
+    more with the MPICH wheel (``"mpich-wheel"``) or the system's Open MPI (``"openmpi"``)."""
+    if where == "local":
+        return launcher("--backend", "local", "--workers", str(workers), *args)
+    return mpi_command(where, workers + 1, *args)
+
+
 def session_processes(sid: int) -> list[int]:
     """Processes of session ``sid`` still alive (zombies excluded)."""
     found = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import TESTS, launcher, mpi_command, run
+from helpers import TESTS, launch_on, launcher, mpi_command, run
 
 JOBS = TESTS / "jobs"
 
@@ -33,10 +33,7 @@ def test_worker_death_mpi_ends_the_job(how: str, flavour: str) -> None:
 def test_job_import_failing_on_workers_is_reported(mpi: str) -> None:
     job = str(JOBS / "worker_import_fails.py")
     local = mpi == "local"
-    cmd = (
-        launcher("--backend", "local", "--workers", "2", job) if local else mpi_command(mpi, 3, job)
-    )
-    proc = run(cmd, 120)
+    proc = run(launch_on(mpi, 2, job), 120)
     assert proc.returncode == 1, proc.stderr
     assert "could not import the job" in proc.stderr
     assert "licence server is not reachable" in proc.stderr
@@ -46,10 +43,6 @@ def test_job_import_failing_on_workers_is_reported(mpi: str) -> None:
 @pytest.mark.parametrize("mpi", ["local", "mpich-wheel", "openmpi"])
 def test_failing_job_with_a_worker_stuck_in_an_evaluation_ends_now(mpi: str) -> None:
     job = str(JOBS / "stuck_worker.py")
-    if mpi == "local":
-        cmd = launcher("--backend", "local", "--workers", "2", job)
-    else:
-        cmd = mpi_command(mpi, 3, job)
-    proc = run(cmd, 120)  # not 600 s
+    proc = run(launch_on(mpi, 2, job), 120)  # not 600 s
     assert proc.returncode != 0, proc.stderr
     assert "the job gives up" in proc.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import TESTS, launcher, mpi_command, run
+from helpers import TESTS, launch_on, run
 
 JOBS = TESTS / "jobs"
 
@@ -13,11 +13,7 @@ JOBS = TESTS / "jobs"
 @pytest.mark.parametrize("where", ["local", "mpich-wheel", "openmpi"])
 def test_message_larger_than_2_gib(where: str) -> None:
     job = str(JOBS / "big_message.py")
-    if where == "local":
-        cmd = launcher("--backend", "local", "--workers", "1", job)
-    else:
-        cmd = mpi_command(where, 2, job)
-    proc = run(cmd, timeout=300)
+    proc = run(launch_on(where, 1, job), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "big message ok" in proc.stderr
 
@@ -30,11 +26,8 @@ def test_waiting_ranks_sleep(config: str) -> None:
     for the whole wait (about 4 CPU-s here for 2 s on 2 cores); a sleeping one almost nothing."""
     kind, n = config.rsplit("-", 1)
     job = [str(JOBS / "idle_cpu.py"), "2"]
-    if kind == "local":
-        cmd = launcher("--backend", "local", "--workers", n, *job)
-    else:
-        cmd = mpi_command(kind, int(n), *job)
-    proc = run(cmd, timeout=180)
+    workers = int(n) if kind == "local" else int(n) - 1  # the MPI configurations count ranks
+    proc = run(launch_on(kind, workers, *job), timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     cpu = json.loads(proc.stdout.strip().splitlines()[-1])
     assert cpu["workers_idle"] < 0.4, cpu  # all workers together, 2 s idle
