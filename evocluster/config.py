@@ -39,7 +39,8 @@ class Options(NamedTuple):
     #: chunks in flight per worker (1: no prefetch); 2 keeps a worker busy while its result travels
     prefetch: int = 2
     #: a chunk whose serialised size exceeds this many bytes is sent only to an idle worker, so a
-    #: large transfer never waits behind a long evaluation (and never stalls the master's sends).
+    #: large transfer never waits behind a long evaluation (in the master's memory, tied to a
+    #: busy worker while another may free up first).
     prefetch_max_bytes: int = 256 * 1024
     #: no prefetch for evaluations of chunk_target / 10 seconds or more whose durations spread more
     #: than this (mean relative deviation): measured on W3 (lognormal, sigma 1) it lifts a

@@ -117,9 +117,14 @@ class Transport(abc.ABC):
 
     #: Number of workers this transport reaches (fixed for its lifetime).
     n_workers: int
-    #: Whether a large message may be sent to a busy worker.  False where :meth:`send` blocks
-    #: until the worker reads (a socket); True where sends are asynchronous (MPI).
+    #: Whether a large message may be sent to a busy worker.  False where it would wait, whole,
+    #: on the master until the worker reads it after its current evaluation (the local pool's
+    #: sockets: :meth:`send` queues what the socket does not take, and the chunk would be tied
+    #: to that worker while another may be idle sooner); True where the MPI library moves it.
     async_sends: bool = False
+    #: Whether :meth:`send` evaluates a task before it returns (the serial backend): the
+    #: scheduler then sends one task at a time, so each result is delivered before the next runs.
+    evaluates_on_send: bool = False
 
     @abc.abstractmethod
     def send(self, worker: int, frames: Frames, idle: bool = True) -> None:

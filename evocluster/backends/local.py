@@ -5,13 +5,32 @@
   here as it would on a cluster.
 * :class:`ProcessTransport` starts ``n`` worker interpreters (``python -m
   evocluster.backends.local FD RANK SIZE``), each connected by a socket pair.  Waiting is
-  ``select`` on those sockets plus a wake-up pipe: no polling at all, on either side.  A worker
-  that dies is seen at once as end-of-file on its socket.
+  ``select`` on those sockets plus a wake-up pipe: both sides sleep in the kernel until something
+  arrives (no sleep-and-retry loop, unlike MPI's).  A worker that dies is seen at once as
+  end-of-file on its socket.
+
+Who may block on what::
+
+    master (scheduler thread, non-blocking socket)              worker (blocking socket)
+    ----------------------------------------------              ------------------------
+    send():  write what the socket takes now, queue the rest -> recv(): waits for a message
+    poll():  select: readable (every live worker),
+                     writable (workers with queued output) -> write more of the queue
+             read what has arrived, each part straight
+             into its final buffer; return whole messages <- send(): waits until all is read
+
+A worker blocks while it sends a result the master has not read, and while it waits for a task.
+So the master must block on neither: were it blocked sending a chunk to a worker that was itself
+blocked sending a result, neither would ever read again (a long ``map`` of cheap items, whose
+chunks and results each outgrow a socket's buffer, did exactly that).  The master therefore never
+blocks on a send or a read, and reads whatever arrives, always; then a worker's blocking send
+always completes, and the worker keeps its simple blocking loop.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import selectors
 import signal
@@ -20,6 +39,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from typing import Any
 
@@ -35,43 +55,50 @@ class InlineTransport(Transport):
     """The serial backend: one "worker", the master process itself."""
 
     n_workers = 1
+    evaluates_on_send = True  # send() runs the task: one at a time, each result delivered
 
     def __init__(self) -> None:
         self._worker = Worker("serial worker (in the master process)")
         self._out: deque[Frames] = deque()
         self._wake = threading.Event()
+        self._closed = False  # after close(), send() and poll() do nothing
 
     def send(self, worker: int, frames: Frames, idle: bool = True) -> None:
+        if self._closed:
+            return
         # copy every frame: the evaluation must not share memory with the master's arguments
         record = loads([bytes(f) for f in frames])
         if record[0] == protocol.TASK:
             self._out.append(dumps(self._worker.run(record)))
 
     def poll(self, timeout: float | None, latency: float | None = None) -> list[Event]:
-        if not self._out:
+        if not self._out and not self._closed:
             self._wake.wait(timeout)
         events: list[Event] = [(0, f, None) for f in self._out]
         self._out.clear()
         return events
 
     def wakeup(self) -> None:
-        self._wake.set()
+        self._wake.set()  # an Event: safe from any thread, before or after close()
 
     def clear_wakeup(self) -> None:
         self._wake.clear()
 
     def close(self, stop_frames: Frames) -> None:
-        pass
+        self._closed = True
+        self._out.clear()
 
     def describe(self, worker: int) -> str:
         return "the serial worker (in the master process)"
 
 
 _LEN = struct.Struct("<Q")
+#: Most buffers handed to one ``sendmsg`` (the kernel refuses more than IOV_MAX, 1024 on Linux).
+_IOV_MAX = 512
 
 
 class _Socket:
-    """One end of a socket pair carrying length-prefixed messages.
+    """A worker's end of its socket pair: blocking, length-prefixed messages.
 
     Plain ``sendall`` / ``recv_into``: a part is received straight into its final buffer (the
     stdlib ``multiprocessing.Connection`` would first gather it in a ``BytesIO``, a second copy
@@ -113,6 +140,107 @@ class _Socket:
         self.sock.close()
 
 
+class _Link:
+    """The master's end of one worker's socket pair: non-blocking, never waits.
+
+    Output the socket does not take at once waits in an in-order queue of memoryviews (views of
+    the caller's frames, which they keep alive: a large numpy buffer is never copied), written on
+    as the socket becomes writable.  Input is read by a small state machine -- length, envelope,
+    then each part -- that takes whatever has arrived, straight into the buffer the message will
+    be built from, and hands back each message once it is whole."""
+
+    __slots__ = ("_env", "_head", "_inline", "_out", "_parts", "_sizes", "_view", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self._out: deque[memoryview] = deque()  # bytes not yet written, in order
+        # the message being read: its length prefix, then (once the length is known) its
+        # envelope, then (once that is decoded) its parts, each read into its own buffer
+        self._head = bytearray(_LEN.size)
+        self._env: bytearray | None = None
+        self._inline: memoryview | None = None
+        self._sizes: list[int] | None = None
+        self._parts: list[Any] = []
+        self._view = memoryview(self._head)  # what the next read fills
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    # ------------------------------------------------------------------ output
+    @property
+    def queued(self) -> bool:
+        """Whether output waits for the socket to become writable."""
+        return bool(self._out)
+
+    def send(self, frames: Frames) -> None:
+        """Write ``frames`` as far as the socket takes them now; queue the rest."""
+        env, parts = encode_envelope(frames)
+        was_queued = bool(self._out)
+        self._out.append(memoryview(_LEN.pack(len(env)) + env))
+        self._out.extend(p for p in parts if p.nbytes)  # sizes are in the envelope
+        if not was_queued:  # else the socket is full: poll() writes on once it is writable
+            self.flush()
+
+    def flush(self) -> None:
+        """Write queued output until it is all written or the socket is full."""
+        out = self._out
+        while out:
+            try:
+                n = self.sock.sendmsg(list(itertools.islice(out, _IOV_MAX)))
+            except BlockingIOError:
+                return
+            while n:
+                if n >= out[0].nbytes:
+                    n -= out.popleft().nbytes
+                else:
+                    out[0] = out[0][n:]
+                    n = 0
+
+    # ------------------------------------------------------------------ input
+    def receive(self, messages: list[Frames]) -> None:
+        """Read what has arrived; append each message it completes to ``messages``.
+
+        Raises:
+            EOFError: the worker closed its end (messages read before that are appended).
+            OSError: the connection failed.
+        """
+        while True:
+            view = self._view
+            try:
+                n = self.sock.recv_into(view)
+            except BlockingIOError:
+                return
+            if n == 0:
+                raise EOFError("the other end closed the connection")
+            if n < view.nbytes:
+                self._view = view[n:]
+            else:
+                self._advance(messages)
+
+    def _advance(self, messages: list[Frames]) -> None:
+        """The current buffer is full: set up the next one (parts of 0 bytes are skipped)."""
+        if self._env is None:  # the length prefix: the envelope comes next
+            self._env = bytearray(_LEN.unpack(self._head)[0])
+            self._view = memoryview(self._env)
+            return
+        if self._sizes is None:  # the envelope: now the parts' sizes are known
+            self._inline, self._sizes = decode_envelope(self._env)
+        while len(self._parts) < len(self._sizes):
+            buf = bytearray(self._sizes[len(self._parts)])
+            self._parts.append(buf)
+            if buf:
+                self._view = memoryview(buf)
+                return
+        messages.append(assemble(self._inline, self._parts))
+        self._env, self._inline, self._sizes, self._parts = None, None, None, []
+        self._view = memoryview(self._head)
+
+    def close(self) -> None:
+        self._out.clear()
+        self.sock.close()
+
+
 def _exit_reason(proc: subprocess.Popen[bytes]) -> str:
     try:
         code = proc.wait(timeout=2)
@@ -123,14 +251,28 @@ def _exit_reason(proc: subprocess.Popen[bytes]) -> str:
     return f"the process exited with code {code}"
 
 
+#: How long close() lets the workers finish what they are doing and exit, before killing them.
+_STOP_GRACE = 10.0
+
+
 class ProcessTransport(Transport):
     """A pool of ``n`` local worker processes."""
 
+    # False although send() never blocks: a worker reads only between evaluations, so all of a
+    # large message but a socket buffer's worth (~200 KiB) would wait, serialised, in the master's
+    # memory until the worker's current chunk ends -- nothing gained over sending it then, but one
+    # more serialised chunk pinned per worker (up to chunk_max_bytes, or a whole large item), and
+    # the chunk bound early to a worker that another one may beat to idleness.  So the scheduler
+    # keeps sending large chunks to idle workers only (a policy now, no longer what keeps the
+    # pool from deadlocking).
+    async_sends = False
+
     def __init__(self, n: int, job: dict[str, Any], options: Any) -> None:
         self.n_workers = n
-        self._conns: list[_Socket] = []
+        self._links: list[_Link] = []
         self._procs: list[subprocess.Popen[bytes]] = []
         self._alive = [True] * n
+        self._closed = False  # set by close(); send() and poll() do nothing after it
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
@@ -142,65 +284,111 @@ class ProcessTransport(Transport):
                 subprocess.Popen(cmd, pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL)
             )
             theirs.close()
-            self._conns.append(_Socket(ours))
+            self._links.append(_Link(ours))  # ours only turns non-blocking; theirs stays blocking
         # the wake-up pipe: a byte written here ends a poll's select at once
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._wake_pending = False  # see wakeup()
+        # makes wakeup()'s "is the pipe open? write a byte" one step against close()'s closing of
+        # the pipe: else a late wakeup() could write into a closed fd, or into whatever file
+        # reuses its number.  Only a wakeup() that writes takes it (once per wake-up).
+        self._wake_lock = threading.Lock()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_r, selectors.EVENT_READ, -1)
-        for w, conn in enumerate(self._conns):
-            self._selector.register(conn, selectors.EVENT_READ, w)
+        for w, link in enumerate(self._links):
+            self._selector.register(link, selectors.EVENT_READ, w)
         self._lost: list[Event] = []
         init = dumps(protocol.init(job, {}))
         for w in range(n):
-            self.send(w, init)
+            self._send(w, init)
 
     def describe(self, worker: int) -> str:
         return f"local worker {worker + 1} of {self.n_workers}"
 
     def send(self, worker: int, frames: Frames, idle: bool = True) -> None:
+        if not self._closed:
+            self._send(worker, frames)
+
+    def _send(self, worker: int, frames: Frames) -> None:
         if not self._alive[worker]:
             return
+        link = self._links[worker]
+        was_queued = link.queued
         try:
-            self._conns[worker].send(frames)
+            link.send(frames)
         except OSError:
             self._mark_lost(worker)
+            return
+        if link.queued and not was_queued:  # the socket is full: watch for room in it
+            self._selector.modify(link, selectors.EVENT_READ | selectors.EVENT_WRITE, worker)
+
+    def _on_ready(self, worker: int, mask: int, messages: list[Frames]) -> None:
+        """Serve what ``select`` found on a worker's socket: read what arrived (complete messages
+        into ``messages``), write queued output if it has room.  Raises EOFError / OSError."""
+        link = self._links[worker]
+        if mask & selectors.EVENT_READ:  # first: what a worker said before it hung up arrives
+            link.receive(messages)
+        if mask & selectors.EVENT_WRITE:
+            link.flush()
+            if not link.queued:  # all written: stop watching for room, or select never sleeps
+                self._selector.modify(link, selectors.EVENT_READ, worker)
+
+    def _drop(self, worker: int) -> None:
+        """Stop serving a worker whose connection ended."""
+        self._alive[worker] = False
+        self._selector.unregister(self._links[worker])
+        self._links[worker].close()
 
     def _mark_lost(self, worker: int) -> None:
         if self._alive[worker]:
-            self._alive[worker] = False
-            self._selector.unregister(self._conns[worker])
+            self._drop(worker)
             self._lost.append((worker, None, _exit_reason(self._procs[worker])))
 
     def poll(self, timeout: float | None, latency: float | None = None) -> list[Event]:
         events, self._lost = self._lost, []
-        if events:
+        if events or self._closed:
             return events
-        for key, _ in self._selector.select(timeout):
-            w = key.data
-            if w < 0:  # the wake-up pipe
-                continue
-            try:
-                events.append((w, self._conns[w].recv(), None))
-            except (EOFError, OSError):
-                self._mark_lost(w)
-        events += self._lost
-        self._lost = []
-        return events
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            ready = self._selector.select(timeout)
+            woken = False
+            for key, mask in ready:
+                w = key.data
+                if w < 0:  # the wake-up pipe
+                    woken = True
+                    continue
+                messages: list[Frames] = []
+                try:
+                    self._on_ready(w, mask, messages)
+                except (EOFError, OSError):
+                    self._mark_lost(w)
+                events += [(w, frames, None) for frames in messages]
+            events += self._lost
+            self._lost = []
+            if events or woken or not ready:  # (nothing ready: the timeout passed)
+                return events
+            # only queued output was written: wait on, rather than make the scheduler go round
+            # its loop once per socket buffer of a large message
+            if deadline is not None:
+                timeout = max(0.0, deadline - time.monotonic())
 
     def wakeup(self) -> None:
         # one byte per wake-up, not per submit: the flag says a byte is (or is about to be) in
         # the pipe.  The scheduler clears it before it takes the queued jobs, so a job queued
-        # after that finds it clear and writes.
+        # after that finds it clear and writes.  close() leaves it set: later calls return here.
         if self._wake_pending:
             return
         self._wake_pending = True
-        with contextlib.suppress(BlockingIOError):  # a full pipe: a wake-up is pending anyway
-            os.write(self._wake_w, b"x")
+        with self._wake_lock:
+            if self._wake_w < 0:  # closed meanwhile
+                return
+            with contextlib.suppress(BlockingIOError):  # a full pipe: a wake-up is pending anyway
+                os.write(self._wake_w, b"x")
 
     def clear_wakeup(self) -> None:
+        if self._closed:
+            return
         self._wake_pending = False
         try:
             while os.read(self._wake_r, 4096):
@@ -209,19 +397,43 @@ class ProcessTransport(Transport):
             pass
 
     def close(self, stop_frames: Frames) -> None:
+        if self._closed:  # a second call: everything is released already
+            return
+        self._closed = True
+        self._selector.unregister(self._wake_r)  # wake-ups no longer matter (and would spin)
         for w in range(self.n_workers):
-            self.send(w, stop_frames)
+            self._send(w, stop_frames)
+        deadline = time.monotonic() + _STOP_GRACE
+        self._drain(deadline)
         for proc in self._procs:
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        for conn in self._conns:
-            conn.close()
+        for w in range(self.n_workers):
+            if self._alive[w]:
+                self._drop(w)
         self._selector.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        with self._wake_lock:
+            self._wake_pending = True  # wakeup() from now on returns without the lock
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._wake_r = self._wake_w = -1
+
+    def _drain(self, deadline: float) -> None:
+        """Until every worker has hung up (or ``deadline``): write the queued output, STOP last,
+        and read and drop what the workers still send.  A worker blocked sending a result (after
+        a lost worker broke the pool) reads its STOP only once that result is read."""
+        while any(self._alive):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            for key, mask in self._selector.select(left):
+                try:
+                    self._on_ready(key.data, mask, [])
+                except (EOFError, OSError):  # hung up: after its BYE, or it died
+                    self._drop(key.data)
 
     def abort(self, code: int) -> None:
         for proc in self._procs:
@@ -242,6 +454,7 @@ class LocalChannel(Channel):
         return self._conn.recv()  # a blocking read: the process sleeps in the kernel
 
     def send(self, frames: Frames) -> None:
+        # a blocking write: it always completes, since the master reads whatever arrives
         self._conn.send(frames)
 
 
