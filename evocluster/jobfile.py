@@ -4,6 +4,12 @@ On the master the job runs as ``__main__``.  On a worker it is imported as a mod
 ``__worker__`` -- so its module-level definitions exist but its ``if __name__ == "__main__"`` block
 does not run -- and that module is also installed as ``sys.modules["__main__"]``, so that a function
 pickled by reference on the master as ``__main__.fitness`` resolves on the worker.
+
+The way back is aliased too, as ``multiprocessing`` aliases its main module: a worker pickles an
+instance of the job's class ``Score`` as ``__worker__.Score``, so on the master ``__worker__`` is a
+stand-in module (:func:`alias_worker_module`) whose names are looked up in whatever
+``sys.modules["__main__"]`` is at that moment -- the job, also while the launcher runs it through
+``runpy``, which swaps ``__main__`` for as long as the job runs.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "WORKER_NAME",
+    "alias_worker_module",
     "check",
     "import_for_worker",
     "module_level_names",
@@ -180,6 +187,29 @@ def run_as_main(job: dict[str, Any]) -> None:
         runpy.run_module(job["module"], run_name="__main__", alter_sys=True)
     else:
         runpy.run_path(job["path"], run_name="__main__")
+
+
+class _MainAlias(types.ModuleType):
+    """The master's ``__worker__``: ``__worker__.X`` is ``__main__.X``, looked up when asked.
+
+    Only plain names are forwarded: the alias's own ``__file__``, ``__path__``, ... stay unset, so
+    that tools scanning ``sys.modules`` (``inspect.getmodule``, ``pickle.whichmodule``) do not
+    take it for the job's module."""
+
+    def __getattr__(self, name: str) -> Any:
+        main = sys.modules.get("__main__")
+        if main is None or main is self or (name.startswith("__") and name.endswith("__")):
+            raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
+        return getattr(main, name)
+
+
+def alias_worker_module() -> None:
+    """On the master: make the names workers pickle the job's objects under (``__worker__.X``)
+    resolve to the job's ``__main__``.  Idempotent; does nothing in a worker, where
+    ``__worker__`` is the job itself."""
+    if in_worker or WORKER_NAME in sys.modules:
+        return
+    sys.modules[WORKER_NAME] = _MainAlias(WORKER_NAME, "the master's alias of the job's __main__")
 
 
 def import_for_worker(job: dict[str, Any]) -> types.ModuleType | None:

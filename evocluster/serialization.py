@@ -19,6 +19,14 @@
   object of ``__main__`` is importable there when its name is bound at the job's module level,
   outside ``if __name__ == "__main__":`` (:func:`set_worker_main_names`).  The same check runs on
   every backend, the serial one included, so a job that passes under serial passes on a cluster.
+* Results (:func:`dumps_results`), on the worker, whatever the policy: plain pickle.  Instances
+  of the job's module-level classes go by reference as ``__worker__.X``, which the master resolves
+  in its ``__main__`` (:func:`evocluster.jobfile.alias_worker_module`).  Only if pickle refuses,
+  each class the master cannot import by name (nested in a function, or rebuilt here by
+  cloudpickle from what the master sent by value) goes back by value, as the payload it came with,
+  and the master finds its own class again.  DEAP pickles its creator classes by value, rebinding
+  ``deap.creator.<name>`` to a new class on every load; in results they travel as their creation
+  arguments instead, and the master keeps its own class when it was created alike.
 * :class:`FunctionTable`: each distinct callable is serialised once per master and identified by a
   digest of its serialised form; a task carries only that key, and a worker caches the callable.
 * :func:`pack_exception` / :func:`unpack_exception`: a fitness exception comes home as itself when
@@ -29,6 +37,7 @@
 from __future__ import annotations
 
 import contextlib
+import copyreg
 import functools
 import io
 import os
@@ -43,6 +52,7 @@ from typing import Any
 
 from .config import POLICIES
 from .errors import RemoteError, RemoteTraceback, SerializationError
+from .jobfile import alias_worker_module
 
 __all__ = [
     "POLICIES",
@@ -52,6 +62,7 @@ __all__ = [
     "checked_dumps_args",
     "dumps",
     "dumps_args",
+    "dumps_results",
     "explain_load_error",
     "frames_nbytes",
     "loads",
@@ -74,10 +85,14 @@ _worker_main_names: frozenset[str] = frozenset()
 
 
 def set_worker_main_names(names: Iterable[str]) -> None:
-    """Declare which ``__main__`` names the workers can import (the job's module-level names)."""
+    """Declare which ``__main__`` names the workers can import (the job's module-level names).
+
+    Every master calls it as it starts its pool; it also makes ``__worker__.X``, the name a
+    worker gives an object of the job, resolve here."""
     global _worker_main_names, _hidden_seen
     _worker_main_names = frozenset(names)
     _hidden_seen = (0, -1, False)
+    alias_worker_module()
 
 
 class _NotOnWorkers(pickle.PicklingError):
@@ -124,12 +139,37 @@ def _importable(obj: Any) -> bool:
     return found
 
 
-def _load_by_value(data: bytes) -> Any:
-    """Worker side of an upgraded object (module level, so pickle finds it by reference)."""
-    return pickle.loads(data)
-
-
 _by_value_cache: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
+
+# Each class sent or received by value, by payload: the class a payload stands for in this
+# process.  A class travels with every chunk that holds its instances, and it travels as the
+# payload it came with (see _remember_class), so the master gets back the very bytes it sent and
+# finds its own class here, without loading anything.  Loading would cost ~50 us per chunk, and
+# cloudpickle, reconciling the loaded class with the one it tracks, would reset that class's
+# attributes and methods to the payload's copies (cloudpipe/cloudpickle#439).  Bounded: cleared
+# when full (a class met again is then loaded once more).
+_classes_by_payload: dict[bytes, type] = {}
+_CLASSES_BY_PAYLOAD_MAX = 256
+
+
+def _remember_class(cls: type, data: bytes) -> None:
+    """``cls`` travels as ``data`` from this process, and ``data`` means ``cls`` here."""
+    if len(_classes_by_payload) >= _CLASSES_BY_PAYLOAD_MAX:
+        _classes_by_payload.clear()
+    _classes_by_payload[data] = cls
+    with contextlib.suppress(TypeError):
+        _by_value_cache.setdefault(cls, data)
+
+
+def _load_by_value(data: bytes) -> Any:
+    """Receiving side of an upgraded object (module level, so pickle finds it by reference)."""
+    cls = _classes_by_payload.get(data)
+    if cls is not None:
+        return cls
+    obj = pickle.loads(data)
+    if isinstance(obj, type):
+        _remember_class(obj, data)
+    return obj
 
 
 class _UpgradingPickler(pickle.Pickler):
@@ -143,10 +183,76 @@ class _UpgradingPickler(pickle.Pickler):
                 import cloudpickle
 
                 data = cloudpickle.dumps(obj, protocol=PROTOCOL)
-                with contextlib.suppress(TypeError):
-                    _by_value_cache[obj] = data
+                if isinstance(obj, type):
+                    _remember_class(obj, data)
+                else:
+                    with contextlib.suppress(TypeError):
+                        _by_value_cache[obj] = data
             return (_load_by_value, (data,))
         return NotImplemented
+
+
+def _creator_args(cls: type) -> tuple[Any, ...] | None:
+    """DEAP's creation arguments ``(name, base, attributes)`` of a class made by
+    ``creator.create``; ``None`` for any other class."""
+    meta = getattr(sys.modules.get("deap.creator"), "MetaCreator", None)
+    if meta is None or not isinstance(cls, meta):
+        return None
+    args: tuple[Any, ...] | None = getattr(cls, "reduce_args", None)
+    return args
+
+
+def _creator_class(name: str, base: type, attributes: dict[str, Any]) -> Any:
+    """Receiving side of a DEAP creator class: this process's own ``deap.creator.<name>`` when it
+    was created alike (same base, same attributes), else a new one, as DEAP itself would."""
+    from deap import creator
+
+    existing = getattr(creator, name, None)
+    try:
+        same = bool(getattr(existing, "reduce_args", None) == (name, base, attributes))
+    except Exception:  # an attribute whose == is not a truth value (a numpy array): not the same
+        same = False
+    return existing if same else creator.meta_create(name, base, attributes)
+
+
+def _reduce_creator_class(cls: Any) -> tuple[Any, ...]:
+    return (_creator_class, cls.reduce_args)
+
+
+class _CreatorPickler(pickle.Pickler):
+    """The C pickler with DEAP's reduction of creator classes replaced by
+    :func:`_reduce_creator_class`: still no Python hook per object (a dispatch table is a dict
+    lookup per object, like ``copyreg``'s).  Its class-level ``dispatch_table`` is set by
+    :func:`_creator_pickler`."""
+
+
+# _CreatorPickler's dispatch table, and len(copyreg.dispatch_table) when it was copied from it: a
+# library that registers a reduction later (copyreg.pickle) makes it copy again
+_creator_table: dict[Any, Any] = {}
+_creator_table_from = -1
+
+
+def _creator_pickler(meta: type) -> type[pickle.Pickler]:
+    """:class:`_CreatorPickler`, its dispatch table up to date with ``copyreg``'s."""
+    global _creator_table, _creator_table_from
+    if len(copyreg.dispatch_table) != _creator_table_from or meta not in _creator_table:
+        _creator_table = {**copyreg.dispatch_table, meta: _reduce_creator_class}
+        _creator_table_from = len(copyreg.dispatch_table)
+        _CreatorPickler.dispatch_table = _creator_table
+    return _CreatorPickler
+
+
+class _ResultPickler(_UpgradingPickler):
+    """A worker's results when plain pickle refused them: a class the master cannot import goes
+    by value, a DEAP creator class as its creation arguments.  Functions are not upgraded: a
+    fitness that returns a lambda is told that its result cannot be pickled."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if not isinstance(obj, type):
+            return NotImplemented
+        if _creator_args(obj) is not None:
+            return _reduce_creator_class(obj)
+        return super().reducer_override(obj)
 
 
 def _dumps_with(pickler_class: Any, obj: Any) -> Frames:
@@ -199,6 +305,21 @@ def dumps_args(obj: Any, policy: str) -> Frames:
     return _dumps_with(_ARGS_PICKLER[policy], obj)
 
 
+def dumps_results(obj: Any) -> Frames:
+    """Serialise a worker's results for the master (the same for every policy: the worker does
+    not know the task's).
+
+    Fast path: the C pickler, no Python hook per object (with DEAP loaded, its creator classes go
+    as :func:`_creator_class` calls).  Only if pickle refuses something -- a class the master
+    cannot import by name: nested in a function, or rebuilt here by cloudpickle from what the
+    master sent by value -- does the upgrading pickler, which looks at each object, do the work."""
+    meta = getattr(sys.modules.get("deap.creator"), "MetaCreator", None)
+    try:
+        return dumps(obj) if meta is None else _dumps_with(_creator_pickler(meta), obj)
+    except _REFUSED:
+        return _dumps_with(_ResultPickler, obj)
+
+
 # (id, size) of the __main__ namespace last scanned, and the answer: the namespace grows when the
 # job defines something, so the scan runs again only then, not for every chunk
 _hidden_seen: tuple[int, int, bool] = (0, -1, False)
@@ -239,7 +360,7 @@ def serialize_callable(fn: Callable[..., Any], policy: str) -> Frames:
         return _dumps_with(_CheckingPickler, fn)
     except _REFUSED as e:
         if policy == "strict":
-            raise SerializationError(_explain(fn, "fn", e, policy)) from None
+            raise SerializationError(_explain(fn, "fn", e, policy)) from e
         try:
             return _cloud_dumps(fn)
         except _REFUSED as e2:
@@ -257,7 +378,7 @@ def checked_dumps_args(obj: Any, blame: Any, label: str, policy: str) -> Frames:
     try:
         return dumps_args(obj, policy)
     except _REFUSED as e:
-        raise SerializationError(_explain(blame, label, e, policy)) from None
+        raise SerializationError(_explain(blame, label, e, policy)) from e
 
 
 def _describe(obj: Any) -> str:
@@ -354,18 +475,28 @@ def _explain(obj: Any, root: str, exc: BaseException, policy: str) -> str:
 
 
 def explain_load_error(exc: BaseException, what: str) -> str:
-    """Say what to do when a worker cannot load what the master sent."""
+    """Say what to do when a worker cannot load what the master sent, by the cause: a module it
+    cannot import, a name pickle cannot find (the job's definitions), or the object's own
+    unpickling code (``__setstate__``, ``__reduce__``'s callable) raising."""
     text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, ModuleNotFoundError):
         hint = (
             f"module {exc.name!r} cannot be imported on this worker: install it there, or make "
             "sure the worker's sys.path (PYTHONPATH, the job's directory) reaches it"
         )
-    else:
+    elif isinstance(exc, AttributeError) and str(exc).startswith("Can't get attribute"):
         hint = (
             "define creator classes, the primitive set and everything the fitness uses at module "
             "level of the job file, outside `if __name__ == '__main__':`, so that the workers, "
             "which import the job file, have them too"
+        )
+    else:
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" in {frames[-1].name}() at {frames[-1].filename}:{frames[-1].lineno}"
+        hint = (
+            f"the object's own unpickling code raised it{where if frames else ''}: its "
+            "__setstate__, or the callable its __reduce__ names, fails on this worker; make it "
+            "work there (it runs on every worker, with the worker's files and environment)"
         )
     return f"the worker cannot load {what} ({text}): {hint}"
 

@@ -16,7 +16,7 @@ from typing import Any
 from . import jobfile, protocol
 from .backends.base import Channel
 from .errors import SerializationError
-from .serialization import dumps, explain_load_error, loads, nest, pack_exception
+from .serialization import dumps, dumps_results, explain_load_error, loads, nest, pack_exception
 
 __all__ = ["FN_CACHE_SIZE", "FunctionCache", "Worker", "serve"]
 
@@ -113,7 +113,7 @@ class Worker:
                 errors[i] = pack_exception(e, self.label)
         elapsed = time.perf_counter() - t0
         try:
-            out = dumps(values)
+            out = dumps_results(values)
         except Exception:
             out = self._dump_each(values, errors)
         return protocol.result(chunk_id, nest(out), errors, elapsed)
@@ -122,16 +122,17 @@ class Worker:
         """Some result cannot be pickled: report those items as errors, keep the others."""
         for i, v in enumerate(values):
             try:
-                dumps(v)
+                dumps_results(v)
             except Exception as e:
                 values[i] = None
                 err = SerializationError(
                     f"the result of this call cannot be pickled ({type(e).__name__}: {e}): "
-                    "return plain data (numbers, tuples, lists, dicts, numpy arrays) or objects "
-                    "of classes defined at module level"
+                    "return what pickle can store (numbers, tuples, lists, dicts, numpy arrays, "
+                    "instances of the job's classes), not open files, locks, sockets, generators "
+                    "or objects that hold them"
                 )
                 errors[i] = pack_exception(err, self.label)
-        return dumps(values)
+        return dumps_results(values)
 
 
 def _import_job(job: dict[str, Any]) -> str | None:
