@@ -25,11 +25,11 @@ from .sharing import share, shared
 
 if TYPE_CHECKING:
     from .errors import BrokenPool
-    from .executor import Executor, get_executor, map  # noqa: A004 - a drop-in, on purpose
+    from .executor import Executor, get_executor, map, starmap  # noqa: A004 - a drop-in
 
 __version__ = "0.1.0"
 
-_LAZY = frozenset({"Executor", "get_executor", "map"})
+_LAZY = frozenset({"Executor", "get_executor", "map", "starmap"})
 
 
 def __getattr__(name: str) -> Any:
@@ -71,4 +71,5 @@ __all__ = [
     "rng",
     "share",
     "shared",
+    "starmap",
 ]

@@ -944,6 +944,7 @@ def ask_tell(
     stop = getattr(optimizer, "stop", None)
     if iterations is None and not callable(stop):
         raise ValueError("give iterations=, or an optimizer with a stop() method")
+    weights_ = tuple(float(x) for x in w)
     ev = _Evaluator(executor, fitness, seed, w, log)
     state: State | None = None
     best: tuple[float, np.ndarray, np.ndarray] | None = None
@@ -954,7 +955,7 @@ def ask_tell(
         t0 = time.perf_counter()
         xs = optimizer.ask()
         genomes = np.array(xs, dtype=np.float64)
-        previous = state or State("ask_tell", seed, 0, genomes, np.empty((0, 1)), (-1.0,), {})
+        previous = state or State("ask_tell", seed, 0, genomes, np.empty((0, 1)), weights_, {})
         values = ev.evaluate(genomes, [(it, i) for i in range(len(genomes))], previous)
         optimizer.tell(xs, values[:, 0].tolist())
         it += 1
@@ -964,7 +965,7 @@ def ask_tell(
             generation=it,
             genomes=genomes,
             fitness=values,
-            weights=tuple(float(x) for x in w),
+            weights=weights_,
             rng={},
             evaluations=previous.evaluations + len(genomes),
             history=previous.history,

@@ -15,7 +15,10 @@ Data flow (one scheduler thread per pool owns the transport; user threads never 
   slots, and the scheduler cuts them into chunks whose size follows the measured cost per item.
 * Each worker holds at most ``prefetch`` chunks, so it starts its next chunk while the result of the
   last one travels home; a chunk larger than ``prefetch_max_bytes`` goes only to an idle worker,
-  because a large transfer needs the receiver to be receiving.
+  because a large transfer to a busy one would wait for it, tied to it, while another may be idle
+  sooner (transports without asynchronous sends).
+* A submit's future is handed to ``set_running_or_notify_cancel`` once (:meth:`_Scheduling._claim`):
+  by the driver as it starts the task, or by whoever cancels it first, who also tells its waiters.
 * Which worker ran what never changes a result: results are put back in submission order.
 """
 
@@ -31,13 +34,15 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures import Executor as _StdExecutor
 from typing import Any
 
 from . import config, jobfile, protocol, serialization, sharing
+from ._initializer import Initialized
 from .backends.base import Transport
 from .errors import BrokenPool, ConfigurationError, JobError, SerializationError
 from .serialization import (
@@ -51,7 +56,7 @@ from .serialization import (
 )
 from .worker import FN_CACHE_SIZE, FunctionCache
 
-__all__ = ["Executor", "get_executor", "map"]
+__all__ = ["Executor", "get_executor", "map", "starmap"]
 
 _PENDING = object()  # a map slot not yet evaluated
 _FAILED = object()  # a map slot whose evaluation raised; the exception is in job.errors
@@ -76,9 +81,11 @@ class _Job:
         "kwargs",
         "n",
         "next",
+        "owner",
         "policy",
         "remaining",
         "star",
+        "started",
         "values",
     )
 
@@ -109,6 +116,10 @@ class _Job:
         self.errors: dict[int, BaseException] = {}
         self.cancelled = False  # set by any thread; the scheduler stops dispatching
         self.frames: Any = None  # a submit's arguments, already serialised (a one-item job)
+        # the driver has handed the future to set_running_or_notify_cancel (once only: a second
+        # call raises); a future cancelled before that is notified when its job is retired
+        self.started = False
+        self.owner: Executor | None = None  # whose job: an initializer's failure breaks it
         # settled: set under the pool's condition, which is notified then (no Event per job: a
         # submit would pay for two Conditions instead of its Future's one)
         self.done = self.n == 0
@@ -151,6 +162,10 @@ class _Scheduling:
         # typical time a worker spends on one chunk (moving average over all functions): how late
         # a result may be noticed is a fraction of it
         self._chunk_seconds = options.chunk_target
+        # set by wakeup() (any thread) when jobs were cancelled: the driver then retires every
+        # cancelled job at once, not only those at the head of the queue, so that waiters on
+        # their futures are told now rather than when a worker frees up
+        self._sweep = False
         #: what crossed the transport (the driver writes, anyone reads a copy)
         self.counters = dict.fromkeys(
             (
@@ -187,7 +202,8 @@ class _Scheduling:
         return dict(self.counters)
 
     def wakeup(self) -> None:
-        """Tell the driver that jobs were cancelled (none by default: it notices when it runs)."""
+        """Tell the driver that jobs were cancelled (it retires them when it next runs)."""
+        self._sweep = True
 
     def step(self) -> None:
         """Make progress after a ``put`` (none by default: a scheduler thread does it alone)."""
@@ -195,6 +211,10 @@ class _Scheduling:
     def close(self, wait: bool = True, cancel: bool = False, timeout: float | None = None) -> bool:
         """Stop the workers (a pool an executor owns); return whether the pool ended."""
         raise NotImplementedError
+
+    def kill(self) -> None:
+        """End the workers of a pool an executor owns at once, evaluations and all (the
+        interpreter is exiting and the pool was shut down without waiting)."""
 
     # ------------------------------------------------------------------ the driver
     def _has_work(self) -> bool:
@@ -211,11 +231,41 @@ class _Scheduling:
             self._cancel(job, job.next, job.n)
             job.next = job.n
 
+    def _claim(self, job: _Job) -> bool:
+        """Whether the caller is the one to hand ``job``'s future to
+        ``set_running_or_notify_cancel`` (which must be called once only): the driver, to start
+        it, or a thread that cancels it, to tell its waiters."""
+        with self._lock:
+            if job.started:
+                return False
+            job.started = True
+            return True
+
+    def cancel_future(self, job: _Job) -> None:
+        """Cancel a submit's future unless it is running (any thread), and tell its waiters now:
+        CANCELLED_AND_NOTIFIED, not only CANCELLED, for ``wait()`` and ``as_completed()`` count
+        only the former as done (the stdlib's executors leave ``cancel_futures``' futures in the
+        latter, and a wait on them never returns)."""
+        future = job.future
+        if future is not None and future.cancel() and self._claim(job):
+            future.set_running_or_notify_cancel()
+
+    def _sweep_cancelled(self) -> None:
+        """Retire every cancelled job in the queue (after :meth:`wakeup`)."""
+        self._sweep = False
+        if any(job.cancelled for job in self._jobs):
+            for job in self._jobs:
+                if job.cancelled:
+                    self._retire(job)
+            self._jobs = deque(job for job in self._jobs if not job.cancelled)
+
     def _cancel(self, job: _Job, start: int, stop: int) -> None:
         """Items ``start:stop`` of ``job`` will never be sent: settle them as cancelled."""
+        future = job.future
+        if future is not None:
+            self.cancel_future(job)
         with self._cv:
-            if job.future is not None:
-                job.future.cancel()
+            if future is not None:
                 job.remaining = 0
             else:
                 for i in range(start, stop):
@@ -258,13 +308,19 @@ class _Scheduling:
     def _next_chunk(self) -> _Chunk | None:
         """Serialise the next chunk of the first job with work left (a chunk that cannot be
         serialised fails its items, and the next one is tried); ``None`` when no work is left."""
+        if self._sweep:
+            self._sweep_cancelled()
         while self._jobs:
             job = self._jobs[0]
             if job.cancelled or job.next >= job.n:
                 self._retire(self._jobs.popleft())
                 continue
             future = job.future
-            if future is not None and job.next == 0 and not future.set_running_or_notify_cancel():
+            if (
+                future is not None
+                and not job.started
+                and (not self._claim(job) or not future.set_running_or_notify_cancel())
+            ):
                 self._retire(self._jobs.popleft())  # cancelled by its owner before it started
                 continue
             start = job.next
@@ -273,24 +329,14 @@ class _Scheduling:
             items = job.items[start:stop]
             try:
                 frames = job.frames or dumps_args((items, job.star, job.kwargs), job.policy)
-            except Exception as e:
-                self._settle(job, start, stop, [], {-1: self._diagnose(job, start, items, e)})
+            except Exception as e:  # any exception of the items' own pickling code, too
+                self._settle(job, start, stop, [], {-1: _diagnose(job, start, items, e)})
                 continue
             nbytes = frames_nbytes(frames)
             if job.item_bytes is None:
                 job.item_bytes = nbytes / (stop - start)
             return _Chunk(job, start, stop, nest(frames), nbytes)
         return None
-
-    @staticmethod
-    def _diagnose(job: _Job, start: int, items: list[Any], exc: Exception) -> BaseException:
-        """Name the first item of a chunk that cannot be serialised, and why."""
-        for i, item in enumerate(items):
-            try:
-                serialization.check(item, _args_label(job, start + i), job.policy)
-            except SerializationError as e:
-                return e
-        return exc
 
     def _count_sent(self, frames: Any, chunk: _Chunk | None, functions: int) -> None:
         """Count one message sent: a chunk's task (with ``functions`` callables), or a callable."""
@@ -326,15 +372,21 @@ class _Scheduling:
         self, job: _Job, start: int, stop: int, values: list[Any], excs: dict[int, BaseException]
     ) -> None:
         """Deliver the outcome of items ``start:stop`` of ``job`` to its future or map slots."""
+        if job.done:  # failed meanwhile (a broken pool or initializer): nothing left to deliver
+            return
         whole = excs.get(-1)
+        future = job.future
+        if future is not None:
+            # outside the pool's lock: a done callback may submit more work (put takes the lock)
+            exc = whole or excs.get(0)
+            if not future.done():
+                if exc is not None:
+                    future.set_exception(exc)
+                else:
+                    future.set_result(values[0])
         with self._cv:
-            if job.future is not None:
-                exc = whole or excs.get(0)
-                if not job.future.done():
-                    if exc is not None:
-                        job.future.set_exception(exc)
-                    else:
-                        job.future.set_result(values[0])
+            if future is not None:
+                pass
             elif not excs:
                 job.values[start:stop] = values
             else:
@@ -349,16 +401,32 @@ class _Scheduling:
             if job.remaining <= 0:
                 job.done = True
             self._cv.notify_all()
+        if excs and job.owner is not None and job.owner._initializer is not None:
+            self._check_initializer(job.owner, whole or next(iter(excs.values())))
+
+    def _check_initializer(self, owner: Executor, exc: BaseException) -> None:
+        """An evaluation of ``owner``'s failed with ``exc``: if its initializer failed on a worker,
+        ``owner`` is broken, and every pending task of it fails with that :class:`BrokenPool`."""
+        if owner._broken is not None or not isinstance(exc, BrokenPool):
+            return
+        reason = str(exc)
+        with owner._lock:
+            owner._broken = reason
+            jobs = [job for job in owner._jobs if not job.done]
+        self._fail(jobs, reason)
 
     def _fail(self, jobs: list[_Job], reason: str) -> None:
         """The pool broke: fail what is pending in ``jobs`` with :class:`BrokenPool`."""
+        for job in jobs:  # futures outside the lock: a done callback may take it
+            f = job.future
+            if f is not None and not f.done():
+                if self._claim(job) and not f.set_running_or_notify_cancel():
+                    continue  # cancelled before it started: stays cancelled
+                with contextlib.suppress(InvalidStateError):  # cancelled meanwhile
+                    f.set_exception(BrokenPool(reason))
         with self._cv:
             for job in jobs:
-                f = job.future
-                if f is not None:
-                    if not f.done() and (f.running() or f.set_running_or_notify_cancel()):
-                        f.set_exception(BrokenPool(reason))
-                else:
+                if job.future is None:
                     for i in range(job.n):
                         if job.values[i] is _PENDING:
                             job.values[i] = _FAILED
@@ -383,11 +451,14 @@ class _Pool(_Scheduling):
         self._inflight: dict[int, tuple[int, _Chunk]] = {}
         self._ids = itertools.count()
         n = self.n_workers
+        # a transport that evaluates as it sends (serial) takes one chunk at a time: a second one
+        # would be evaluated before the first one's result is delivered
+        self._prefetch = 1 if transport.evaluates_on_send else options.prefetch
         self._load = [0] * n
         # levels[k] holds workers whose load was k when queued (stale entries are skipped): the
         # least loaded worker is found without scanning all of them.
         self._levels: list[deque[int]] = [deque(range(n))] + [
-            deque() for _ in range(options.prefetch - 1)
+            deque() for _ in range(self._prefetch - 1)
         ]
         self._known = [FunctionCache(FN_CACHE_SIZE) for _ in range(n)]
         self._labels = [transport.describe(w) for w in range(n)]
@@ -403,10 +474,20 @@ class _Pool(_Scheduling):
             if self._closing:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             self._incoming.append(job)
-        self.transport.wakeup()
+        self.transport.wakeup()  # the thread is alive: not closing, not broken
 
     def wakeup(self) -> None:
-        self.transport.wakeup()
+        self._sweep = True
+        self._wake()
+
+    def kill(self) -> None:
+        if self._thread.is_alive():
+            self.transport.abort(1)
+
+    def _wake(self) -> None:
+        """Wake the scheduler thread, unless it has ended (its transport is closed then)."""
+        if self._thread.is_alive():
+            self.transport.wakeup()
 
     def stats(self) -> dict[str, int]:
         return {**self.counters, **self.transport.stats()}
@@ -419,7 +500,8 @@ class _Pool(_Scheduling):
             if cancel:
                 for job in [*self._incoming, *self._jobs]:
                     job.cancelled = True
-        self.transport.wakeup()
+                self._sweep = True
+        self._wake()
         if wait and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
         return not self._thread.is_alive()
@@ -466,6 +548,8 @@ class _Pool(_Scheduling):
                 self._jobs.extend(self._incoming)
                 self._incoming.clear()
                 closing = self._closing
+            if self._sweep:
+                self._sweep_cancelled()
             self._dispatch()
             idle = not self._inflight
             if closing and idle and self._staged is None and not self._has_work():
@@ -539,7 +623,7 @@ class _Pool(_Scheduling):
             self._inflight[cid] = (w, chunk)
             self._levels[self._load[w]].popleft()
             self._load[w] += 1
-            if self._load[w] < self.options.prefetch:
+            if self._load[w] < self._prefetch:
                 self._levels[self._load[w]].append(w)
 
     def _on_result(self, worker: int, record: tuple[Any, ...]) -> None:
@@ -572,53 +656,114 @@ def _args_label(job: _Job, index: int) -> str:
     return f"args (call {index})" if job.star else f"args[0] (individual {index})"
 
 
+def _unsendable(label: str, exc: Exception) -> SerializationError:
+    """A :class:`SerializationError` for arguments whose own pickling code raised ``exc`` (a
+    ``__getstate__`` or ``__reduce__`` raising something that is not a pickling error)."""
+    err = SerializationError(
+        f"cannot send {label} to the workers: pickling it raised {type(exc).__name__}: {exc} "
+        "(the object's own __getstate__ / __reduce__ failed; make it picklable)"
+    )
+    err.__cause__ = exc
+    return err
+
+
+def _check_args(obj: Any, label: str, policy: str) -> None:
+    """:func:`serialization.check`, and any exception of the object's own pickling code as a
+    :class:`SerializationError` too (with that exception as its cause)."""
+    try:
+        serialization.check(obj, label, policy)
+    except SerializationError:
+        raise
+    except Exception as e:
+        raise _unsendable(label, e) from e
+
+
+def _diagnose(job: _Job, start: int, items: list[Any], exc: Exception) -> BaseException:
+    """Name the first item of a chunk that cannot be serialised, and why."""
+    for i, item in enumerate(items):
+        try:
+            _check_args(item, _args_label(job, start + i), job.policy)
+        except SerializationError as e:
+            return e
+    return _unsendable(f"items {start} to {start + len(items) - 1}", exc)
+
+
 class Executor(_StdExecutor):
     """Evaluate calls on the workers of a backend: a ``concurrent.futures.Executor``.
 
     Under the launcher (``python -m evocluster job.py``, ``mpiexec -n N python -m evocluster
     job.py``) ``Executor()`` and :func:`get_executor` use the workers the launcher started.
-    Elsewhere ``Executor(backend="local", workers=4)`` starts a pool of its own, shut down by
-    :meth:`shutdown` or at the end of a ``with`` block.
+    Elsewhere ``Executor(4)`` (or ``Executor(backend="local", max_workers=4)``) starts a local
+    pool of its own, shut down by :meth:`shutdown` or at the end of a ``with`` block.
 
     Args:
+        max_workers: size of a pool this executor starts (``workers=`` is the same).  Default:
+            ``EVOCLUSTER_WORKERS`` or ``os.cpu_count()``.  Under the launcher or SCOOP the run's
+            workers are used whatever it says.
+        initializer: called as ``initializer(*initargs)`` once in every worker process before the
+            first task of this executor runs there.  If it raises, the executor is broken: that
+            task and every pending one fail with :class:`BrokenPool`, and later calls raise it.
+        initargs: the initializer's arguments (sent like a task's).
         backend: ``"auto"`` (the launcher's backend; under ``python -m scoop``, SCOOP's workers;
             else ``"local"``), ``"local"``, ``"serial"``, ``"mpi"`` (only under the launcher) or
             ``"scoop"`` (only under ``python -m scoop``).  Default: ``EVOCLUSTER_BACKEND`` or
             ``"auto"``.
-        workers: size of a local pool.  Default: ``EVOCLUSTER_WORKERS`` or ``os.cpu_count()``.
         serialization: ``"upgrade"`` (default: pickle, callables that need it by value with
             cloudpickle), ``"strict"`` (pickle only; what cannot travel fails on the master, before
             dispatch) or ``"cloudpickle"``.  Default: ``EVOCLUSTER_SERIALIZATION``.
         **options: further :class:`evocluster.config.Options` fields (``prefetch``, ...).
 
     Raises:
+        ValueError: ``max_workers`` is 0 or less.
+        TypeError: ``initializer`` is not callable.
         ConfigurationError: an unknown backend, policy or option, ``"mpi"`` outside the
             launcher, or ``"scoop"`` outside SCOOP.
     """
 
-    def __new__(cls, backend: str | None = None, *args: Any, **kwargs: Any) -> Executor:
-        if cls is Executor and _wants_scoop(backend):  # under `python -m scoop`: its workers
+    def __new__(cls, *args: Any, **kwargs: Any) -> Executor:
+        if cls is Executor and _wants_scoop(kwargs.get("backend")):  # under `python -m scoop`
             scoop_cls = importlib.import_module(".backends.scoop", __package__).ScoopExecutor
             return super().__new__(scoop_cls)  # type: ignore[no-any-return]
         return super().__new__(cls)
 
     def __init__(
         self,
+        max_workers: int | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        *,
         backend: str | None = None,
         workers: int | None = None,
-        *,
         serialization: str | None = None,
         **options: Any,
     ):
+        if max_workers is not None:
+            if workers is not None and workers != max_workers:
+                raise TypeError("give max_workers or workers (the same option), not both")
+            if max_workers <= 0:
+                raise ValueError("max_workers must be greater than 0")
+            workers = max_workers
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
         opts = config.resolve(
             backend=backend, workers=workers, serialization=serialization, **options
         )
         self._policy = opts.serialization
-        self._pool, self._owns_pool = self._open(opts)
+        self._lock = threading.Lock()  # guards _jobs, _shutdown and _broken
         self._jobs: list[_Job] = []  # this executor's jobs, for shutdown (finished ones too)
         self._prune_at = 64
         self._shutdown = False
-        self._lock = threading.Lock()
+        self._broken: str | None = None  # why the initializer failed on a worker
+        self._initializer = initializer
+        self._initargs = tuple(initargs)
+        if initializer is not None:
+            _check_args(self._initargs, "initargs", self._policy)
+        # one wrapper per callable (the function table serialises each object once)
+        self._wrapped: dict[int, tuple[Callable[..., Any], Initialized]] = {}
+        self._token = os.urandom(8).hex()  # names this executor's initializer on the workers
+        self._pool, self._owns_pool = self._open(opts)
+        if self._owns_pool:
+            _owned.add(self)
 
     def _open(self, opts: config.Options) -> tuple[_Scheduling, bool]:
         """The pool to use, and whether this executor owns it (and stops it on shutdown)."""
@@ -643,10 +788,30 @@ class Executor(_StdExecutor):
         poll) and ``rings``."""
         return self._pool.stats()
 
+    def _function(self, fn: Callable[..., Any], policy: str) -> tuple[bytes, Any]:
+        """The function key and payload of ``fn`` (with this executor's initializer, if any)."""
+        fn = sharing.bind(fn)
+        if self._initializer is not None:
+            entry = self._wrapped.get(id(fn))
+            if entry is None or entry[0] is not fn:
+                entry = (fn, Initialized(fn, self._initializer, self._initargs, self._token))
+                self._wrapped[id(fn)] = entry
+            fn = entry[1]
+        return self._pool.functions.lookup(fn, policy)
+
+    def _check_open(self) -> None:
+        """Raise if this executor takes no more work (caller holds ``_lock``)."""
+        if self._broken is not None:
+            raise BrokenPool(self._broken)
+        if _interpreter_exiting:  # first: the exit hook also shuts executors down
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
     def _put(self, job: _Job) -> None:
+        job.owner = self
         with self._lock:
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._check_open()
             self._pool.put(job)  # raises BrokenPool once a worker was lost
             if len(self._jobs) >= self._prune_at:  # drop finished jobs, amortised O(1)
                 self._jobs = [j for j in self._jobs if not j.done]
@@ -656,19 +821,31 @@ class Executor(_StdExecutor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Schedule ``fn(*args, **kwargs)`` on a worker; return its ``Future``.
 
+        The arguments are pickled here, at once (the stdlib pickles them later, in another
+        thread): what cannot reach the workers raises now, and later changes to a mutable
+        argument do not travel.
+
         Raises:
-            RuntimeError: after :meth:`shutdown` (under SCOOP, also from a thread other than the
-                main one).
-            BrokenPool: the pool lost a worker earlier.
-            SerializationError: ``fn`` or the arguments cannot reach the workers.
+            RuntimeError: after :meth:`shutdown` or once the interpreter is exiting (under SCOOP,
+                also from a thread other than the main one).
+            BrokenPool: the pool lost a worker, or this executor's initializer failed.
+            SerializationError: ``fn`` or the arguments cannot reach the workers (the pickling
+                error, or whatever the arguments' own pickling code raised, is its cause).
         """
-        key, payload = self._pool.functions.lookup(sharing.bind(fn), self._policy)
+        with self._lock:
+            self._check_open()
+        key, payload = self._function(fn, self._policy)
         kw = kwargs or None
         # pickled once, here: the check, and the chunk the scheduler sends (a snapshot of the
         # arguments at submit time)
-        frames = serialization.checked_dumps_args(
-            ([args], True, kw), (args, kwargs), "args", self._policy
-        )
+        try:
+            frames = serialization.checked_dumps_args(
+                ([args], True, kw), (args, kwargs), "args", self._policy
+            )
+        except SerializationError:
+            raise
+        except Exception as e:
+            raise _unsendable("args", e) from e
         future = self._pool.new_future()
         job = _Job(key, payload, [args], True, kw, 1, future, self._policy)
         job.frames = frames
@@ -698,24 +875,45 @@ class Executor(_StdExecutor):
         Raises:
             ValueError: ``chunksize`` below 1, or an unknown policy.
             SerializationError: ``fn`` or the first call's arguments cannot reach the workers
-                (checked before anything is dispatched).
+                (checked before anything is dispatched); a later item that cannot, when its
+                result is reached (the message names the item's index).
             Exception: the first exception raised by ``fn``, when its result is reached, with the
                 worker's traceback as ``__cause__``.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        job = self._map_job(fn, iterables, chunksize, serialization)
+        star = len(iterables) != 1
+        # one iterable (the EA's population): keep its items as they are, no tuple per item
+        items = list(zip(*iterables)) if star else list(iterables[0])  # noqa: B905 (shortest)
+        job = self._map_job(fn, items, star, chunksize, serialization)
+        self._pool.step()
+        return self._results(job, deadline)
+
+    def starmap(
+        self,
+        fn: Callable[..., Any],
+        iterable: Iterable[Iterable[Any]],
+        timeout: float | None = None,
+        chunksize: int | None = None,
+        serialization: str | None = None,
+    ) -> Iterator[Any]:
+        """Return an iterator over ``fn(*args)`` for ``args`` in ``iterable``, in order (as
+        ``itertools.starmap`` and ``MPIPoolExecutor.starmap``).  Arguments as :meth:`map`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        items = [tuple(args) for args in iterable]
+        job = self._map_job(fn, items, True, chunksize, serialization)
         self._pool.step()
         return self._results(job, deadline)
 
     def _map_list(
         self,
         fn: Callable[..., Any],
-        iterables: tuple[Iterable[Any], ...],
+        items: list[Any],
+        star: bool,
         chunksize: int | None,
         policy: str | None,
     ) -> list[Any]:
         """``list(self.map(...))`` without waking this thread once per result."""
-        job = self._map_job(fn, iterables, chunksize, policy)
+        job = self._map_job(fn, items, star, chunksize, policy)
         try:
             self._pool.wait_jobs([job])
         finally:
@@ -731,46 +929,56 @@ class Executor(_StdExecutor):
     def _map_job(
         self,
         fn: Callable[..., Any],
-        iterables: tuple[Iterable[Any], ...],
+        items: list[Any],
+        star: bool,
         chunksize: int | None,
         policy: str | None,
     ) -> _Job:
         if chunksize is not None and chunksize < 1:
             raise ValueError("chunksize must be >= 1")
+        with self._lock:
+            self._check_open()
         policy = (
             self._policy if policy is None else config.resolve(serialization=policy).serialization
         )
-        # one iterable (the EA's population): keep its items as they are, no tuple per item
-        star = len(iterables) != 1
-        items = list(zip(*iterables)) if star else list(iterables[0])  # noqa: B905 (shortest)
-        key, payload = self._pool.functions.lookup(sharing.bind(fn), policy)
+        key, payload = self._function(fn, policy)
         job = _Job(key, payload, items, star, None, chunksize, None, policy)
         if items:  # the first call is checked here, before anything is dispatched
-            serialization.check(items[0], _args_label(job, 0), policy)
+            _check_args(items[0], _args_label(job, 0), policy)
         self._put(job)
         return job
 
     def _results(self, job: _Job, deadline: float | None) -> Iterator[Any]:
-        pool = self._pool
         try:
             for i in range(job.n):
-                value = pool.wait_slot(job, i, deadline)
-                if value is _FAILED:
-                    raise job.errors[i]
-                if value is _CANCELLED:
-                    raise CancelledError()
-                yield value
+                # the value is not kept in this frame: yielded, it is the caller's alone
+                yield self._take(job, i, deadline)
         finally:
             if job.remaining > 0:
                 job.cancelled = True  # abandoned (exception, timeout, or not consumed)
-                pool.wakeup()
+                self._pool.wakeup()
+
+    def _take(self, job: _Job, i: int, deadline: float | None) -> Any:
+        """Map slot ``i``'s result, dropped from the job as it is handed over (a generation of
+        large individuals is not held twice); raise what the slot holds instead of a result."""
+        value = self._pool.wait_slot(job, i, deadline)
+        if value is _FAILED:
+            raise job.errors.pop(i)
+        if value is _CANCELLED:
+            raise CancelledError()
+        job.values[i] = None  # settled slots are never written again
+        return value
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting work; optionally cancel what has not started; optionally wait.
 
-        Safe to call more than once.  If this executor started its own pool, the pool's workers
-        are stopped once the remaining work is done (under SCOOP, waiting drives SCOOP, whose
-        workers go on serving the run's other handles).
+        Safe to call more than once, in any order of ``wait``.  ``cancel_futures`` cancels the
+        futures that have not started (waiters on them are told at once) and the map items not
+        yet dispatched; what is running finishes.  If this executor started its own pool, the
+        pool's workers are stopped once the remaining work is done; a pool shut down with
+        ``wait=False`` whose work is still running when the interpreter exits is stopped then,
+        its running evaluations killed (under SCOOP, waiting drives SCOOP, whose workers go on
+        serving the run's other handles).
         """
         with self._lock:
             self._shutdown = True
@@ -778,11 +986,11 @@ class Executor(_StdExecutor):
         if cancel_futures:
             for job in jobs:
                 job.cancelled = True
-                if job.future is not None:
-                    job.future.cancel()
-            self._pool.wakeup()
+                self._pool.cancel_future(job)  # a running future stays running
+            self._pool.wakeup()  # the driver notifies the waiters of what it cancelled
         if self._owns_pool:
-            self._pool.close(wait=wait)
+            if self._pool.close(wait=wait, cancel=cancel_futures):
+                _owned.discard(self)
         elif wait and jobs:
             self._pool.wait_jobs(jobs)
 
@@ -791,6 +999,27 @@ class Executor(_StdExecutor):
 _shared: dict[str, _Pool] = {}  # pools started by the launcher, used by every Executor
 _default: Executor | None = None
 _default_lock = threading.Lock()
+#: executors whose pool is their own and has not ended (a weak set: one nobody holds is gone)
+_owned: weakref.WeakSet[Executor] = weakref.WeakSet()
+#: set when the interpreter begins to exit: submit and map then raise RuntimeError
+_interpreter_exiting = False
+
+
+def _at_interpreter_exit() -> None:
+    """Before the interpreter joins its threads (as the stdlib's executors do): no new work; an
+    executor shut down with ``wait=False`` whose pool still runs is stopped, its evaluations
+    killed, so that it never holds the exit; one never shut down finishes its work first."""
+    global _interpreter_exiting
+    _interpreter_exiting = True
+    for executor in list(_owned):
+        if executor._shutdown:
+            executor._pool.kill()
+        else:
+            executor.shutdown(wait=True)
+
+
+# threading's own exit hook runs before atexit's and before non-daemon threads are joined
+getattr(threading, "_register_atexit", atexit.register)(_at_interpreter_exit)
 
 
 SCOOP_LAUNCH = (
@@ -907,4 +1136,21 @@ def map(  # noqa: A001 - a drop-in for the builtin, on purpose
         SerializationError: ``fn`` or the first item cannot reach the workers (before dispatch).
         Exception: the first exception raised by ``fn``, with the worker's traceback as cause.
     """
-    return get_executor()._map_list(fn, iterables, chunksize, serialization)
+    star = len(iterables) != 1
+    items = list(zip(*iterables)) if star else list(iterables[0])  # noqa: B905 (shortest)
+    return get_executor()._map_list(fn, items, star, chunksize, serialization)
+
+
+def starmap(
+    fn: Callable[..., Any],
+    iterable: Iterable[Iterable[Any]],
+    chunksize: int | None = None,
+    serialization: str | None = None,
+) -> list[Any]:
+    """``[fn(*args) for args in iterable]``, evaluated on the workers, in order (as
+    ``itertools.starmap``; ``MPIPoolExecutor.starmap`` users: the same call, a list back).
+
+    Args and raises: as :func:`map`.
+    """
+    items = [tuple(args) for args in iterable]
+    return get_executor()._map_list(fn, items, True, chunksize, serialization)

@@ -47,13 +47,22 @@ __all__ = ["call", "master", "rng", "seed_sequence"]
 _local = threading.local()  # the evaluation running on this thread (threads: the serial backend)
 
 
-def seed_sequence(seed: int, key: Sequence[int]) -> np.random.SeedSequence:
-    """The ``SeedSequence`` of the evaluation ``key`` in the run seeded with ``seed``.
+def seed_sequence(seed: int, key: int | Sequence[int]) -> np.random.SeedSequence:
+    """The ``SeedSequence`` behind :func:`rng` in the evaluation ``key`` of the run seeded with
+    ``seed``: ``np.random.default_rng(seed_sequence(seed, key))`` draws what ``rng()`` draws
+    inside ``call(fn, seed, key, ...)`` (to replay one evaluation, or to seed another library).
 
     Raises:
         ValueError: ``seed`` or an element of ``key`` is negative.
     """
-    return np.random.SeedSequence(seed, spawn_key=_checked(seed, key))
+    ints = (key,) if isinstance(key, int | np.integer) else key
+    return _sequence(seed, _checked(seed, ints))
+
+
+def _sequence(seed: int, key: tuple[int, ...]) -> np.random.SeedSequence:
+    """An evaluation's sequence (``key`` already checked): 2**32 first in the spawn key keeps its
+    streams apart from :func:`master`'s."""
+    return np.random.SeedSequence(seed, spawn_key=(1 << 32, *key))
 
 
 def _checked(seed: int, key: Sequence[int]) -> tuple[int, ...]:
@@ -77,9 +86,7 @@ class _Evaluation:
         self.generator: np.random.Generator | None = None  # made by the first rng() call
 
     def make_generator(self) -> np.random.Generator:
-        # 2**32 first: a stream apart from master(seed)
-        sequence = np.random.SeedSequence(self.seed, spawn_key=(1 << 32, *self.key))
-        self.generator = np.random.Generator(np.random.PCG64(sequence))
+        self.generator = np.random.Generator(np.random.PCG64(_sequence(self.seed, self.key)))
         return self.generator
 
 

@@ -12,13 +12,17 @@ functions of the job file resolve on the workers.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
+import tempfile
 import time
 import traceback
+import weakref
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, CancelledError, as_completed, wait
+from pathlib import Path
 
 import numpy as np
 
@@ -70,6 +74,78 @@ class _Unpicklable(Exception):
 
 def raises_awkward(x: int) -> int:
     raise _Unpicklable(x, x + 1)
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def gated(path: str, value: int = 0) -> int:
+    """Run until the file ``path`` exists (at most 60 s: a broken check must not hang the job)."""
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return value
+
+
+class Gate:
+    """A file that holds :func:`gated` tasks until it is opened."""
+
+    def __init__(self) -> None:
+        self.path = os.path.join(tempfile.mkdtemp(prefix="evocluster-gate-"), "open")
+
+    def open(self) -> None:
+        Path(self.path).touch()
+
+
+def running_soon(future: object, seconds: float = 60) -> bool:
+    deadline = time.monotonic() + seconds
+    while not future.running() and not future.done():  # type: ignore[attr-defined]
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+class StateRaises:
+    """Pickling it raises a RuntimeError (not a pickling error) when ``fail`` is set."""
+
+    def __init__(self, fail: bool) -> None:
+        self.fail = fail
+
+    def __getstate__(self) -> dict[str, bool]:
+        if self.fail:
+            raise RuntimeError("no state for you")
+        return self.__dict__
+
+
+class RestoreFails:
+    """Pickles on the master; its ``__setstate__`` raises wherever it is loaded (a worker)."""
+
+    def __getstate__(self) -> dict[str, int]:
+        return {"x": 1}
+
+    def __setstate__(self, state: dict[str, int]) -> None:
+        raise ValueError("cannot restore this here")
+
+
+def filled(i: int) -> np.ndarray:
+    return np.full(50_000, float(i))
+
+
+_initialised: list[object] = []  # what the executor's initializer saw, in this process
+
+
+def remember(marker: object) -> None:
+    _initialised.append(marker)
+
+
+def initialised(_: int) -> tuple[int, list[object]]:
+    return os.getpid(), list(_initialised)
+
+
+def initializer_fails() -> None:
+    raise ValueError("the initializer cannot start")
 
 
 # ---------------------------------------------------------------- the checks
@@ -240,29 +316,20 @@ def check_context_manager(ex: Executor) -> None:
         raise AssertionError("the with block did not shut the executor down")
 
 
-def check_cancel_futures(ex: Executor) -> None:
+def check_cancel_by_owner_before_start(ex: Executor) -> None:
     # a future its owner cancels before it starts: shutdown(wait=True) must not wait for it
+    gate = Gate()
     mine = Executor()
-    blockers = [mine.submit(sleeper, 0.2) for _ in range(3 * ex.n_workers)]
+    blockers = [mine.submit(gated, gate.path, 1) for _ in range(3 * ex.n_workers)]
     queued = mine.submit(square, 7)
-    if queued.cancel():
+    try:
+        assert running_soon(blockers[0])
+        assert queued.cancel(), "a queued future behind busy workers could not be cancelled"
         assert queued.cancelled()
+    finally:
+        gate.open()
     mine.shutdown(wait=True)  # returns: the cancelled job counts as done
-    assert all(b.result() == 0.2 for b in blockers)
-    other = Executor()
-    futures = [other.submit(sleeper, 0.05) for _ in range(4 * ex.n_workers + 8)]
-    other.shutdown(wait=True, cancel_futures=True)
-    cancelled = sum(f.cancelled() for f in futures)
-    finished = sum(f.done() and not f.cancelled() for f in futures)
-    assert cancelled + finished == len(futures)
-    assert cancelled > 0, "nothing was cancelled"
-    for f in futures:
-        if f.cancelled():
-            try:
-                f.result()
-                raise AssertionError("a cancelled future returned a result")
-            except CancelledError:
-                pass
+    assert all(b.result() == 1 for b in blockers)
 
 
 def check_large_numpy_payloads(ex: Executor) -> None:
@@ -320,6 +387,201 @@ def check_workers_used(ex: Executor) -> None:
 def slow_where(_: int) -> tuple[int, str]:
     time.sleep(0.02)
     return where()
+
+
+def check_constructor_like_the_stdlib(ex: Executor) -> None:
+    for bad in (0, -1):
+        try:
+            Executor(bad)
+        except ValueError as e:
+            assert str(e) == "max_workers must be greater than 0", str(e)
+        else:
+            raise AssertionError(f"max_workers={bad} was accepted")
+    try:
+        Executor(initializer=5)  # type: ignore[arg-type]
+    except TypeError:
+        pass
+    else:
+        raise AssertionError("a non-callable initializer was accepted")
+    with Executor(1, None, ()) as positional:  # (max_workers, initializer, initargs)
+        assert positional.submit(square, 3).result(timeout=60) == 9
+
+
+def check_initializer_runs_once_per_worker_before_its_tasks(ex: Executor) -> None:
+    marker = f"init-{os.getpid()}-{time.monotonic()}"
+    with Executor(initializer=remember, initargs=(marker,)) as mine:
+        seen = list(mine.map(initialised, range(6 * mine.n_workers), chunksize=1))
+        seen += [f.result(timeout=60) for f in [mine.submit(initialised, 0) for _ in range(4)]]
+    for pid, markers in seen:
+        assert markers.count(marker) == 1, (pid, markers)  # before the task, and only once
+    # the launcher's own executor has no initializer: its tasks never ran this one
+    assert ex.submit(square, 2).result(timeout=60) == 4
+
+
+def check_failing_initializer_breaks_its_executor(ex: Executor) -> None:
+    mine = Executor(initializer=initializer_fails)
+    future = mine.submit(square, 3)
+    exc = future.exception(timeout=60)
+    assert isinstance(exc, evocluster.BrokenPool), repr(exc)
+    assert "initializer_fails" in str(exc) and "the initializer cannot start" in str(exc), exc
+    for call in (lambda: mine.submit(square, 1), lambda: list(mine.map(square, [1, 2]))):
+        try:
+            call()
+        except evocluster.BrokenPool:
+            pass
+        else:
+            raise AssertionError("a broken executor accepted work")
+    mine.shutdown()
+    assert ex.submit(square, 5).result(timeout=60) == 25  # the others go on
+
+
+def check_starmap(ex: Executor) -> None:
+    pairs = [(2, 3), (3, 2), (10, 0)]
+    assert list(ex.starmap(pow, pairs)) == [8, 9, 1]
+    assert list(ex.starmap(add, iter([(1, 2), (3, 4, 5)]), chunksize=1)) == [3, 12]
+    assert evocluster.starmap(pow, pairs) == [8, 9, 1]
+    assert evocluster.starmap(pow, []) == []
+
+
+def check_unpicklable_later_item_fails_that_map_only(ex: Executor) -> None:
+    items = [StateRaises(False), StateRaises(False), StateRaises(True), StateRaises(False)]
+    for run in (
+        lambda: list(ex.map(id, items, chunksize=1)),
+        lambda: list(ex.map(id, items)),
+        lambda: evocluster.map(id, items),
+    ):
+        try:
+            run()
+        except evocluster.SerializationError as e:
+            assert "individual 2" in str(e) and "no state for you" in str(e), str(e)
+            assert isinstance(e.__cause__, RuntimeError), repr(e.__cause__)
+        else:
+            raise AssertionError("the map did not raise")
+        # the pool is still usable
+        assert evocluster.map(square, range(20)) == [x * x for x in range(20)]
+        assert ex.submit(square, 6).result(timeout=60) == 36
+    for first in (lambda: ex.map(id, items[2:]), lambda: ex.submit(id, items[2])):
+        try:
+            first()  # the first item (or a submit's arguments) is checked at the call
+        except evocluster.SerializationError as e:
+            assert isinstance(e.__cause__, RuntimeError), repr(e.__cause__)
+        else:
+            raise AssertionError("no SerializationError at the call")
+
+
+def check_unloadable_arguments_get_the_hint_for_their_cause(ex: Executor) -> None:
+    exc = ex.submit(id, RestoreFails()).exception(timeout=60)
+    assert isinstance(exc, evocluster.SerializationError), repr(exc)
+    text = str(exc)
+    assert "cannot restore this here" in text and "__setstate__" in text, text
+    assert "creator classes" not in text, text  # not the hint for a missing definition
+    try:
+        list(ex.map(id, [1, RestoreFails()]))
+    except evocluster.SerializationError as e:
+        assert "__setstate__" in str(e), str(e)
+    else:
+        raise AssertionError("no SerializationError from the map")
+    assert ex.submit(square, 3).result(timeout=60) == 9
+
+
+def check_result_delivered_while_next_task_runs(ex: Executor) -> None:
+    gate = Gate()
+    first = ex.submit(abs, -1)
+    second = ex.submit(gated, gate.path, 2)
+    try:
+        assert first.result(timeout=30) == 1  # not held until the next task has run too
+        assert not second.done()
+    finally:
+        gate.open()
+    assert second.result(timeout=60) == 2
+
+
+def check_cancel_futures_tells_waiters_and_spares_running_ones(ex: Executor) -> None:
+    gate = Gate()
+    mine = Executor()
+    futures = [mine.submit(gated, gate.path, i) for i in range(3 * mine.n_workers + 4)]
+    try:
+        assert running_soon(futures[0]), "no task started"
+        mine.shutdown(wait=False, cancel_futures=True)
+        running = [f for f in futures if f.running()]
+        cancelled = [f for f in futures if f.cancelled()]
+        assert len(running) + len(cancelled) == len(futures), [f._state for f in futures]
+        assert running and cancelled, (len(running), len(cancelled))
+        # waiters are told of the cancellation now, not when the gate opens
+        done, not_done = wait(cancelled, timeout=30)
+        assert not not_done, f"{len(not_done)} cancelled futures never reported to wait()"
+        assert list(as_completed(cancelled, timeout=30)) and all(f.cancelled() for f in done)
+    finally:
+        gate.open()
+    done, not_done = wait(futures, timeout=60)
+    assert not not_done
+    assert sorted(f.result() for f in running) == sorted(futures.index(f) for f in running)
+    for f in cancelled:
+        try:
+            f.result()
+        except CancelledError:
+            pass
+        else:
+            raise AssertionError("a cancelled future returned a result")
+    mine.shutdown()
+
+
+def check_map_iterator_drops_yielded_results(ex: Executor) -> None:
+    it = ex.map(filled, range(6))
+    first = next(it)
+    assert first[0] == 0.0
+    ref = weakref.ref(first)
+    del first
+    gc.collect()
+    assert ref() is None, "the map iterator still holds a result it yielded"
+    assert [a[0] for a in it] == [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def check_million_item_map_completes(ex: Executor) -> None:
+    n = 1_000_000
+    out = evocluster.map(inc, range(n))
+    assert len(out) == n and out[0] == 1 and out[-1] == n and sum(out) == n * (n + 1) // 2
+
+
+def check_own_pool_shutdown_paths_write_nowhere(ex: Executor) -> None:
+    # an executor that owns its pool (local or serial), closed along every path twice: no error,
+    # and nothing written into a file that reuses a file descriptor the pool has freed
+    def paths(backend: str) -> list[Callable[[], None]]:
+        def twice() -> None:
+            e = Executor(backend=backend, workers=2)
+            e.submit(square, 2).result(timeout=60)
+            e.shutdown()
+            with tempfile.TemporaryFile() as fh:
+                e.shutdown()
+                e.shutdown(wait=False, cancel_futures=True)
+                fh.seek(0)
+                assert fh.read() == b"", "a second shutdown wrote into another file"
+
+        def in_with() -> None:
+            with tempfile.TemporaryFile() as fh:
+                with Executor(backend=backend, workers=2) as e:
+                    e.submit(square, 2).result(timeout=60)
+                    e.shutdown()
+                    with tempfile.TemporaryFile() as fh2:
+                        pass
+                fh.seek(0)
+                assert fh.read() == b"" and fh2.closed
+
+        def no_wait_then_wait() -> None:
+            e = Executor(backend=backend, workers=2)
+            e.submit(square, 2).result(timeout=60)
+            e.shutdown(wait=False)
+            with tempfile.TemporaryFile() as fh:
+                e.shutdown()
+                e.shutdown()
+                fh.seek(0)
+                assert fh.read() == b""
+
+        return [twice, in_with, no_wait_then_wait]
+
+    for backend in ("local", "serial"):
+        for path in paths(backend):
+            path()
 
 
 def mpi_library(_: int) -> str:

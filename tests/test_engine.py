@@ -402,6 +402,42 @@ def test_ask_tell_needs_a_bound() -> None:
         engine.ask_tell(NoStop(), sphere, executor=ex, seed=0)
 
 
+def negative_fails(x: np.ndarray) -> float:
+    if x[0] < 0:
+        raise ValueError("infeasible")
+    return float(x[0])
+
+
+def test_ask_tell_state_before_the_first_iteration_has_the_callers_weights(serial: Any) -> None:
+    class Negative:
+        def ask(self) -> list[list[float]]:
+            return [[1.0], [-1.0]]
+
+        def tell(self, xs: Any, values: Any) -> None:
+            pass
+
+    for weights in ((1.0,), (-1.0,)):
+        with pytest.raises(evocluster.EvaluationError) as info:
+            engine.ask_tell(
+                Negative(), negative_fails, executor=serial, seed=0, iterations=1,
+                weights=weights, log=None,
+            )  # fmt: skip
+        assert info.value.state.weights == weights  # was (-1.0,) whatever the caller said
+        assert info.value.state.generation == 0
+
+
+def test_seed_sequence_is_the_stream_rng_draws_from() -> None:
+    def draw() -> float:
+        return float(evocluster.rng().random())
+
+    for key in (5, (3, 4), (0,)):
+        inside, _ = seeded_call(draw, 7, key)
+        replay = np.random.default_rng(evocluster.rng.seed_sequence(7, key)).random()
+        assert inside == replay, key
+    with pytest.raises(ValueError):
+        evocluster.rng.seed_sequence(7, (-1,))
+
+
 # ------------------------------------------------------------------ shared data
 def read_shared(i: int) -> int:
     return int(evocluster.shared("table")[i])

@@ -37,6 +37,7 @@ def test_public_api_is_pinned() -> None:
             "rng",
             "share",
             "shared",
+            "starmap",
         ]
     )
     for name in evocluster.__all__:
