@@ -124,6 +124,14 @@ class _Job:
         # submit would pay for two Conditions instead of its Future's one)
         self.done = self.n == 0
 
+    def finish(self) -> None:
+        """Settled (under the pool's condition): drop the arguments and the callable, which the
+        caller may expect to be freed once its futures are done (the results stay, in
+        ``values`` or the future, until taken)."""
+        self.done = True
+        self.items = []
+        self.frames = self.kwargs = self.fn_payload = None
+
 
 class _Chunk:
     """Items ``start:stop`` of ``job``, serialised (``frames``, nested; ``nbytes`` in all)."""
@@ -272,7 +280,7 @@ class _Scheduling:
                     job.values[i] = _CANCELLED
                 job.remaining -= stop - start
             if job.remaining <= 0:
-                job.done = True
+                job.finish()
             self._cv.notify_all()
 
     def may_prefetch(self, job: _Job) -> bool:
@@ -399,7 +407,7 @@ class _Scheduling:
                         job.values[i] = values[i - start]
             job.remaining -= stop - start
             if job.remaining <= 0:
-                job.done = True
+                job.finish()
             self._cv.notify_all()
         if excs and job.owner is not None and job.owner._initializer is not None:
             self._check_initializer(job.owner, whole or next(iter(excs.values())))
@@ -433,7 +441,7 @@ class _Scheduling:
                             job.errors[i] = BrokenPool(reason)
                 job.remaining = 0
                 job.next = job.n
-                job.done = True
+                job.finish()
             self._cv.notify_all()
 
 
@@ -594,6 +602,9 @@ class _Pool(_Scheduling):
             if chunk is None:
                 return
             job = chunk.job
+            if job.done:  # failed meanwhile (its executor's initializer): nothing to send
+                self._staged = None
+                continue
             if chunk is self._staged and job.cancelled and job.future is None:
                 # held back for an idle worker, and its map abandoned meanwhile (a timeout, an
                 # exception in the caller's loop): an evaluation may take hours, do not start it

@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import weakref
@@ -263,11 +264,15 @@ def check_submit_wait_as_completed(ex: Executor) -> None:
     assert sorted(f.result() for f in as_completed(futures)) == [i * i for i in range(40)]
     f = ex.submit(add, 1, 2, c=3)  # keyword arguments travel too
     assert f.result(timeout=60) == 6
-    slow = ex.submit(sleeper, 0.2)
-    fast = ex.submit(square, 5)
-    done, _ = wait([slow, fast], timeout=60, return_when=FIRST_COMPLETED)
-    assert done
-    assert slow.result(timeout=60) == 0.2
+    gate = Gate()
+    fast = ex.submit(square, 5)  # first: a single worker (serial, -n 2) runs it before the gate
+    slow = ex.submit(gated, gate.path, 2)
+    try:
+        done, not_done = wait([slow, fast], timeout=60, return_when=FIRST_COMPLETED)
+        assert done == {fast} and not_done == {slow}, (done, not_done)
+    finally:
+        gate.open()
+    assert slow.result(timeout=60) == 2
 
 
 def check_map_timeout(ex: Executor) -> None:
@@ -482,6 +487,78 @@ def check_unloadable_arguments_get_the_hint_for_their_cause(ex: Executor) -> Non
     else:
         raise AssertionError("no SerializationError from the map")
     assert ex.submit(square, 3).result(timeout=60) == 9
+
+
+class Tracked:
+    """Something whose release is observed (a weak reference dies with it)."""
+
+    def method(self) -> int:
+        return 1
+
+
+def fails_at(i: int) -> int:
+    """Items 1 and 4 fail; item 1 only after item 4 has failed (a later item fails first)."""
+    if i == 1:
+        time.sleep(0.3)
+        raise KeyError("item 1")
+    if i == 4:
+        raise LookupError("item 4")
+    return i
+
+
+def check_exceptions_raised_in_item_order(ex: Executor) -> None:
+    for run in (
+        lambda: list(ex.map(fails_at, range(6))),
+        lambda: evocluster.map(fails_at, range(6)),
+    ):
+        try:
+            run()
+        except KeyError as e:
+            assert "item 1" in str(e)
+        else:
+            raise AssertionError("no exception, or not the first item's")
+
+
+def check_map_timeout_counts_from_the_call(ex: Executor) -> None:
+    gate = Gate()
+    it = ex.map(gated, [gate.path], timeout=1.0)
+    time.sleep(1.5)  # the deadline passes before the first next()
+    opener = threading.Timer(0.5, gate.open)  # a timeout counted from next() would see it
+    opener.start()
+    try:
+        next(it)
+    except TimeoutError:
+        pass
+    else:
+        raise AssertionError("the timeout was counted from next(), not from map()")
+    finally:
+        opener.join()
+
+
+def check_done_callback_may_submit(ex: Executor) -> None:
+    gate = Gate()
+    follow: list[object] = []
+    first = ex.submit(gated, gate.path, 3)
+    # runs where the future is settled (the scheduler thread): submitting there must not deadlock
+    first.add_done_callback(lambda f: follow.append(ex.submit(square, f.result())))
+    gate.open()
+    assert first.result(timeout=60) == 3
+    deadline = time.monotonic() + 60
+    while not follow and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert follow and follow[0].result(timeout=60) == 9  # type: ignore[attr-defined]
+
+
+def check_no_stale_references(ex: Executor) -> None:
+    # once its future is done, nothing of the executor keeps a call's callable or arguments
+    obj, arg = Tracked(), Tracked()
+    gone = [weakref.ref(obj), weakref.ref(arg)]
+    assert ex.submit(obj.method).result(timeout=60) == 1
+    assert ex.submit(id, arg).exception(timeout=60) is None
+    assert list(ex.map(id, [arg, arg])) and evocluster.map(id, [arg])
+    del obj, arg
+    gc.collect()
+    assert all(r() is None for r in gone), "the executor still holds a finished call's objects"
 
 
 def check_result_delivered_while_next_task_runs(ex: Executor) -> None:
