@@ -51,8 +51,12 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'evocluster' has no attribute {name!r}")
 
 
-if getattr(sys.modules.get("scoop"), "IS_RUNNING", False):  # SCOOP: install its exit guard now
-    from . import executor as _executor  # noqa: F401
+if getattr(sys.modules.get("scoop"), "IS_RUNNING", False):
+    # under `python -m scoop`: make a failing run exit non-zero (SCOOP's launcher would exit 0),
+    # installed here, once, because every process of the run imports evocluster before it can fail
+    from .backends.scoop import install_guards
+
+    install_guards()
 
 __all__ = [
     "BrokenPool",

@@ -108,7 +108,7 @@ def _choose_backend(options: config.Options) -> tuple[str, Any]:
     """Return ``(backend name, mpi module or None)``; may start MPI."""
     name = options.backend
     if name == "scoop":  # SCOOP runs the job itself: the launcher cannot serve it
-        from .executor import SCOOP_LAUNCH
+        from .backends import SCOOP_LAUNCH
 
         raise ConfigurationError(SCOOP_LAUNCH)
     size = config.mpi_world_size_from_env()
@@ -189,12 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         _say(str(e))
         return 2
     serialization.set_worker_main_names(jobfile.module_level_names(job))
-    from . import executor  # the master only: worker ranks never need it (start-up cost)
+    from . import backends, executor  # the master only: worker ranks never need the executor
 
-    if name == "mpi":
-        transport = mpi.MPITransport(job, options)
-    else:
-        transport = executor.open_transport(name, options, job)
+    transport = backends.open_transport(name, options, job)
     executor.install_shared(name, transport, options)
     target = path or f"-m {module}"
     code = 0

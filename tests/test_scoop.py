@@ -165,7 +165,7 @@ def test_scoop_tcp_backend_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(backend.scoop, "CONFIGURATION", {"backend": "TCP"})
     monkeypatch.setattr(backend, "_pool", None)
     with pytest.raises(ConfigurationError, match="ZMQ backend"):
-        backend._shared_pool(evocluster.config.resolve())
+        backend.shared_pool(evocluster.config.resolve())
 
 
 def test_importing_evocluster_does_not_import_scoop() -> None:

@@ -1,0 +1,91 @@
+"""The backends, by name, each loaded only when a pool of it is opened.
+
+    name     what evaluates                   opened by
+    serial   the master itself, inline        ``Executor(backend="serial")``, the launcher
+    local    worker processes on this host    ``Executor(backend="local")``, the launcher
+    mpi      MPI ranks 1..N-1                 the launcher (``mpiexec -n N python -m evocluster``)
+    scoop    SCOOP's workers                  ``Executor()`` under ``python -m scoop job.py``
+
+A thread-driven backend gives a :class:`~evocluster.backends.base.Transport`, which the executor
+wraps in its scheduler-thread pool (:mod:`evocluster._pool`).  SCOOP, whose sockets belong to its
+main thread, gives a pool of its own (:func:`open_scoop_pool`).  Nothing here imports mpi4py or
+scoop before that backend is opened, and nothing here chooses a backend: the launcher and
+``Executor`` do.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..config import Options
+from ..errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .._scheduling import Scheduling
+    from .base import Transport
+
+__all__ = ["SCOOP_LAUNCH", "TRANSPORTS", "open_scoop_pool", "open_transport", "scoop_running"]
+
+SCOOP_LAUNCH = (
+    "the SCOOP backend serves jobs started by SCOOP: launch with `python -m scoop [-n N] job.py` "
+    "(N processes: the origin runs the job, N-1 evaluate); `python -m evocluster` does not start "
+    "SCOOP"
+)
+
+
+def _serial(options: Options, job: dict[str, Any]) -> Transport:
+    from .local import InlineTransport
+
+    return InlineTransport()
+
+
+def _local(options: Options, job: dict[str, Any]) -> Transport:
+    from .local import ProcessTransport
+
+    return ProcessTransport(options.workers or os.cpu_count() or 1, job, options)
+
+
+def _mpi(options: Options, job: dict[str, Any]) -> Transport:
+    from .mpi import MPITransport  # starts MPI: the launcher's master rank only
+
+    return MPITransport(job, options)
+
+
+#: The thread-driven backends: name -> factory of its transport, given the options and the job.
+TRANSPORTS: dict[str, Callable[[Options, dict[str, Any]], Transport]] = {
+    "serial": _serial,
+    "local": _local,
+    "mpi": _mpi,
+}
+
+
+def open_transport(name: str, options: Options, job: dict[str, Any]) -> Transport:
+    """Start the transport of backend ``name``, whose workers import ``job``."""
+    try:
+        factory = TRANSPORTS[name]
+    except KeyError:
+        raise ConfigurationError(f"backend {name!r} has no transport") from None
+    return factory(options, job)
+
+
+def scoop_running() -> bool:
+    """Whether this process belongs to a SCOOP run (``python -m scoop job.py``), without
+    importing SCOOP."""
+    return bool(getattr(sys.modules.get("scoop"), "IS_RUNNING", False))
+
+
+def open_scoop_pool(options: Options) -> Scheduling:
+    """The pool of SCOOP's workers, shared by every executor of the run (the origin only).
+
+    Raises:
+        ConfigurationError: not under ``python -m scoop``.
+        JobError: on a SCOOP worker, while it imports the job.
+    """
+    if not scoop_running():
+        raise ConfigurationError(SCOOP_LAUNCH)
+    from .scoop import shared_pool
+
+    return shared_pool(options)

@@ -8,7 +8,7 @@ and covers what SCOOP 0.7.2.0 does not::
 
     origin (main thread, root greenlet)                          SCOOP worker process
     -----------------------------------                          --------------------
-    submit()/map() -> _Job -> queue                              _evaluate(sealed):
+    submit()/map() -> Job -> queue                              _evaluate(sealed):
       chunk (adaptive size) -> seal (HMAC) -> futures.submit --->  verify, only then load;
                                               (via the broker)     Worker.run: each item in
     Future.result(), wait(), map iterator                          its own try; seal result
@@ -95,8 +95,8 @@ from scoop import _control, futures, shared
 from scoop._comm import Shutdown
 
 from .. import config, jobfile, protocol, serialization, signing
+from .._scheduling import PENDING, Chunk, Job, Scheduling
 from ..errors import BrokenPool, ConfigurationError, JobError, WorkerError
-from ..executor import _PENDING, Executor, _Chunk, _Job, _Scheduling
 from ..serialization import (
     dumps,
     frames_nbytes,
@@ -106,7 +106,7 @@ from ..serialization import (
 )
 from ..worker import Worker
 
-__all__ = ["INLINE_MAX", "ScoopExecutor", "install_guards"]
+__all__ = ["INLINE_MAX", "install_guards", "shared_pool"]
 
 #: Serialised callables up to this size travel with each chunk; larger ones are broadcast once.
 INLINE_MAX = 16 * 1024
@@ -475,8 +475,8 @@ class _DrivingEvent(threading.Event):
         return super().wait(timeout)
 
 
-class _ScoopPool(_Scheduling):
-    """The origin's view of the SCOOP workers, shared by every ScoopExecutor handle.
+class _ScoopPool(Scheduling):
+    """The origin's view of the SCOOP workers, shared by every Executor handle.
 
     Main thread only (SCOOP's sockets and greenlets belong to it); ``_busy`` marks that evocluster
     itself is at work on it (a done callback may run meanwhile), so that a wait started meanwhile
@@ -491,7 +491,7 @@ class _ScoopPool(_Scheduling):
         self.inline = size <= 1  # -n 1: the origin is the only process
         self.key = signing.load_key(create=True)
         self.token = secrets.token_bytes(8)  # results must echo it: no replay across runs
-        self._inflight: dict[int, tuple[Any, _Chunk]] = {}  # chunk id -> (SCOOP future, chunk)
+        self._inflight: dict[int, tuple[Any, Chunk]] = {}  # chunk id -> (SCOOP future, chunk)
         self._ids = itertools.count()
         self._broadcast: dict[bytes, str] = {}  # function key -> SCOOP constant name
         self._labels: dict[int, str] = {}  # pid -> label, of workers on this host that answered
@@ -525,7 +525,12 @@ class _ScoopPool(_Scheduling):
             self._busy = busy
 
     # ------------------------------------------------------------------ main thread
-    def put(self, job: _Job) -> None:
+    def put(self, job: Job) -> None:
+        if threading.current_thread() is not self._main:
+            raise RuntimeError(
+                "under SCOOP, evocluster can submit work from the main thread only (SCOOP's "
+                "futures are greenlets of the main thread)"
+            )
         if self.broken is not None:
             raise BrokenPool(self.broken)
         if job.n:
@@ -534,15 +539,15 @@ class _ScoopPool(_Scheduling):
     def new_future(self) -> Future[Any]:
         return _ScoopFuture(self)
 
-    def wait_slot(self, job: _Job, i: int, deadline: float | None) -> Any:
-        if job.values[i] is _PENDING:
-            self.drive(lambda: job.values[i] is not _PENDING, deadline)
+    def wait_slot(self, job: Job, i: int, deadline: float | None) -> Any:
+        if job.values[i] is PENDING:
+            self.drive(lambda: job.values[i] is not PENDING, deadline)
         value = job.values[i]
-        if value is _PENDING:
+        if value is PENDING:
             raise TimeoutError()
         return value
 
-    def wait_jobs(self, jobs: list[_Job]) -> None:
+    def wait_jobs(self, jobs: list[Job]) -> None:
         self.drive(lambda: all(j.done for j in jobs), None)
 
     def step(self) -> None:
@@ -606,7 +611,7 @@ class _ScoopPool(_Scheduling):
             with _scoop_errors(self):
                 _control.execQueue.flush()  # SCOOP keeps its newest future back: send it too
 
-    def _send(self, chunk: _Chunk) -> None:
+    def _send(self, chunk: Chunk) -> None:
         job = chunk.job
         inline_fn = frames_nbytes(job.fn_payload) <= INLINE_MAX or self.inline
         const = None
@@ -659,7 +664,7 @@ class _ScoopPool(_Scheduling):
                 sf._delete()  # SCOOP's bookkeeping of this future
                 self._on_scoop_future(sf, chunk)
 
-    def _on_scoop_future(self, sf: Any, chunk: _Chunk) -> None:
+    def _on_scoop_future(self, sf: Any, chunk: Chunk) -> None:
         if sf.exceptionValue is not None:  # SCOOP could not run the task at all
             tb = getattr(sf, "exceptionTraceback", "") or ""
             err = WorkerError(
@@ -669,7 +674,7 @@ class _ScoopPool(_Scheduling):
             return
         self._on_answer(chunk, sf.resultValue)
 
-    def _on_answer(self, chunk: _Chunk, sealed: Any) -> None:
+    def _on_answer(self, chunk: Chunk, sealed: Any) -> None:
         job = chunk.job
         try:
             self.counters["messages_received"] += 1
@@ -796,7 +801,15 @@ def _alive(pid: int) -> bool:
 _pool: _ScoopPool | None = None
 
 
-def _shared_pool(options: config.Options) -> _ScoopPool:
+def shared_pool(options: config.Options) -> _ScoopPool:
+    """The origin's pool of SCOOP's workers, shared by every Executor of the run (their
+    shutdown stops the handle, never SCOOP).  Driven from the main thread: see the module
+    docstring for what that changes.
+
+    Raises:
+        JobError: called on a SCOOP worker (while it imports the job).
+        ConfigurationError: SCOOP's TCP backend.
+    """
     global _pool
     if _pool is None:
         if scoop.CONFIGURATION.get("backend", "ZMQ") != "ZMQ":
@@ -805,43 +818,18 @@ def _shared_pool(options: config.Options) -> _ScoopPool:
                 f"{scoop.CONFIGURATION.get('backend')} (which imports asyncore, gone in Python "
                 "3.12): launch with `python -m scoop [-n N] job.py`"
             )
+        if not getattr(scoop, "IS_ORIGIN", False):
+            raise JobError(
+                "the job started a pool while a SCOOP worker was importing it: put the code "
+                "that runs the evolution under `if __name__ == '__main__':` so that workers only "
+                "import definitions"
+            )
         job = jobfile.spec_for_current_main()
         serialization.set_worker_main_names(jobfile.module_level_names(job))
         # results may hold instances of the job's classes, pickled on workers as SCOOP_WORKER.X
         sys.modules.setdefault(_SCOOP_WORKER_MODULE, sys.modules["__main__"])
         _pool = _ScoopPool(options)
     return _pool
-
-
-class ScoopExecutor(Executor):
-    """``evocluster.Executor()`` under ``python -m scoop``: evaluations on SCOOP's workers.
-
-    Every ScoopExecutor is a handle on the same SCOOP workers (those of the run); shutting one
-    down stops that handle, never SCOOP.  Construct it through :class:`evocluster.Executor` or
-    :func:`evocluster.get_executor` (backend ``"auto"`` or ``"scoop"``).  Driven from the main
-    thread: see the module docstring for what that changes.
-
-    Raises:
-        JobError: created on a SCOOP worker (while it imports the job).
-        ConfigurationError: an invalid option, or SCOOP's TCP backend.
-    """
-
-    def _open(self, opts: config.Options) -> tuple[_Scheduling, bool]:
-        if not getattr(scoop, "IS_ORIGIN", False):
-            raise JobError(
-                "the job started a pool while a SCOOP worker was importing it: put the code that "
-                "runs the evolution under `if __name__ == '__main__':` so that workers only "
-                "import definitions"
-            )
-        return _shared_pool(opts), False  # SCOOP's workers belong to the run, not to this handle
-
-    def _put(self, job: _Job) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            raise RuntimeError(
-                "under SCOOP, evocluster can submit work from the main thread only (SCOOP's "
-                "futures are greenlets of the main thread)"
-            )
-        super()._put(job)
 
 
 # ====================================================================== exit status

@@ -1,0 +1,254 @@
+"""The thread-driven pool: one scheduler thread per pool owns a :class:`Transport` and drives the
+scheduling policy (:mod:`evocluster._scheduling`) over it.  Used for the local, serial and MPI
+backends (SCOOP's pool is driven by SCOOP's main thread instead: ``backends/scoop``).
+
+Data flow (the scheduler thread owns the transport; user threads never touch it)::
+
+    user thread                 scheduler thread                      transport     workers
+    -----------                 ----------------                      ---------     -------
+    submit()/map() --+
+                     | Job      +--> _jobs --> chunk (adaptive size) --> send() ----> evaluate
+                     +-> _incoming           (prefetch <= 2 per worker,              |
+                       (lock + wakeup)        large chunks only to idle ones)        |
+    Future / map   <-- deliver <-- RESULT <------------------------------ poll() <---+
+    iterator           (condition)          (cost per item -> next chunk size)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+import time
+import traceback
+from collections import deque
+from typing import Any
+
+from . import config, protocol
+from ._scheduling import PENDING, Chunk, Job, Scheduling
+from .backends.base import Transport
+from .errors import BrokenPool
+from .serialization import dumps, frames_nbytes, loads, nest
+from .worker import FN_CACHE_SIZE, FunctionCache
+
+__all__ = ["Pool"]
+
+IDLE_POLL = 0.05  # while nothing is in flight, still look for unexpected worker messages
+
+
+class Pool(Scheduling):
+    """A scheduler thread, its transport, and the jobs waiting for them."""
+
+    def __init__(self, transport: Transport, options: config.Options, name: str) -> None:
+        super().__init__(options, name, transport.n_workers)
+        self.transport = transport
+        # _lock also guards _incoming and _closing
+        self._incoming: deque[Job] = deque()
+        self._closing = False
+        # --- scheduler-thread state, no lock needed ---
+        self._staged: Chunk | None = None
+        self._inflight: dict[int, tuple[int, Chunk]] = {}
+        self._ids = itertools.count()
+        n = self.n_workers
+        # a transport that evaluates as it sends (serial) takes one chunk at a time: a second one
+        # would be evaluated before the first one's result is delivered
+        self._prefetch = 1 if transport.evaluates_on_send else options.prefetch
+        self._load = [0] * n
+        # levels[k] holds workers whose load was k when queued (stale entries are skipped): the
+        # least loaded worker is found without scanning all of them.
+        self._levels: list[deque[int]] = [deque(range(n))] + [
+            deque() for _ in range(self._prefetch - 1)
+        ]
+        self._known = [FunctionCache(FN_CACHE_SIZE) for _ in range(n)]
+        self._labels = [transport.describe(w) for w in range(n)]
+        self._dead = [False] * n
+        self._thread = threading.Thread(target=self._run, name=f"evocluster-{name}", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ user threads
+    def put(self, job: Job) -> None:
+        with self._lock:
+            if self.broken is not None:
+                raise BrokenPool(self.broken)
+            if self._closing:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._incoming.append(job)
+        self.transport.wakeup()  # the thread is alive: not closing, not broken
+
+    def wakeup(self) -> None:
+        self._sweep = True
+        self._wake()
+
+    def kill(self) -> None:
+        if self._thread.is_alive():
+            self.transport.abort(1)
+
+    def _wake(self) -> None:
+        """Wake the scheduler thread, unless it has ended (its transport is closed then)."""
+        if self._thread.is_alive():
+            self.transport.wakeup()
+
+    def stats(self) -> dict[str, int]:
+        return {**self.counters, **self.transport.stats()}
+
+    def close(self, wait: bool = True, cancel: bool = False, timeout: float | None = None) -> bool:
+        """Stop after the work in flight (``cancel``: drop what has not started); stop the
+        workers.  Returns whether the scheduler ended (within ``timeout`` when waiting)."""
+        with self._lock:
+            self._closing = True
+            if cancel:
+                for job in [*self._incoming, *self._jobs]:
+                    job.cancelled = True
+                self._sweep = True
+        self._wake()
+        if wait and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def wait_slot(self, job: Job, i: int, deadline: float | None) -> Any:
+        value = job.values[i]
+        if value is not PENDING:  # settled slots never change: no lock needed
+            return value
+        with self._cv:
+            while job.values[i] is PENDING:
+                if deadline is None:
+                    self._cv.wait()
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError()
+                    self._cv.wait(left)
+            return job.values[i]
+
+    def wait_jobs(self, jobs: list[Job]) -> None:
+        with self._cv:
+            for job in jobs:
+                while not job.done:
+                    self._cv.wait()
+
+    # ------------------------------------------------------------------ scheduler thread
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as e:  # a bug or transport failure must fail futures, not hang them
+            tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+            self._break(
+                f"the {self.name} scheduler failed (an evocluster bug: please report):\n{tb}"
+            )
+        finally:
+            with contextlib.suppress(Exception):  # already failing: report the first error only
+                self.transport.close(dumps(protocol.stop()))
+
+    def _loop(self) -> None:
+        t = self.transport
+        while self.broken is None:
+            t.clear_wakeup()
+            with self._lock:
+                self._jobs.extend(self._incoming)
+                self._incoming.clear()
+                closing = self._closing
+            if self._sweep:
+                self._sweep_cancelled()
+            self._dispatch()
+            idle = not self._inflight
+            if closing and idle and self._staged is None and not self._has_work():
+                return
+            if idle:
+                events = t.poll(IDLE_POLL)
+            else:  # a late look at a result idles the worker it came from
+                events = t.poll(None, self.options.result_latency * self._chunk_seconds)
+            for worker, frames, reason in events:
+                if frames is None:
+                    self._lost(worker, reason or "its connection closed")
+                    continue
+                self.counters["messages_received"] += 1
+                self.counters["bytes_received"] += frames_nbytes(frames)
+                record = loads(frames)
+                kind = record[0]
+                if kind == protocol.RESULT:
+                    self._on_result(worker, record)
+                elif kind == protocol.READY:
+                    _, _, host, pid = record
+                    self._labels[worker] = f"{t.describe(worker)} on host {host} (pid {pid})"
+                elif kind == protocol.FAILED:
+                    self._break(record[1])
+
+    def _pick_worker(self, idle_only: bool) -> int | None:
+        for level, queue in enumerate(self._levels):
+            if idle_only and level > 0:
+                return None
+            while queue:
+                w = queue[0]
+                if self._load[w] == level and not self._dead[w]:
+                    return w
+                queue.popleft()  # stale entry
+        return None
+
+    def _dispatch(self) -> None:
+        while True:
+            w = self._pick_worker(idle_only=False)
+            if w is None:
+                return
+            chunk = self._staged or self._next_chunk()
+            if chunk is None:
+                return
+            job = chunk.job
+            if job.done:  # failed meanwhile (its executor's initializer): nothing to send
+                self._staged = None
+                continue
+            if chunk is self._staged and job.cancelled and job.future is None:
+                # held back for an idle worker, and its map abandoned meanwhile (a timeout, an
+                # exception in the caller's loop): an evaluation may take hours, do not start it
+                self._staged = None
+                self._cancel(job, chunk.start, chunk.stop)
+                continue
+            include = not self._known[w].touch(job.fn_key)
+            size = chunk.nbytes + (frames_nbytes(job.fn_payload) if include else 0)
+            busy = self._load[w] > 0
+            big = not self.transport.async_sends and size > self.options.prefetch_max_bytes
+            if busy and (big or not self.may_prefetch(job)):
+                # wait for an idle worker: a big transfer needs a receiver, and an uneven
+                # evaluation must not queue behind a long one
+                self._staged = chunk
+                w = self._pick_worker(idle_only=True)
+                if w is None:
+                    return
+                include = not self._known[w].touch(job.fn_key)
+            self._staged = None
+            if include:
+                self._known[w].put(job.fn_key, True)
+            cid = next(self._ids)
+            payload = nest(job.fn_payload) if include else None
+            frames = dumps(protocol.task(cid, job.fn_key, payload, chunk.frames))
+            self.transport.send(w, frames, idle=self._load[w] == 0)
+            self._count_sent(frames, chunk, include)
+            self._inflight[cid] = (w, chunk)
+            self._levels[self._load[w]].popleft()
+            self._load[w] += 1
+            if self._load[w] < self._prefetch:
+                self._levels[self._load[w]].append(w)
+
+    def _on_result(self, worker: int, record: tuple[Any, ...]) -> None:
+        w, chunk = self._inflight.pop(record[1])
+        self._load[w] -= 1
+        self._levels[self._load[w]].append(w)
+        self._record_result(chunk, record)
+
+    def _lost(self, worker: int, reason: str) -> None:
+        self._dead[worker] = True
+        self._break(f"{self._labels[worker]} was lost: {reason}")
+
+    def _break(self, reason: str) -> None:
+        """The pool cannot go on: fail everything pending with :class:`BrokenPool`."""
+        with self._lock:
+            if self.broken is None:
+                self.broken = reason
+            jobs = list(self._incoming) + list(self._jobs)
+            self._incoming.clear()
+        jobs += [chunk.job for _, chunk in self._inflight.values()]
+        if self._staged is not None:
+            jobs.append(self._staged.job)
+        self._jobs.clear()
+        self._inflight.clear()
+        self._staged = None
+        self._fail(jobs, reason)

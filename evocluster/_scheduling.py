@@ -1,0 +1,490 @@
+"""The scheduling policy every pool shares, whatever carries its messages: jobs, chunks, their
+sizes, prefetch, settling results into futures and map slots.  No thread, no transport: the pool
+that drives it (:mod:`evocluster._pool`'s scheduler thread, or SCOOP's main thread) calls it.
+
+* A ``map`` call is one :class:`Job`, not one future per item: 20,000 cheap evaluations cost
+  20,000 list slots, and the policy cuts them into chunks whose size follows the measured cost per
+  item (:meth:`Scheduling._chunksize`).
+* Each worker holds at most ``prefetch`` chunks, so it starts its next chunk while the result of
+  the last one travels home; a chunk larger than ``prefetch_max_bytes`` goes only to an idle
+  worker on a transport without asynchronous sends, because it would wait for the busy one, tied
+  to it, while another may be idle sooner.  A long, uneven ``map`` item waits for an idle worker
+  too (:meth:`Scheduling.may_prefetch`).
+* Which worker ran what never changes a result: results are put back in submission order.
+* A submit's future is handed to ``set_running_or_notify_cancel`` once (:meth:`Scheduling._claim`):
+  by the driver as it starts the task, or by whoever cancels it first, who also tells its waiters.
+* Every job belongs to an :class:`Owner` (one per ``Executor``): the executor's own state that the
+  policy must reach, when that executor's initializer fails on a worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+from collections import deque
+from concurrent.futures import Future, InvalidStateError
+from typing import Any
+
+from . import config, serialization
+from .errors import BrokenPool, SerializationError
+from .serialization import FunctionTable, dumps_args, frames_nbytes, loads, nest, unpack_exception
+
+__all__ = [
+    "CANCELLED",
+    "FAILED",
+    "PENDING",
+    "Chunk",
+    "Job",
+    "Owner",
+    "Scheduling",
+    "args_label",
+    "check_args",
+    "unsendable",
+]
+
+PENDING = object()  # a map slot not yet evaluated
+FAILED = object()  # a map slot whose evaluation raised; the exception is in job.errors
+CANCELLED = object()  # a map slot that will never be evaluated
+
+
+class Job:
+    """One ``submit`` (with a ``future``) or one ``map`` call (with ``values``)."""
+
+    __slots__ = (
+        "cancelled",
+        "chunksize",
+        "done",
+        "errors",
+        "fn_key",
+        "fn_payload",
+        "frames",
+        "future",
+        "item_bytes",
+        "items",
+        "kwargs",
+        "n",
+        "next",
+        "owner",
+        "policy",
+        "remaining",
+        "star",
+        "started",
+        "values",
+    )
+
+    def __init__(
+        self,
+        fn_key: bytes,
+        fn_payload: Any,
+        items: list[Any],
+        star: bool,
+        kwargs: dict[str, Any] | None,
+        chunksize: int | None,
+        future: Future[Any] | None,
+        policy: str,
+    ) -> None:
+        self.fn_key = fn_key
+        self.policy = policy
+        self.star = star  # items are argument tuples (else each item is the one argument)
+        self.fn_payload = fn_payload
+        self.items = items
+        self.kwargs = kwargs
+        self.chunksize = chunksize
+        self.future = future
+        self.n = len(items)
+        self.item_bytes: float | None = None  # serialised size per item, from the first chunk
+        self.next = 0  # first item not yet dispatched (scheduler thread only)
+        self.remaining = self.n  # items not yet finished, failed or cancelled
+        self.values: list[Any] = [PENDING] * self.n if future is None else []
+        self.errors: dict[int, BaseException] = {}
+        self.cancelled = False  # set by any thread; the scheduler stops dispatching
+        self.frames: Any = None  # a submit's arguments, already serialised (a one-item job)
+        # the driver has handed the future to set_running_or_notify_cancel (once only: a second
+        # call raises); a future cancelled before that is notified when its job is retired
+        self.started = False
+        self.owner: Owner | None = None  # whose job: an initializer's failure breaks it
+        # settled: set under the pool's condition, which is notified then (no Event per job: a
+        # submit would pay for two Conditions instead of its Future's one)
+        self.done = self.n == 0
+
+    def finish(self) -> None:
+        """Settled (under the pool's condition): drop the arguments and the callable, which the
+        caller may expect to be freed once its futures are done (the results stay, in
+        ``values`` or the future, until taken)."""
+        self.done = True
+        self.items = []
+        self.frames = self.kwargs = self.fn_payload = None
+
+
+class Chunk:
+    """Items ``start:stop`` of ``job``, serialised (``frames``, nested; ``nbytes`` in all)."""
+
+    __slots__ = ("cid", "frames", "job", "nbytes", "start", "stop")
+
+    def __init__(self, job: Job, start: int, stop: int, frames: Any, nbytes: int) -> None:
+        self.job, self.start, self.stop, self.frames, self.nbytes = job, start, stop, frames, nbytes
+        self.cid = -1  # set by a pool that tracks chunks by id when it sends one
+
+
+class Owner:
+    """What the scheduler knows of the executor that submitted a job (one per ``Executor``): its
+    jobs, whether it takes work, and why its initializer broke it."""
+
+    __slots__ = ("broken", "has_initializer", "jobs", "lock", "prune_at", "shutdown")
+
+    def __init__(self, has_initializer: bool) -> None:
+        self.lock = threading.Lock()  # guards jobs, shutdown and broken
+        self.jobs: list[Job] = []  # for shutdown (finished ones too, pruned amortised)
+        self.prune_at = 64
+        self.shutdown = False
+        self.broken: str | None = None  # why the initializer failed on a worker
+        self.has_initializer = has_initializer
+
+    def add(self, job: Job) -> None:
+        """Remember ``job`` (caller holds :attr:`lock`); drop finished ones, amortised O(1)."""
+        if len(self.jobs) >= self.prune_at:
+            self.jobs = [j for j in self.jobs if not j.done]
+            self.prune_at = max(64, 2 * len(self.jobs))
+        job.owner = self
+        self.jobs.append(job)
+
+    def break_with(self, reason: str) -> list[Job]:
+        """Mark the executor broken; return its jobs still pending (to fail)."""
+        with self.lock:
+            self.broken = reason
+            return [job for job in self.jobs if not job.done]
+
+
+class Scheduling:
+    """What every pool does with jobs, whatever carries them: the queue, chunk sizes, results.
+
+    Subclasses (:class:`evocluster._pool.Pool`, the SCOOP pool in ``backends/scoop``) add how
+    chunks travel and who drives them, and the interface ``Executor`` uses: ``put``, ``new_future``,
+    ``wait_slot``, ``wait_jobs``, ``wakeup``, ``step`` and ``close``.
+    """
+
+    def __init__(self, options: config.Options, name: str, n_workers: int) -> None:
+        self.options = options
+        self.name = name
+        self.n_workers = n_workers
+        self.functions = FunctionTable()
+        # _lock guards the map slots (and a subclass's shared state); _cv wakes map iterators.
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
+        self.broken: str | None = None
+        # --- state of whoever drives the pool (scheduler thread or SCOOP's main thread) ---
+        self._jobs: deque[Job] = deque()
+        self._cost: dict[bytes, float] = {}  # seconds per item, per function
+        # relative spread of those costs (mean |deviation| / mean), per function: prefetching
+        # hides a round trip, but when durations vary it queues work behind a long evaluation
+        # while other workers idle (a generation's barrier then waits for it)
+        self._spread: dict[bytes, float] = {}
+        # typical time a worker spends on one chunk (moving average over all functions): how late
+        # a result may be noticed is a fraction of it
+        self._chunk_seconds = options.chunk_target
+        # set by wakeup() (any thread) when jobs were cancelled: the driver then retires every
+        # cancelled job at once, not only those at the head of the queue, so that waiters on
+        # their futures are told now rather than when a worker frees up
+        self._sweep = False
+        #: what crossed the transport (the driver writes, anyone reads a copy)
+        self.counters = dict.fromkeys(
+            (
+                "chunks",
+                "items",
+                "functions_sent",
+                "messages_sent",
+                "bytes_sent",
+                "messages_received",
+                "bytes_received",
+            ),
+            0,
+        )
+
+    # ------------------------------------------------------------------ the executor's interface
+    def put(self, job: Job) -> None:
+        """Queue ``job``; raise :class:`BrokenPool` or ``RuntimeError`` if it cannot run."""
+        raise NotImplementedError
+
+    def new_future(self) -> Future[Any]:
+        """The Future of one ``submit``."""
+        return Future()
+
+    def wait_slot(self, job: Job, i: int, deadline: float | None) -> Any:
+        """Block until map slot ``i`` of ``job`` is settled; return it (sentinels included)."""
+        raise NotImplementedError
+
+    def wait_jobs(self, jobs: list[Job]) -> None:
+        """Block until every job in ``jobs`` is done."""
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, int]:
+        """A copy of :attr:`counters` (and of a transport's own, where it has some)."""
+        return dict(self.counters)
+
+    def wakeup(self) -> None:
+        """Tell the driver that jobs were cancelled (it retires them when it next runs)."""
+        self._sweep = True
+
+    def step(self) -> None:
+        """Make progress after a ``put`` (none by default: a scheduler thread does it alone)."""
+
+    def close(self, wait: bool = True, cancel: bool = False, timeout: float | None = None) -> bool:
+        """Stop the workers (a pool an executor owns); return whether the pool ended."""
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        """End the workers of a pool an executor owns at once, evaluations and all (the
+        interpreter is exiting and the pool was shut down without waiting)."""
+
+    # ------------------------------------------------------------------ the driver
+    def _has_work(self) -> bool:
+        while self._jobs:
+            job = self._jobs[0]
+            if job.next < job.n and not job.cancelled:
+                return True
+            self._retire(self._jobs.popleft())
+        return False
+
+    def _retire(self, job: Job) -> None:
+        """A job leaves the queue: what was never dispatched is cancelled."""
+        if job.next < job.n:
+            self._cancel(job, job.next, job.n)
+            job.next = job.n
+
+    def _claim(self, job: Job) -> bool:
+        """Whether the caller is the one to hand ``job``'s future to
+        ``set_running_or_notify_cancel`` (which must be called once only): the driver, to start
+        it, or a thread that cancels it, to tell its waiters."""
+        with self._lock:
+            if job.started:
+                return False
+            job.started = True
+            return True
+
+    def cancel_future(self, job: Job) -> None:
+        """Cancel a submit's future unless it is running (any thread), and tell its waiters now:
+        CANCELLED_AND_NOTIFIED, not only CANCELLED, for ``wait()`` and ``as_completed()`` count
+        only the former as done (the stdlib's executors leave ``cancel_futures``' futures in the
+        latter, and a wait on them never returns)."""
+        future = job.future
+        if future is not None and future.cancel() and self._claim(job):
+            future.set_running_or_notify_cancel()
+
+    def _sweep_cancelled(self) -> None:
+        """Retire every cancelled job in the queue (after :meth:`wakeup`)."""
+        self._sweep = False
+        if any(job.cancelled for job in self._jobs):
+            for job in self._jobs:
+                if job.cancelled:
+                    self._retire(job)
+            self._jobs = deque(job for job in self._jobs if not job.cancelled)
+
+    def _cancel(self, job: Job, start: int, stop: int) -> None:
+        """Items ``start:stop`` of ``job`` will never be sent: settle them as cancelled."""
+        future = job.future
+        if future is not None:
+            self.cancel_future(job)
+        with self._cv:
+            if future is not None:
+                job.remaining = 0
+            else:
+                for i in range(start, stop):
+                    job.values[i] = CANCELLED
+                job.remaining -= stop - start
+            if job.remaining <= 0:
+                job.finish()
+            self._cv.notify_all()
+
+    def may_prefetch(self, job: Job) -> bool:
+        """Whether a chunk of ``job`` may wait on a busy worker.  Not for a ``map`` whose
+        evaluations are long enough (a tenth of the chunk target or more) that a round trip
+        matters little, and so uneven (spread above ``prefetch_spread``) that waiting behind one
+        of them would idle other workers at the map's end, where its caller waits for all.  A
+        ``submit`` may: its caller keeps work coming (an asynchronous loop keeps a window in
+        flight), and a task held back costs its worker a round trip every time."""
+        if job.future is not None:
+            return True
+        cost = self._cost.get(job.fn_key)
+        spread = self._spread.get(job.fn_key)
+        if cost is None or spread is None:
+            return True
+        return cost < 0.1 * self.options.chunk_target or spread <= self.options.prefetch_spread
+
+    def _chunksize(self, job: Job) -> int:
+        left = job.n - job.next
+        if job.chunksize is not None:
+            return min(job.chunksize, left)
+        # at least four chunks per worker, so that the last ones balance the load
+        fair = max(1, math.ceil(job.n / (4 * self.n_workers)))
+        cost = self._cost.get(job.fn_key)
+        if cost is None:
+            return 1  # measure first: one item per chunk until a result comes back
+        target = self.options.chunk_target
+        size = 1 if cost >= target else min(fair, max(1, int(target / max(cost, 1e-9))))
+        if job.item_bytes:  # large items: cap the bytes, not only the time
+            size = min(size, max(1, int(self.options.chunk_max_bytes / job.item_bytes)))
+        return size
+
+    def _next_chunk(self) -> Chunk | None:
+        """Serialise the next chunk of the first job with work left (a chunk that cannot be
+        serialised fails its items, and the next one is tried); ``None`` when no work is left."""
+        if self._sweep:
+            self._sweep_cancelled()
+        while self._jobs:
+            job = self._jobs[0]
+            if job.cancelled or job.next >= job.n:
+                self._retire(self._jobs.popleft())
+                continue
+            future = job.future
+            if (
+                future is not None
+                and not job.started
+                and (not self._claim(job) or not future.set_running_or_notify_cancel())
+            ):
+                self._retire(self._jobs.popleft())  # cancelled by its owner before it started
+                continue
+            start = job.next
+            stop = min(job.n, start + self._chunksize(job))
+            job.next = stop
+            items = job.items[start:stop]
+            try:
+                frames = job.frames or dumps_args((items, job.star, job.kwargs), job.policy)
+            except Exception as e:  # any exception of the items' own pickling code, too
+                self._settle(job, start, stop, [], {-1: diagnose(job, start, items, e)})
+                continue
+            nbytes = frames_nbytes(frames)
+            if job.item_bytes is None:
+                job.item_bytes = nbytes / (stop - start)
+            return Chunk(job, start, stop, nest(frames), nbytes)
+        return None
+
+    def _count_sent(self, frames: Any, chunk: Chunk | None, functions: int) -> None:
+        """Count one message sent: a chunk's task (with ``functions`` callables), or a callable."""
+        c = self.counters
+        if chunk is not None:
+            c["chunks"] += 1
+            c["items"] += chunk.stop - chunk.start
+        c["functions_sent"] += functions
+        c["messages_sent"] += 1
+        c["bytes_sent"] += frames_nbytes(frames)
+
+    def _record_result(self, chunk: Chunk, record: tuple[Any, ...]) -> None:
+        """A worker's RESULT record for ``chunk``: update the cost per item, deliver the outcome."""
+        _, _, value_frames, errors, elapsed = record
+        job, n = chunk.job, chunk.stop - chunk.start
+        if elapsed > 0:
+            self._chunk_seconds += 0.1 * (elapsed - self._chunk_seconds)
+            per = elapsed / n
+            old = self._cost.get(job.fn_key)
+            self._cost[job.fn_key] = per if old is None else 0.5 * old + 0.5 * per
+            if old is not None:
+                dev = abs(per - old) / old
+                spread = self._spread.get(job.fn_key)
+                self._spread[job.fn_key] = dev if spread is None else 0.8 * spread + 0.2 * dev
+        excs: dict[int, BaseException] = {i: unpack_exception(info) for i, info in errors.items()}
+        try:
+            values = loads(value_frames)
+        except Exception as e:
+            values, excs = [], {-1: e}
+        self._settle(job, chunk.start, chunk.stop, values, excs)
+
+    def _settle(
+        self, job: Job, start: int, stop: int, values: list[Any], excs: dict[int, BaseException]
+    ) -> None:
+        """Deliver the outcome of items ``start:stop`` of ``job`` to its future or map slots."""
+        if job.done:  # failed meanwhile (a broken pool or initializer): nothing left to deliver
+            return
+        whole = excs.get(-1)
+        future = job.future
+        if future is not None:
+            # outside the pool's lock: a done callback may submit more work (put takes the lock)
+            exc = whole or excs.get(0)
+            if not future.done():
+                if exc is not None:
+                    future.set_exception(exc)
+                else:
+                    future.set_result(values[0])
+        with self._cv:
+            if future is not None:
+                pass
+            elif not excs:
+                job.values[start:stop] = values
+            else:
+                for i in range(start, stop):
+                    exc = whole or excs.get(i - start)
+                    if exc is not None:
+                        job.values[i] = FAILED
+                        job.errors[i] = exc
+                    else:
+                        job.values[i] = values[i - start]
+            job.remaining -= stop - start
+            if job.remaining <= 0:
+                job.finish()
+            self._cv.notify_all()
+        if excs and job.owner is not None and job.owner.has_initializer:
+            self._check_initializer(job.owner, whole or next(iter(excs.values())))
+
+    def _check_initializer(self, owner: Owner, exc: BaseException) -> None:
+        """An evaluation of ``owner``'s failed with ``exc``: if its initializer failed on a worker,
+        ``owner`` is broken, and every pending task of it fails with that :class:`BrokenPool`."""
+        if owner.broken is None and isinstance(exc, BrokenPool):
+            reason = str(exc)
+            self._fail(owner.break_with(reason), reason)
+
+    def _fail(self, jobs: list[Job], reason: str) -> None:
+        """The pool broke: fail what is pending in ``jobs`` with :class:`BrokenPool`."""
+        for job in jobs:  # futures outside the lock: a done callback may take it
+            f = job.future
+            if f is not None and not f.done():
+                if self._claim(job) and not f.set_running_or_notify_cancel():
+                    continue  # cancelled before it started: stays cancelled
+                with contextlib.suppress(InvalidStateError):  # cancelled meanwhile
+                    f.set_exception(BrokenPool(reason))
+        with self._cv:
+            for job in jobs:
+                if job.future is None:
+                    for i in range(job.n):
+                        if job.values[i] is PENDING:
+                            job.values[i] = FAILED
+                            job.errors[i] = BrokenPool(reason)
+                job.remaining = 0
+                job.next = job.n
+                job.finish()
+            self._cv.notify_all()
+
+
+def args_label(job: Job, index: int) -> str:
+    return f"args (call {index})" if job.star else f"args[0] (individual {index})"
+
+
+def unsendable(label: str, exc: Exception) -> SerializationError:
+    """A :class:`SerializationError` for arguments whose own pickling code raised ``exc`` (a
+    ``__getstate__`` or ``__reduce__`` raising something that is not a pickling error)."""
+    err = SerializationError(
+        f"cannot send {label} to the workers: pickling it raised {type(exc).__name__}: {exc} "
+        "(the object's own __getstate__ / __reduce__ failed; make it picklable)"
+    )
+    err.__cause__ = exc
+    return err
+
+
+def check_args(obj: Any, label: str, policy: str) -> None:
+    """:func:`serialization.check`, and any exception of the object's own pickling code as a
+    :class:`SerializationError` too (with that exception as its cause)."""
+    try:
+        serialization.check(obj, label, policy)
+    except SerializationError:
+        raise
+    except Exception as e:
+        raise unsendable(label, e) from e
+
+
+def diagnose(job: Job, start: int, items: list[Any], exc: Exception) -> BaseException:
+    """Name the first item of a chunk that cannot be serialised, and why."""
+    for i, item in enumerate(items):
+        try:
+            check_args(item, args_label(job, start + i), job.policy)
+        except SerializationError as e:
+            return e
+    return unsendable(f"items {start} to {start + len(items) - 1}", exc)
