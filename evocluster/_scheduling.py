@@ -397,33 +397,39 @@ class Scheduling:
             return
         whole = excs.get(-1)
         future = job.future
-        if future is not None:
+        if future is not None and not future.done():
             # outside the pool's lock: a done callback may submit more work (put takes the lock)
             exc = whole or excs.get(0)
-            if not future.done():
-                if exc is not None:
-                    future.set_exception(exc)
-                else:
-                    future.set_result(values[0])
-        with self._cv:
-            if future is not None:
-                pass
-            elif not excs:
-                job.values[start:stop] = values
+            if exc is not None:
+                future.set_exception(exc)
             else:
-                for i in range(start, stop):
-                    exc = whole or excs.get(i - start)
-                    if exc is not None:
-                        job.values[i] = FAILED
-                        job.errors[i] = exc
-                    else:
-                        job.values[i] = values[i - start]
+                future.set_result(values[0])
+        with self._cv:
+            if future is None:
+                self._fill_slots(job, start, stop, values, excs)
             job.remaining -= stop - start
             if job.remaining <= 0:
                 job.finish()
             self._cv.notify_all()
         if excs and job.owner is not None and job.owner.has_initializer:
             self._check_initializer(job.owner, whole or next(iter(excs.values())))
+
+    @staticmethod
+    def _fill_slots(
+        job: Job, start: int, stop: int, values: list[Any], excs: dict[int, BaseException]
+    ) -> None:
+        """Map slots ``start:stop``: their values, or FAILED with the exception kept."""
+        if not excs:
+            job.values[start:stop] = values
+            return
+        whole = excs.get(-1)
+        for i in range(start, stop):
+            exc = whole or excs.get(i - start)
+            if exc is not None:
+                job.values[i] = FAILED
+                job.errors[i] = exc
+            else:
+                job.values[i] = values[i - start]
 
     def _check_initializer(self, owner: Owner, exc: BaseException) -> None:
         """An evaluation of ``owner``'s failed with ``exc``: if its initializer failed on a worker,

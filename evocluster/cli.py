@@ -15,10 +15,13 @@ import argparse
 import os
 import sys
 import traceback
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from . import __version__, config, jobfile, serialization
 from .errors import ConfigurationError, JobError
+
+if TYPE_CHECKING:
+    from .backends.base import Transport
 
 __all__ = ["main"]
 
@@ -149,83 +152,129 @@ def _job_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
+class _Launch(NamedTuple):
+    """What the command line asked for, once parsed and checked."""
+
+    options: config.Options
+    backend: str  # "mpi", "local" or "serial" (the serial one also for a 1-rank MPI world)
+    mpi: Any  # evocluster.backends.mpi, when MPI was started; else None
+    job: dict[str, Any] | None  # None: no job was named (a usage error on the master)
+    target: str  # the job as the user named it, for messages
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the launcher; return the process exit code."""
-    args = sys.argv[1:] if argv is None else argv
-    own, path, module, job_args = _split(args)
+    """Run the launcher; return the process exit code.
+
+    Phases: parse the command line (every rank); an MPI worker rank serves until told to stop;
+    the master starts its workers, runs the job as ``__main__``, and ends the run by the exit
+    path its outcome calls for."""
     parser = _parser()
-    ns = parser.parse_args(own)
     try:
-        options = config.resolve(
-            backend=ns.backend, workers=ns.workers, serialization=ns.serialization
-        )
-        # the job's executors (the default one and any it creates) follow the launcher's policy
-        os.environ["EVOCLUSTER_SERIALIZATION"] = options.serialization
-        name, mpi = _choose_backend(options)
+        launch = _parse(parser, sys.argv[1:] if argv is None else argv)
     except ConfigurationError as e:
         _say(str(e))
         return 2
-    if mpi is not None and name == "mpi" and mpi.world()[0] > 0:
-        # import the job now, in parallel with the master's start-up.  A job that cannot be
-        # imported is reported after INIT, or never: for a bad job the master says why, once,
-        # and sends STOP instead
-        early = jobfile.spec(path, module, job_args) if path or module else None
-        return int(mpi.serve_worker(options, early))
-
-    def release_workers() -> None:
-        if name == "mpi":  # the workers wait for INIT: tell them to go home instead
-            mpi.release_workers(options)
-
-    if path is None and module is None:
-        release_workers()
+    if launch.mpi is not None and launch.backend == "mpi" and launch.mpi.world()[0] > 0:
+        return _serve_worker_rank(launch)
+    if launch.job is None:
+        _release_workers(launch)
         parser.print_usage(sys.stderr)
         _say("give a job file or -m MODULE")
         return 2
-    job = jobfile.spec(path, module, job_args)
     try:
-        jobfile.check(job)
+        jobfile.check(launch.job)
     except JobError as e:
-        release_workers()
+        _release_workers(launch)
         _say(str(e))
         return 2
-    serialization.set_worker_main_names(jobfile.module_level_names(job))
+    transport = _start_master(launch)
+    code = _run_job(launch)
+    return _end_run(launch, transport, code)
+
+
+def _parse(parser: argparse.ArgumentParser, args: list[str]) -> _Launch:
+    """The launcher's options and the job; may start MPI (to learn this process's rank).
+
+    Raises:
+        ConfigurationError: options that cannot work together.
+    """
+    own, path, module, job_args = _split(args)
+    ns = parser.parse_args(own)
+    options = config.resolve(backend=ns.backend, workers=ns.workers, serialization=ns.serialization)
+    name, mpi = _choose_backend(options)
+    job = jobfile.spec(path, module, job_args) if path or module else None
+    return _Launch(options, name, mpi, job, path or f"-m {module}")
+
+
+def _serve_worker_rank(launch: _Launch) -> int:
+    """An MPI worker rank: import the job now, in parallel with the master's start-up, and serve.
+    A job that cannot be imported is reported after INIT, or never: for a bad job the master says
+    why, once, and sends STOP instead."""
+    return int(launch.mpi.serve_worker(launch.options, launch.job))
+
+
+def _release_workers(launch: _Launch) -> None:
+    """The master gives up before starting: MPI workers wait for INIT, tell them to go home."""
+    if launch.backend == "mpi":
+        launch.mpi.release_workers(launch.options)
+
+
+def _start_master(launch: _Launch) -> Transport:
+    """Start the workers and make them the pool of every Executor the job creates (with the
+    launcher's options: its serialisation policy is theirs unless they ask for another)."""
+    assert launch.job is not None  # checked by main()
+    serialization.set_worker_main_names(jobfile.module_level_names(launch.job))
     from . import backends, executor  # the master only: worker ranks never need the executor
 
-    transport = backends.open_transport(name, options, job)
-    executor.install_shared(name, transport, options)
-    target = path or f"-m {module}"
-    code = 0
+    transport = backends.open_transport(launch.backend, launch.options, launch.job)
+    executor.install_shared(launch.backend, transport, launch.options)
+    return transport
+
+
+def _run_job(launch: _Launch) -> int:
+    """Run the job as ``__main__``; return the run's exit code (the job's own for ``sys.exit``,
+    1 for an uncaught exception, 130 for Ctrl-C)."""
+    assert launch.job is not None
     try:
-        jobfile.run_as_main(job)
+        jobfile.run_as_main(launch.job)
     except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if e.code is not None and not isinstance(e.code, int):
             print(e.code, file=sys.stderr)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except KeyboardInterrupt:
         _say("interrupted")
-        code = 130
+        return 130
     except BaseException as e:
         sys.stderr.write(_job_traceback(e))
-        where = " on the master (rank 0)" if name == "mpi" else ""
+        mpi = launch.backend == "mpi"
         _say(
-            f"the job {target} raised {type(e).__name__}{where}; the run stops with exit code 1"
-            + (" and every MPI rank is stopped" if name == "mpi" else "")
+            f"the job {launch.target} raised {type(e).__name__}"
+            + (" on the master (rank 0)" if mpi else "")
+            + "; the run stops with exit code 1"
+            + (" and every MPI rank is stopped" if mpi else "")
             + ". The traceback above shows where; an exception raised by a fitness function "
             "carries the worker's traceback as its cause."
         )
-        code = 1
-    if code != 0:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        # Stop the workers cleanly if they finish what they are evaluating within a few seconds:
-        # MPI_Abort kills every rank at once, and the launcher may then drop output (this
-        # message included) that it had not yet forwarded.  Workers stuck in a long evaluation
-        # are aborted: the run must end now, not at the wall-time limit.
-        if name == "mpi" and executor.close_shared(wait=True, cancel=True, timeout=_GRACE):
-            mpi.finalize_last()  # so that the launcher reports this code, not a killed worker's
-            return code
-        transport.abort(code)  # MPI: does not return; local: kills the workers
-        executor.close_shared(wait=False)
+        return 1
+    return 0
+
+
+def _end_run(launch: _Launch, transport: Transport, code: int) -> int:
+    """Stop the workers as the run's outcome calls for; return the process exit code."""
+    from . import executor
+
+    if code == 0:
+        executor.close_shared(wait=True)
         return code
-    executor.close_shared(wait=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Stop the workers cleanly if they finish what they are evaluating within a few seconds:
+    # MPI_Abort kills every rank at once, and the launcher may then drop output (this message
+    # included) that it had not yet forwarded.  Workers stuck in a long evaluation are aborted:
+    # the run must end now, not at the wall-time limit.
+    if launch.backend == "mpi" and executor.close_shared(wait=True, cancel=True, timeout=_GRACE):
+        launch.mpi.finalize_last()  # so that the launcher reports this code, not a killed worker's
+        return code
+    transport.abort(code)  # MPI: does not return; local: kills the workers
+    executor.close_shared(wait=False)
     return code

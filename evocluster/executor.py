@@ -66,7 +66,8 @@ class Executor(_StdExecutor):
             ``"auto"``.
         serialization: ``"upgrade"`` (default: pickle, callables that need it by value with
             cloudpickle), ``"strict"`` (pickle only; what cannot travel fails on the master, before
-            dispatch) or ``"cloudpickle"``.  Default: ``EVOCLUSTER_SERIALIZATION``.
+            dispatch) or ``"cloudpickle"``.  Default: under the launcher, its ``--serialization``;
+            else ``EVOCLUSTER_SERIALIZATION``, else ``"upgrade"``.
         **options: further :class:`evocluster.config.Options` fields (``prefetch``, ...).
 
     Raises:
@@ -95,6 +96,8 @@ class Executor(_StdExecutor):
             workers = max_workers
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
+        if serialization is None and _launcher is not None:  # the launcher's --serialization
+            serialization = _launcher.serialization
         opts = config.resolve(
             backend=backend, workers=workers, serialization=serialization, **options
         )
@@ -338,6 +341,7 @@ class Executor(_StdExecutor):
 
 # ---------------------------------------------------------------------- backends and defaults
 _shared: dict[str, Pool] = {}  # pools started by the launcher, used by every Executor
+_launcher: config.Options | None = None  # the launcher's options: defaults of the job's executors
 _default: Executor | None = None
 _default_lock = threading.Lock()
 #: pools of executors' own that have not ended, and their executor's state
@@ -397,7 +401,8 @@ def _open_pool(opts: config.Options) -> tuple[Scheduling, bool]:
 
 def install_shared(name: str, transport: Transport, opts: config.Options) -> Executor:
     """Launcher only: make ``transport`` the pool every Executor uses; return the default one."""
-    global _default
+    global _default, _launcher
+    _launcher = opts
     _shared[name] = Pool(transport, opts, name)
     _default = Executor(backend=name)
     return _default
