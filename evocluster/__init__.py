@@ -24,6 +24,7 @@ from .errors import (
 from .sharing import share, shared
 
 if TYPE_CHECKING:
+    from .checkpoint import Checkpoint, CheckpointError
     from .errors import BrokenPool
     from .executor import Executor, get_executor, map, starmap  # noqa: A004 - a drop-in
 
@@ -33,13 +34,17 @@ _LAZY = frozenset({"Executor", "get_executor", "map", "starmap"})
 
 
 def __getattr__(name: str) -> Any:
-    """The executor API, ``BrokenPool`` and ``rng``, imported on first use: a worker rank that only
-    evaluates never pays for ``concurrent.futures``, the scheduler or numpy (start-up of
-    thousands of ranks)."""
+    """The executor API, ``BrokenPool``, checkpoints and ``rng``, imported on first use: a worker
+    rank that only evaluates never pays for ``concurrent.futures``, the scheduler or numpy
+    (start-up of thousands of ranks)."""
     if name == "BrokenPool":
         from . import errors
 
         return errors.BrokenPool
+    if name in ("Checkpoint", "CheckpointError"):  # the master's: workers never load it
+        from . import checkpoint
+
+        return getattr(checkpoint, name)
     if name in _LAZY:
         from . import executor
 
@@ -60,6 +65,8 @@ if getattr(sys.modules.get("scoop"), "IS_RUNNING", False):
 
 __all__ = [
     "BrokenPool",
+    "Checkpoint",
+    "CheckpointError",
     "ConfigurationError",
     "EvaluationError",
     "EvoclusterError",

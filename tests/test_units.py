@@ -22,6 +22,8 @@ def test_public_api_is_pinned() -> None:
     assert sorted(evocluster.__all__) == sorted(
         [
             "BrokenPool",
+            "Checkpoint",
+            "CheckpointError",
             "ConfigurationError",
             "EvaluationError",
             "EvoclusterError",
