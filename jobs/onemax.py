@@ -18,13 +18,18 @@ Run it::
     python jobs/onemax.py --ngen 10 --json summary.json       # no launcher: a local pool
 
 Options after the job file are the job's own: ``--seed``, ``--ngen``, ``--pop``, ``--length``,
-``--json PATH`` (write a summary: best fitness, population hash, backend, workers, generations).
+``--json PATH`` (write a summary: best fitness, population hash, backend, workers, generations),
+``--checkpoint PATH``: save the population, the generation and the random state there after every
+generation, and at SIGUSR1 or SIGTERM (a batch system's warning) stop with exit code 75; run the
+same command again to resume where it stopped, with the same final population as a run that was
+never interrupted (on any backend, with any number of workers).
 """
 
 import argparse
 import hashlib
 import json
 import random
+import sys
 
 import numpy
 from deap import base, creator, tools
@@ -77,16 +82,22 @@ def report(gen, evals, population):
     )
 
 
-def main(seed=42, ngen=40, pop_size=300, length=100):
-    """Run the GA; return the final population."""
-    random.seed(seed)
+def main(seed=42, ngen=40, pop_size=300, length=100, checkpoint=None):
+    """Run the GA; return the final population.  With ``checkpoint`` (a path), resume from it if
+    it exists, save after every generation, and stop with exit code 75 when a signal asks to."""
+    ckpt = evocluster.Checkpoint(checkpoint, seed=seed).watch_signals() if checkpoint else None
     toolbox.register("individual", tools.initRepeat, creator.Individual, toolbox.attr_bool, length)
     toolbox.register("population", tools.initRepeat, list, toolbox.individual)
+    if ckpt is not None and ckpt.exists():
+        state = ckpt.load()  # restores random's state too
+        pop, start = state["population"], state["generation"] + 1
+        print(f"resumed from {checkpoint} after generation {start - 1}", flush=True)
+    else:
+        random.seed(seed)
+        pop, start = toolbox.population(n=pop_size), 1
+        report(0, evaluate_invalid(pop), pop)
 
-    pop = toolbox.population(n=pop_size)
-    report(0, evaluate_invalid(pop), pop)
-
-    for gen in range(1, ngen + 1):
+    for gen in range(start, ngen + 1):
         # select the next generation and clone it (locally: variation works in place)
         offspring = [toolbox.clone(ind) for ind in toolbox.select(pop, len(pop))]
         for child1, child2 in zip(offspring[::2], offspring[1::2], strict=False):
@@ -102,6 +113,11 @@ def main(seed=42, ngen=40, pop_size=300, length=100):
         evals = evaluate_invalid(offspring)
         pop[:] = offspring
         report(gen, evals, pop)
+        if ckpt is not None:
+            ckpt.save({"population": pop, "generation": gen})
+            if ckpt.stop_requested:
+                print(f"checkpointed after generation {gen}: run again to resume", flush=True)
+                sys.exit(evocluster.checkpoint.EXIT_TEMPFAIL)
 
     return pop
 
@@ -113,9 +129,10 @@ if __name__ == "__main__":
     parser.add_argument("--pop", type=int, default=300, help="population size (default: 300)")
     parser.add_argument("--length", type=int, default=100, help="bits (default: 100)")
     parser.add_argument("--json", metavar="PATH", help="write a JSON summary to PATH")
+    parser.add_argument("--checkpoint", metavar="PATH", help="save/resume the run there")
     args = parser.parse_args()
 
-    population = main(args.seed, args.ngen, args.pop, args.length)
+    population = main(args.seed, args.ngen, args.pop, args.length, args.checkpoint)
 
     best = tools.selBest(population, 1)[0]
     digest = population_hash(population)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import clean_env, output, run
+from helpers import clean_env, launcher, mpi_command, output, run
 
 import evocluster
 from evocluster import checkpoint
@@ -244,3 +244,47 @@ def test_signals_are_restored_to_the_test_process() -> None:
         assert ckpt.stop_requested and ckpt.signal == signal.SIGUSR1
     finally:
         signal.signal(signal.SIGUSR1, before)
+
+
+ONEMAX = str(Path(__file__).resolve().parents[1] / "jobs" / "onemax.py")
+
+
+def final_hash(stdout: str) -> str:
+    lines = [line for line in stdout.splitlines() if line.startswith("population sha256")]
+    assert lines, stdout
+    return lines[0].split()[-1]
+
+
+def test_onemax_stopped_by_sigusr1_resumes_elsewhere_with_the_same_population(
+    tmp_path: Path,
+) -> None:
+    args = ["--ngen", "12", "--pop", "100"]
+    env = clean_env(EVOCLUSTER_KEY=KEY)
+    whole = run(launcher("--backend", "serial", ONEMAX, *args), env=env, timeout=120)
+    assert whole.returncode == 0, output(whole)
+    path = tmp_path / "onemax.ckpt"
+    cmd = launcher("--workers", "2", ONEMAX, *args, "--checkpoint", str(path))
+    with subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:  # the batch system's warning, in generation 5
+                if line.startswith("gen   5"):
+                    proc.send_signal(signal.SIGUSR1)
+                    break
+            out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == checkpoint.EXIT_TEMPFAIL, f"{proc.returncode}\n{out}\n{err}"
+    assert "checkpointed after generation" in out
+    # resumed under MPI with three workers instead of a local pool of two
+    resumed = run(
+        mpi_command("mpich-wheel", 4, ONEMAX, *args, "--checkpoint", str(path)),
+        env=env,
+        timeout=120,
+    )
+    assert resumed.returncode == 0, output(resumed)
+    assert "resumed from" in resumed.stdout and "gen   0" not in resumed.stdout
+    assert final_hash(resumed.stdout) == final_hash(whole.stdout)
