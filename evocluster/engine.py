@@ -68,7 +68,7 @@ Mutate = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 Population = np.ndarray | Callable[[np.random.Generator], np.ndarray]
 Log = Callable[[str], object] | None
 
-_STEADY_KEY = 1  # task keys of the steady-state loop: (1, submission number)
+_STEADY_KEY = 1  # task keys of the steady-state loop's offspring: (1, offspring number)
 
 
 @dataclass
@@ -422,17 +422,68 @@ def _format(row: dict[str, Any]) -> str:
     )
 
 
-def _evaluate_initial(ev: _Evaluator, state: State, genomes: np.ndarray) -> None:
+def _begin(
+    name: str,
+    fitness: Fitness,
+    population: Population,
+    *,
+    executor: cf.Executor,
+    seed: int,
+    weights: Sequence[float],
+    log: Log,
+    resume: State | None,
+    probabilities: dict[str, float],
+    check: Callable[[int], None] | None = None,
+    single_objective: bool = True,
+    report: Callable[[State], dict[str, Any]] | None = None,
+) -> tuple[State, np.random.Generator, _Evaluator]:
+    """The start every generational loop shares, in this order: check the weights, the
+    ``probabilities`` (name -> value) and, once the population size is known, ``check(size)``;
+    resume from ``resume`` or begin a new state; on a new state, evaluate the initial population
+    and write its statistics row.  Returns the state, the master generator and the evaluator
+    (``ev.weights``: the checked weights)."""
+    w = _weights(weights)
+    for option, p in probabilities.items():
+        _check_probability(option, p)
+    state, rng, fresh = _start(name, population, seed, w, resume, single_objective)
+    if check is not None:
+        check(len(state.genomes))
+    ev = _Evaluator(executor, fitness, seed, w, log)
+    if fresh is not None:
+        _evaluate_initial(ev, state, rng, fresh, report)
+    return state, rng, ev
+
+
+def _evaluate_initial(
+    ev: _Evaluator,
+    state: State,
+    rng: np.random.Generator,
+    genomes: np.ndarray,
+    report: Callable[[State], dict[str, Any]] | None = None,
+) -> None:
+    """Generation 0: evaluate the initial ``genomes`` (task keys ``(0, i)``) into ``state``,
+    keep the generator's state, write the first statistics row."""
     t0 = time.perf_counter()
-    keys = [(0, i) for i in range(len(genomes))]
-    state.fitness = ev.evaluate(genomes, keys, state)
-    state.evaluations = len(genomes)
-    _stats(ev, state, len(genomes), time.perf_counter() - t0)
+    n = len(genomes)
+    state.fitness = ev.evaluate(genomes, [(0, i) for i in range(n)], state)
+    state.evaluations = n
+    state.rng = dict(rng.bit_generator.state)
+    _stats(ev, state, n, time.perf_counter() - t0, report(state) if report else None)
 
 
 def _check_probability(name: str, p: float) -> None:
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
+
+
+def _check_elitism(elitism: int, n: int) -> None:
+    if not 0 <= elitism < n:
+        raise ValueError(f"elitism must be in [0, {n - 1}] for a population of {n}")
+
+
+def _check_lambda(name: str, plus: bool, lambda_: int, mu: int) -> None:
+    if lambda_ < 1 or (not plus and lambda_ < mu):
+        raise ValueError(f"lambda_ must be >= {1 if plus else mu} for {name}() with mu = {mu}")
 
 
 def _vary_pairs(
@@ -530,17 +581,19 @@ def generational(
     Raises:
         ValueError: bad arguments; EvaluationError: an evaluation failed (with the last state).
     """
-    w = _weights(weights)
-    _check_probability("cxpb", cxpb)
-    _check_probability("mutpb", mutpb)
-    state, rng, fresh = _start("generational", population, seed, w, resume)
-    n = len(state.genomes)
-    if not 0 <= elitism < n:
-        raise ValueError(f"elitism must be in [0, {n - 1}] for a population of {n}")
-    ev = _Evaluator(executor, fitness, seed, w, log)
-    if fresh is not None:
-        _evaluate_initial(ev, state, fresh)
-        state.rng = dict(rng.bit_generator.state)
+    state, rng, ev = _begin(
+        "generational",
+        fitness,
+        population,
+        executor=executor,
+        seed=seed,
+        weights=weights,
+        log=log,
+        resume=resume,
+        probabilities={"cxpb": cxpb, "mutpb": mutpb},
+        check=functools.partial(_check_elitism, elitism),
+    )
+    w, n = ev.weights, len(state.genomes)
     while state.generation < generations:
         t0 = time.perf_counter()
         scores = _scalar_scores(state.fitness, w)
@@ -591,13 +644,14 @@ def _var_or(
 
 
 def _evolution_strategy(
+    *,
     plus: bool,
     fitness: Fitness,
     population: Population,
     executor: cf.Executor,
     generations: int,
     seed: int,
-    lam: int,
+    lambda_: int,
     crossover: Crossover,
     mutate: Mutate,
     select: Select,
@@ -607,22 +661,25 @@ def _evolution_strategy(
     log: Log,
     resume: State | None,
 ) -> Result:
+    """:func:`mu_plus_lambda` (``plus``) and :func:`mu_comma_lambda`."""
     name = "mu_plus_lambda" if plus else "mu_comma_lambda"
-    w = _weights(weights)
-    _check_probability("cxpb", cxpb)
-    _check_probability("mutpb", mutpb)
-    state, rng, fresh = _start(name, population, seed, w, resume)
-    mu = len(state.genomes)
-    if lam < 1 or (not plus and lam < mu):
-        raise ValueError(f"lambda_ must be >= {1 if plus else mu} for {name}() with mu = {mu}")
-    ev = _Evaluator(executor, fitness, seed, w, log)
-    if fresh is not None:
-        _evaluate_initial(ev, state, fresh)
-        state.rng = dict(rng.bit_generator.state)
+    state, rng, ev = _begin(
+        name,
+        fitness,
+        population,
+        executor=executor,
+        seed=seed,
+        weights=weights,
+        log=log,
+        resume=resume,
+        probabilities={"cxpb": cxpb, "mutpb": mutpb},
+        check=functools.partial(_check_lambda, name, plus, lambda_),
+    )
+    w, mu = ev.weights, len(state.genomes)
     while state.generation < generations:
         t0 = time.perf_counter()
         off, off_fit, changed = _var_or(
-            state.genomes, state.fitness, lam, rng, crossover, mutate, cxpb, mutpb
+            state.genomes, state.fitness, lambda_, rng, crossover, mutate, cxpb, mutpb
         )
         evals = _evaluate_changed(ev, state, off, off_fit, changed)
         if plus:
@@ -660,9 +717,22 @@ def mu_plus_lambda(
     :func:`best`: the ``mu`` best).  ``mu`` is the initial population's size.  Other
     arguments, return value and errors as :func:`generational`."""
     return _evolution_strategy(
-        True, fitness, population, executor, generations, seed, lambda_, crossover, mutate,
-        select or best, cxpb, mutpb, weights, log, resume,
-    )  # fmt: skip
+        plus=True,
+        fitness=fitness,
+        population=population,
+        executor=executor,
+        generations=generations,
+        seed=seed,
+        lambda_=lambda_,
+        crossover=crossover,
+        mutate=mutate,
+        select=select or best,
+        cxpb=cxpb,
+        mutpb=mutpb,
+        weights=weights,
+        log=log,
+        resume=resume,
+    )
 
 
 def mu_comma_lambda(
@@ -685,9 +755,22 @@ def mu_comma_lambda(
     """(mu, lambda) evolution strategy: as :func:`mu_plus_lambda`, but the next population is
     chosen from the offspring only (``lambda_ >= mu``)."""
     return _evolution_strategy(
-        False, fitness, population, executor, generations, seed, lambda_, crossover, mutate,
-        select or best, cxpb, mutpb, weights, log, resume,
-    )  # fmt: skip
+        plus=False,
+        fitness=fitness,
+        population=population,
+        executor=executor,
+        generations=generations,
+        seed=seed,
+        lambda_=lambda_,
+        crossover=crossover,
+        mutate=mutate,
+        select=select or best,
+        cxpb=cxpb,
+        mutpb=mutpb,
+        weights=weights,
+        log=log,
+        resume=resume,
+    )
 
 
 def nsga2(
@@ -719,18 +802,20 @@ def nsga2(
     Returns:
         :class:`Result`; ``best`` is a member of the first front.
     """
-    w = _weights(weights)
-    _check_probability("cxpb", cxpb)
-    _check_probability("mutpb", mutpb)
-    state, rng, fresh = _start("nsga2", population, seed, w, resume, single_objective=False)
-    n = len(state.genomes)
-    ev = _Evaluator(executor, fitness, seed, w, log)
-    if fresh is not None:
-        t0 = time.perf_counter()
-        state.fitness = ev.evaluate(fresh, [(0, i) for i in range(n)], state)
-        state.evaluations = n
-        state.rng = dict(rng.bit_generator.state)
-        _stats(ev, state, n, time.perf_counter() - t0, report(state) if report else None)
+    state, rng, ev = _begin(
+        "nsga2",
+        fitness,
+        population,
+        executor=executor,
+        seed=seed,
+        weights=weights,
+        log=log,
+        resume=resume,
+        probabilities={"cxpb": cxpb, "mutpb": mutpb},
+        single_objective=False,
+        report=report,
+    )
+    w, n = ev.weights, len(state.genomes)
     while state.generation < generations:
         t0 = time.perf_counter()
         scores = state.fitness * w
@@ -804,98 +889,171 @@ def steady_state(
     window = in_flight if in_flight is not None else (64 if deterministic else 3 * ev.workers)
     if window < 1:
         raise ValueError(f"in_flight must be >= 1, got {window}")
-    n = len(state.genomes)
-    total = n + evaluations
-    every = report_every or n
-    initial = state.genomes.copy()
-    scores = np.full(n, -np.inf)
-    known = np.zeros(n, dtype=bool)  # members evaluated so far
-    pending: dict[cf.Future[Any], tuple[int, np.ndarray]] = {}  # -> (submission, genome)
-    order: deque[cf.Future[Any]] = deque()  # submission order, for deterministic integration
-    finished: queue.SimpleQueue[cf.Future[Any]] = queue.SimpleQueue()  # filled by callbacks
-    count = {"submitted": 0, "integrated": 0, "since": 0}
-    t0 = [time.perf_counter()]
+    loop = _SteadyState(
+        ev,
+        state,
+        rng,
+        evaluations=evaluations,
+        select=select,
+        crossover=crossover,
+        mutate=mutate,
+        cxpb=cxpb,
+        deterministic=deterministic,
+        window=window,
+        every=report_every or len(state.genomes),
+    )
+    return loop.run()
 
-    def offspring(k: int) -> np.ndarray:
+
+class _SteadyState:
+    """The loop of :func:`steady_state`: its whole state as attributes, one method per step.
+
+    Submissions are numbered ``s = 0, 1, ...``: the first ``n`` are the initial members, in
+    order, the rest offspring.  :meth:`key` is the one place a task key is made from ``s``, and
+    :meth:`send` the one place an individual is submitted, so an individual sent again under its
+    number gets the same random streams.  The individuals in flight are plain data
+    (``in_flight``: submission -> genome); ``futures`` maps each running future back to its
+    submission.
+    """
+
+    def __init__(
+        self,
+        ev: _Evaluator,
+        state: State,
+        rng: np.random.Generator,
+        *,
+        evaluations: int,
+        select: Select,
+        crossover: Crossover,
+        mutate: Mutate,
+        cxpb: float,
+        deterministic: bool,
+        window: int,
+        every: int,
+    ) -> None:
+        self.ev, self.state, self.rng = ev, state, rng
+        self.select, self.crossover, self.mutate, self.cxpb = select, crossover, mutate, cxpb
+        self.deterministic = deterministic
+        self.window = window  # evaluations kept submitted
+        self.every = every  # a statistics row every this many results taken in
+        self.n = len(state.genomes)
+        self.total = self.n + evaluations  # submissions in the whole run
+        self.initial = state.genomes.copy()  # sent first, in order
+        self.scores = np.full(self.n, -np.inf)  # weighted fitness of the members: larger better
+        self.known = np.zeros(self.n, dtype=bool)  # members evaluated so far
+        self.submitted = 0  # submissions so far: the next one's number
+        self.integrated = 0  # results taken in so far
+        self.since = 0  # results taken in since the last statistics row
+        self.t0 = time.perf_counter()  # when the current statistics row began
+        self.in_flight: dict[int, np.ndarray] = {}  # submission -> genome, submitted not taken in
+        self.futures: dict[cf.Future[Any], int] = {}  # -> submission, in submission order
+        self.order: deque[cf.Future[Any]] = deque()  # submission order, for deterministic mode
+        self.finished: queue.SimpleQueue[cf.Future[Any]] = queue.SimpleQueue()  # by callbacks
+
+    def key(self, s: int) -> tuple[int, int]:
+        """The task key of submission ``s``: ``(0, s)`` for an initial member (as in every
+        loop's generation 0), ``(_STEADY_KEY, s - n)`` for an offspring."""
+        return (0, s) if s < self.n else (_STEADY_KEY, s - self.n)
+
+    def run(self) -> Result:
+        """Submit, take in what finishes, submit again, until ``total`` are taken in; whatever
+        is still in flight when it fails is cancelled."""
+        try:
+            self.fill()
+            while self.futures:
+                for f in self.next_finished():
+                    self.take(f)
+                self.fill()
+        finally:
+            for f in self.futures:
+                f.cancel()
+        self.state.generation -= 1  # rows are numbered from 0, as generations are elsewhere
+        self.state.rng = dict(self.rng.bit_generator.state)
+        return _result(self.state, self.ev.weights)
+
+    def fill(self) -> None:
+        """Fill the window: initial members first, then offspring once two are evaluated."""
+        s = self.submitted
+        room = min(self.window - len(self.futures), self.total - s)
+        genomes = list(self.initial[s : s + room]) if s < self.n else []
+        if len(genomes) < room and self.known.sum() >= 2:
+            genomes.extend(self.offspring(room - len(genomes)))
+        for genome in genomes:
+            self.send(self.submitted, genome)
+            self.submitted += 1
+
+    def offspring(self, k: int) -> np.ndarray:
         """``k`` new genomes from the evaluated members, in one vectorised step."""
-        members = np.flatnonzero(known) if not known.all() else None
-        pool = scores if members is None else scores[members]
-        picked = select(pool, 2 * k, rng)
+        members = np.flatnonzero(self.known) if not self.known.all() else None
+        pool = self.scores if members is None else self.scores[members]
+        picked = self.select(pool, 2 * k, self.rng)
         if members is not None:
             picked = members[picked]
-        a, b = state.genomes[picked[0::2]], state.genomes[picked[1::2]]
-        crossed = rng.random(k) < cxpb
+        a, b = self.state.genomes[picked[0::2]], self.state.genomes[picked[1::2]]
+        crossed = self.rng.random(k) < self.cxpb
         if crossed.any():
-            a[crossed] = crossover(a[crossed], b[crossed], rng)[0]
-        return np.asarray(mutate(a, rng))
+            a[crossed] = self.crossover(a[crossed], b[crossed], self.rng)[0]
+        return np.asarray(self.mutate(a, self.rng))
 
-    def submit_ready() -> None:
-        """Fill the window: initial members first, then offspring once two are evaluated."""
-        s = count["submitted"]
-        room = min(window - len(pending), total - s)
-        genomes = list(initial[s : s + room]) if s < n else []
-        if len(genomes) < room and known.sum() >= 2:
-            genomes.extend(offspring(room - len(genomes)))
-        for g in genomes:
-            s = count["submitted"]
-            key = (0, s) if s < n else (_STEADY_KEY, s - n)
-            f = ev.submit(g, key)
-            pending[f] = (s, g)
-            if deterministic:
-                order.append(f)
-            f.add_done_callback(finished.put)
-            count["submitted"] += 1
+    def send(self, s: int, genome: np.ndarray) -> None:
+        """Submit ``genome`` as submission ``s``."""
+        f = self.ev.submit(genome, self.key(s))
+        self.futures[f] = s
+        self.in_flight[s] = genome
+        if self.deterministic:
+            self.order.append(f)
+        f.add_done_callback(self.finished.put)
 
-    def integrate(f: cf.Future[Any]) -> None:
-        s, genome = pending.pop(f)
-        key = (0, s) if s < n else (_STEADY_KEY, s - n)
-        value = ev.collect(f, key, state)
-        score = value[0] * w[0]
-        if s < n:
+    def next_finished(self) -> list[cf.Future[Any]]:
+        """The futures to take in next, in submission order: deterministic, the oldest (waiting
+        for it); otherwise every one finished by now (waiting for one if none is)."""
+        if self.deterministic:
+            return [self.order.popleft()]
+        done = _drain(self.finished)
+        if not done:  # nothing yet: block (under SCOOP, waiting drives it)
+            done = list(cf.wait(self.futures, return_when=cf.FIRST_COMPLETED)[0])
+        return sorted({f for f in done if f in self.futures}, key=self.futures.__getitem__)
+
+    def take(self, f: cf.Future[Any]) -> None:
+        """Take in a finished evaluation: its value into the population, the counts, and a
+        statistics row when one is due."""
+        s = self.futures.pop(f)
+        genome = self.in_flight.pop(s)
+        value = self.ev.collect(f, self.key(s), self.state)
+        self.replace(s, genome, value)
+        self.integrated += 1
+        self.since += 1
+        self.state.evaluations += 1
+        if self.since == self.every or self.integrated == self.total:
+            self.report()
+
+    def replace(self, s: int, genome: np.ndarray, value: np.ndarray) -> None:
+        """An initial member takes its own place; an offspring replaces the worst member if it
+        is at least as good, and is discarded otherwise."""
+        score = value[0] * self.ev.weights[0]
+        if s < self.n:
             slot = s
         else:
-            members = np.flatnonzero(known)
-            slot = int(members[np.argmin(scores[members])])
-            if score < scores[slot]:
-                slot = -1  # worse than the worst: discarded
-        if slot >= 0:
-            state.genomes[slot], state.fitness[slot], scores[slot] = genome, value, score
-            known[slot] = True
-        count["integrated"] += 1
-        count["since"] += 1
-        state.evaluations += 1
-        if count["since"] == every or count["integrated"] == total:
-            fit = state.fitness[known]
-            _stats(
-                ev,
-                state,
-                count["since"],
-                time.perf_counter() - t0[0],
-                {"in_flight": len(pending)},
-                fit,
-            )
-            state.generation += 1
-            count["since"], t0[0] = 0, time.perf_counter()
+            members = np.flatnonzero(self.known)
+            slot = int(members[np.argmin(self.scores[members])])
+            if score < self.scores[slot]:
+                return  # worse than the worst: discarded
+        self.state.genomes[slot], self.state.fitness[slot] = genome, value
+        self.scores[slot] = score
+        self.known[slot] = True
 
-    try:
-        submit_ready()
-        while pending:
-            if deterministic:
-                done = [order.popleft()]
-            else:
-                done = _drain(finished)
-                if not done:  # nothing yet: block (under SCOOP, waiting drives it)
-                    done = list(cf.wait(pending, return_when=cf.FIRST_COMPLETED)[0])
-                done = sorted({f for f in done if f in pending}, key=lambda f: pending[f][0])
-            for f in done:
-                integrate(f)
-            submit_ready()
-    finally:
-        for f in pending:
-            f.cancel()
-    state.generation -= 1  # rows are numbered from 0, as generations are elsewhere
-    state.rng = dict(rng.bit_generator.state)
-    return _result(state, w)
+    def report(self) -> None:
+        """A statistics row of the evaluated members since the last one, then a new period."""
+        _stats(
+            self.ev,
+            self.state,
+            self.since,
+            time.perf_counter() - self.t0,
+            {"in_flight": len(self.futures)},
+            self.state.fitness[self.known],
+        )
+        self.state.generation += 1
+        self.since, self.t0 = 0, time.perf_counter()
 
 
 def _drain(q: queue.SimpleQueue[cf.Future[Any]]) -> list[cf.Future[Any]]:
