@@ -385,8 +385,8 @@ class Scheduling:
         excs: dict[int, BaseException] = {i: unpack_exception(info) for i, info in errors.items()}
         try:
             values = loads(value_frames)
-        except Exception as e:
-            values, excs = [], {-1: e}
+        except BaseException as e:  # a result's __reduce__ may even raise SystemExit: that chunk's
+            values, excs = [], {-1: e}  # failure, never the scheduler's
         self._settle(job, chunk.start, chunk.stop, values, excs)
 
     def _settle(

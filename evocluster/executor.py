@@ -40,6 +40,7 @@ from ._scheduling import (
 )
 from .backends.base import Transport
 from .errors import BrokenPool, ConfigurationError, JobError, SerializationError
+from .worker import in_evaluation
 
 __all__ = ["Executor", "close_shared", "get_executor", "install_shared", "map", "starmap"]
 
@@ -127,6 +128,11 @@ class Executor(_StdExecutor):
         """How many workers evaluate in parallel."""
         return self._pool.n_workers
 
+    @property
+    def num_workers(self) -> int:
+        """:attr:`n_workers`, under ``MPIPoolExecutor``'s name."""
+        return self._pool.n_workers
+
     def stats(self) -> dict[str, int]:
         """Counters of the pool since it started: ``chunks`` and ``items`` dispatched,
         ``functions_sent`` (callables shipped to a worker), ``messages_sent`` / ``bytes_sent`` and
@@ -149,6 +155,7 @@ class Executor(_StdExecutor):
 
     def _check_open(self) -> None:
         """Raise if this executor takes no more work (caller holds the owner's lock)."""
+        _refuse_nested()
         if self._owner.broken is not None:
             raise BrokenPool(self._owner.broken)
         if _interpreter_exiting:  # first: the exit hook also shuts executors down
@@ -367,9 +374,22 @@ def _at_interpreter_exit() -> None:
 getattr(threading, "_register_atexit", atexit.register)(_at_interpreter_exit)
 
 
+def _refuse_nested() -> None:
+    """A fitness that maps or submits would wait for its own pool (serial: in the scheduler thread
+    that evaluates it) or start a pool inside a worker: refuse it, as that evaluation's error."""
+    where = in_evaluation()
+    if where is not None:
+        raise RuntimeError(
+            f"evocluster.map/submit was called inside a fitness evaluation ({where}): an "
+            "evaluation cannot start other evaluations; call the function directly inside the "
+            "fitness, or map from the job's main code"
+        )
+
+
 def _open_pool(opts: config.Options) -> tuple[Scheduling, bool]:
     """The pool an Executor with ``opts`` uses, and whether it is its own (stopped on shutdown):
     the launcher's, SCOOP's, or a new one of a thread-driven backend."""
+    _refuse_nested()
     name = opts.backend
     if name == "auto":
         name = next(iter(_shared), "scoop" if backends.scoop_running() else "local")
@@ -426,7 +446,9 @@ def get_executor() -> Executor:
     """
     global _default
     with _default_lock:
-        if _default is None or (_default._owner.shutdown and not _shared):
+        # a new handle once the default was shut down (`with get_executor() as ex:`): on the
+        # launcher's workers if there are, else on a new pool
+        if _default is None or _default._owner.shutdown:
             _default = Executor()
             if _default._owns_pool:
                 atexit.register(_default.shutdown)
@@ -452,6 +474,8 @@ def map(  # noqa: A001 - a drop-in for the builtin, on purpose
         SerializationError: ``fn`` or the first item cannot reach the workers (before dispatch).
         Exception: the first exception raised by ``fn``, with the worker's traceback as cause.
     """
+    if not iterables:
+        raise TypeError("map() must have at least two arguments.")  # the builtin's words
     star = len(iterables) != 1
     items = list(zip(*iterables)) if star else list(iterables[0])  # noqa: B905 (shortest)
     return get_executor()._map_list(fn, items, star, chunksize, serialization)

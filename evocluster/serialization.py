@@ -586,7 +586,7 @@ def pack_exception(exc: BaseException, where: str) -> dict[str, Any]:
         blob = pickle.dumps(exc, protocol=PROTOCOL)
         pickle.loads(blob)
         info["pickled"] = blob
-    except Exception:  # any failure: the stand-in below carries the type, message and traceback
+    except BaseException:  # any failure: the stand-in below carries the type, message, traceback
         pass
     return info
 
@@ -597,7 +597,7 @@ def unpack_exception(info: dict[str, Any]) -> BaseException:
     if info.get("pickled") is not None:
         try:
             exc = pickle.loads(info["pickled"])
-        except Exception:
+        except BaseException:  # its class's own unpickling code: fall back to the stand-in
             exc = None
     if not isinstance(exc, BaseException):
         exc = RemoteError(info["type"], info["message"])

@@ -8,6 +8,7 @@ import the job -- is reported once as FAILED, and the worker then exits.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import traceback
 from collections import OrderedDict
@@ -18,11 +19,16 @@ from .backends.base import Channel
 from .errors import SerializationError
 from .serialization import dumps, dumps_results, explain_load_error, loads, nest, pack_exception
 
-__all__ = ["FN_CACHE_SIZE", "FunctionCache", "Worker", "serve"]
+__all__ = ["FN_CACHE_SIZE", "FunctionCache", "Worker", "in_evaluation", "serve"]
 
 #: Callables a worker keeps (least recently used out).  The master mirrors this cache per worker
 #: (same size, same order of use), so it knows without asking whether to send a callable again.
 FN_CACHE_SIZE = 128
+
+#: The evaluation running on this thread, if any (its worker's label): a fitness that calls
+#: evocluster.map or submit would wait for itself (serial: in the scheduler thread) or start a pool
+#: inside a worker; the executor refuses that with a clear error (:func:`in_evaluation`).
+_evaluating = threading.local()
 
 #: True once this process serves a master (:func:`serve`): it then only evaluates.  Read by
 #: ``evocluster.rng``, which skips restoring Python's ``random`` state after each evaluation here.
@@ -78,7 +84,7 @@ class Worker:
             return False
         try:
             fn: Any = loads(payload)
-        except Exception as e:
+        except BaseException as e:  # SystemExit from a __reduce__ too: it must not end the worker
             err = SerializationError(explain_load_error(e, "the function"))
             fn = _Unloadable(pack_exception(err, self.label))
         self.functions.put(key, fn)
@@ -95,26 +101,33 @@ class Worker:
             if isinstance(fn, _Unloadable):
                 return protocol.result(chunk_id, nest(dumps([])), {-1: fn.info}, 0.0)
             items, star, kwargs = loads(item_frames)
-        except Exception as e:
+        except BaseException as e:  # whatever the arguments' own unpickling code raises
             err = SerializationError(explain_load_error(e, "the task's arguments"))
             info = pack_exception(err, self.label)
             return protocol.result(chunk_id, nest(dumps([])), {-1: info}, 0.0)
         t0 = time.perf_counter()
-        for i, item in enumerate(items):
-            try:
-                if not star:
-                    values.append(fn(item))
-                elif kwargs:
-                    values.append(fn(*item, **kwargs))
-                else:
-                    values.append(fn(*item))
-            except (Exception, SystemExit) as e:  # one bad individual never kills the worker
-                values.append(None)
-                errors[i] = pack_exception(e, self.label)
+        _evaluating.label = self.label
+        try:
+            for i, item in enumerate(items):
+                try:
+                    if not star:
+                        values.append(fn(item))
+                    elif kwargs:
+                        values.append(fn(*item, **kwargs))
+                    else:
+                        values.append(fn(*item))
+                # any BaseException (SystemExit, KeyboardInterrupt, GeneratorExit, a class of the
+                # job's): that evaluation's failure, reported; one bad individual never kills the
+                # worker (a worker that left its loop would leave the master waiting for ever)
+                except BaseException as e:
+                    values.append(None)
+                    errors[i] = pack_exception(e, self.label)
+        finally:
+            _evaluating.label = None
         elapsed = time.perf_counter() - t0
         try:
             out = dumps_results(values)
-        except Exception:
+        except BaseException:  # a result's own pickling code may raise anything
             out = self._dump_each(values, errors)
         return protocol.result(chunk_id, nest(out), errors, elapsed)
 
@@ -123,7 +136,7 @@ class Worker:
         for i, v in enumerate(values):
             try:
                 dumps_results(v)
-            except Exception as e:
+            except BaseException as e:
                 values[i] = None
                 err = SerializationError(
                     f"the result of this call cannot be pickled ({type(e).__name__}: {e}): "
@@ -133,6 +146,12 @@ class Worker:
                 )
                 errors[i] = pack_exception(err, self.label)
         return dumps_results(values)
+
+
+def in_evaluation() -> str | None:
+    """The label of the worker evaluating a fitness on this thread now, else ``None``."""
+    label: str | None = getattr(_evaluating, "label", None)
+    return label
 
 
 def _import_job(job: dict[str, Any]) -> str | None:

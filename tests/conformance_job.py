@@ -167,6 +167,12 @@ def check_empty_input(ex: Executor) -> None:
     assert list(ex.map(square, [])) == []
     assert evocluster.map(square, []) == []
     assert list(ex.map(add, [], [])) == []
+    try:
+        evocluster.map(square)  # as the builtin: an iterable is required
+    except TypeError:
+        pass
+    else:
+        raise AssertionError("map() without an iterable was accepted")
 
 
 def settled(ex: Executor) -> dict[str, int]:
@@ -559,6 +565,70 @@ def check_no_stale_references(ex: Executor) -> None:
     del obj, arg
     gc.collect()
     assert all(r() is None for r in gone), "the executor still holds a finished call's objects"
+
+
+class Abort(BaseException):
+    """A job's own BaseException (not an Exception)."""
+
+
+def raises_base(kind: str) -> int:
+    if kind == "keyboard":
+        raise KeyboardInterrupt("from the fitness")
+    if kind == "generator":
+        raise GeneratorExit("from the fitness")
+    if kind == "exit":
+        sys.exit(3)
+    raise Abort("abort from the fitness")
+
+
+class ExitWhenLoaded:
+    """A result whose unpickling (on the master) calls sys.exit."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (sys.exit, (1,))
+
+
+def returns_exit_when_loaded(_: int) -> ExitWhenLoaded:
+    return ExitWhenLoaded()
+
+
+def nested_map(n: int) -> int:
+    return sum(evocluster.map(abs, range(n)))
+
+
+def check_fitness_base_exceptions_fail_only_their_evaluation(ex: Executor) -> None:
+    expected = {
+        "keyboard": KeyboardInterrupt,
+        "generator": GeneratorExit,
+        "exit": SystemExit,
+        "abort": Abort,
+    }
+    for kind, cls in expected.items():
+        exc = ex.submit(raises_base, kind).exception(timeout=60)
+        assert isinstance(exc, cls), (kind, repr(exc))
+        assert ex.submit(square, 4).result(timeout=60) == 16  # the worker goes on
+    try:
+        list(ex.map(raises_base, ["abort"] * (2 * ex.n_workers)))
+    except Abort:
+        pass
+    else:
+        raise AssertionError("the map did not raise the fitness's BaseException")
+    assert evocluster.map(square, range(4 * ex.n_workers)) == [
+        x * x for x in range(4 * ex.n_workers)
+    ]
+
+
+def check_result_that_exits_when_unpickled_fails_its_future(ex: Executor) -> None:
+    exc = ex.submit(returns_exit_when_loaded, 0).exception(timeout=60)
+    assert isinstance(exc, SystemExit), repr(exc)
+    assert ex.submit(square, 5).result(timeout=60) == 25  # the scheduler goes on
+
+
+def check_nested_map_is_refused_as_that_evaluations_error(ex: Executor) -> None:
+    exc = ex.submit(nested_map, 3).exception(timeout=60)
+    assert isinstance(exc, RuntimeError), repr(exc)
+    assert "inside a fitness evaluation" in str(exc), str(exc)
+    assert evocluster.map(square, [1, 2]) == [1, 4]  # nothing was left waiting
 
 
 def check_result_delivered_while_next_task_runs(ex: Executor) -> None:

@@ -118,3 +118,26 @@ def test_default_executor_shut_down_then_exit_time_shutdown(tmp_path: Path, how:
     assert r.returncode == 0, output(r)
     assert "done" in r.stdout, output(r)
     assert "Exception ignored" not in r.stderr and "Traceback" not in r.stderr, output(r)
+
+
+BODY_DEFAULT_AS_CONTEXT = """
+with evocluster.get_executor() as ex:
+    assert list(ex.map(abs, [-1])) == [1]
+# the default executor was shut down by the with block: the next call gets a new handle
+assert evocluster.map(abs, [-2, -3]) == [2, 3]
+assert evocluster.get_executor().submit(abs, -4).result(timeout=60) == 4
+print("done", flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["plain-python", "launcher-local", "mpi-n3"])
+def test_default_executor_used_as_a_context_manager_then_again(tmp_path: Path, how: str) -> None:
+    script = job(tmp_path, BODY_DEFAULT_AS_CONTEXT)
+    if how == "plain-python":
+        cmd = [sys.executable, script]
+    elif how == "launcher-local":
+        cmd = launcher("--backend", "local", "--workers", "2", script)
+    else:
+        cmd = mpi_command("mpich-wheel", 3, script)
+    r = run(cmd, timeout=90, no_leftovers=True)
+    assert r.returncode == 0 and "done" in r.stdout, output(r)
