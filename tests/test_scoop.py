@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 import evocluster
 from evocluster import ConfigurationError, WorkerError, signing
-from evocluster.backends import scoop as backend
+from evocluster.backends.scoop import pool as backend
 
 SCOOP_JOBS = TESTS / "jobs"
 EXIT_JOB = str(SCOOP_JOBS / "scoop_exit.py")

@@ -1,0 +1,359 @@
+"""The origin's pool of SCOOP's workers: dispatch, collect, and the waits that drive both.
+
+:func:`shared_pool` makes one per run, shared by every ``Executor`` of it; the scheduling policy
+(jobs, chunk sizes, settling results) is :class:`~evocluster._scheduling.Scheduling`'s, and this
+module adds how chunks travel through SCOOP and who drives them: whoever waits, on the main thread
+(:mod:`~evocluster.backends.scoop.futures` for the futures of ``submit``).
+
+* **The origin never evaluates.**  evocluster never lets SCOOP's controller run on the origin
+  (no ``scoop.futures.wait`` without timeout, no SCOOP ``result()``): it flushes its tasks to the
+  broker and polls SCOOP's sockets itself, blocking in ``zmq`` with a timeout, so evaluations
+  happen on the N-1 workers only and a wait costs no CPU.  Under ``-n 1`` (no worker) the origin
+  evaluates, one call at a time, with a warning.
+* **Scheduling.**  The broker hands tasks to the workers that ask for them.  The origin keeps
+  ``prefetch`` chunks per worker in flight, sized as the scheduler sizes them (measure first, then
+  ~``chunk_target`` seconds per chunk, at least four chunks per worker, expensive calls one by
+  one); each worker keeps exactly one task in reserve
+  (:class:`~evocluster.backends.scoop.worker._Reserve`, replacing SCOOP's own asking, which
+  starves busy workers and piles requests up at the broker).
+* **Payloads.**  Callables and arguments go through :mod:`evocluster.serialization` (policies
+  ``upgrade`` / ``strict`` / ``cloudpickle``), so lambdas and closures work, strict mode fails on
+  the master, and each item is evaluated in its own ``try`` on the worker (a
+  :class:`~evocluster.worker.Worker` per process, with its function cache).  Exceptions come home
+  with the worker's traceback, labelled ``SCOOP worker on host H (pid P)``.  A callable is
+  serialised once per run.  Up to :data:`INLINE_MAX` bytes (a function by reference takes ~50) it
+  rides along with each chunk and each worker loads it once; a larger one (a closure over a big
+  array) is broadcast once to every worker through SCOOP's shared constants, and chunks carry only
+  its digest.
+* **SCOOP's TCP backend** (``--backend TCP``, which imports ``asyncore``, gone in Python 3.12) is
+  refused: evocluster needs the default ZMQ backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from typing import Any
+
+import scoop
+from scoop import _control, futures, shared
+from scoop._comm import Shutdown
+
+from ... import config, jobfile, protocol, serialization, signing
+from ..._scheduling import PENDING, Chunk, Job, Scheduling
+from ...errors import BrokenPool, ConfigurationError, JobError, WorkerError
+from ...serialization import dumps, frames_nbytes, loads, nest
+from . import guard, proc
+from .futures import _ScoopFuture
+from .watch import _Watch
+from .worker import _SCOOP_WORKER_MODULE, _evaluate, _WorkerSide
+
+#: Serialised callables up to this size travel with each chunk; larger ones are broadcast once.
+INLINE_MAX = 16 * 1024
+#: Longest sleep of the origin's wait, in seconds: it wakes at once when a message arrives, so this
+#: only bounds how late a dead local worker or an expired deadline is noticed.
+_IDLE_POLL = 1.0
+
+
+def open_result(key: bytes, token: bytes, cid: int, sealed: Any) -> tuple[str, tuple[Any, ...]]:
+    """Verify and load a worker's answer to chunk ``cid``; return ``(worker label, RESULT record)``.
+
+    Raises:
+        WorkerError: the answer is not sealed with this run's key, or belongs to another chunk
+            or run; nothing of it was unpickled in the first case.
+    """
+    try:
+        tag, frames = sealed
+        frames = list(frames)
+    except (TypeError, ValueError):
+        raise WorkerError("a SCOOP worker's answer is not a sealed evocluster result") from None
+    if not signing.verify(key, tag, frames):
+        proc.say(
+            "refused a result from a SCOOP worker: its signature does not verify; not unpickled"
+        )
+        raise WorkerError(
+            "a SCOOP worker's result was refused: its signature does not verify (forged, "
+            "corrupted, or signed with another key: every process of a run needs the same "
+            f"{signing.KEY_ENV} or key file {signing.key_path()}; the worker's stderr says more)"
+        )
+    r_token, r_cid, label, record = loads(frames)
+    if (r_token, r_cid) != (token, cid) and (r_token, r_cid) != (None, None):
+        raise WorkerError(f"{label} answered for another chunk or run: refused (replayed?)")
+    return label, record
+
+
+class _ScoopPool(Scheduling):
+    """The origin's view of the SCOOP workers, shared by every Executor handle.
+
+    Main thread only (SCOOP's sockets and greenlets belong to it); ``_busy`` marks that evocluster
+    itself is at work on it (a done callback may run meanwhile), so that a wait started meanwhile
+    does not drive again.
+    The job bookkeeping (chunk sizes, serialising chunks, settling results) is the scheduler's
+    (:class:`~evocluster._scheduling.Scheduling`); its lock is uncontended here.
+    """
+
+    def __init__(self, options: config.Options) -> None:
+        size = int(getattr(scoop, "SIZE", 1) or 1)
+        super().__init__(options, "scoop", max(1, size - 1))
+        self.inline = size <= 1  # -n 1: the origin is the only process
+        self.key = signing.load_key(create=True)
+        self.token = secrets.token_bytes(8)  # results must echo it: no replay across runs
+        self._inflight: dict[int, tuple[Any, Chunk]] = {}  # chunk id -> (SCOOP future, chunk)
+        self._ids = itertools.count()
+        self._broadcast: dict[bytes, str] = {}  # function key -> SCOOP constant name
+        self._labels: dict[int, str] = {}  # pid -> label, of workers on this host that answered
+        self._busy = False
+        self._main = threading.main_thread()
+        self._local: _WorkerSide | None = None
+        if self.inline:
+            self._local = _WorkerSide(proc.label("origin"), self.key)
+            proc.say(
+                "SCOOP started no worker besides the origin: evaluating on the origin, one call "
+                "at a time; launch with `python -m scoop -n N job.py` (N >= 2) for N-1 workers"
+            )
+            return
+        self._comm = _control.execQueue.socket
+        self._watch = _Watch(self._comm, check_every=_IDLE_POLL)
+
+    # ------------------------------------------------------------------ any thread
+    def can_drive(self) -> bool:
+        return threading.current_thread() is self._main and not self._busy
+
+    @contextlib.contextmanager
+    def quiet(self) -> Iterator[None]:
+        """evocluster's own work on the main thread: waits started meanwhile do not drive."""
+        if threading.current_thread() is not self._main:
+            yield
+            return
+        busy, self._busy = self._busy, True
+        try:
+            yield
+        finally:
+            self._busy = busy
+
+    # ------------------------------------------------------------------ main thread
+    def put(self, job: Job) -> None:
+        if threading.current_thread() is not self._main:
+            raise RuntimeError(
+                "under SCOOP, evocluster can submit work from the main thread only (SCOOP's "
+                "futures are greenlets of the main thread)"
+            )
+        if self.broken is not None:
+            raise BrokenPool(self.broken)
+        if job.n:
+            self._jobs.append(job)
+
+    def new_future(self) -> Future[Any]:
+        return _ScoopFuture(self)
+
+    def wait_slot(self, job: Job, i: int, deadline: float | None) -> Any:
+        if job.values[i] is PENDING:
+            self.drive(lambda: job.values[i] is not PENDING, deadline)
+        value = job.values[i]
+        if value is PENDING:
+            raise TimeoutError()
+        return value
+
+    def wait_jobs(self, jobs: list[Job]) -> None:
+        self.drive(lambda: all(j.done for j in jobs), None)
+
+    def step(self) -> None:
+        """Make progress without blocking: dispatch what fits, collect what has arrived."""
+        if self.can_drive() and not self.inline:
+            self.drive(lambda: True, None, poll_once=True)
+
+    def drive_for(self, until: Callable[[], bool], timeout: float | None) -> bool:
+        """:meth:`drive` for up to ``timeout`` s; a timeout of 0 still takes in what has arrived."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self.drive(until, deadline):
+            return True
+        self.step()  # drive() does not poll once the deadline has passed
+        return until()
+
+    def drive(
+        self, until: Callable[[], bool], deadline: float | None, *, poll_once: bool = False
+    ) -> bool:
+        """Dispatch and collect until ``until()`` or the deadline; return ``until()``."""
+        if not self.can_drive():
+            return until()
+        with self.quiet():
+            try:
+                while True:
+                    self._dispatch()
+                    if poll_once:
+                        self._collect(0.0)
+                        self._dispatch()
+                        return until()
+                    if until():
+                        return True
+                    if not self._inflight and not self._has_work():
+                        return until()  # nothing can change any more
+                    left = _IDLE_POLL if deadline is None else deadline - time.monotonic()
+                    if left <= 0:
+                        return until()
+                    self._collect(min(left, _IDLE_POLL))
+            except Shutdown:
+                self._break(
+                    "SCOOP shut the pool down during the run: a worker exited unexpectedly (its "
+                    "own messages, above, say why)"
+                )
+                return until()
+
+    def _dispatch(self) -> None:
+        if self.broken is not None:
+            return
+        limit = 1 if self.inline else self.n_workers * self.options.prefetch
+        sent = False
+        while len(self._inflight) < limit:
+            chunk = self._next_chunk()
+            if chunk is None:
+                break
+            chunk.cid = next(self._ids)
+            self._send(chunk)
+            chunk.frames = None  # SCOOP has them now
+            sent = True
+            if self.broken is not None:
+                return
+        if sent and not self.inline:
+            with _scoop_errors(self):
+                _control.execQueue.flush()  # SCOOP keeps its newest future back: send it too
+
+    def _send(self, chunk: Chunk) -> None:
+        job = chunk.job
+        inline_fn = frames_nbytes(job.fn_payload) <= INLINE_MAX or self.inline
+        const = None
+        if not inline_fn:
+            const = self._broadcast.get(job.fn_key)
+            if const is None:
+                const = self._publish(job.fn_key, job.fn_payload)
+                if const is None:
+                    return
+        payload = nest(job.fn_payload) if inline_fn else None
+        record = protocol.task(chunk.cid, job.fn_key, payload, chunk.frames)
+        frames = dumps((self.token, chunk.cid, record, const))
+        sealed = (signing.sign(self.key, frames), nest(frames))
+        self._count_sent(frames, chunk, inline_fn)
+        if self._local is not None:  # -n 1: the origin evaluates, through the same sealed path
+            self._on_answer(chunk, self._local.evaluate(sealed))
+            return
+        with _scoop_errors(self):
+            sf = futures.submit(_evaluate, sealed)
+            self._inflight[chunk.cid] = (sf, chunk)
+
+    def _publish(self, fn_key: bytes, payload: Any) -> str | None:
+        """Broadcast a large callable once, sealed, through SCOOP's shared constants."""
+        name = f"evocluster_fn_{fn_key.hex()}"
+        frames = list(payload)
+        sealed = (signing.sign(self.key, frames), nest(frames))
+        with _scoop_errors(self):
+            shared.setConst(**{name: sealed})  # returns once the broker relayed it
+            self._broadcast[fn_key] = name
+            self._count_sent(frames, None, 1)
+            return name
+        return None
+
+    def _collect(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for messages (blocking in zmq), then take in the results."""
+        ready = self._watch.poll(timeout)
+        self._comm.pumpInfoSocket()  # SCOOP's SHUTDOWN broadcast raises Shutdown here
+        lost = self._watch.lost(ready, self._labels)
+        if lost is not None:  # a report, if the worker sent one, says more: give it a moment
+            self._watch.poll(0.1)
+            self._comm.pumpInfoSocket()
+        reports = guard._failure_reports()
+        if reports or lost is not None:
+            self._break(reports[0] if reports else str(lost))
+            return
+        _control.execQueue.updateQueue()
+        for cid, (sf, chunk) in list(self._inflight.items()):
+            if sf._ended():
+                del self._inflight[cid]
+                sf._delete()  # SCOOP's bookkeeping of this future
+                self._on_scoop_future(sf, chunk)
+
+    def _on_scoop_future(self, sf: Any, chunk: Chunk) -> None:
+        if sf.exceptionValue is not None:  # SCOOP could not run the task at all
+            tb = getattr(sf, "exceptionTraceback", "") or ""
+            err = WorkerError(
+                f"SCOOP could not run an evocluster task: {sf.exceptionValue!r}\n{tb}"
+            )
+            self._settle(chunk.job, chunk.start, chunk.stop, [], {-1: err})
+            return
+        self._on_answer(chunk, sf.resultValue)
+
+    def _on_answer(self, chunk: Chunk, sealed: Any) -> None:
+        job = chunk.job
+        try:
+            self.counters["messages_received"] += 1
+            self.counters["bytes_received"] += frames_nbytes(sealed[1])
+            label, record = open_result(self.key, self.token, chunk.cid, sealed)
+        except Exception as e:
+            self._settle(job, chunk.start, chunk.stop, [], {-1: e})
+            return
+        pid = proc.pid_of(label)
+        if pid is not None and proc.on_this_host(label):
+            self._labels[pid] = label
+        self._record_result(chunk, record)
+
+    def _break(self, reason: str) -> None:
+        """The pool cannot go on: fail everything pending with :class:`BrokenPool`."""
+        if self.broken is None:
+            self.broken = reason
+            guard.pool_lost(reason)
+        jobs = list(self._jobs) + [chunk.job for _, chunk in self._inflight.values()]
+        self._jobs.clear()
+        self._inflight.clear()
+        self._fail(jobs, reason)
+
+
+@contextlib.contextmanager
+def _scoop_errors(pool: _ScoopPool) -> Iterator[None]:
+    """SCOOP raises Shutdown from any call that reads its info socket: break the pool."""
+    try:
+        yield
+    except Shutdown:
+        pool._break(
+            "SCOOP shut the pool down during the run: a worker exited unexpectedly (its own "
+            "messages, above, say why)"
+        )
+
+
+# the origin's pool, once made: every Executor of the run shares it
+_pool: _ScoopPool | None = None
+
+
+def shared_pool(options: config.Options) -> _ScoopPool:
+    """The origin's pool of SCOOP's workers, shared by every Executor of the run (their
+    shutdown stops the handle, never SCOOP).  Driven from the main thread: see the module
+    docstring for what that changes.
+
+    Raises:
+        JobError: called on a SCOOP worker (while it imports the job).
+        ConfigurationError: SCOOP's TCP backend.
+    """
+    global _pool
+    if _pool is None:
+        if scoop.CONFIGURATION.get("backend", "ZMQ") != "ZMQ":
+            raise ConfigurationError(
+                "evocluster needs SCOOP's default ZMQ backend, not --backend "
+                f"{scoop.CONFIGURATION.get('backend')} (which imports asyncore, gone in Python "
+                "3.12): launch with `python -m scoop [-n N] job.py`"
+            )
+        if not getattr(scoop, "IS_ORIGIN", False):
+            raise JobError(
+                "the job started a pool while a SCOOP worker was importing it: put the code "
+                "that runs the evolution under `if __name__ == '__main__':` so that workers only "
+                "import definitions"
+            )
+        job = jobfile.spec_for_current_main()
+        serialization.set_worker_main_names(jobfile.module_level_names(job))
+        # results may hold instances of the job's classes, pickled on workers as SCOOP_WORKER.X
+        sys.modules.setdefault(_SCOOP_WORKER_MODULE, sys.modules["__main__"])
+        _pool = _ScoopPool(options)
+    return _pool
