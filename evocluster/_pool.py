@@ -168,10 +168,11 @@ class Pool(Scheduling):
                 if kind == protocol.RESULT:
                     self._on_result(worker, record)
                 elif kind == protocol.READY:
-                    _, _, host, pid = record
-                    self._labels[worker] = f"{t.describe(worker)} on host {host} (pid {pid})"
+                    self._labels[worker] = (
+                        f"{t.describe(worker)} on host {record.host} (pid {record.pid})"
+                    )
                 elif kind == protocol.FAILED:
-                    self._break(record[1])
+                    self._break(record.message)
 
     def _pick_worker(self, idle_only: bool) -> int | None:
         for level, queue in enumerate(self._levels):
@@ -228,8 +229,8 @@ class Pool(Scheduling):
             if self._load[w] < self._prefetch:
                 self._levels[self._load[w]].append(w)
 
-    def _on_result(self, worker: int, record: tuple[Any, ...]) -> None:
-        w, chunk = self._inflight.pop(record[1])
+    def _on_result(self, worker: int, record: protocol.Result) -> None:
+        w, chunk = self._inflight.pop(record.chunk_id)
         self._load[w] -= 1
         self._levels[self._load[w]].append(w)
         self._record_result(chunk, record)

@@ -26,7 +26,7 @@ from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
-from . import config, serialization
+from . import config, protocol, serialization
 from .errors import BrokenPool, SerializationError
 from .serialization import FunctionTable, dumps_args, frames_nbytes, loads, nest, unpack_exception
 
@@ -369,9 +369,9 @@ class Scheduling:
         c["messages_sent"] += 1
         c["bytes_sent"] += frames_nbytes(frames)
 
-    def _record_result(self, chunk: Chunk, record: tuple[Any, ...]) -> None:
+    def _record_result(self, chunk: Chunk, record: protocol.Result) -> None:
         """A worker's RESULT record for ``chunk``: update the cost per item, deliver the outcome."""
-        _, _, value_frames, errors, elapsed = record
+        value_frames, errors, elapsed = record.values, record.errors, record.elapsed
         job, n = chunk.job, chunk.stop - chunk.start
         if elapsed > 0:
             self._chunk_seconds += 0.1 * (elapsed - self._chunk_seconds)

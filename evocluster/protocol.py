@@ -15,10 +15,18 @@ has.  The conversation of one worker::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "BYE",
+    "Bye",
+    "Doorbell",
+    "Failed",
+    "Init",
+    "Ready",
+    "Result",
+    "Stop",
+    "Task",
     "DOORBELL",
     "FAILED",
     "INIT",
@@ -45,19 +53,72 @@ RESULT = "result"
 FAILED = "failed"
 BYE = "bye"
 
+# Each record is a NamedTuple whose first field is its kind: a receiver dispatches on
+# ``record[0]`` (or ``record.kind``) and then reads fields by name.  They pickle by reference to
+# these classes, which every worker imports (this module is part of its serve loop).
 
-def doorbell(hosts: list[str], port: int, token: bytes) -> tuple[Any, ...]:
+
+class Doorbell(NamedTuple):
+    kind: str
+    hosts: list[str]
+    port: int
+    token: bytes
+
+
+class Init(NamedTuple):
+    kind: str
+    job: dict[str, Any]
+    options: dict[str, Any]
+
+
+class Task(NamedTuple):
+    kind: str
+    chunk_id: int
+    fn_key: bytes
+    fn_payload: Any  # the serialised callable (frames), or None when the worker has it cached
+    item_frames: Any  # the serialised (items, star, kwargs)
+
+
+class Stop(NamedTuple):
+    kind: str
+
+
+class Ready(NamedTuple):
+    kind: str
+    rank: int
+    host: str
+    pid: int
+
+
+class Result(NamedTuple):
+    kind: str
+    chunk_id: int
+    values: Any  # the serialised values (frames); None where ``errors`` has the index
+    errors: dict[int, dict[str, Any]]  # item index (-1: the whole chunk) -> packed exception
+    elapsed: float  # seconds in the fitness for the whole chunk
+
+
+class Failed(NamedTuple):
+    kind: str
+    message: str
+
+
+class Bye(NamedTuple):
+    kind: str
+
+
+def doorbell(hosts: list[str], port: int, token: bytes) -> Doorbell:
     """Master -> MPI worker, before INIT: where to connect for wake-up rings
     (``backends/doorbell.py``); consumed by the worker's channel, never by the serve loop."""
-    return (DOORBELL, hosts, port, token)
+    return Doorbell(DOORBELL, hosts, port, token)
 
 
-def init(job: dict[str, Any], options: dict[str, Any]) -> tuple[Any, ...]:
+def init(job: dict[str, Any], options: dict[str, Any]) -> Init:
     """Master -> worker, once: what to import (``job``) and the executor's options."""
-    return (INIT, job, options)
+    return Init(INIT, job, options)
 
 
-def task(chunk_id: int, fn_key: bytes, fn_payload: Any, item_frames: Any) -> tuple[Any, ...]:
+def task(chunk_id: int, fn_key: bytes, fn_payload: Any, item_frames: Any) -> Task:
     """Master -> worker: evaluate ``fn(*args, **kwargs)`` for each ``args`` of a chunk.
 
     ``fn_payload`` is the serialised callable (frames) the first time this worker sees ``fn_key``,
@@ -65,36 +126,34 @@ def task(chunk_id: int, fn_key: bytes, fn_payload: Any, item_frames: Any) -> tup
     is a tuple of positional arguments, else the one argument): it is loaded by the worker
     separately, so that an item that cannot be unpickled fails its chunk, not the conversation.
     """
-    return (TASK, chunk_id, fn_key, fn_payload, item_frames)
+    return Task(TASK, chunk_id, fn_key, fn_payload, item_frames)
 
 
-def stop() -> tuple[Any, ...]:
+def stop() -> Stop:
     """Master -> worker: leave the serve loop and exit."""
-    return (STOP,)
+    return Stop(STOP)
 
 
-def ready(rank: int, host: str, pid: int) -> tuple[Any, ...]:
+def ready(rank: int, host: str, pid: int) -> Ready:
     """Worker -> master: the job is imported, tasks can be evaluated."""
-    return (READY, rank, host, pid)
+    return Ready(READY, rank, host, pid)
 
 
-def result(
-    chunk_id: int, values: list[Any], errors: dict[int, dict[str, Any]], elapsed: float
-) -> tuple[Any, ...]:
+def result(chunk_id: int, values: Any, errors: dict[int, dict[str, Any]], elapsed: float) -> Result:
     """Worker -> master: ``values[i]`` for each item (None where ``errors`` has index ``i``).
 
     ``elapsed`` is the time spent in the fitness for the whole chunk, which drives automatic
     chunking on the master.
     """
-    return (RESULT, chunk_id, values, errors, elapsed)
+    return Result(RESULT, chunk_id, values, errors, elapsed)
 
 
-def bye() -> tuple[Any, ...]:
+def bye() -> Bye:
     """Worker -> master, the answer to STOP: the last message of this worker (so the master can
     drain every message before MPI is finalised: an unreceived one makes finalisation fail)."""
-    return (BYE,)
+    return Bye(BYE)
 
 
-def failed(message: str) -> tuple[Any, ...]:
+def failed(message: str) -> Failed:
     """Worker -> master: the worker cannot serve (job import failed, ...), with the reason."""
-    return (FAILED, message)
+    return Failed(FAILED, message)

@@ -90,9 +90,14 @@ class Worker:
         self.functions.put(key, fn)
         return True
 
-    def run(self, record: tuple[Any, ...]) -> tuple[Any, ...]:
+    def run(self, record: protocol.Task) -> protocol.Result:
         """Evaluate one TASK record; return the RESULT record (values still as frames)."""
-        _, chunk_id, key, payload, item_frames = record
+        chunk_id, key, payload, item_frames = (
+            record.chunk_id,
+            record.fn_key,
+            record.fn_payload,
+            record.item_frames,
+        )
         errors: dict[int, dict[str, Any]] = {}
         values: list[Any] = []
         t0 = time.perf_counter()
@@ -174,7 +179,7 @@ def serve(channel: Channel, job: dict[str, Any] | None = None) -> int:
     if record[0] == protocol.STOP:  # the master gave up before starting (bad command line)
         channel.send(dumps(protocol.bye()))
         return 0
-    _, sent, _options = record
+    sent = record.job
     label = channel.label()
     if job is not None and jobfile.same_job(job, sent):
         jobfile.add_import_path(sent)  # the master's import path, in case it differs

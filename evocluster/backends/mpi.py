@@ -276,7 +276,7 @@ class MPIChannel(Channel):
                     first = False
                     record = loads(frames)
                     if record[0] == protocol.DOORBELL:
-                        _, hosts, port, token = record
+                        hosts, port, token = record.hosts, record.port, record.token
                         self._bell = doorbell.connect(hosts, port, token, self.rank)
                         if self._bell.connected:  # every message now comes with a ring, so an
                             # idle wait may lengthen fast: each sleep as long as the wait so far

@@ -61,7 +61,7 @@ INLINE_MAX = 16 * 1024
 _IDLE_POLL = 1.0
 
 
-def open_result(key: bytes, token: bytes, cid: int, sealed: Any) -> tuple[str, tuple[Any, ...]]:
+def open_result(key: bytes, token: bytes, cid: int, sealed: Any) -> tuple[str, protocol.Result]:
     """Verify and load a worker's answer to chunk ``cid``; return ``(worker label, RESULT record)``.
 
     Raises:

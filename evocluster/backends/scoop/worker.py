@@ -73,7 +73,7 @@ class _WorkerSide:
                 f"every process of a run needs the same {signing.KEY_ENV} or key file)"
             )
         token, cid, record, const = loads(frames)
-        fn_key = record[2]
+        fn_key = record.fn_key
         if const is not None and not self.worker.functions.touch(fn_key):
             failure = self._load_broadcast(fn_key, const)
             if failure is not None:
