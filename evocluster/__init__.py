@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .checkpoint import Checkpoint, CheckpointError
     from .errors import BrokenPool
     from .executor import Executor, get_executor, map, starmap  # noqa: A004 - a drop-in
+    from .slurm import run_seed
 
 __version__ = "0.1.0"
 
@@ -45,6 +46,10 @@ def __getattr__(name: str) -> Any:
         from . import checkpoint
 
         return getattr(checkpoint, name)
+    if name == "run_seed":  # SLURM job arrays; the module is loaded only by its users
+        from . import slurm
+
+        return slurm.run_seed
     if name in _LAZY:
         from . import executor
 
@@ -80,6 +85,7 @@ __all__ = [
     "get_executor",
     "map",
     "rng",
+    "run_seed",
     "share",
     "shared",
     "starmap",

@@ -65,6 +65,31 @@ def _parser() -> argparse.ArgumentParser:
         help="upgrade (default): pickle, callables by value with cloudpickle where needed; "
         "strict: pickle only, fail early; cloudpickle: everything by value",
     )
+    ck = p.add_argument_group("checkpoints (of every evocluster.engine loop the job runs)")
+    ck.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="write the loop's whole state there: at its start and end, periodically, and on "
+        "SIGUSR1/SIGTERM, which then stop the run with exit code 75",
+    )
+    ck.add_argument(
+        "--checkpoint-every",
+        metavar="SECONDS",
+        type=float,
+        help="seconds between periodic checkpoints (default 60; 0: every generation)",
+    )
+    ck.add_argument(
+        "--checkpoint-every-generations",
+        metavar="N",
+        type=int,
+        help="generations between periodic checkpoints",
+    )
+    ck.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run checkpointed at --checkpoint PATH (automatic when SLURM "
+        "requeued the job and PATH exists)",
+    )
     p.add_argument("--version", action="version", version=f"evocluster {__version__}")
     return p
 
@@ -72,7 +97,10 @@ def _parser() -> argparse.ArgumentParser:
 #: Seconds a failing MPI run waits for its workers to finish their current evaluation.
 _GRACE = 3.0
 
-_TAKES_VALUE = {"--backend", "--workers", "--serialization"}
+_TAKES_VALUE = {
+    *("--backend", "--workers", "--serialization"),
+    *("--checkpoint", "--checkpoint-every", "--checkpoint-every-generations"),
+}
 
 
 def _split(argv: list[str]) -> tuple[list[str], str | None, str | None, list[str]]:
@@ -160,6 +188,7 @@ class _Launch(NamedTuple):
     mpi: Any  # evocluster.backends.mpi, when MPI was started; else None
     job: dict[str, Any] | None  # None: no job was named (a usage error on the master)
     target: str  # the job as the user named it, for messages
+    checkpoint: dict[str, Any] | None = None  # checkpoint.set_defaults' arguments, if any
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,9 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     Phases: parse the command line (every rank); an MPI worker rank serves until told to stop;
     the master starts its workers, runs the job as ``__main__``, and ends the run by the exit
     path its outcome calls for."""
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in ("submit", "status"):  # SLURM: python -m evocluster submit|status ...
+        from . import slurm
+
+        return slurm.main(args)
     parser = _parser()
     try:
-        launch = _parse(parser, sys.argv[1:] if argv is None else argv)
+        launch = _parse(parser, args)
     except ConfigurationError as e:
         _say(str(e))
         return 2
@@ -201,9 +235,47 @@ def _parse(parser: argparse.ArgumentParser, args: list[str]) -> _Launch:
     own, path, module, job_args = _split(args)
     ns = parser.parse_args(own)
     options = config.resolve(backend=ns.backend, workers=ns.workers, serialization=ns.serialization)
+    checkpoint = _checkpoint_options(ns)
     name, mpi = _choose_backend(options)
     job = jobfile.spec(path, module, job_args) if path or module else None
-    return _Launch(options, name, mpi, job, path or f"-m {module}")
+    return _Launch(options, name, mpi, job, path or f"-m {module}", checkpoint)
+
+
+def _checkpoint_options(ns: argparse.Namespace) -> dict[str, Any] | None:
+    """The checkpoint options, checked on every rank (the same files: the same answer), for
+    ``checkpoint.set_defaults`` on the master.  Before MPI starts: MPI_Init's fence means no rank
+    looks at the file after the master may have written it.  Not importing the checkpoint module
+    here: worker ranks never load it (nor hashlib, hmac, secrets).
+
+    Raises:
+        ConfigurationError: an option without ``--checkpoint``, a bad period, ``--resume``
+            without a checkpoint file, or a checkpoint file without ``--resume`` (unless SLURM
+            requeued the job: then it resumes).
+    """
+    path, every, generations = ns.checkpoint, ns.checkpoint_every, ns.checkpoint_every_generations
+    if path is None:
+        if ns.resume or every is not None or generations is not None:
+            raise ConfigurationError(
+                "--resume, --checkpoint-every and --checkpoint-every-generations need "
+                "--checkpoint PATH"
+            )
+        return None
+    if (every is not None and not every >= 0) or (generations is not None and generations < 1):
+        raise ConfigurationError(
+            "--checkpoint-every must be >= 0 (seconds), --checkpoint-every-generations >= 1"
+        )
+    exists = os.path.exists(path)
+    if ns.resume and not exists:
+        raise ConfigurationError(
+            f"--resume: there is no checkpoint {path} to continue from; run without --resume to "
+            "start the run"
+        )
+    if exists and not ns.resume and config.slurm_restart_count() == 0:
+        raise ConfigurationError(
+            f"--checkpoint {path} exists already: add --resume to continue that run, or remove "
+            "it (or choose another path) to start afresh"
+        )
+    return {"path": path, "every": every, "every_generations": generations, "resume": ns.resume}
 
 
 def _serve_worker_rank(launch: _Launch) -> int:
@@ -223,6 +295,10 @@ def _start_master(launch: _Launch) -> Transport:
     """Start the workers and make them the pool of every Executor the job creates (with the
     launcher's options: its serialisation policy is theirs unless they ask for another)."""
     assert launch.job is not None  # checked by main()
+    if launch.checkpoint is not None:  # the defaults of every engine loop the job runs
+        from . import checkpoint
+
+        checkpoint.set_defaults(**launch.checkpoint)
     serialization.set_worker_main_names(jobfile.module_level_names(launch.job))
     from . import backends, executor  # the master only: worker ranks never need the executor
 

@@ -17,6 +17,7 @@ __all__ = [
     "mpi_rank_from_env",
     "mpi_world_size_from_env",
     "resolve",
+    "slurm_restart_count",
 ]
 
 #: Backend names accepted by ``--backend`` / ``EVOCLUSTER_BACKEND`` / ``Executor(backend=...)``.
@@ -172,3 +173,9 @@ def mpi_world_size_from_env() -> int | None:
 def mpi_rank_from_env() -> int | None:
     """This process's rank as the MPI launcher announced it, without starting MPI."""
     return _env_int(_MPI_RANK_VARS)
+
+
+def slurm_restart_count() -> int:
+    """How many times SLURM has started this job again (``SLURM_RESTART_COUNT``; 0 if unset):
+    a requeued job resumes from its checkpoint."""
+    return _env_int(("SLURM_RESTART_COUNT",)) or 0

@@ -23,6 +23,18 @@ float array ``(n, m)`` of raw objective values; ``weights`` say which way each o
 (:class:`State`): numpy arrays, numbers and the generator's state dict, so a checkpoint restores a
 run bit-identically (``resume=state``).
 
+Checkpoints (every loop): ``checkpoint=PATH`` writes the loop's whole state there -- when it
+starts, every ``checkpoint_every`` seconds (default 60) and/or ``checkpoint_every_generations``,
+when it ends, and when SIGUSR1 or SIGTERM asks it to stop; ``resume=True`` (or a path) continues
+from it.  The launcher's ``--checkpoint``, ``--checkpoint-every``,
+``--checkpoint-every-generations`` and ``--resume`` are the defaults of these keywords
+(:func:`evocluster.checkpoint.set_defaults`), so a job checkpoints with no change.  A stop
+abandons the evaluations in flight (they are evaluated again after the restart, under the same
+task keys), writes the last complete state and raises
+:class:`evocluster.checkpoint.Interrupted`, a ``SystemExit`` with code 75.  A resumed run ends
+bit-identical to an uninterrupted one, on any backend and number of workers -- except
+``steady_state(deterministic=False)``, whose results never were independent of timing.
+
 Operator signatures (see :mod:`evocluster.operators`; bind options with ``functools.partial``)::
 
     select(scores, k, rng) -> indices          scores: 1-D, larger is better
@@ -33,17 +45,27 @@ Operator signatures (see :mod:`evocluster.operators`; bind options with ``functo
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import functools
 import hashlib
+import os
+import pickle
 import queue
+import random
+import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, NoReturn
 
 import numpy as np
 
+from . import checkpoint as _checkpoint
 from . import operators, pareto
 from .errors import EvaluationError
 from .rng import call as _seeded_call
@@ -67,6 +89,7 @@ Crossover = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.nda
 Mutate = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 Population = np.ndarray | Callable[[np.random.Generator], np.ndarray]
 Log = Callable[[str], object] | None
+CheckpointPath = str | os.PathLike[str] | Literal[False] | None
 
 _STEADY_KEY = 1  # task keys of the steady-state loop's offspring: (1, offspring number)
 
@@ -153,6 +176,10 @@ class State:
         return state
 
 
+Resume = State | bool | str | os.PathLike[str] | None
+Report = Callable[[State], dict[str, Any]] | None
+
+
 def _copy_plain(x: Any) -> Any:
     if isinstance(x, dict):
         return {k: _copy_plain(v) for k, v in x.items()}
@@ -229,6 +256,7 @@ class _Evaluator:
         seed: int,
         weights: Sequence[float] | np.ndarray,
         log: Log,
+        waiting: AbstractContextManager[Any] | None = None,
     ) -> None:
         if not isinstance(executor, cf.Executor):
             raise TypeError(
@@ -244,6 +272,8 @@ class _Evaluator:
         self.workers = _n_workers(executor)
         self.log = log
         self.busy = 0.0  # seconds of evaluation reported by the workers since the last report
+        # around every wait for results: a checkpointing loop's signals may interrupt it there
+        self.waiting = waiting if waiting is not None else contextlib.nullcontext()
 
     def value(self, raw: Any, key: tuple[int, ...]) -> np.ndarray:
         """One fitness value as an ``(m,)`` float array, or a clear error."""
@@ -271,10 +301,17 @@ class _Evaluator:
             return out
         done = 0  # results in: the first one missing is the one that failed
         try:
-            for raw, seconds in self.executor.map(self.call, keys, list(genomes)):
-                self.busy += seconds
-                out[done] = self.value(raw, keys[done])
-                done += 1
+            results = self.executor.map(self.call, keys, list(genomes))
+            try:
+                with self.waiting:
+                    for raw, seconds in results:
+                        self.busy += seconds
+                        out[done] = self.value(raw, keys[done])
+                        done += 1
+            finally:  # abandoned (a stop, a failure): what has not started is cancelled now
+                close = getattr(results, "close", None)
+                if close is not None:
+                    close()
         except Exception as e:
             raise _failed(e, keys[done], state) from e
         return out
@@ -284,7 +321,8 @@ class _Evaluator:
 
     def collect(self, future: cf.Future[Any], key: tuple[int, ...], state: State) -> np.ndarray:
         try:
-            raw, seconds = future.result()
+            with self.waiting:
+                raw, seconds = future.result()
             self.busy += seconds
             return self.value(raw, key)
         except Exception as e:
@@ -341,7 +379,9 @@ def _start(
         gen = np.random.Generator(np.random.PCG64())
         gen.bit_generator.state = resume.rng
         state = State(**resume.to_dict() | {"weights": tuple(resume.weights)})
-        return state, gen, None
+        # no fitness is NaN: NaN means not evaluated -- a state saved (or kept by an
+        # EvaluationError) before its initial population was evaluated; evaluate it now
+        return state, gen, (state.genomes if np.isnan(state.fitness).any() else None)
     if not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     gen = _master_rng(int(seed))
@@ -422,6 +462,245 @@ def _format(row: dict[str, Any]) -> str:
     )
 
 
+# ---------------------------------------------------------------------------- checkpoints
+class _Checkpointing:
+    """One loop's checkpoints: where, how often, what it resumes from, and the signals that stop
+    it.  Without a path (no ``checkpoint=``, no launcher ``--checkpoint``) it does nothing.
+
+    The loop hands :meth:`track` a function returning its state now, ``(State or None,
+    loop-specific plain data or None)``.  That must be a complete, consistent point whenever the
+    loop can be stopped: at a :meth:`safe_point`, and inside ``waiting`` (while it waits for
+    evaluations the signal may interrupt it there; nothing of the step in progress has been
+    written into the state yet).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        seed: int,
+        log: Log,
+        *,
+        path: CheckpointPath,
+        every: float | None,
+        every_generations: int | None,
+        resume: Resume,
+    ) -> None:
+        self.name, self.seed, self.log = name, seed, log
+        self.given = resume if isinstance(resume, State) else None  # resume=State: that state
+        self.entry: dict[str, Any] | None = None  # what the checkpoint holds for this loop
+        self.index = 0  # this loop's place among the loops of the job using the file
+        self.signals: _checkpoint.StopSignals | None = None
+        self.waiting: AbstractContextManager[Any] = contextlib.nullcontext()
+        self.snapshot: Callable[[], tuple[State | None, Any]] | None = None
+        self.saved_at, self.saved_generation = time.monotonic(), -1
+        self.every: float | None = None
+        self.every_generations: int | None = None
+        launcher = _checkpoint.defaults()
+        source = None  # resume=PATH: read there
+        if isinstance(resume, str | os.PathLike):
+            source, resume = Path(resume), True
+        if path is False:
+            self.path = None
+        elif path is not None:
+            self.path = Path(path)
+        else:
+            self.path = Path(launcher.path) if launcher.path else source
+        if self.path is None:
+            if resume is True:
+                raise ValueError(
+                    f"{name}(resume=...) continues a run from its checkpoint: give "
+                    "checkpoint=PATH (or the launcher's --checkpoint PATH)"
+                )
+            return
+        self._periods(
+            launcher.every if every is None else every,
+            launcher.every_generations if every_generations is None else every_generations,
+        )
+        mode: bool | None = None  # None: afresh, but never over an existing file
+        if self.given is not None or resume is False:
+            mode = False
+        elif resume is True or launcher.resume:
+            mode = True
+        elif _checkpoint.slurm_restarted() and (source or self.path).exists():
+            mode = True  # SLURM requeued the job: resume where it stopped
+        self.index, self.entry = _checkpoint.engine_slot(
+            self.path, algorithm=name, seed=seed, resume=mode, source=source
+        )
+        self.signals = _checkpoint.StopSignals()
+        self.waiting = self.signals.waiting
+
+    def _periods(self, every: float | None, every_generations: int | None) -> None:
+        _checkpoint.check_every(every, every_generations)
+        if every is None and every_generations is None:
+            every = _checkpoint.DEFAULT_EVERY
+        self.every, self.every_generations = every, every_generations
+
+    def __enter__(self) -> _Checkpointing:
+        if self.signals is not None:
+            self.signals.__enter__()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.signals is not None:
+            self.signals.__exit__(kind, exc, tb)
+
+    def _say(self, message: str) -> None:
+        if self.log is not None:
+            self.log(message)
+
+    def finished(self, until: int | None = None) -> Result | None:
+        """The stored result, if the checkpoint says this loop had finished -- unless ``until``
+        asks for more generations than it had: then it goes on from there."""
+        e = self.entry
+        if e is None or not e["finished"]:
+            return None
+        state = State.from_dict(e["state"])
+        if until is not None and state.generation < until:
+            self.entry = e | {"finished": False}
+            return None
+        self._say(
+            f"{self.name}() had finished in {self.path} (generation {state.generation}, "
+            f"{state.evaluations} evaluations): its result is returned, nothing is evaluated again"
+        )
+        return Result(state, np.asarray(e["best"]), np.asarray(e["best_fitness"]))
+
+    def resumed(self) -> dict[str, Any] | None:
+        """What the checkpoint holds for this loop, to go on from (``None``: start afresh)."""
+        e = self.entry
+        if e is None or e["finished"]:
+            return None
+        g = e["state"]["generation"] if e["state"] is not None else 0
+        n = e["state"]["evaluations"] if e["state"] is not None else 0
+        self._say(f"resumed {self.name}() from {self.path}: generation {g}, {n} evaluations")
+        self.saved_generation = g
+        return e
+
+    def start_state(self) -> State | None:
+        """The state a generational loop resumes from: ``resume=State``, or the checkpoint's."""
+        if self.given is not None:
+            return self.given
+        e = self.resumed()
+        return State.from_dict(e["state"]) if e is not None else None
+
+    def track(self, snapshot: Callable[[], tuple[State | None, Any]]) -> None:
+        """The loop's state from now on; written at once when the checkpoint has none yet."""
+        self.snapshot = snapshot
+        if self.path is not None and self.entry is None:
+            self.save()
+
+    def safe_point(self, generation: int) -> None:
+        """Between generations: stop if a signal asked to; write a checkpoint when one is due."""
+        if self.signals is None:
+            return
+        if self.signals.signal is not None:
+            self.stop()
+        gens, every = self.every_generations, self.every
+        if (gens is not None and generation - self.saved_generation >= gens) or (
+            every is not None and time.monotonic() - self.saved_at >= every
+        ):
+            self.save()
+
+    def save(self, result: Result | None = None) -> None:
+        """Write the loop's state now (``result``: its final one)."""
+        assert self.snapshot is not None and self.path is not None
+        state, data = self.snapshot()
+        if result is not None:
+            state = result.state
+        entry: dict[str, Any] = {
+            "algorithm": self.name,
+            "seed": self.seed,
+            "finished": result is not None,
+            "state": None if state is None else state.to_dict(),
+            "loop": data,
+        }
+        if result is not None:
+            entry |= {"best": result.best.copy(), "best_fitness": result.best_fitness.copy()}
+        generation = state.generation if state is not None else 0
+        _checkpoint.write_engine_slot(
+            self.path,
+            self.index,
+            entry,
+            extra={
+                "generation": generation,
+                "evaluations": state.evaluations if state is not None else 0,
+                "finished": result is not None,
+            },
+        )
+        self.saved_at, self.saved_generation = time.monotonic(), generation
+
+    def stop(self, cause: Exception | None = None, finished: Result | None = None) -> NoReturn:
+        """Write the checkpoint (unless ``finished`` was just written), say so on stderr, and
+        raise :class:`~evocluster.checkpoint.Interrupted` (exit code 75)."""
+        assert self.signals is not None and self.signals.signal is not None
+        assert self.snapshot is not None and self.path is not None
+        if finished is None:
+            self.save()
+            state = self.snapshot()[0]
+        else:
+            state = finished.state
+        if finished is not None:
+            what = "as it finished (its result is saved)"
+        elif state is None:
+            what = "before its first iteration"
+        elif np.isnan(state.fitness).any() and state.evaluations == 0:
+            what = "before its initial population was evaluated"
+        else:
+            what = f"at generation {state.generation}, {state.evaluations} evaluations"
+        if finished is None:
+            what += " (the evaluations in flight are abandoned: they run again on resume)"
+        name = signal.Signals(self.signals.signal).name
+        message = (
+            f"{name}: {self.name}() stopped {what}; its checkpoint is {self.path}. Exit code "
+            f"{_checkpoint.EXIT_TEMPFAIL}: run the same command with --resume (resume=True) to "
+            "go on (automatic when SLURM requeues the job)"
+        )
+        print(f"evocluster: {message}", file=sys.stderr, flush=True)
+        _checkpoint.forget_engine_run(self.path)  # the job's run ends here; a resume is a new one
+        raise _checkpoint.Interrupted(message, self.path, self.signals.signal, state) from cause
+
+    def handle(self, exc: BaseException) -> None:
+        """The loop is left by ``exc``: if that is the stop, checkpoint and raise
+        :class:`~evocluster.checkpoint.Interrupted` instead; otherwise return (the caller
+        re-raises).  A loop that fails before it has begun (bad arguments) gives its place in
+        the checkpoint's run back."""
+        if self.path is not None and self.snapshot is None:  # failed before it began: its
+            _checkpoint.release_engine_slot(self.path, self.index)  # place is the next call's
+        if self.signals is not None and self.snapshot is not None and self.signals.is_stop(exc):
+            self.stop(exc if isinstance(exc, Exception) else None)
+
+    def finish(self, result: Result) -> Result:
+        """The loop has ended: write its final state; a signal received on the way still ends
+        the process with 75 (the batch system asked it to stop), the result saved."""
+        if self.path is None:
+            return result
+        self.save(result)
+        if self.signals is not None and self.signals.signal is not None:
+            self.stop(finished=result)
+        return result
+
+
+def _checkpointing(
+    name: str,
+    seed: int,
+    log: Log,
+    resume: Resume,
+    checkpoint: CheckpointPath,
+    every: float | None,
+    every_generations: int | None,
+) -> _Checkpointing:
+    return _Checkpointing(
+        name,
+        seed,
+        log,
+        path=checkpoint,
+        every=every,
+        every_generations=every_generations,
+        resume=resume,
+    )
+
+
 def _begin(
     name: str,
     fitness: Fitness,
@@ -431,27 +710,82 @@ def _begin(
     seed: int,
     weights: Sequence[float],
     log: Log,
-    resume: State | None,
+    ck: _Checkpointing,
     probabilities: dict[str, float],
     check: Callable[[int], None] | None = None,
     single_objective: bool = True,
-    report: Callable[[State], dict[str, Any]] | None = None,
+    report: Report = None,
 ) -> tuple[State, np.random.Generator, _Evaluator]:
     """The start every generational loop shares, in this order: check the weights, the
     ``probabilities`` (name -> value) and, once the population size is known, ``check(size)``;
-    resume from ``resume`` or begin a new state; on a new state, evaluate the initial population
-    and write its statistics row.  Returns the state, the master generator and the evaluator
-    (``ev.weights``: the checked weights)."""
+    resume (``resume=State`` or the checkpoint's) or begin a new state, which is checkpointed at
+    once; on a state not yet evaluated, evaluate the initial population and write its statistics
+    row.  Returns the state, the master generator and the evaluator (``ev.weights``: the checked
+    weights)."""
     w = _weights(weights)
     for option, p in probabilities.items():
         _check_probability(option, p)
-    state, rng, fresh = _start(name, population, seed, w, resume, single_objective)
+    state, rng, fresh = _start(name, population, seed, w, ck.start_state(), single_objective)
     if check is not None:
         check(len(state.genomes))
-    ev = _Evaluator(executor, fitness, seed, w, log)
+    ev = _Evaluator(executor, fitness, seed, w, log, ck.waiting)
+    ck.track(lambda: (state, None))  # the loops change this state only once a step is complete
     if fresh is not None:
         _evaluate_initial(ev, state, rng, fresh, report)
     return state, rng, ev
+
+
+Step = Callable[[State, np.random.Generator, _Evaluator], int]
+
+
+def _generations(
+    name: str,
+    step: Step,
+    fitness: Fitness,
+    population: Population,
+    *,
+    executor: cf.Executor,
+    generations: int,
+    seed: int,
+    weights: Sequence[float],
+    log: Log,
+    ck: _Checkpointing,
+    probabilities: dict[str, float],
+    check: Callable[[int], None] | None = None,
+    single_objective: bool = True,
+    report: Report = None,
+) -> Result:
+    """The generational loops' driver: :func:`_begin`, then ``step(state, rng, ev)`` (make the
+    next generation into ``state``, return the evaluations it needed) until ``generations``;
+    checkpoints between generations, a stop by a signal at any wait."""
+    done = ck.finished(generations)
+    if done is not None:
+        return done
+    with ck:
+        try:
+            state, rng, ev = _begin(
+                name,
+                fitness,
+                population,
+                executor=executor,
+                seed=seed,
+                weights=weights,
+                log=log,
+                ck=ck,
+                probabilities=probabilities,
+                check=check,
+                single_objective=single_objective,
+                report=report,
+            )
+            while state.generation < generations:
+                ck.safe_point(state.generation)
+                t0 = time.perf_counter()
+                evals = step(state, rng, ev)
+                _advance(ev, state, rng, evals, t0, report)
+            return ck.finish(_result(state, ev.weights))
+        except BaseException as e:
+            ck.handle(e)
+            raise
 
 
 def _evaluate_initial(
@@ -555,7 +889,10 @@ def generational(
     elitism: int = 0,
     weights: Sequence[float] = (1.0,),
     log: Log = print,
-    resume: State | None = None,
+    resume: Resume = None,
+    checkpoint: CheckpointPath = None,
+    checkpoint_every: float | None = None,
+    checkpoint_every_generations: int | None = None,
 ) -> Result:
     """A generational GA: select ``n - elitism`` parents, vary them (DEAP's varAnd), evaluate
     the changed offspring, keep the ``elitism`` best of the old population.
@@ -573,29 +910,31 @@ def generational(
         elitism: how many of the best survive unchanged.
         weights: ``(1.0,)`` maximise (default) or ``(-1.0,)`` minimise.
         log: called with one line of statistics per generation (``None``: silent).
-        resume: a :class:`State` from an earlier call with the same seed: go on from it.
+        resume: a :class:`State` from an earlier call with the same seed: go on from it; or
+            ``True``: from the checkpoint at ``checkpoint`` (a path: from the checkpoint there);
+            ``False``: afresh, even over an existing checkpoint.  Default: the launcher's
+            ``--resume``; automatically when SLURM restarted the job
+            (``SLURM_RESTART_COUNT`` > 0) and the checkpoint exists; otherwise afresh, and an
+            existing checkpoint file is refused (``CheckpointError``, reason ``exists``).
+        checkpoint: write the loop's whole state to this file (atomic, signed): when it starts,
+            periodically, when it ends, and when SIGUSR1 or SIGTERM stops it (it then raises
+            :class:`evocluster.checkpoint.Interrupted`, exit code 75).  Default: the
+            launcher's ``--checkpoint``; ``False``: none, whatever the launcher says.
+        checkpoint_every: seconds between periodic checkpoints (0: every generation);
+            checkpoint_every_generations: generations between them.  Default: the launcher's,
+            else every 60 s.
 
     Returns:
         :class:`Result`.
 
     Raises:
-        ValueError: bad arguments; EvaluationError: an evaluation failed (with the last state).
+        ValueError: bad arguments; EvaluationError: an evaluation failed (with the last state);
+        CheckpointError: the checkpoint cannot be resumed or written;
+        evocluster.checkpoint.Interrupted: a signal stopped the loop (checkpoint written).
     """
-    state, rng, ev = _begin(
-        "generational",
-        fitness,
-        population,
-        executor=executor,
-        seed=seed,
-        weights=weights,
-        log=log,
-        resume=resume,
-        probabilities={"cxpb": cxpb, "mutpb": mutpb},
-        check=functools.partial(_check_elitism, elitism),
-    )
-    w, n = ev.weights, len(state.genomes)
-    while state.generation < generations:
-        t0 = time.perf_counter()
+
+    def step(state: State, rng: np.random.Generator, ev: _Evaluator) -> int:
+        w, n = ev.weights, len(state.genomes)
         scores = _scalar_scores(state.fitness, w)
         parents = select(scores, n - elitism, rng)
         off, changed = _vary_pairs(state.genomes[parents], rng, crossover, mutate, cxpb, mutpb)
@@ -604,8 +943,31 @@ def generational(
         elite = operators.truncation(scores, elitism) if elitism else np.empty(0, dtype=np.int64)
         state.genomes = np.concatenate([state.genomes[elite], off])
         state.fitness = np.concatenate([state.fitness[elite], off_fit])
-        _advance(ev, state, rng, evals, t0)
-    return _result(state, w)
+        return evals
+
+    ck = _checkpointing(
+        "generational",
+        seed,
+        log,
+        resume,
+        checkpoint,
+        checkpoint_every,
+        checkpoint_every_generations,
+    )
+    return _generations(
+        "generational",
+        step,
+        fitness,
+        population,
+        executor=executor,
+        generations=generations,
+        seed=seed,
+        weights=weights,
+        log=log,
+        ck=ck,
+        probabilities={"cxpb": cxpb, "mutpb": mutpb},
+        check=functools.partial(_check_elitism, elitism),
+    )
 
 
 def best(scores: np.ndarray, k: int, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -659,25 +1021,13 @@ def _evolution_strategy(
     mutpb: float,
     weights: Sequence[float],
     log: Log,
-    resume: State | None,
+    ck: _Checkpointing,
 ) -> Result:
     """:func:`mu_plus_lambda` (``plus``) and :func:`mu_comma_lambda`."""
     name = "mu_plus_lambda" if plus else "mu_comma_lambda"
-    state, rng, ev = _begin(
-        name,
-        fitness,
-        population,
-        executor=executor,
-        seed=seed,
-        weights=weights,
-        log=log,
-        resume=resume,
-        probabilities={"cxpb": cxpb, "mutpb": mutpb},
-        check=functools.partial(_check_lambda, name, plus, lambda_),
-    )
-    w, mu = ev.weights, len(state.genomes)
-    while state.generation < generations:
-        t0 = time.perf_counter()
+
+    def step(state: State, rng: np.random.Generator, ev: _Evaluator) -> int:
+        mu = len(state.genomes)
         off, off_fit, changed = _var_or(
             state.genomes, state.fitness, lambda_, rng, crossover, mutate, cxpb, mutpb
         )
@@ -689,10 +1039,24 @@ def _evolution_strategy(
             )
         else:
             pool, pool_fit = off, off_fit
-        keep = select(_scalar_scores(pool_fit, w), mu, rng)
+        keep = select(_scalar_scores(pool_fit, ev.weights), mu, rng)
         state.genomes, state.fitness = pool[keep], pool_fit[keep]
-        _advance(ev, state, rng, evals, t0)
-    return _result(state, w)
+        return evals
+
+    return _generations(
+        name,
+        step,
+        fitness,
+        population,
+        executor=executor,
+        generations=generations,
+        seed=seed,
+        weights=weights,
+        log=log,
+        ck=ck,
+        probabilities={"cxpb": cxpb, "mutpb": mutpb},
+        check=functools.partial(_check_lambda, name, plus, lambda_),
+    )
 
 
 def mu_plus_lambda(
@@ -710,12 +1074,15 @@ def mu_plus_lambda(
     mutpb: float = 0.5,
     weights: Sequence[float] = (1.0,),
     log: Log = print,
-    resume: State | None = None,
+    resume: Resume = None,
+    checkpoint: CheckpointPath = None,
+    checkpoint_every: float | None = None,
+    checkpoint_every_generations: int | None = None,
 ) -> Result:
     """(mu + lambda) evolution strategy: ``lambda_`` offspring by DEAP's varOr; the next
     population is chosen from parents and offspring by ``select(scores, mu, rng)`` (default
     :func:`best`: the ``mu`` best).  ``mu`` is the initial population's size.  Other
-    arguments, return value and errors as :func:`generational`."""
+    arguments (checkpoints too), return value and errors as :func:`generational`."""
     return _evolution_strategy(
         plus=True,
         fitness=fitness,
@@ -731,7 +1098,15 @@ def mu_plus_lambda(
         mutpb=mutpb,
         weights=weights,
         log=log,
-        resume=resume,
+        ck=_checkpointing(
+            "mu_plus_lambda",
+            seed,
+            log,
+            resume,
+            checkpoint,
+            checkpoint_every,
+            checkpoint_every_generations,
+        ),
     )
 
 
@@ -750,7 +1125,10 @@ def mu_comma_lambda(
     mutpb: float = 0.5,
     weights: Sequence[float] = (1.0,),
     log: Log = print,
-    resume: State | None = None,
+    resume: Resume = None,
+    checkpoint: CheckpointPath = None,
+    checkpoint_every: float | None = None,
+    checkpoint_every_generations: int | None = None,
 ) -> Result:
     """(mu, lambda) evolution strategy: as :func:`mu_plus_lambda`, but the next population is
     chosen from the offspring only (``lambda_ >= mu``)."""
@@ -769,7 +1147,15 @@ def mu_comma_lambda(
         mutpb=mutpb,
         weights=weights,
         log=log,
-        resume=resume,
+        ck=_checkpointing(
+            "mu_comma_lambda",
+            seed,
+            log,
+            resume,
+            checkpoint,
+            checkpoint_every,
+            checkpoint_every_generations,
+        ),
     )
 
 
@@ -786,8 +1172,11 @@ def nsga2(
     cxpb: float = 0.9,
     mutpb: float = 1.0,
     log: Log = print,
-    resume: State | None = None,
-    report: Callable[[State], dict[str, Any]] | None = None,
+    resume: Resume = None,
+    report: Report = None,
+    checkpoint: CheckpointPath = None,
+    checkpoint_every: float | None = None,
+    checkpoint_every_generations: int | None = None,
 ) -> Result:
     """NSGA-II (Deb et al. 2002): parents by crowded binary tournament, offspring by varAnd,
     the next population chosen from parents and offspring by non-dominated sorting and crowding
@@ -797,27 +1186,14 @@ def nsga2(
         weights: one per objective, ``-1`` minimise, ``+1`` maximise.
         report: optional ``report(state) -> dict`` whose items are added to each generation's
             statistics (e.g. the hypervolume).
-        Others: as :func:`generational`.
+        Others (checkpoints too): as :func:`generational`.
 
     Returns:
         :class:`Result`; ``best`` is a member of the first front.
     """
-    state, rng, ev = _begin(
-        "nsga2",
-        fitness,
-        population,
-        executor=executor,
-        seed=seed,
-        weights=weights,
-        log=log,
-        resume=resume,
-        probabilities={"cxpb": cxpb, "mutpb": mutpb},
-        single_objective=False,
-        report=report,
-    )
-    w, n = ev.weights, len(state.genomes)
-    while state.generation < generations:
-        t0 = time.perf_counter()
+
+    def step(state: State, rng: np.random.Generator, ev: _Evaluator) -> int:
+        w, n = ev.weights, len(state.genomes)
         scores = state.fitness * w
         parents = pareto.crowded_tournament(scores, n, rng)
         off, changed = _vary_pairs(state.genomes[parents], rng, crossover, mutate, cxpb, mutpb)
@@ -827,8 +1203,26 @@ def nsga2(
         pool_fit = np.concatenate([state.fitness, off_fit])
         keep = pareto.nsga2_select(pool_fit * w, n)
         state.genomes, state.fitness = pool[keep], pool_fit[keep]
-        _advance(ev, state, rng, evals, t0, report)
-    return _result(state, w)
+        return evals
+
+    ck = _checkpointing(
+        "nsga2", seed, log, resume, checkpoint, checkpoint_every, checkpoint_every_generations
+    )
+    return _generations(
+        "nsga2",
+        step,
+        fitness,
+        population,
+        executor=executor,
+        generations=generations,
+        seed=seed,
+        weights=weights,
+        log=log,
+        ck=ck,
+        probabilities={"cxpb": cxpb, "mutpb": mutpb},
+        single_objective=False,
+        report=report,
+    )
 
 
 def steady_state(
@@ -847,6 +1241,10 @@ def steady_state(
     in_flight: int | None = None,
     report_every: int | None = None,
     log: Log = print,
+    resume: bool | str | os.PathLike[str] | None = None,
+    checkpoint: CheckpointPath = None,
+    checkpoint_every: float | None = None,
+    checkpoint_every_generations: int | None = None,
 ) -> Result:
     """An asynchronous steady-state EA: no generational barrier, not even the first one.
 
@@ -865,6 +1263,11 @@ def steady_state(
     ``in_flight``.  The price: while the oldest evaluation runs, finished ones wait to be
     integrated, and a worker may idle.  Give ``in_flight`` 2-4 times the number of workers.
 
+    Checkpoints (as :func:`generational`; "generations" are statistics rows) hold the
+    individuals in flight too: on resume they are submitted again, in order, under their own
+    task keys, so a deterministic run resumes bit-identically (with the same ``in_flight``).
+    A non-deterministic one resumes correctly, but no more reproducibly than it ran.
+
     Args:
         evaluations: offspring evaluations after the initial population.
         in_flight: evaluations kept submitted.  Default: ``deterministic=False``: three times
@@ -875,34 +1278,71 @@ def steady_state(
             them would make the result depend on them).
         report_every: a statistics row every this many integrated results (default: the
             population size).  Rows carry ``generation`` = rows so far - 1 and ``in_flight``.
+        resume: ``True`` or a path: go on from the checkpoint (not from a :class:`State`,
+            which lacks the individuals in flight).
         Others: as :func:`generational`.
 
     Returns:
-        :class:`Result` (its state cannot be resumed: evaluations in flight are not part of it).
+        :class:`Result` (its state cannot be passed as ``resume=``: evaluations in flight are
+        not part of it; resume from a checkpoint).
     """
     w = _weights(weights)
     _check_probability("cxpb", cxpb)
     if evaluations < 0:
         raise ValueError(f"evaluations must be >= 0, got {evaluations}")
-    state, rng, _ = _start("steady_state", population, seed, w, None)
-    ev = _Evaluator(executor, fitness, seed, w, log)
-    window = in_flight if in_flight is not None else (64 if deterministic else 3 * ev.workers)
-    if window < 1:
-        raise ValueError(f"in_flight must be >= 1, got {window}")
-    loop = _SteadyState(
-        ev,
-        state,
-        rng,
-        evaluations=evaluations,
-        select=select,
-        crossover=crossover,
-        mutate=mutate,
-        cxpb=cxpb,
-        deterministic=deterministic,
-        window=window,
-        every=report_every or len(state.genomes),
+    if isinstance(resume, State):
+        raise TypeError(
+            "steady_state() resumes from a checkpoint (resume=True, or its path), not from a "
+            "State: its individuals in flight are part of its state"
+        )
+    ck = _checkpointing(
+        "steady_state",
+        seed,
+        log,
+        resume,
+        checkpoint,
+        checkpoint_every,
+        checkpoint_every_generations,
     )
-    return loop.run()
+    done = ck.finished()
+    if done is not None:
+        return done
+    with ck:
+        try:
+            entry = ck.resumed()
+            state, rng, _ = _start(
+                "steady_state",
+                population,
+                seed,
+                w,
+                State.from_dict(entry["state"]) if entry is not None else None,
+            )
+            ev = _Evaluator(executor, fitness, seed, w, log, ck.waiting)
+            window = (
+                in_flight if in_flight is not None else (64 if deterministic else 3 * ev.workers)
+            )
+            if window < 1:
+                raise ValueError(f"in_flight must be >= 1, got {window}")
+            loop = _SteadyState(
+                ev,
+                state,
+                rng,
+                evaluations=evaluations,
+                select=select,
+                crossover=crossover,
+                mutate=mutate,
+                cxpb=cxpb,
+                deterministic=deterministic,
+                window=window,
+                every=report_every or len(state.genomes),
+            )
+            if entry is not None:
+                loop.restore(entry["loop"])
+            ck.track(loop.snapshot)
+            return ck.finish(loop.run(ck))
+        except BaseException as e:
+            ck.handle(e)
+            raise
 
 
 class _SteadyState:
@@ -913,7 +1353,7 @@ class _SteadyState:
     :meth:`send` the one place an individual is submitted, so an individual sent again under its
     number gets the same random streams.  The individuals in flight are plain data
     (``in_flight``: submission -> genome); ``futures`` maps each running future back to its
-    submission.
+    submission.  :meth:`snapshot` and :meth:`restore` are the checkpoint's view of it.
     """
 
     def __init__(
@@ -950,17 +1390,42 @@ class _SteadyState:
         self.order: deque[cf.Future[Any]] = deque()  # submission order, for deterministic mode
         self.finished: queue.SimpleQueue[cf.Future[Any]] = queue.SimpleQueue()  # by callbacks
 
+    _SAVED = ("initial", "scores", "known", "submitted", "integrated", "since", "in_flight")
+
+    def snapshot(self) -> tuple[State, dict[str, Any]]:
+        """The loop as plain data, at a point where no result is half taken in."""
+        self.state.rng = dict(self.rng.bit_generator.state)
+        data = {name: _copy_plain(getattr(self, name)) for name in self._SAVED}
+        data["in_flight"] = {s: g.copy() for s, g in self.in_flight.items()}
+        return self.state, data | {"window": self.window, "deterministic": self.deterministic}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Take the counters, the members' scores and the individuals in flight of a snapshot
+        (:meth:`run` submits those again, in order, under their own keys)."""
+        if self.deterministic and (data["deterministic"], data["window"]) != (True, self.window):
+            raise ValueError(
+                f"the checkpoint was written by a run with deterministic={data['deterministic']}"
+                f" and in_flight={data['window']}: resume a deterministic run with the same "
+                "in_flight (its result depends on it)"
+            )
+        for name in self._SAVED:
+            setattr(self, name, data[name])
+
     def key(self, s: int) -> tuple[int, int]:
         """The task key of submission ``s``: ``(0, s)`` for an initial member (as in every
         loop's generation 0), ``(_STEADY_KEY, s - n)`` for an offspring."""
         return (0, s) if s < self.n else (_STEADY_KEY, s - self.n)
 
-    def run(self) -> Result:
-        """Submit, take in what finishes, submit again, until ``total`` are taken in; whatever
-        is still in flight when it fails is cancelled."""
+    def run(self, ck: _Checkpointing) -> Result:
+        """Submit (first, again, the individuals in flight of a restored run), take in what
+        finishes, submit again, until ``total`` are taken in; whatever is still in flight when it
+        fails or stops is cancelled."""
         try:
+            for s in sorted(self.in_flight):
+                self.send(s, self.in_flight[s])
             self.fill()
             while self.futures:
+                ck.safe_point(self.state.generation)
                 for f in self.next_finished():
                     self.take(f)
                 self.fill()
@@ -975,6 +1440,8 @@ class _SteadyState:
         """Fill the window: initial members first, then offspring once two are evaluated."""
         s = self.submitted
         room = min(self.window - len(self.futures), self.total - s)
+        if room <= 0:  # (a restored run may have more in flight than its window now)
+            return
         genomes = list(self.initial[s : s + room]) if s < self.n else []
         if len(genomes) < room and self.known.sum() >= 2:
             genomes.extend(self.offspring(room - len(genomes)))
@@ -1011,15 +1478,17 @@ class _SteadyState:
             return [self.order.popleft()]
         done = _drain(self.finished)
         if not done:  # nothing yet: block (under SCOOP, waiting drives it)
-            done = list(cf.wait(self.futures, return_when=cf.FIRST_COMPLETED)[0])
+            with self.ev.waiting:
+                done = list(cf.wait(self.futures, return_when=cf.FIRST_COMPLETED)[0])
         return sorted({f for f in done if f in self.futures}, key=self.futures.__getitem__)
 
     def take(self, f: cf.Future[Any]) -> None:
         """Take in a finished evaluation: its value into the population, the counts, and a
         statistics row when one is due."""
-        s = self.futures.pop(f)
+        s = self.futures[f]
+        value = self.ev.collect(f, self.key(s), self.state)  # a stop may interrupt it: nothing
+        del self.futures[f]  # is changed before it returns, the individual stays in flight
         genome = self.in_flight.pop(s)
-        value = self.ev.collect(f, self.key(s), self.state)
         self.replace(s, genome, value)
         self.integrated += 1
         self.since += 1
@@ -1074,6 +1543,10 @@ def ask_tell(
     iterations: int | None = None,
     weights: Sequence[float] = (-1.0,),
     log: Log = print,
+    resume: bool | str | os.PathLike[str] | None = None,
+    checkpoint: CheckpointPath = None,
+    checkpoint_every: float | None = None,
+    checkpoint_every_generations: int | None = None,
 ) -> Result:
     """Evaluate an external ask/tell optimiser's candidates on the executor.
 
@@ -1082,11 +1555,20 @@ def ask_tell(
     (when it has one) or ``iterations`` are done.  The optimiser's own randomness is its own:
     seed it too (``cma.CMAEvolutionStrategy(x0, sigma0, {"seed": seed})``).
 
+    Checkpoints (as :func:`generational`; "generations" are iterations) need an optimiser that
+    plain pickle can store (``cma``'s can; its class importable by name, not a lambda): before
+    each iteration the loop keeps it pickled, with Python's ``random`` and numpy's global random
+    state (``cma`` draws from the latter).  On resume the saved optimiser's attributes replace
+    those of ``optimizer`` -- the object passed in ends in the state an uninterrupted run would
+    have left it in -- and the global random states are restored.
+
     Args:
         optimizer: has ``ask()`` and ``tell(solutions, values)``; ``stop()`` optional.
         fitness: ``fitness(x) -> number``; values are told as they are, so minimise with the
             ``cma`` package (``weights=(-1.0,)``, the default, says so to the statistics).
         iterations: a cap on ask/tell rounds (``None``: until ``stop()``).
+        resume: ``True`` or a path: go on from the checkpoint (not from a :class:`State`,
+            which lacks the optimiser).
         Others: as :func:`generational`.
 
     Returns:
@@ -1094,47 +1576,135 @@ def ask_tell(
 
     Raises:
         ValueError: neither ``iterations`` nor ``optimizer.stop`` bounds the run.
+        TypeError: checkpoints of an optimiser whose attributes cannot be replaced.
         EvaluationError: an evaluation failed.
+        CheckpointError: the optimiser cannot be pickled, or the checkpoint cannot be resumed.
     """
     w = _weights(weights)
     if len(w) != 1:
         raise ValueError("ask_tell() optimises one objective")
-    stop = getattr(optimizer, "stop", None)
-    if iterations is None and not callable(stop):
+    if iterations is None and not callable(getattr(optimizer, "stop", None)):
         raise ValueError("give iterations=, or an optimizer with a stop() method")
-    weights_ = tuple(float(x) for x in w)
-    ev = _Evaluator(executor, fitness, seed, w, log)
-    state: State | None = None
-    best: tuple[float, np.ndarray, np.ndarray] | None = None
-    it = 0
-    while iterations is None or it < iterations:
-        if callable(stop) and stop():
-            break
-        t0 = time.perf_counter()
-        xs = optimizer.ask()
-        genomes = np.array(xs, dtype=np.float64)
-        previous = state or State("ask_tell", seed, 0, genomes, np.empty((0, 1)), weights_, {})
-        values = ev.evaluate(genomes, [(it, i) for i in range(len(genomes))], previous)
-        optimizer.tell(xs, values[:, 0].tolist())
-        it += 1
-        state = State(
-            algorithm="ask_tell",
-            seed=seed,
-            generation=it,
-            genomes=genomes,
-            fitness=values,
-            weights=weights_,
-            rng={},
-            evaluations=previous.evaluations + len(genomes),
-            history=previous.history,
+    if isinstance(resume, State):
+        raise TypeError(
+            "ask_tell() resumes from a checkpoint (resume=True, or its path), not from a State: "
+            "the optimiser's state is part of it"
         )
-        i = int(np.argmax(values[:, 0] * w[0]))
-        if best is None or values[i, 0] * w[0] > best[0]:
-            best = (values[i, 0] * w[0], genomes[i].copy(), values[i].copy())
-        _stats(ev, state, len(genomes), time.perf_counter() - t0, {"best": float(best[2][0])})
-    if state is None or best is None:
-        raise ValueError("the optimizer stopped before its first iteration")
-    return Result(state, best[1], best[2])
+    ck = _checkpointing(
+        "ask_tell", seed, log, resume, checkpoint, checkpoint_every, checkpoint_every_generations
+    )
+    with ck:
+        try:
+            loop = _AskTell(optimizer, _Evaluator(executor, fitness, seed, w, log, ck.waiting), ck)
+            if ck.entry is not None:  # finished or not: the optimiser passed in takes its state
+                loop.restore(ck.entry["loop"], ck.entry["state"])
+            done = ck.finished()
+            if done is not None:
+                return done
+            ck.resumed()
+            loop.mark()
+            ck.track(loop.snapshot)
+            return ck.finish(loop.run(iterations))
+        except BaseException as e:
+            ck.handle(e)
+            raise
+
+
+class _AskTell:
+    """The loop of :func:`ask_tell`; with checkpoints, :meth:`mark` keeps the optimiser pickled
+    (and the global random states) at the start of each iteration: a stop during the
+    evaluations saves that, not the optimiser already asked."""
+
+    def __init__(self, optimizer: Any, ev: _Evaluator, ck: _Checkpointing) -> None:
+        self.optimizer, self.ev, self.ck = optimizer, ev, ck
+        self.weights = tuple(float(x) for x in ev.weights)
+        self.seed = ck.seed
+        self.state: State | None = None  # after the last iteration
+        self.best: tuple[float, np.ndarray, np.ndarray] | None = None  # (score, genome, fitness)
+        self.it = 0
+        self.marked: dict[str, Any] | None = None
+        if ck.path is not None and not hasattr(optimizer, "__dict__"):
+            raise TypeError(
+                f"ask_tell() checkpoints restore the optimiser's attributes: a "
+                f"{type(optimizer).__name__} has no __dict__ (run it with checkpoint=False)"
+            )
+
+    def mark(self) -> None:
+        """Keep the optimiser and the global random states as they are now (checkpoints only)."""
+        if self.ck.path is None:
+            return
+        try:
+            pickled = pickle.dumps(self.optimizer, protocol=5)
+        except Exception as e:
+            raise _checkpoint.CheckpointError(
+                "unwritable",
+                self.ck.path,
+                f"ask_tell() saves the optimiser with pickle, and a {type(self.optimizer).__name__}"
+                f" cannot be pickled ({type(e).__name__}: {e}): make it picklable, or run this "
+                "loop with checkpoint=False",
+            ) from e
+        self.marked = {
+            "optimizer": pickled,
+            "random": random.getstate(),
+            "numpy": np.random.get_state(),
+            "it": self.it,
+            "best": self.best,
+        }
+
+    def snapshot(self) -> tuple[State | None, dict[str, Any] | None]:
+        return self.state, self.marked
+
+    def restore(self, data: dict[str, Any], state: dict[str, Any] | None) -> None:
+        saved = pickle.loads(data["optimizer"])
+        if type(saved) is not type(self.optimizer):
+            raise ValueError(
+                f"the checkpoint holds a {type(saved).__name__} optimiser, this call passes a "
+                f"{type(self.optimizer).__name__}"
+            )
+        vars(self.optimizer).clear()
+        vars(self.optimizer).update(vars(saved))
+        random.setstate(data["random"])
+        np.random.set_state(data["numpy"])
+        self.it, self.best = data["it"], data["best"]
+        self.state = State.from_dict(state) if state is not None else None
+
+    def run(self, iterations: int | None) -> Result:
+        optimizer, ev, w = self.optimizer, self.ev, self.ev.weights
+        stop = getattr(optimizer, "stop", None)
+        while iterations is None or self.it < iterations:
+            self.mark()
+            self.ck.safe_point(self.it)
+            if callable(stop) and stop():
+                break
+            t0 = time.perf_counter()
+            xs = optimizer.ask()
+            genomes = np.array(xs, dtype=np.float64)
+            previous = self.state or State(
+                "ask_tell", self.seed, 0, genomes, np.empty((0, 1)), self.weights, {}
+            )
+            keys = [(self.it, i) for i in range(len(genomes))]
+            values = ev.evaluate(genomes, keys, previous)
+            optimizer.tell(xs, values[:, 0].tolist())
+            self.it += 1
+            self.state = State(
+                algorithm="ask_tell",
+                seed=self.seed,
+                generation=self.it,
+                genomes=genomes,
+                fitness=values,
+                weights=self.weights,
+                rng={},
+                evaluations=previous.evaluations + len(genomes),
+                history=previous.history,
+            )
+            i = int(np.argmax(values[:, 0] * w[0]))
+            if self.best is None or values[i, 0] * w[0] > self.best[0]:
+                self.best = (values[i, 0] * w[0], genomes[i].copy(), values[i].copy())
+            best_fitness = float(self.best[2][0])
+            _stats(ev, self.state, len(genomes), time.perf_counter() - t0, {"best": best_fitness})
+        if self.state is None or self.best is None:
+            raise ValueError("the optimizer stopped before its first iteration")
+        return Result(self.state, self.best[1], self.best[2])
 
 
 def _result(state: State, w: np.ndarray) -> Result:

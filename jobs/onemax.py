@@ -132,6 +132,8 @@ if __name__ == "__main__":
     parser.add_argument("--checkpoint", metavar="PATH", help="save/resume the run there")
     args = parser.parse_args()
 
+    # under a SLURM job array, seed + SLURM_ARRAY_TASK_ID: one run per task, each reproducible
+    args.seed = evocluster.run_seed(args.seed)
     population = main(args.seed, args.ngen, args.pop, args.length, args.checkpoint)
 
     best = tools.selBest(population, 1)[0]

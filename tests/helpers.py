@@ -1,16 +1,31 @@
 """Shared by the tests: run evocluster the way users do, as a subprocess with a timeout, in a
-clean environment."""
+clean environment, and leave nothing of it behind.
+
+* Every run gets a timeout that ends before the test's own pytest timeout (``run`` caps it at the
+  test's remaining time less ``MARGIN``), so ``run`` always kills a hung run itself; its
+  ``finally`` kills the run's whole session even when pytest-timeout interrupts the test.
+* Every session ``run`` starts is recorded (``SESSIONS_ENV``); ``conftest.py`` checks at the end
+  of the test session that none of their processes is alive.
+* A missing prerequisite (``mpiexec``, the system Open MPI environment, SLURM) goes through
+  ``prerequisite``: a skip with the reason on a developer's machine, a failure under CI.
+* A test that launches ``mpiexec``/``srun``/SCOOP must carry the ``mpi``/``slurm``/``scoop``
+  marker, so that ``-m "not mpi"`` never launches it: ``run`` fails an unmarked one.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import pytest
 
@@ -20,6 +35,10 @@ JOBS = ROOT / "jobs"
 
 #: Longest a launched run may take by default: past this it is treated as a hang, never as slow.
 TIMEOUT = 120
+#: Seconds kept between a run's own timeout and the test's pytest timeout: killing the run's
+#: processes and collecting what it printed fit in it, so a hang is reported (and its processes
+#: killed) by ``run``, never cut short by pytest-timeout with ranks left running.
+MARGIN = 20
 
 MPIEXEC = shutil.which("mpiexec")
 
@@ -31,10 +50,68 @@ OPENMPI_MPIEXEC = shutil.which("mpiexec.openmpi")  # Debian's name; plain mpiexe
 #: 17 ranks share 2 cores); shared memory and loopback only, as on one node of a cluster.
 OPENMPI_FLAGS = ["--allow-run-as-root", "--oversubscribe", "--mca", "btl", "self,vader"]
 
+#: Where ``run`` records the session id of every run it starts, one file per pytest process
+#: (xdist workers included); ``conftest.py`` sets it up and checks the sessions at the end.
+SESSIONS_ENV = "PYTEST_EVOCLUSTER_SESSIONS"
+
 #: Variables that would change which backend a child chooses, or make it think it is an MPI rank.
-_FOREIGN = ("EVOCLUSTER_", "PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCALNRANKS")
+_FOREIGN = ("EVOCLUSTER_", "PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCALNRANKS", SESSIONS_ENV)
+
+#: Set by ``conftest.py`` around each test: the test item, and when its pytest timeout fires
+#: (``time.monotonic()``; None without a timeout).
+current_test: pytest.Item | None = None
+test_deadline: float | None = None
 
 
+# ---------------------------------------------------------------------------- prerequisites
+def under_ci() -> bool:
+    """Whether this is a CI run (``CI`` set and not empty/``0``/``false``): ``.ci/run`` sets it."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def prerequisite(why: str) -> NoReturn:
+    """A prerequisite of the test is missing: skip it with ``why`` on a developer's machine, fail
+    it under CI, where every prerequisite must be there (a skip would hide a lost test)."""
+    if under_ci():
+        pytest.fail(f"{why} (a failure under CI, a skip elsewhere)", pytrace=False)
+    pytest.skip(why)
+
+
+def require_mpiexec() -> str:
+    """The MPICH wheel's ``mpiexec`` (``pip install -e '.[mpi]'`` brings it)."""
+    if MPIEXEC is None:
+        prerequisite("mpiexec is not on PATH: pip install -e '.[mpi,test]' (the MPICH wheel)")
+    return MPIEXEC
+
+
+def require_openmpi() -> str:
+    """The system's Open MPI launcher, with ``.venv-openmpi`` (``bash .ci/openmpi`` builds it)."""
+    if OPENMPI_MPIEXEC is None or not OPENMPI_PYTHON.exists():
+        prerequisite(
+            "no system Open MPI environment: run `bash .ci/openmpi` to build .venv-openmpi"
+        )
+    return OPENMPI_MPIEXEC
+
+
+def require_slurm() -> str:
+    """SLURM's ``sbatch`` (and with it ``srun``/``squeue``) on PATH."""
+    found = shutil.which("sbatch")
+    if found is None:
+        prerequisite("SLURM is not available here: no sbatch on PATH")
+    return found
+
+
+def require_module(name: str) -> ModuleType:
+    """Import ``name``, a dependency of the ``test`` extra, under the same policy."""
+    try:
+        with warnings.catch_warnings():  # as pytest.importorskip: its import-time warnings are
+            warnings.simplefilter("ignore")  # the module's business (cma's about matplotlib)
+            return importlib.import_module(name)
+    except ImportError as e:
+        prerequisite(f"{name} cannot be imported ({e}): pip install -e '.[test]'")
+
+
+# ---------------------------------------------------------------------------- commands
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN)}
     env.update(extra)
@@ -42,10 +119,10 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def launcher(*args: str, mpi: int | None = None) -> list[str]:
-    """The command line of ``[mpiexec -n MPI] python -m evocluster ARGS``."""
+    """The command line of ``[mpiexec -n MPI] python -m evocluster ARGS`` (the MPICH wheel's)."""
     cmd = [sys.executable, "-m", "evocluster", *args]
     if mpi is not None:
-        cmd = [MPIEXEC or "mpiexec", "-n", str(mpi), *cmd]
+        cmd = [require_mpiexec(), "-n", str(mpi), *cmd]
     return cmd
 
 
@@ -54,15 +131,10 @@ def mpi_launcher(n: int, *args: str) -> list[str]:
 
 
 def openmpi_launcher(n: int, *args: str) -> list[str]:
-    """``mpiexec -n N python -m evocluster ARGS`` with the system's Open MPI (fails the test when
-    that environment is missing under CI, skips it elsewhere: ``bash .ci/openmpi`` builds it)."""
-    if OPENMPI_MPIEXEC is None or not OPENMPI_PYTHON.exists():
-        why = "no system Open MPI environment: run `bash .ci/openmpi` to build .venv-openmpi"
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
+    """``mpiexec -n N python -m evocluster ARGS`` with the system's Open MPI (see
+    ``require_openmpi``)."""
     return [
-        OPENMPI_MPIEXEC,
+        require_openmpi(),
         *OPENMPI_FLAGS,
         "-n",
         str(n),
@@ -78,8 +150,8 @@ def mpi_command(flavour: str, n: int, *args: str) -> list[str]:
     system's Open MPI (``"openmpi"``)."""
     if flavour == "openmpi":
         return openmpi_launcher(n, *args)
-    if MPIEXEC is None:
-        pytest.skip("mpiexec is not on PATH")
+    if flavour != "mpich-wheel":
+        raise ValueError(f"unknown MPI flavour {flavour!r}")
     return launcher(*args, mpi=n)
 
 
@@ -91,6 +163,19 @@ def launch_on(where: str, workers: int, *args: str) -> list[str]:
     return mpi_command(where, workers + 1, *args)
 
 
+def launches(cmd: list[str]) -> str | None:
+    """The marker a test running ``cmd`` must carry: ``"mpi"``, ``"slurm"``, ``"scoop"`` or None."""
+    program = os.path.basename(cmd[0]) if cmd else ""
+    if program.startswith(("mpiexec", "mpirun")):
+        return "mpi"
+    if program in ("srun", "sbatch", "salloc"):
+        return "slurm"
+    if any(cmd[i : i + 2] == ["-m", "scoop"] for i in range(len(cmd) - 1)):
+        return "scoop"
+    return None
+
+
+# ---------------------------------------------------------------------------- processes
 def session_processes(sid: int) -> list[int]:
     """Processes of session ``sid`` still alive (zombies excluded)."""
     found = []
@@ -105,6 +190,35 @@ def session_processes(sid: int) -> list[int]:
     return found
 
 
+def kill_session(sid: int) -> list[int]:
+    """SIGKILL every process of session ``sid`` (its process group and any process that left the
+    group but not the session); return the processes that were found alive."""
+    left = session_processes(sid)
+    if left:  # only then: a group id nobody holds any more may be reused by a stranger
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(sid, signal.SIGKILL)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+    return left
+
+
+def _record_session(sid: int) -> None:
+    """Note ``sid`` for the end-of-session check, before anything can go wrong with the run."""
+    where = os.environ.get(SESSIONS_ENV)
+    if where:
+        with open(os.path.join(where, f"{os.getpid()}.sids"), "a") as fh:
+            fh.write(f"{sid}\n")
+
+
+def run_timeout(requested: float) -> float:
+    """``requested``, capped so that the run ends (and is killed) ``MARGIN`` s before the current
+    test's pytest timeout fires."""
+    if test_deadline is None:
+        return requested
+    return max(1.0, min(requested, test_deadline - time.monotonic() - MARGIN))
+
+
 def run(
     cmd: list[str],
     timeout: float = TIMEOUT,
@@ -113,8 +227,20 @@ def run(
     env: dict[str, str] | None = None,
     no_leftovers: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``cmd`` to its end; fail the test (after killing its process group) if it hangs, and
-    with ``no_leftovers`` if any process of its session outlives it by 10 s."""
+    """Run ``cmd`` to its end in a session of its own; fail the test (after killing the session)
+    if it hangs, and with ``no_leftovers`` if any process of its session outlives it by 10 s.
+
+    The timeout is ``timeout`` capped by the test's own pytest timeout (``run_timeout``).  Whatever
+    happens (the end, a hang, pytest-timeout's exception, Ctrl-C), nothing of the run survives the
+    call: the ``finally`` kills its whole session."""
+    needed = launches(cmd)
+    if needed and current_test is not None and current_test.get_closest_marker(needed) is None:
+        pytest.fail(
+            f"{current_test.nodeid} launches {cmd[0]} but is not marked `{needed}`: add "
+            f"@pytest.mark.{needed} (or a pytest.param mark), so that -m 'not {needed}' skips it",
+            pytrace=False,
+        )
+    limit = run_timeout(timeout)
     proc = subprocess.Popen(
         cmd,
         cwd=cwd,
@@ -123,25 +249,44 @@ def run(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=True,  # one process group: mpiexec, its proxies and every rank
+        start_new_session=True,  # one session and group: mpiexec, its proxies and every rank
     )
     try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate(timeout=30)
-        pytest.fail(f"{cmd} did not end within {timeout} s\n--- stdout\n{out}\n--- stderr\n{err}")
-    result = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-    deadline = time.monotonic() + 10
-    while no_leftovers and (left := session_processes(proc.pid)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if no_leftovers and (left := session_processes(proc.pid)):
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        pytest.fail(f"{cmd} left processes {left} behind\n{output(result)}")
-    return result
+        _record_session(proc.pid)
+        try:
+            out, err = proc.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            kill_session(proc.pid)
+            try:
+                out, err = proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:  # a pipe held open by a process of another session
+                out, err = "(output not collected)", ""
+            capped = (
+                f" (capped from {timeout} s by the test's pytest timeout)"
+                if limit < timeout
+                else ""
+            )
+            pytest.fail(
+                f"{cmd} did not end within {limit:.0f} s{capped}: killed\n"
+                f"--- stdout\n{out}\n--- stderr\n{err}"
+            )
+        result = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+        deadline = time.monotonic() + 10
+        while no_leftovers and session_processes(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if no_leftovers and (left := kill_session(proc.pid)):
+            pytest.fail(f"{cmd} left processes {left} behind\n{output(result)}")
+        return result
+    finally:
+        # every path, pytest-timeout's exception inside communicate() included
+        kill_session(proc.pid)
+        if proc.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
 
 def output(r: subprocess.CompletedProcess[str]) -> str:

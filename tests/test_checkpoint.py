@@ -255,6 +255,7 @@ def final_hash(stdout: str) -> str:
     return lines[0].split()[-1]
 
 
+@pytest.mark.mpi  # resumed under mpiexec
 def test_onemax_stopped_by_sigusr1_resumes_elsewhere_with_the_same_population(
     tmp_path: Path,
 ) -> None:

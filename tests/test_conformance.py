@@ -40,6 +40,14 @@ CONFIGS: dict[str, tuple[list[str], int | None, str, int]] = {
 
 _outcomes: dict[str, dict[str, Any]] = {}
 
+#: Each configuration's job runs once per pytest process and every check reads its outcome: all of
+#: a configuration's tests go to one xdist worker (``--dist loadgroup``).  Every run takes about
+#: 5 s or more, paid by whichever test comes first: all slow.  ``mpi``, ``scoop``: conftest.py.
+CONFIG_PARAMS = [
+    pytest.param(c, marks=[pytest.mark.xdist_group(f"conformance-{c}"), pytest.mark.slow])
+    for c in CONFIGS
+]
+
 
 def _outcome(config: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     if config not in _outcomes:
@@ -53,7 +61,7 @@ def _outcome(config: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
         else:
             cmd = launcher(*args, JOB, "--json", str(out), mpi=ranks)
         # a key directory of its own (SCOOP runs sign their payloads): not the real home
-        proc = run(cmd, timeout=600, env=clean_env(XDG_CONFIG_HOME=str(out.parent)))
+        proc = run(cmd, timeout=240, env=clean_env(XDG_CONFIG_HOME=str(out.parent)))
         outcome: dict[str, Any] = {"_proc": proc}
         if out.exists():
             outcome.update(json.loads(out.read_text()))
@@ -61,7 +69,7 @@ def _outcome(config: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     return _outcomes[config]
 
 
-@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("config", CONFIG_PARAMS)
 def test_run_ends_cleanly(config: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     outcome = _outcome(config, tmp_path_factory)
     proc = outcome["_proc"]
@@ -82,7 +90,7 @@ def test_run_ends_cleanly(config: str, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.mark.parametrize("check", list(CHECKS))
-@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("config", CONFIG_PARAMS)
 def test_behaviour(config: str, check: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     outcome = _outcome(config, tmp_path_factory)
     if check not in outcome:

@@ -133,14 +133,15 @@ def test_backoff_with_a_latency_caps_short_waits_and_lengthens_long_ones() -> No
 @pytest.mark.parametrize("setting", ["default", "off"])
 def test_mpi_workers_are_rung_when_sent_work(setting: str, mpi: str) -> None:
     env = clean_env(**({"EVOCLUSTER_DOORBELL": "0"} if setting == "off" else {}))
-    proc = run(mpi_command(mpi, 5, JOB), env=env)
+    # with doorbells, the job first waits (polling stats(), 60 s at most) for all 4 to connect
+    proc = run(mpi_command(mpi, 5, JOB, "0" if setting == "off" else "4"), env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["backend"] == "mpi" and out["n_workers"] == 4
     if setting == "off":  # polling only, same results (the job checks them)
         assert out["doorbells"] == 0 and out["rings"] == 0, out
     else:
-        assert out["doorbells"] == 4, out
+        assert out["connected_before"] == 4 and out["doorbells"] == 4, out
         # once every worker is connected, every message sent is followed by a ring
         assert out["delta"]["rings"] == out["delta"]["messages_sent"] > 0, out
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import require_module
 
 import evocluster
 from evocluster import engine, pareto, sharing
@@ -379,7 +380,7 @@ def test_ask_tell_runs_an_external_optimiser(serial: Any) -> None:
 
 
 def test_ask_tell_drives_cma_es(serial: Any, local2: Any) -> None:
-    cma = pytest.importorskip("cma")  # a test dependency: see pyproject's test extra
+    cma = require_module("cma")  # of the test extra: skipped if missing, failed under CI
 
     def run(ex: cf.Executor) -> engine.Result:
         es = cma.CMAEvolutionStrategy(4 * [1.0], 0.5, {"seed": 3, "verbose": -9})

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import JOBS, MPIEXEC, launcher, openmpi_launcher, output, run
+from helpers import JOBS, clean_env, launcher, openmpi_launcher, output, run
 
 SCOOP = [sys.executable, "-m", "scoop"]
 
@@ -50,6 +50,17 @@ CONFIGS: dict[str, tuple[list[str], int | None, str, int]] = {
 _runs: dict[tuple[str, str], tuple[Any, dict[str, Any] | None]] = {}
 
 
+def by_job(job: str) -> pytest.MarkDecorator:
+    """A job's runs are shared by its tests (and every configuration compares with its serial
+    run), once per pytest process: one xdist worker runs all the tests of a job."""
+    return pytest.mark.xdist_group(f"jobs-{job}")
+
+
+#: ``mpi``/``scoop`` marks: conftest.py's rule, from the configuration's name.  slow: 70 runs of
+#: 1 to 6 s each (about 2 minutes in all), the end-to-end proof rather than the inner loop
+JOB_PARAMS = [pytest.param(job, marks=[by_job(job), pytest.mark.slow]) for job in JOB_ARGS]
+
+
 def job_run(job: str, config: str, where: Path) -> tuple[Any, dict[str, Any] | None]:
     """Run ``job`` under ``config`` once; return (completed process, JSON summary or None)."""
     if (job, config) not in _runs:
@@ -62,12 +73,17 @@ def job_run(job: str, config: str, where: Path) -> tuple[Any, dict[str, Any] | N
             assert ranks is not None
             cmd = openmpi_launcher(ranks, *opts, *args)
         else:
-            if ranks is not None and MPIEXEC is None:
-                pytest.fail("mpiexec is not on PATH: install the test extras (mpich)")
             cmd = launcher(*opts, *args, mpi=ranks)
-        r = run(cmd, timeout=300, cwd=where, no_leftovers=True)
+        r = run(cmd, timeout=240, cwd=where, env=key_home(where), no_leftovers=True)
         _runs[job, config] = (r, json.loads(summary.read_text()) if summary.exists() else None)
     return _runs[job, config]
+
+
+def key_home(where: Path) -> dict[str, str]:
+    """The environment of a run: SCOOP's key in the test session's directory, not the real home
+    (and not in ``where`` itself, the runs' working directory, where an ``evocluster/`` key
+    directory would shadow the package)."""
+    return clean_env(XDG_CONFIG_HOME=str(where / "xdg"))
 
 
 def hashes(summary: dict[str, Any]) -> dict[str, str]:
@@ -87,7 +103,7 @@ def where(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))
-@pytest.mark.parametrize("job", list(JOB_ARGS))
+@pytest.mark.parametrize("job", JOB_PARAMS)
 def test_job_gives_the_same_population_everywhere(job: str, config: str, where: Path) -> None:
     r, summary = job_run(job, config, where)
     assert r.returncode == 0, output(r)
@@ -106,6 +122,8 @@ def test_jobs_cover_every_job_file() -> None:
     assert sorted(JOB_ARGS) == sorted(p.name for p in JOBS.glob("*.py"))
 
 
+@pytest.mark.slow
+@by_job("bigdata.py")
 @pytest.mark.parametrize("config", ["local-2", "mpi-5", "scoop-4"])
 def test_bigdata_dataset_crosses_once_per_worker(config: str, where: Path) -> None:
     r, summary = job_run("bigdata.py", config, where)
@@ -119,6 +137,8 @@ def test_bigdata_dataset_crosses_once_per_worker(config: str, where: Path) -> No
     assert copies * data <= stats["bytes_sent"] < (copies + 1) * data, (stats, data)
 
 
+@pytest.mark.slow
+@by_job("heavy_tail.py")
 def test_heavy_tail_reports_both_loops(where: Path) -> None:
     r, summary = job_run("heavy_tail.py", "local-2", where)
     assert r.returncode == 0 and summary is not None, output(r)
@@ -128,6 +148,8 @@ def test_heavy_tail_reports_both_loops(where: Path) -> None:
     assert "utilisation" in r.stdout, output(r)
 
 
+@pytest.mark.slow
+@by_job("nsga2_zdt1.py")
 def test_nsga2_job_reports_hypervolume(where: Path) -> None:
     r, summary = job_run("nsga2_zdt1.py", "serial", where)
     assert r.returncode == 0 and summary is not None, output(r)
@@ -136,6 +158,7 @@ def test_nsga2_job_reports_hypervolume(where: Path) -> None:
     assert r.stdout.count("hypervolume") >= 6, output(r)  # one per generation, and the total
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", ["local-2", "mpi-5", "scoop-4"])
 def test_asynchronous_loop_completes_everywhere(config: str, where: Path) -> None:
     """The non-deterministic steady-state loop (completion order: done-callbacks, and
@@ -148,7 +171,7 @@ def test_asynchronous_loop_completes_everywhere(config: str, where: Path) -> Non
     cmd = (
         [*SCOOP, *opts, *args] if config.startswith("scoop") else launcher(*opts, *args, mpi=ranks)
     )
-    r = run(cmd, timeout=300, cwd=where, no_leftovers=True)
+    r = run(cmd, timeout=240, cwd=where, env=key_home(where), no_leftovers=True)
     assert r.returncode == 0, output(r)
     result = json.loads(summary.read_text())
     assert result["n_workers"] == workers, result

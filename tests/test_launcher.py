@@ -12,7 +12,6 @@ import textwrap
 
 import pytest
 from helpers import (
-    MPIEXEC,
     TESTS,
     clean_env,
     launcher,
@@ -22,8 +21,6 @@ from helpers import (
     output,
     run,
 )
-
-needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason="mpiexec is not on PATH")
 
 #: Job arguments that look like options, the launcher's included: they must reach the job as is.
 JOB_ARGS = ["--seed", "3", "-x", "--backend", "serial", "--workers", "9", "-m", "foo", "--", "z"]
@@ -136,10 +133,10 @@ def write(directory, name, source):
 def launch(request):
     """``launch(*args)``: the command line of the launcher for a local pool of 2 workers or for
     ``mpiexec -n 3`` (rank 0 runs the job, 2 workers), with the MPICH wheel or with the system's
-    Open MPI.  ``launch.mode`` is the backend's name."""
+    Open MPI.  ``launch.mode`` is the backend's name.  (The ``mpi`` marker of the MPI ones:
+    conftest.py's rule, from the fixture's parameter.)"""
     if request.param == "mpi":
-        if MPIEXEC is None:
-            pytest.skip("mpiexec is not on PATH")
+        mpi_launcher(3)  # skips (or fails under CI) when there is no mpiexec
 
         def cmd(*args):
             return mpi_launcher(3, *args)
@@ -334,7 +331,7 @@ def short_host():
     "mode",
     [
         "local",
-        pytest.param("mpi", marks=needs_mpi),
+        "mpi",
     ],
 )
 def test_worker_traceback_names_the_host(tmp_path, mode):
@@ -395,13 +392,16 @@ def test_job_without_main_guard_fails_with_a_clear_message(tmp_path, launch):
     assert stderr_says(r, "noguard.py", "BrokenPool"), output(r)
 
 
-@needs_mpi
-def test_mpi_world_with_a_non_mpi_backend_runs_the_job_once(tmp_path):
+@pytest.mark.mpi
+@pytest.mark.parametrize("backend", ["local", "serial"])
+def test_mpi_world_with_a_non_mpi_backend_is_a_usage_error(tmp_path, backend):
+    # README: refused with exit code 2 and a message, since it would run the whole job N times
     job = write(tmp_path, "ok.py", OK_JOB)
-    r = run(mpi_launcher(2, "--backend", "local", "--workers", "1", str(job)), cwd=tmp_path)
-    runs = r.stdout.count("RESULT")
-    # acceptable: run once, or refuse as a usage error
-    assert (r.returncode == 0 and runs == 1) or (r.returncode == 2 and runs == 0), output(r)
+    r = run(mpi_launcher(2, "--backend", backend, str(job)), cwd=tmp_path)
+    assert r.returncode == 2, output(r)
+    assert "RESULT" not in r.stdout, output(r)  # the job never ran, not even once
+    says = stderr_says(r, f"--backend {backend}", "whole job", "2 ranks", "--backend mpi")
+    assert says, output(r)
 
 
 # ---------------------------------------------------------------------------- importing

@@ -64,28 +64,6 @@ def with_python_random(seed: int, fn: Callable[[], Any]) -> Any:
         random.setstate(state)
 
 
-def test_public_names() -> None:
-    assert sorted(op.__all__) == sorted(
-        [
-            "random_bits",
-            "random_integers",
-            "random_reals",
-            "tournament",
-            "truncation",
-            "random_selection",
-            "one_point",
-            "two_point",
-            "uniform",
-            "blend",
-            "sbx",
-            "bit_flip",
-            "random_reset",
-            "gaussian",
-            "polynomial",
-        ]
-    )
-
-
 # --------------------------------------------------------------------------- initialisers
 
 

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 
-from evocluster import pareto
 from evocluster.pareto import (
     crowded_tournament,
     crowding_distance,
@@ -59,23 +58,6 @@ def _hv_cells(points: np.ndarray, reference: tuple[int, ...]) -> int:
 def _tied_scores(seed: int, n: int, m: int) -> np.ndarray:
     """Integer-valued scores on a small grid: many ties and exact duplicates."""
     return np.random.default_rng(seed).integers(0, 5, size=(n, m)).astype(np.float64)
-
-
-# ---------------------------------------------------------------- API
-
-
-def test_public_names() -> None:
-    assert sorted(pareto.__all__) == [
-        "crowded_tournament",
-        "crowding_distance",
-        "dominates",
-        "hypervolume",
-        "non_dominated_fronts",
-        "nsga2_select",
-        "ranks",
-        "zdt1",
-        "zdt1_front",
-    ]
 
 
 # ---------------------------------------------------------------- dominance and fronts

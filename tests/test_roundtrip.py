@@ -48,6 +48,10 @@ CONFIGS = {
 
 _runs: dict[str, tuple[Any, dict[str, Any] | None]] = {}
 
+#: one run per configuration and pytest process: a configuration's tests go to one xdist worker
+#: (``mpi``/``scoop`` marks: conftest.py's rule, from the configuration's name)
+CONFIG_PARAMS = [pytest.param(c, marks=pytest.mark.xdist_group(f"roundtrip-{c}")) for c in CONFIGS]
+
 
 def command(config: str, out: Path) -> list[str]:
     if config == "serial":
@@ -70,8 +74,8 @@ def outcome(config: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
         env = clean_env()
         if config == "plain python":
             env["EVOCLUSTER_WORKERS"] = "2"
-        if config == "scoop":  # its key in a private XDG_CONFIG_HOME, not in the real home
-            env["XDG_CONFIG_HOME"] = str(where)
+        if config == "scoop":  # its key in a private XDG_CONFIG_HOME, not in the real home (nor
+            env["XDG_CONFIG_HOME"] = str(where / "xdg")  # in the cwd: evocluster/ would shadow)
         r = run(cmd, timeout=120, cwd=where, env=env, no_leftovers=True)
         _runs[config] = (r, json.loads(out.read_text()) if out.exists() else None)
     r, verdicts = _runs[config]
@@ -81,7 +85,7 @@ def outcome(config: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("config", CONFIG_PARAMS)
 def test_a_result_comes_home_as_the_masters_class(
     config: str, kind: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -89,6 +93,7 @@ def test_a_result_comes_home_as_the_masters_class(
     assert verdict["ok"], f"{kind} under {config}: {verdict['detail']}"
 
 
+@pytest.mark.xdist_group("roundtrip-serial")
 def test_the_job_checks_every_kind(tmp_path_factory: pytest.TempPathFactory) -> None:
     verdicts = outcome("serial", tmp_path_factory)
     assert sorted(k for k in verdicts if k != "backend") == sorted(KINDS)

@@ -57,6 +57,7 @@ def evocluster_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("evocluster:")]
 
 
+@pytest.mark.scoop
 # ------------------------------------------------------------------ exit status
 @pytest.mark.parametrize("mode", ["ok", "exit0"])
 def test_a_run_that_ends_normally_exits_0(mode: str, key_home: Path) -> None:
@@ -69,6 +70,7 @@ def test_a_run_that_ends_normally_exits_0(mode: str, key_home: Path) -> None:
     assert not evocluster_lines(r.stderr), output(r)
 
 
+@pytest.mark.scoop
 @pytest.mark.parametrize(
     ("mode", "says"),
     [
@@ -91,6 +93,7 @@ def test_a_failed_job_exits_non_zero_with_one_message(mode: str, says: str, key_
         assert re.search(r"SCOOP worker on host \S+ \(pid \d+\)", tb), tb
 
 
+@pytest.mark.scoop
 @pytest.mark.parametrize("how", ["kill", "exit"])
 def test_a_worker_dying_mid_run_ends_the_run_non_zero(how: str, key_home: Path) -> None:
     r = scoop_run(["-n", "3", str(SCOOP_JOBS / "crash.py"), how], key_home)
@@ -101,6 +104,7 @@ def test_a_worker_dying_mid_run_ends_the_run_non_zero(how: str, key_home: Path) 
     assert "lost a worker" in line and "was lost" in line, line
 
 
+@pytest.mark.scoop
 def test_an_idle_worker_killed_breaks_the_pool_and_the_exit_code(key_home: Path) -> None:
     r = scoop_run(["-n", "3", EXIT_JOB, "kill-idle"], key_home)
     victim = re.search(r"KILLED (\d+)", r.stdout)
@@ -113,6 +117,7 @@ def test_an_idle_worker_killed_breaks_the_pool_and_the_exit_code(key_home: Path)
     assert "the job ended normally, but the SCOOP pool lost a worker" in line
 
 
+@pytest.mark.scoop
 def test_a_worker_that_cannot_import_the_job_is_reported(key_home: Path) -> None:
     r = scoop_run(["-n", "3", str(SCOOP_JOBS / "scoop_import_fails.py")], key_home)
     assert r.returncode == FAILED, output(r)
@@ -128,25 +133,11 @@ def test_backend_scoop_without_scoop_says_how_to_launch(tmp_path: Path) -> None:
     job.write_text(
         "import evocluster\nif __name__ == '__main__':\n    print(evocluster.map(abs, [-1]))\n"
     )
-    r = subprocess.run(
-        launcher("--backend", "scoop", str(job)),
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    r = run(launcher("--backend", "scoop", str(job)), 60)
     assert r.returncode == 2, output(r)
     assert "python -m scoop [-n N] job.py" in r.stderr
     # a job started without the launcher: an error, never a silent serial run
-    r = subprocess.run(
-        [sys.executable, str(job)],
-        env=clean_env(EVOCLUSTER_BACKEND="scoop"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    r = run([sys.executable, str(job)], 60, env=clean_env(EVOCLUSTER_BACKEND="scoop"))
     assert r.returncode == 1 and "[1]" not in r.stdout, output(r)
     assert "ConfigurationError" in r.stderr and "python -m scoop [-n N] job.py" in r.stderr
 
@@ -170,17 +161,11 @@ def test_scoop_tcp_backend_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_importing_evocluster_does_not_import_scoop() -> None:
     code = "import sys, evocluster; evocluster.Executor; print('scoop' in sys.modules)"
-    r = subprocess.run(
-        [sys.executable, "-c", code],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    r = run([sys.executable, "-c", code], 60)
     assert r.stdout.strip() == "False", output(r)
 
 
+@pytest.mark.scoop
 def test_n1_evaluates_on_the_origin_with_a_warning(key_home: Path) -> None:
     r = scoop_run(["-n", "1", EXIT_JOB, "n1"], key_home)
     assert r.returncode == 0, output(r)
@@ -189,6 +174,7 @@ def test_n1_evaluates_on_the_origin_with_a_warning(key_home: Path) -> None:
     assert "no worker besides the origin" in line and "-n N" in line
 
 
+@pytest.mark.scoop
 def test_the_origin_does_not_spin_while_it_waits(key_home: Path) -> None:
     r = scoop_run(["-n", "2", EXIT_JOB, "idle-cpu"], key_home)
     assert r.returncode == 0, output(r)
@@ -197,6 +183,8 @@ def test_the_origin_does_not_spin_while_it_waits(key_home: Path) -> None:
     assert float(found[1]) < 0.2  # CPU seconds over a 2 s wait (spinning would be ~2)
 
 
+@pytest.mark.scoop
+@pytest.mark.slow
 def test_wait_and_as_completed_return_the_first_settled_future(key_home: Path) -> None:
     # wait(FIRST_COMPLETED / FIRST_EXCEPTION / ALL_COMPLETED), as_completed and result/exception,
     # with and without timeouts: what a steady-state engine waits with (the job asserts on which
@@ -210,6 +198,7 @@ def test_wait_and_as_completed_return_the_first_settled_future(key_home: Path) -
     assert not evocluster_lines(r.stderr), output(r)
 
 
+@pytest.mark.scoop
 # ------------------------------------------------------------------ signed payloads
 def test_forged_payloads_are_refused_before_unpickling_and_logged(
     key_home: Path, tmp_path: Path
@@ -353,21 +342,16 @@ def _matrix(config: str, key_home: Path, tmp: Path) -> dict[str, Any]:
         out = tmp / f"matrix-{config}.json"
         job = str(SCOOP_JOBS / "serialization_matrix.py")
         if config == "scoop":
-            r = scoop_run(["-n", "3", job, str(out)], key_home, timeout=300)
+            r = scoop_run(["-n", "3", job, str(out)], key_home, timeout=240)
         else:
-            r = subprocess.run(
-                launcher("--backend", "local", "--workers", "2", job, str(out)),
-                env=clean_env(),
-                capture_output=True,
-                text=True,
-                timeout=300,
-                check=False,
-            )
+            r = run(launcher("--backend", "local", "--workers", "2", job, str(out)), 240)
         assert r.returncode == 0, output(r)
         _runs[config] = json.loads(out.read_text())
     return _runs[config]  # type: ignore[no-any-return]
 
 
+@pytest.mark.scoop
+@pytest.mark.xdist_group("scoop-matrix")  # one run of the matrix, shared
 def test_callables_and_policies_behave_as_on_the_local_pool(
     key_home: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -386,6 +370,8 @@ def test_callables_and_policies_behave_as_on_the_local_pool(
     assert scoop["lambda/upgrade"]["ok"] and scoop["closure/upgrade"]["ok"]
 
 
+@pytest.mark.scoop
+@pytest.mark.xdist_group("scoop-matrix")  # one run of the matrix, shared
 def test_a_big_closure_is_broadcast_once(
     key_home: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -399,20 +385,14 @@ def _job(name: str, args: list[str], key_home: Path, tmp: Path, scoop: bool) -> 
     out = tmp / f"{name}-{'scoop' if scoop else 'serial'}.json"
     job = str(JOBS / name)
     if scoop:
-        r = scoop_run(["-n", "3", job, *args, "--json", str(out)], key_home, timeout=300)
+        r = scoop_run(["-n", "3", job, *args, "--json", str(out)], key_home, timeout=240)
     else:
-        r = subprocess.run(
-            launcher("--backend", "serial", job, *args, "--json", str(out)),
-            env=clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        r = run(launcher("--backend", "serial", job, *args, "--json", str(out)), 240)
     assert r.returncode == 0, output(r)
     return json.loads(out.read_text())  # type: ignore[no-any-return]
 
 
+@pytest.mark.scoop
 @pytest.mark.parametrize(
     ("name", "args", "same"),
     [

@@ -35,6 +35,9 @@ STRICT_PATHS = {
 }
 BACKENDS = {"local": (["--backend", "local", "--workers", "2"], None), "mpi": ([], 3)}
 _runs: dict[str, dict[str, Any]] = {}
+#: one run of the matrix job per backend and pytest process, shared by the backend's tests: they go
+#: to one xdist worker (the ``mpi`` mark: conftest.py's rule, from the backend's name)
+BACKEND_PARAMS = [pytest.param(b, marks=pytest.mark.xdist_group(f"matrix-{b}")) for b in BACKENDS]
 
 
 def matrix(backend: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
@@ -49,7 +52,7 @@ def matrix(backend: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
 
 @pytest.mark.parametrize("policy", ["upgrade", "strict", "cloudpickle"])
 @pytest.mark.parametrize("name", list(callables()))
-@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
 def test_callable_under_policy(
     backend: str, name: str, policy: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -64,14 +67,14 @@ def test_callable_under_policy(
         assert outcome["ok"], outcome
 
 
-@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
 def test_gp_ephemeral_from_lambda_inside_arguments(
     backend: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     assert matrix(backend, tmp_path_factory)["ephemeral in arguments/upgrade"]["ok"]
 
 
-@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
 def test_big_closure_crosses_once_per_worker(
     backend: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -101,6 +104,8 @@ def symbreg(config: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
     return _symbreg[config]
 
 
+@pytest.mark.mpi
+@pytest.mark.xdist_group("symbreg")
 def test_symbreg_same_result_under_mpi_as_serial(tmp_path_factory: pytest.TempPathFactory) -> None:
     (r1, serial), (r2, mpi) = (
         symbreg("serial", tmp_path_factory),
@@ -113,6 +118,8 @@ def test_symbreg_same_result_under_mpi_as_serial(tmp_path_factory: pytest.TempPa
     assert mpi["functions_sent"] > 100  # every compiled tree crossed as a callable
 
 
+@pytest.mark.mpi
+@pytest.mark.xdist_group("symbreg")
 def test_symbreg_strict_fails_on_the_master(tmp_path_factory: pytest.TempPathFactory) -> None:
     r, summary = symbreg("strict", tmp_path_factory)
     assert r.returncode != 0 and summary is None, output(r)
@@ -154,7 +161,7 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.parametrize("ranks", [None, 3])
+@pytest.mark.parametrize("ranks", [None, pytest.param(3, marks=pytest.mark.mpi)])
 def test_worker_side_failures_are_explained_and_harmless(tmp_path: Path, ranks: int | None) -> None:
     job = tmp_path / "job.py"
     job.write_text(WORKER_SIDE)

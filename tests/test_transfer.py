@@ -10,14 +10,18 @@ from helpers import TESTS, launch_on, run
 JOBS = TESTS / "jobs"
 
 
+@pytest.mark.slow
+# each run holds several copies of 2 GiB in memory: never two at once (one xdist worker runs them)
+@pytest.mark.xdist_group("2-gib-messages")
 @pytest.mark.parametrize("where", ["local", "mpich-wheel", "openmpi"])
 def test_message_larger_than_2_gib(where: str) -> None:
     job = str(JOBS / "big_message.py")
-    proc = run(launch_on(where, 1, job), timeout=300)
+    proc = run(launch_on(where, 1, job), timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "big message ok" in proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "config", ["mpich-wheel-9", "mpich-wheel-17", "openmpi-9", "openmpi-17", "local-8"]
 )

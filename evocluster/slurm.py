@@ -1,0 +1,783 @@
+"""SLURM batch jobs: render a batch script, submit it, summarise a job or a job array.
+
+    python -m evocluster submit JOB.py --ntasks N --time HH:MM:SS [options] [-- job args]
+    python -m evocluster status JOBID
+
+``submit`` renders one batch script for the job (the templates in the repository's ``slurm/``
+folder are renderings of it) and hands it to ``sbatch`` on standard input, or prints it with
+``--dry-run``.  Every script requeues its job after a checkpoint exit, so that a run stopped by the
+wall-time warning continues in the next allocation::
+
+    SLURM: SIGUSR1 to the batch shell, LEAD s before the limit (--signal=B:USR1@LEAD),
+      or `scancel --signal=USR1 --batch JOBID`
+      -> the batch shell's trap (the launcher runs in the background: bash runs traps between
+         commands, and a `wait` is cut short by a trapped signal, a foreground command is not)
+      -> kill -USR1 the launcher: srun and mpiexec pass it on to every rank, which all started
+         with USR1 ignored until the job's handler on the master takes it over; for SCOOP, the
+         shell signals the origin process itself
+      -> the master (evocluster.Checkpoint in the job's loop) saves and exits 75 (EX_TEMPFAIL)
+      -> exit code 75: the batch shell runs `scontrol requeue $SLURM_JOB_ID`
+      -> SLURM runs the job again; it finds its checkpoint and resumes.
+
+``status`` asks ``scontrol`` (``sacct`` for jobs the controller has forgotten) and reads the last
+line of each finished task's output file.  :func:`run_seed` gives each task of a job array a seed
+of its own.  This module never imports mpi4py: only the subcommands and ``run_seed`` load it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple, NoReturn
+
+from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    import argparse
+
+__all__ = ["EXIT_USAGE", "Request", "main", "parse_submit", "render", "run_seed", "status"]
+
+#: Exit code of a usage error: nothing was submitted.
+EXIT_USAGE = 2
+#: The most the wall-time warning comes before the limit; shorter jobs get half their time.
+_LEAD = 120
+
+_TIME = re.compile(r"^(?:(\d+)-)?(\d+):([0-5]\d):([0-5]\d)$")
+_ARRAY = re.compile(r"^\d+(?:-\d+(?::\d+)?)?(?:,\d+(?:-\d+(?::\d+)?)?)*(?:%\d+)?$")
+_NAME = re.compile(r"^[A-Za-z0-9_.,:@+=-]+$")  # a partition or account: safe in an #SBATCH line
+_JOBID = re.compile(r"^\d+(?:_\d+)?$")
+
+
+def run_seed(default: int) -> int:
+    """The seed of this run: ``default``, plus the task's index in a SLURM job array.
+
+    Task ``i`` of ``submit --array 0-29`` (``SLURM_ARRAY_TASK_ID`` = i) gets ``default + i``, so 30
+    repetitions of a job run with 30 different, reproducible seeds; outside a job array it returns
+    ``default``::
+
+        seed = evocluster.run_seed(42)  # 42, 43, 44... in the tasks of an array
+
+    Args:
+        default: the base seed, an ``int``.
+
+    Returns:
+        ``default + SLURM_ARRAY_TASK_ID``, or ``default`` outside a job array.
+
+    Raises:
+        TypeError: ``default`` is not an ``int``.
+        ConfigurationError: ``SLURM_ARRAY_TASK_ID`` is set but is not a number.
+    """
+    if not isinstance(default, int) or isinstance(default, bool):
+        raise TypeError(f"run_seed() needs an int as its default seed, not {default!r}")
+    task = os.environ.get("SLURM_ARRAY_TASK_ID", "").strip()
+    if not task:
+        return default
+    if not task.isdigit():
+        raise ConfigurationError(f"SLURM_ARRAY_TASK_ID is {task!r}, not a task index")
+    return default + int(task)
+
+
+# ==================================================================================== submit
+class Request(NamedTuple):
+    """What ``submit`` was asked for, checked: everything the script is rendered from."""
+
+    job: str  # the job file, as given (relative paths are relative to sbatch's directory)
+    job_args: tuple[str, ...]
+    ntasks: int
+    time: str  # the wall-time limit as given, [D-]HH:MM:SS
+    seconds: int  # the same, in seconds
+    nodes: int | None = None
+    partition: str | None = None
+    account: str | None = None
+    backend: str = "mpi"  # "mpi" or "scoop"
+    launcher: str = "srun"  # "srun" or "mpiexec"; MPI only
+    checkpoint: str | None = None  # passed to the job as --checkpoint PATH; %a: the array task
+    array: str | None = None  # an sbatch --array specification
+    dry_run: bool = False
+
+    @property
+    def name(self) -> str:
+        """The job's name: the job file's, without ``.py``."""
+        stem = os.path.basename(self.job)
+        stem = stem[:-3] if stem.endswith(".py") else stem
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", stem) or "evocluster"
+
+    @property
+    def lead(self) -> int:
+        """Seconds between SLURM's warning and the wall-time limit."""
+        return min(_LEAD, self.seconds // 2)
+
+
+class _SubmitParser:
+    """``submit``'s options, parsed by argparse but reported in one line and exit code 2."""
+
+    def __init__(self) -> None:
+        import argparse
+
+        class Parser(argparse.ArgumentParser):
+            def error(self, message: str) -> NoReturn:
+                raise ConfigurationError(message)
+
+        p = Parser(
+            prog="python -m evocluster submit",
+            usage="python -m evocluster submit JOB.py --ntasks N --time HH:MM:SS [options] "
+            "[-- job args]",
+            description="Submit an evocluster job to SLURM (sbatch); --dry-run prints the batch "
+            "script instead.",
+            allow_abbrev=False,  # an option is spelt out, or it is unknown
+        )
+        p.add_argument("job", metavar="JOB.py", help="the job file")
+        p.add_argument("--ntasks", "-n", type=int, metavar="N", help="processes, master included")
+        p.add_argument("--nodes", "-N", type=int, metavar="K", help="nodes to spread them over")
+        p.add_argument("--time", "-t", metavar="HH:MM:SS", help="the wall-time limit")
+        p.add_argument("--partition", "-p", metavar="P")
+        p.add_argument("--account", "-A", metavar="A")
+        p.add_argument("--backend", choices=("mpi", "scoop"), default=None)
+        p.add_argument("--launcher", choices=("srun", "mpiexec"), default=None)
+        p.add_argument(
+            "--checkpoint", metavar="PATH", help="passed to the job; %%a is the array task's index"
+        )
+        p.add_argument("--array", metavar="SPEC", help="a job array, e.g. 0-29 (sbatch --array)")
+        p.add_argument("--dry-run", action="store_true", help="print the script, submit nothing")
+        self.parser = p
+
+    def parse(self, args: Sequence[str]) -> Request:
+        args = list(args)
+        cut = args.index("--") if "--" in args else len(args)
+        own, job_args = args[:cut], args[cut + 1 :]
+        if "-h" in own or "--help" in own:
+            self.parser.print_help()
+            raise SystemExit(0)
+        ns, extra = self.parser.parse_known_args(own)
+        if extra:
+            raise ConfigurationError(
+                f"unknown option or argument {extra[0]!r}: give the job's own arguments after --"
+            )
+        return _checked(ns, job_args)
+
+
+def _seconds(time: str) -> int:
+    m = _TIME.match(time)
+    if m is None:
+        raise ConfigurationError(f"--time {time!r} is not HH:MM:SS (or D-HH:MM:SS)")
+    days, hours, minutes, secs = (int(g) if g else 0 for g in m.groups())
+    seconds = ((days * 24 + hours) * 60 + minutes) * 60 + secs
+    if seconds < 60:
+        raise ConfigurationError(f"--time {time} is under a minute: SLURM counts in minutes")
+    return seconds
+
+
+def _checked(ns: argparse.Namespace, job_args: list[str]) -> Request:
+    """The options as a :class:`Request`, or the first thing wrong with them.
+
+    Raises:
+        ConfigurationError: in one line, saying what to change.
+    """
+    job: str = ns.job
+    ntasks: int | None = ns.ntasks
+    nodes: int | None = ns.nodes
+    if ntasks is None:
+        raise ConfigurationError("submit needs --ntasks N (the processes: the master included)")
+    if ntasks < 1:
+        raise ConfigurationError(f"--ntasks {ntasks}: needs at least 1")
+    if nodes is not None and not 1 <= nodes <= ntasks:
+        raise ConfigurationError(f"--nodes {nodes} with --ntasks {ntasks}: needs 1 <= K <= N")
+    time: str | None = ns.time
+    if time is None:
+        raise ConfigurationError("submit needs --time HH:MM:SS, the wall-time limit")
+    backend: str = ns.backend or "mpi"
+    launcher: str | None = ns.launcher
+    if backend == "scoop" and launcher is not None:
+        raise ConfigurationError(
+            f"--launcher {launcher} is for --backend mpi: SCOOP starts its own processes"
+        )
+    for option in ("partition", "account"):
+        value = getattr(ns, option)
+        if value is not None and not _NAME.match(value):
+            raise ConfigurationError(f"--{option} {value!r}: letters, digits and _.,:@+=- only")
+    array: str | None = ns.array
+    if array is not None and not _ARRAY.match(array):
+        raise ConfigurationError(f"--array {array!r} is not an sbatch array (e.g. 0-29, 1,3,5%2)")
+    _check_checkpoint(ns.checkpoint, array)
+    if not os.path.isfile(job):
+        what = "is a directory" if os.path.isdir(job) else "not found"
+        raise ConfigurationError(f"job file {job!r} {what} (current directory: {os.getcwd()})")
+    return Request(
+        job=job,
+        job_args=tuple(job_args),
+        ntasks=ntasks,
+        time=time,
+        seconds=_seconds(time),
+        nodes=nodes,
+        partition=ns.partition,
+        account=ns.account,
+        backend=backend,
+        launcher=launcher or "srun",
+        checkpoint=ns.checkpoint,
+        array=array,
+        dry_run=bool(ns.dry_run),
+    )
+
+
+def _check_checkpoint(checkpoint: str | None, array: str | None) -> None:
+    if checkpoint is None:
+        return
+    if not checkpoint or "\n" in checkpoint:
+        raise ConfigurationError(f"--checkpoint {checkpoint!r} is not a file name")
+    if array is not None and "%a" not in checkpoint:
+        raise ConfigurationError(
+            f"--checkpoint {checkpoint} with --array: put %a in the path (e.g. run-%a.ckpt), "
+            "so that each task of the array has a checkpoint of its own"
+        )
+    if array is None and "%a" in checkpoint:
+        raise ConfigurationError(f"--checkpoint {checkpoint}: %a (the task index) needs --array")
+
+
+def parse_submit(args: Sequence[str]) -> Request:
+    """``submit``'s command line (after the word ``submit``) as a checked :class:`Request`.
+
+    Raises:
+        ConfigurationError: an unknown option, a missing or inconsistent one, or a job file that
+            does not exist; the message is one line.
+    """
+    return _SubmitParser().parse(args)
+
+
+# ---------------------------------------------------------------------------- the script
+_HEADER = """\
+#!/bin/bash
+# @TITLE@
+#
+# Written by `python -m evocluster submit`; also a template: edit the lines marked EDIT and run
+# `sbatch THIS_FILE`.  What happens at the wall-time limit:
+#   1. SLURM sends SIGUSR1 to this batch shell @LEAD@ s before the limit (--signal below).  It
+#      checks its timers about every 30 s, so the warning may come up to a minute earlier.  Send
+#      it yourself with `scancel --signal=USR1 --batch JOBID`.
+#   2. @WHO@
+#   3. The job (evocluster.Checkpoint in its loop, as in jobs/onemax.py) saves its state at the
+#      end of the generation and exits with code 75 (EX_TEMPFAIL, "run me again").
+#   4. On exit code 75 this script requeues the job (scontrol requeue).  SLURM starts it again
+#      (by default 2 minutes later, or when `scontrol update jobid=JOBID StartTime=now`), the job
+#      finds its checkpoint and resumes.  Every run appends to the same output file.
+# Any other exit code ends the job with it, without a requeue: a crash would only repeat.  Submit
+# the job again to resume from its last checkpoint.
+#
+# EDIT: the resources.  Relative paths are relative to the directory sbatch was run in.
+@SBATCH@
+# Every run of the job appends to the output file of the runs before it
+#SBATCH --open-mode=append
+# The job may run again: requeued by this script after a checkpoint, or by SLURM after a node
+# failure or a preemption
+#SBATCH --requeue
+# The warning: SIGUSR1 to this batch shell only (B:), @LEAD@ s before the wall-time limit.
+# EDIT: a lead of at least one generation's time plus a minute.
+#SBATCH --signal=B:USR1@@LEAD@
+
+# EDIT: the Python that has evocluster (and mpi4py, for MPI) installed; or load your environment
+# here (module load ..., source ~/venv/bin/activate) and set PYTHON=python3
+PYTHON=@PYTHON@
+# EDIT: the job
+JOB=@JOB@
+"""
+
+_CHECKPOINT = """\
+# EDIT: the job's checkpoint file, passed to it as --checkpoint PATH
+CHECKPOINT=@CHECKPOINT@
+"""
+
+_ARRAY_CHECKPOINT = """\
+# EDIT: the job's checkpoint file, passed to it as --checkpoint PATH; %a is the task's index in
+# the array, so that each task has a file of its own
+CHECKPOINT=@CHECKPOINT@
+CHECKPOINT=${CHECKPOINT//"%a"/$SLURM_ARRAY_TASK_ID}
+"""
+
+_ARRAY_SEED = """\
+# Each task of the array runs the same command; in the job, evocluster.run_seed(BASE) is
+# BASE + SLURM_ARRAY_TASK_ID: a seed of its own for each task.
+"""
+
+_START = """\
+
+echo "evocluster batch: job $SLURM_JOB_ID${SLURM_ARRAY_TASK_ID:+ (task $SLURM_ARRAY_TASK_ID)}," \\
+    "run $((${SLURM_RESTART_COUNT:-0} + 1)), $SLURM_NTASKS task(s) on $SLURM_JOB_NODELIST"
+"""
+
+_RESUME = """\
+if [ -e "$CHECKPOINT" ]; then
+    echo "evocluster batch: $CHECKPOINT exists: the job resumes from it"
+fi
+"""
+
+_TRAP = """\
+
+# Step 2.  The run goes to the background and this shell waits for it: bash runs a trap only
+# between commands, and a trapped signal cuts a `wait` short, where a command in the foreground
+# would hold the trap back until it ended.
+@WARNED@warn() {
+@FORWARD@
+}
+trap warn USR1
+"""
+
+_FORWARD_MPI = """\
+    echo "evocluster batch: SIGUSR1: asking the run to checkpoint and stop"
+    kill -USR1 "$run" 2>/dev/null"""
+
+_FORWARD_SCOOP = """\
+    warned=1
+    echo "evocluster batch: SIGUSR1: asking the run to checkpoint and stop"
+    local pid
+    pid=$(origin "$run") && kill -USR1 "$pid" 2>/dev/null"""
+
+_ORIGIN = """
+# SCOOP's origin, the process that runs the job: the launcher's descendant that runs
+# scoop.bootstrap with --origin.  Only it gets the warning.
+origin() {
+    local child
+    for child in $(pgrep -P "$1"); do
+        if tr '\\0' '\\n' < "/proc/$child/cmdline" 2>/dev/null | grep -qx -- --origin \\
+            && tr '\\0' ' ' < "/proc/$child/cmdline" 2>/dev/null | grep -q scoop.bootstrap; then
+            echo "$child"
+            return 0
+        fi
+        origin "$child" && return 0
+    done
+    return 1
+}
+"""
+
+_IGNORE_USR1 = """
+# Every rank starts with SIGUSR1 ignored (an ignored signal stays ignored across exec): the job's
+# handler on the master (evocluster.Checkpoint) takes it over, so the warning that the launcher
+# passes on to every rank stops the master only.  A job that does not checkpoint runs on.
+# shellcheck disable=SC2016  # expanded by each rank's bash
+ignore_usr1='trap "" USR1; exec "$@"'
+"""
+
+_RUN_SRUN = """\
+
+# srun passes the warning on to every task of the step.  --mpi=pmi2: how PyPI's MPICH finds its
+# ranks (with MpiDefault=none, srun would start N separate one-rank runs).  --kill-on-bad-exit:
+# when a rank dies (the master killed, say), srun ends the others at once; they would otherwise
+# wait for the master until the time limit.
+srun --mpi=pmi2 --kill-on-bad-exit=1 bash -c "$ignore_usr1" evocluster \\
+    "$PYTHON" -m evocluster --backend mpi "$JOB" "${ARGS[@]}" &
+"""
+
+_RUN_MPIEXEC = """\
+
+# mpiexec (MPICH's hydra) takes the allocation's hosts from SLURM, starts its proxies through
+# srun, and passes the warning on to every rank.  When a rank dies (the master killed, say), it
+# ends the others.
+mpiexec -n "$SLURM_NTASKS" bash -c "$ignore_usr1" evocluster \\
+    "$PYTHON" -m evocluster --backend mpi "$JOB" "${ARGS[@]}" &
+"""
+
+_RUN_SCOOP = """\
+
+# SCOOP reads the hosts and their task counts from the allocation (SLURM_NODELIST and
+# SLURM_TASKS_PER_NODE) and starts its processes itself, over ssh on other nodes: a job on
+# several nodes needs passwordless ssh between them.  The origin runs the job, the others evaluate.
+# They start with SIGUSR1 ignored (it stays ignored across fork and exec): the job's handler on the
+# origin (evocluster.Checkpoint) takes it over; a job that does not checkpoint runs on.
+(trap "" USR1; exec "$PYTHON" -m scoop -n "$SLURM_NTASKS" "$JOB" "${ARGS[@]}") &
+"""
+
+_WAIT = """\
+run=$!
+code=0
+wait "$run" || code=$?
+while kill -0 "$run" 2>/dev/null; do  # that wait was cut short by the trap: the run goes on
+    code=0
+    wait "$run" || code=$?
+done
+
+# Step 4.
+@CHECKPOINTED@; then
+    echo "evocluster batch: the run checkpointed (exit code 75): requeueing job $SLURM_JOB_ID"
+    if scontrol requeue "$SLURM_JOB_ID"; then
+        exit 0
+    fi
+    echo "evocluster batch: the requeue failed: submit the job again to resume from its checkpoint"
+fi
+echo "evocluster batch: the run ended with exit code $code"
+exit "$code"
+"""
+
+_CHECKPOINTED_MPI = 'if [ "$code" = 75 ]'
+
+_CHECKPOINTED_SCOOP = """\
+# SCOOP's launcher exits 0 whatever the job does; evocluster's exit guard ends it with SIGTERM
+# when the job exits with another code than 0, 75 included: after the warning, 143 means 75.
+if [ "$code" = 75 ] || { [ "$code" = 143 ] && [ "$warned" = 1 ]; }"""
+
+
+def _wrap(text: str, width: int = 96) -> list[str]:
+    """``text`` in lines that fit a 100-column script after a comment's ``# ``."""
+    import textwrap
+
+    return textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False)
+
+
+def _fill(text: str, **values: str) -> str:
+    for key, value in values.items():
+        text = text.replace(f"@{key.upper()}@", value)
+    return text
+
+
+def _sbatch_lines(req: Request) -> list[str]:
+    lines = [f"#SBATCH --job-name={req.name}", f"#SBATCH --ntasks={req.ntasks}"]
+    if req.nodes is not None:
+        lines.append(f"#SBATCH --nodes={req.nodes}")
+    lines.append(f"#SBATCH --time={req.time}")
+    if req.partition is not None:
+        lines.append(f"#SBATCH --partition={req.partition}")
+    if req.account is not None:
+        lines.append(f"#SBATCH --account={req.account}")
+    if req.array is not None:
+        lines.append(f"#SBATCH --array={req.array}")
+        lines.append(f"#SBATCH --output={req.name}-%A_%a.out")
+    else:
+        lines.append(f"#SBATCH --output={req.name}-%j.out")
+    return lines
+
+
+def _title(req: Request) -> str:
+    if req.backend == "scoop":
+        what = f"on {req.ntasks} SCOOP processes (the origin runs the job, the others evaluate)"
+    else:
+        what = (
+            f"on {req.ntasks} MPI ranks started by {req.launcher} (rank 0 runs the job, "
+            f"the others evaluate)"
+        )
+    array = f", as a job array ({req.array})" if req.array is not None else ""
+    return "\n# ".join(_wrap(f"evocluster batch job: {req.job} {what}{array}."))
+
+
+def render(req: Request, *, python: str | None = None) -> str:
+    """The batch script for ``req``: the same text for the same request and interpreter.
+
+    Args:
+        req: the checked request.
+        python: the interpreter the job runs with (default: this one, ``sys.executable``).
+
+    Returns:
+        The script, ready for ``sbatch``.
+    """
+    q = shlex.quote
+    if req.backend == "scoop":
+        who = "SCOOP's origin, the process that runs the job (its workers do not get it)."
+    else:
+        who = f"{req.launcher}, which passes it on to every rank; only the master handles it."
+    who = "\n#      ".join(_wrap(f"The trap below passes it on to {who}", 91))
+    parts = [
+        _fill(
+            _HEADER,
+            title=_title(req),
+            lead=str(req.lead),
+            who=who,
+            sbatch="\n".join(_sbatch_lines(req)),
+            python=q(python or sys.executable),
+            job=q(req.job),
+        )
+    ]
+    args = [q(a) for a in req.job_args]
+    if req.checkpoint is not None:
+        parts.append(
+            _fill(
+                _ARRAY_CHECKPOINT if req.array is not None else _CHECKPOINT,
+                checkpoint=q(req.checkpoint),
+            )
+        )
+        args += ["--checkpoint", '"$CHECKPOINT"']
+    if req.array is not None:
+        parts.append(_ARRAY_SEED)
+    parts.append(f"# EDIT: the job's own arguments\nARGS=({' '.join(args)})\n")
+    parts.append(_START)
+    if req.checkpoint is not None:
+        parts.append(_RESUME)
+    if req.backend == "scoop":
+        parts.append(_fill(_TRAP, warned="warned=0\n", forward=_FORWARD_SCOOP))
+        parts.append(_ORIGIN)
+        parts.append(_RUN_SCOOP)
+        checkpointed = _CHECKPOINTED_SCOOP
+    else:
+        parts.append(_fill(_TRAP, warned="", forward=_FORWARD_MPI))
+        parts.append(_IGNORE_USR1)
+        parts.append(_RUN_SRUN if req.launcher == "srun" else _RUN_MPIEXEC)
+        checkpointed = _CHECKPOINTED_MPI
+    parts.append(_fill(_WAIT, checkpointed=checkpointed))
+    return "".join(parts)
+
+
+def submit(req: Request, script: str) -> str:
+    """Hand ``script`` to ``sbatch`` (on its standard input); return the job id.
+
+    Raises:
+        ConfigurationError: ``sbatch`` is not on PATH.
+        RuntimeError: ``sbatch`` refused the job (its message).
+    """
+    sbatch = shutil.which("sbatch")
+    if sbatch is None:
+        raise ConfigurationError(
+            "sbatch is not on PATH: submit needs SLURM's commands (run it on the cluster's login "
+            "node); --dry-run prints the script without them"
+        )
+    done = subprocess.run(
+        [sbatch, "--parsable"],
+        input=script,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if done.returncode != 0:
+        message = " ".join(done.stderr.split()) or f"exit code {done.returncode}"
+        raise RuntimeError(f"sbatch refused the job: {message}")
+    return done.stdout.strip().split(";")[0]  # "id" or "id;cluster"
+
+
+def _submit_main(args: Sequence[str]) -> int:
+    try:
+        req = parse_submit(args)
+        script = render(req)
+        if req.dry_run:
+            sys.stdout.write(script)
+            return 0
+        jobid = submit(req, script)
+    except ConfigurationError as e:
+        _say(f"submit: {e}")
+        return EXIT_USAGE
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+        _say(f"submit: {e}")
+        return 1
+    print(jobid, flush=True)
+    out = f"{req.name}-{jobid}_*.out" if req.array is not None else f"{req.name}-{jobid}.out"
+    _say(f"submitted job {jobid} (output: {out}); python -m evocluster status {jobid}")
+    return 0
+
+
+# ==================================================================================== status
+class Task(NamedTuple):
+    """One job, or one task (or range of pending tasks) of an array, as ``status`` shows it."""
+
+    id: str  # "123", "123_4" or "123_[5-9]"
+    state: str
+    exit: str  # "0", "75", "signal 9", or "-" while it has not ended
+    restarts: str
+    reason: str  # why it waits, "" when it does not
+    stdout: str  # the output file, "" when unknown
+    name: str
+
+
+_FINISHED = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+}
+
+
+def _fields(line: str) -> dict[str, str]:
+    """``scontrol show job -o``'s ``Key=value`` words (a word without ``=`` continues a value)."""
+    fields: dict[str, str] = {}
+    key = None
+    for word in line.split():
+        name, eq, value = word.partition("=")
+        if eq and re.fullmatch(r"[A-Za-z][\w/:]*", name):
+            key = name
+            fields[key] = value
+        elif key is not None:
+            fields[key] += " " + word
+    return fields
+
+
+def _exit(code: str, state: str) -> str:
+    if state not in _FINISHED:
+        return "-"
+    status, _, signal = code.partition(":")
+    return f"signal {signal}" if signal not in ("", "0") else status
+
+
+def _from_scontrol(jobid: str) -> list[Task] | None:
+    done = subprocess.run(
+        ["scontrol", "show", "job", "-o", jobid],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    if done.returncode != 0:
+        if "Invalid job id" in done.stderr:
+            return None
+        raise RuntimeError(" ".join(done.stderr.split()) or f"scontrol: exit {done.returncode}")
+    tasks = []
+    for line in done.stdout.splitlines():
+        f = _fields(line)
+        if not f:
+            continue
+        ident = f.get("JobId", "?")
+        if f.get("ArrayJobId") and f.get("ArrayTaskId"):
+            task = f["ArrayTaskId"]
+            ident = f"{f['ArrayJobId']}_{task if task.isdigit() else '[' + task + ']'}"
+        state = f.get("JobState", "?")
+        reason = f.get("Reason", "None")
+        tasks.append(
+            Task(
+                ident,
+                state,
+                _exit(f.get("ExitCode", ""), state),
+                f.get("Restarts", "-"),
+                "" if reason == "None" or state != "PENDING" else reason,
+                f.get("StdOut", ""),
+                f.get("JobName", ""),
+            )
+        )
+    return tasks
+
+
+def _from_sacct(jobid: str) -> list[Task]:
+    """Jobs the controller no longer holds (``MinJobAge``), where accounting is enabled."""
+    if shutil.which("sacct") is None:
+        return []
+    done = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-j", jobid, "-o", "JobID,State,ExitCode,JobName"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    tasks = []
+    for line in done.stdout.splitlines() if done.returncode == 0 else []:
+        parts = line.split("|")
+        if len(parts) == 4:
+            ident, state, code, name = parts
+            state = state.split()[0] if state else "?"  # "CANCELLED by 0"
+            tasks.append(Task(ident, state, _exit(code, state), "-", "", "", name))
+    return tasks
+
+
+_OWN = "evocluster batch:"
+_SCOOP_LOG = re.compile(r"^\[[\d\- :,]+\] launcher .*\bINFO\b")
+
+
+def _last_line(path: str) -> str:
+    """The last non-empty line of ``path`` (read from its end), or why there is none."""
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 8192))
+            tail = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return f"(no output file {path} here)"
+    # the job's own last line: the batch script's "evocluster batch:" lines say only how it ended,
+    # and SCOOP's launcher logs its shutdown after the job's last words
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    job = [line for line in lines if not (line.startswith(_OWN) or _SCOOP_LOG.match(line))]
+    return (job or lines or ["(no output)"])[-1]
+
+
+def status(jobid: str) -> int:
+    """Print a summary of job ``jobid`` (a job array: one line per task); return an exit code.
+
+    Columns: the job or task, its state, its exit code once it has ended, how often SLURM
+    restarted it (requeues), and for a task that has ended the last line of its output file
+    (the job's: not the batch script's own ``evocluster batch:`` lines or SCOOP's launcher log),
+    for a pending one why it waits.
+
+    Returns:
+        0; 1 when SLURM does not know the job; 2 for a malformed job id or no ``scontrol``.
+    """
+    if not _JOBID.match(jobid):
+        _say(f"status: {jobid!r} is not a job id (123, or 123_4 for a task of an array)")
+        return EXIT_USAGE
+    if shutil.which("scontrol") is None:
+        _say("status: scontrol is not on PATH: status needs SLURM's commands")
+        return EXIT_USAGE
+    try:
+        tasks = _from_scontrol(jobid)
+        if tasks is None:
+            tasks = _from_sacct(jobid)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+        _say(f"status: {e}")
+        return 1
+    if not tasks:
+        _say(
+            f"status: SLURM does not know job {jobid} (finished jobs are forgotten after "
+            "MinJobAge, unless accounting keeps them for sacct)"
+        )
+        return 1
+    tasks.sort(key=_order)
+    width = max(len("JOB"), *(len(t.id) for t in tasks))
+    state_width = max(len("STATE"), *(len(t.state) for t in tasks))
+    print(f"{'JOB':<{width}}  {'STATE':<{state_width}}  EXIT      RESTARTS  LAST LINE")
+    for t in tasks:
+        waits = f"({t.reason})" if t.reason else ""
+        last = _last_line(t.stdout) if t.state in _FINISHED else waits
+        print(f"{t.id:<{width}}  {t.state:<{state_width}}  {t.exit:<8}  {t.restarts:<8}  {last}")
+    if len(tasks) > 1:
+        counts: dict[str, int] = {}
+        for t in tasks:
+            counts[t.state] = counts.get(t.state, 0) + 1
+        summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        print(f"{jobid} ({tasks[0].name}): {summary}")
+    return 0
+
+
+_STATUS_HELP = """\
+usage: python -m evocluster status JOBID
+
+One line per job, or per task of a job array (JOBID or JOBID_TASK): its state, its exit code once
+it has ended, how often SLURM restarted it (requeues), and the last line of its output once it has
+ended (for a pending task, why it waits).  Exit code 1: SLURM does not know the job."""
+
+
+def _order(task: Task) -> tuple[int, ...]:
+    """Array tasks in index order (a pending range after the tasks listed one by one)."""
+    numbers = [int(n) for n in re.findall(r"\d+", task.id)]
+    return (*numbers[:1], 0 if "[" not in task.id else 1, *numbers[1:])
+
+
+# ====================================================================================== main
+def _say(message: str) -> None:
+    sys.stdout.flush()
+    print(f"evocluster: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str]) -> int:
+    """``python -m evocluster submit ...`` or ``python -m evocluster status JOBID``.
+
+    Args:
+        argv: the command line after ``-m evocluster``, the subcommand first.
+
+    Returns:
+        The exit code: 0, 1 (SLURM refused or does not know the job), 2 (a usage error: nothing
+        was submitted).
+    """
+    command, *args = argv
+    if command == "submit":
+        return _submit_main(args)
+    if command == "status":
+        if len(args) == 1 and args[0] in ("-h", "--help"):
+            print(_STATUS_HELP)
+            return 0
+        if len(args) != 1:
+            _say("status: give one job id: python -m evocluster status JOBID")
+            return EXIT_USAGE
+        return status(args[0])
+    _say(f"unknown subcommand {command!r}: submit or status")
+    return EXIT_USAGE

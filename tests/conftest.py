@@ -1,0 +1,193 @@
+"""The suite's own rules, applied to every test.
+
+* **Markers by a rule** (``pyproject.toml`` registers them): a test whose parameters name an MPI
+  configuration (a string parameter that is ``"mpi"`` or starts with ``"mpi-"``, ``"mpich"``,
+  ``"mpiexec"`` or ``"openmpi"``) is marked ``mpi``; one that names a SCOOP configuration
+  (starts with ``"scoop"``) is marked ``scoop``.  Tests that launch MPI or SCOOP without a
+  parameter saying so carry the marker themselves.  ``helpers.run`` fails a test that launches
+  ``mpiexec``, SCOOP or ``srun`` without its marker, so ``-m "not mpi and not scoop"`` never
+  starts one.
+* **Timeouts**: ``helpers.run`` learns when the test's pytest timeout fires and ends its runs
+  before that.
+* **Nothing left behind**: at the end of the session (after every xdist worker has finished), no
+  process of any session ``helpers.run`` started may be alive; if one is, it is killed and the
+  test session fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import helpers
+import pytest
+
+MPI_PARAMS = ("mpi-", "mpich", "mpiexec", "openmpi")
+
+
+def _marks_from_params(item: pytest.Item) -> set[str]:
+    callspec = getattr(item, "callspec", None)
+    marks: set[str] = set()
+    for value in callspec.params.values() if callspec is not None else ():
+        if not isinstance(value, str):
+            continue
+        if value == "mpi" or value.startswith(MPI_PARAMS):
+            marks.add("mpi")
+        elif value.startswith("scoop"):
+            marks.add("scoop")
+    return marks
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for name in _marks_from_params(item):
+            if item.get_closest_marker(name) is None:
+                item.add_marker(name)
+
+
+# ---------------------------------------------------------------------------- per test
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    helpers.current_test = item
+    try:
+        return (yield)
+    finally:
+        helpers.current_test = None
+        helpers.test_deadline = None
+
+
+class _TimeoutWatch:
+    """Learns each test's pytest-timeout deadline when pytest-timeout sets its timer (returns
+    None, so pytest-timeout's own implementation still sets it)."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_timeout_set_timer(self, item: pytest.Item, settings: object) -> None:
+        timeout = getattr(settings, "timeout", None)
+        if timeout:
+            helpers.test_deadline = time.monotonic() + float(timeout)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_timeout_cancel_timer(self, item: pytest.Item) -> None:
+        helpers.test_deadline = None
+
+
+# ---------------------------------------------------------------------------- xdist groups
+class _XdistGroups:
+    """``--dist loadgroup`` as xdist documents it, on pytest >= 9.2 too.
+
+    Tests that share one run per configuration (module-level caches in test_conformance.py,
+    test_roundtrip.py, ...) carry ``xdist_group`` marks so that one worker runs all of them, and
+    the run happens once.  pytest-xdist 3.8 passes the group to its scheduler by appending
+    ``@group`` to ``item._nodeid``, which pytest 9.2's structured node ids ignore: every test is
+    then scheduled on its own, silently (pytest-dev/pytest-xdist#1386).  Here each worker writes
+    its tests' groups next to the session records, and the scheduler reads them; a node id that
+    does carry ``@group`` (a fixed xdist) is left to xdist's own rule.
+    """
+
+    def __init__(self, where: Path) -> None:
+        self.where = where
+
+    @pytest.hookimpl(trylast=True)  # after every mark is in place
+    def pytest_collection_modifyitems(
+        self, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        worker = getattr(config, "workerinput", {}).get("workerid")
+        if worker is None:
+            return
+        groups = {}
+        for item in items:
+            names = sorted(
+                {
+                    str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                    for m in item.iter_markers("xdist_group")
+                }
+            )
+            if names:
+                groups[item.nodeid] = "_".join(names)
+        (self.where / f"groups-{worker}.json").write_text(json.dumps(groups))
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        if config.getvalue("dist") != "loadgroup":
+            return None
+        from xdist.scheduler import LoadGroupScheduling
+
+        where = self.where
+
+        class Scheduling(LoadGroupScheduling):  # type: ignore[misc]
+            groups: dict[str, str] | None = None
+
+            def _split_scope(self, nodeid: str) -> str:
+                if self.groups is None:  # every worker has collected by now, all alike
+                    self.groups = {}
+                    for path in where.glob("groups-*.json"):
+                        self.groups.update(json.loads(path.read_text()))
+                return self.groups.get(nodeid) or super()._split_scope(nodeid)
+
+        return Scheduling(config, log)
+
+
+# ---------------------------------------------------------------------------- per session
+_SESSIONS_DIR = pytest.StashKey[Path]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.pluginmanager.hasplugin("timeout"):
+        config.pluginmanager.register(_TimeoutWatch(), "evocluster-timeout-watch")
+    if not hasattr(config, "workerinput"):  # the controller, or a run without xdist
+        where = Path(tempfile.mkdtemp(prefix="evocluster-test-sessions-"))
+        config.stash[_SESSIONS_DIR] = where
+        os.environ[helpers.SESSIONS_ENV] = str(where)  # xdist workers inherit it
+    elif os.environ.get(helpers.SESSIONS_ENV):
+        where = Path(os.environ[helpers.SESSIONS_ENV])
+    else:  # a worker that did not inherit it (not started by this controller's machine)
+        return
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistGroups(where), "evocluster-xdist-groups")
+
+
+def _recorded_sessions(where: Path) -> set[int]:
+    sids = set()
+    for path in where.glob("*.sids"):
+        sids.update(int(line) for line in path.read_text().split())
+    return sids
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_sessionfinish(session: pytest.Session) -> Generator[None, object, object]:
+    result = yield  # every other sessionfinish first: xdist stops its workers there
+    where = session.config.stash.get(_SESSIONS_DIR, None)
+    if where is not None:
+        _check_nothing_left(session, where)
+    return result
+
+
+def _check_nothing_left(session: pytest.Session, where: Path) -> None:
+    sids = _recorded_sessions(where)
+    deadline = time.monotonic() + 5  # a run's last processes may still be on their way out
+    alive = {sid: helpers.session_processes(sid) for sid in sids}
+    while any(alive.values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = {sid: helpers.session_processes(sid) for sid in sids}
+    left = {sid: helpers.kill_session(sid) for sid, pids in alive.items() if pids}
+    left = {sid: pids for sid, pids in left.items() if pids}
+    shutil.rmtree(where, ignore_errors=True)
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = (
+            f"processes of {len(left)} of the {len(sids)} runs the tests started outlived the "
+            f"test session (killed now): {left}"
+        )
+        if reporter is not None:
+            reporter.write("\n")
+            reporter.write_sep("!", "LEFT BEHIND", red=True, bold=True)
+            reporter.write_line(message, red=True)
+        else:
+            print(message, flush=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
