@@ -94,6 +94,17 @@ def test_work_of_an_executor_never_shut_down_finishes_before_exit(tmp_path: Path
     assert all(m.exists() for m in marks), output(r)  # as the stdlib's executors do
 
 
+def command(how: str, script: str) -> list[str]:
+    """``script`` run without the launcher, under it on a local pool or serially, or under MPI."""
+    if how == "plain-python":
+        return [sys.executable, script]
+    if how == "launcher-local":
+        return launcher("--backend", "local", "--workers", "2", script)
+    if how == "launcher-serial":
+        return launcher("--backend", "serial", script)
+    return mpi_command("mpich-wheel", 3, script)
+
+
 BODY_DEFAULT_SHUTDOWN = """
 ex = evocluster.get_executor()
 assert evocluster.map(abs, [-1, -2]) == [1, 2]
@@ -105,16 +116,7 @@ print("done", flush=True)
 
 @pytest.mark.parametrize("how", ["plain-python", "launcher-local", "launcher-serial", "mpi-n3"])
 def test_default_executor_shut_down_then_exit_time_shutdown(tmp_path: Path, how: str) -> None:
-    script = job(tmp_path, BODY_DEFAULT_SHUTDOWN)
-    if how == "plain-python":
-        cmd = [sys.executable, script]
-    elif how == "launcher-local":
-        cmd = launcher("--backend", "local", "--workers", "2", script)
-    elif how == "launcher-serial":
-        cmd = launcher("--backend", "serial", script)
-    else:
-        cmd = mpi_command("mpich-wheel", 3, script)
-    r = run(cmd, timeout=90, no_leftovers=True)
+    r = run(command(how, job(tmp_path, BODY_DEFAULT_SHUTDOWN)), timeout=90, no_leftovers=True)
     assert r.returncode == 0, output(r)
     assert "done" in r.stdout, output(r)
     assert "Exception ignored" not in r.stderr and "Traceback" not in r.stderr, output(r)
@@ -132,12 +134,5 @@ print("done", flush=True)
 
 @pytest.mark.parametrize("how", ["plain-python", "launcher-local", "mpi-n3"])
 def test_default_executor_used_as_a_context_manager_then_again(tmp_path: Path, how: str) -> None:
-    script = job(tmp_path, BODY_DEFAULT_AS_CONTEXT)
-    if how == "plain-python":
-        cmd = [sys.executable, script]
-    elif how == "launcher-local":
-        cmd = launcher("--backend", "local", "--workers", "2", script)
-    else:
-        cmd = mpi_command("mpich-wheel", 3, script)
-    r = run(cmd, timeout=90, no_leftovers=True)
+    r = run(command(how, job(tmp_path, BODY_DEFAULT_AS_CONTEXT)), timeout=90, no_leftovers=True)
     assert r.returncode == 0 and "done" in r.stdout, output(r)
