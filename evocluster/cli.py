@@ -186,7 +186,7 @@ class _Launch(NamedTuple):
     options: config.Options
     backend: str  # "mpi", "local" or "serial" (the serial one also for a 1-rank MPI world)
     mpi: Any  # evocluster.backends.mpi, when MPI was started; else None
-    job: dict[str, Any] | None  # None: no job was named (a usage error on the master)
+    job: jobfile.JobSpec | None  # None: no job was named (a usage error on the master)
     target: str  # the job as the user named it, for messages
     checkpoint: dict[str, Any] | None = None  # checkpoint.set_defaults' arguments, if any
 

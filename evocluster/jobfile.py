@@ -19,7 +19,7 @@ import os
 import runpy
 import sys
 import types
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import JobError
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "WORKER_NAME",
+    "JobSpec",
     "alias_worker_module",
     "check",
     "import_for_worker",
@@ -42,21 +43,32 @@ WORKER_NAME = "__worker__"
 in_worker = False
 
 
-def spec(path: str | None, module: str | None, args: list[str]) -> dict[str, Any]:
-    """A job description that can travel to workers (plain data)."""
-    if path is not None:
-        path = os.path.abspath(path)
-    return {
-        "path": path,
-        "module": module,
-        "args": list(args),
-        "cwd": os.getcwd(),
-        # workers add the master's import path, so modules the master imported resolve there too
-        "sys_path": [os.path.abspath(p) if p else os.getcwd() for p in sys.path],
-    }
+class JobSpec(NamedTuple):
+    """What a worker needs to import the job the master runs; travels to every worker.
+
+    At most one of ``path`` and ``module`` is set; neither for a master without a script (an
+    interactive session, ``python -c``), whose workers get only the import path."""
+
+    path: str | None  # the job file, absolute
+    module: str | None  # or the module run with ``-m``
+    args: tuple[str, ...]  # the job's own arguments (its ``sys.argv[1:]``)
+    cwd: str  # the master's working directory (``-m`` jobs import from it)
+    # the master's import path: workers append it, so modules the master imported resolve there
+    sys_path: tuple[str, ...]
 
 
-def spec_for_current_main() -> dict[str, Any]:
+def spec(path: str | None, module: str | None, args: list[str] | tuple[str, ...]) -> JobSpec:
+    """The spec of a job started in this process, as this process sees its paths now."""
+    return JobSpec(
+        path=os.path.abspath(path) if path is not None else None,
+        module=module,
+        args=tuple(args),
+        cwd=os.getcwd(),
+        sys_path=tuple(os.path.abspath(p) if p else os.getcwd() for p in sys.path),
+    )
+
+
+def spec_for_current_main() -> JobSpec:
     """The job spec of a script started with plain ``python job.py`` (no launcher).
 
     Without a script file (an interactive session, ``python -c``) there is nothing to import:
@@ -71,24 +83,26 @@ def spec_for_current_main() -> dict[str, Any]:
     return spec(path, None, sys.argv[1:])
 
 
-def check(job: dict[str, Any]) -> None:
+def check(job: JobSpec) -> None:
     """Fail early, on the master, if the job cannot be found or does not compile.
 
     Raises:
         JobError: with a message that names the file or module and what is wrong.
     """
-    if job["module"] is not None:
+    if job.module is not None:
         try:
-            found = importlib.util.find_spec(job["module"])
+            found = importlib.util.find_spec(job.module)
         except (ImportError, ValueError) as e:
-            raise JobError(f"cannot find job module {job['module']!r}: {e}") from e
+            raise JobError(f"cannot find job module {job.module!r}: {e}") from e
         if found is None:
             raise JobError(
-                f"no module named {job['module']!r}: check the name and that its package is on "
+                f"no module named {job.module!r}: check the name and that its package is on "
                 "sys.path (run from the directory that contains it, or install it)"
             )
         return
-    path = job["path"]
+    path = job.path
+    if path is None:
+        raise JobError("no job file or module was named")
     if not os.path.isfile(path):
         raise JobError(f"job file {path!r} not found (current directory: {os.getcwd()})")
     with open(path, "rb") as fh:
@@ -138,16 +152,16 @@ def _bound_names(body: list[ast.stmt]) -> set[str]:
     return names
 
 
-def module_level_names(job: dict[str, Any]) -> set[str]:
+def module_level_names(job: JobSpec) -> set[str]:
     """The names the job binds at module level outside its main guard: what a worker's
     ``__main__`` (the job imported as ``__worker__``) will have.  Empty if there is no source."""
     source: str | bytes | None = None
     try:
-        if job["path"] is not None:
-            with open(job["path"], "rb") as fh:
+        if job.path is not None:
+            with open(job.path, "rb") as fh:
                 source = fh.read()
-        elif job["module"] is not None:
-            name = job["module"]
+        elif job.module is not None:
+            name = job.module
             found = importlib.util.find_spec(name)
             if found is not None and found.submodule_search_locations is not None:
                 found = importlib.util.find_spec(name + ".__main__")
@@ -160,33 +174,33 @@ def module_level_names(job: dict[str, Any]) -> set[str]:
         return set()
 
 
-def same_job(a: dict[str, Any], b: dict[str, Any]) -> bool:
+def same_job(a: JobSpec, b: JobSpec) -> bool:
     """Whether two specs run the same code (their import paths may differ)."""
-    return all(a.get(k) == b.get(k) for k in ("path", "module", "args", "cwd"))
+    return a._replace(sys_path=()) == b._replace(sys_path=())
 
 
-def add_import_path(job: dict[str, Any]) -> None:
+def add_import_path(job: JobSpec) -> None:
     """Append the job's import path (the master's) to this process's."""
-    sys.path.extend(p for p in job.get("sys_path", []) if p not in sys.path)
+    sys.path.extend(p for p in job.sys_path if p not in sys.path)
 
 
-def _prepare_sys(job: dict[str, Any]) -> None:
+def _prepare_sys(job: JobSpec) -> None:
     add_import_path(job)
-    if job["path"] is not None:
-        sys.argv = [job["path"], *job["args"]]
-        sys.path.insert(0, os.path.dirname(job["path"]))
-    elif job["module"] is not None:
-        sys.argv = [job["module"], *job["args"]]
-        sys.path.insert(0, job["cwd"])
+    if job.path is not None:
+        sys.argv = [job.path, *job.args]
+        sys.path.insert(0, os.path.dirname(job.path))
+    elif job.module is not None:
+        sys.argv = [job.module, *job.args]
+        sys.path.insert(0, job.cwd)
 
 
-def run_as_main(job: dict[str, Any]) -> None:
+def run_as_main(job: JobSpec) -> None:
     """Run the job as ``__main__`` in this process (the master).  Exceptions propagate."""
     _prepare_sys(job)
-    if job["module"] is not None:
-        runpy.run_module(job["module"], run_name="__main__", alter_sys=True)
-    else:
-        runpy.run_path(job["path"], run_name="__main__")
+    if job.module is not None:
+        runpy.run_module(job.module, run_name="__main__", alter_sys=True)
+    elif job.path is not None:
+        runpy.run_path(job.path, run_name="__main__")
 
 
 class _MainAlias(types.ModuleType):
@@ -212,15 +226,15 @@ def alias_worker_module() -> None:
     sys.modules[WORKER_NAME] = _MainAlias(WORKER_NAME, "the master's alias of the job's __main__")
 
 
-def import_for_worker(job: dict[str, Any]) -> types.ModuleType | None:
+def import_for_worker(job: JobSpec) -> types.ModuleType | None:
     """Import the job under :data:`WORKER_NAME` and alias it as ``__main__`` (a worker)."""
     global in_worker
     in_worker = True
     _prepare_sys(job)
-    if job["path"] is None and job["module"] is None:
+    if job.path is None and job.module is None:
         return None
-    if job["module"] is not None:
-        name = job["module"]
+    if job.module is not None:
+        name = job.module
         found = importlib.util.find_spec(name)
         if found is not None and found.submodule_search_locations is not None:
             name += ".__main__"  # a package runs as its __main__ submodule, as runpy does
@@ -232,10 +246,11 @@ def import_for_worker(job: dict[str, Any]) -> types.ModuleType | None:
         loader: Any = found.loader
         code = loader.get_code(name)
     else:
+        path = str(job.path)  # set: a spec names a path, a module, or neither (returned above)
         module = types.ModuleType(WORKER_NAME)
-        module.__file__ = job["path"]
-        with open(job["path"], "rb") as fh:
-            code = compile(fh.read(), job["path"], "exec")
+        module.__file__ = path
+        with open(path, "rb") as fh:
+            code = compile(fh.read(), path, "exec")
     sys.modules[WORKER_NAME] = module
     sys.modules["__main__"] = module
     exec(code, module.__dict__)

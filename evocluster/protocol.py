@@ -15,7 +15,10 @@ has.  The conversation of one worker::
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from .jobfile import JobSpec
 
 __all__ = [
     "BYE",
@@ -67,7 +70,7 @@ class Doorbell(NamedTuple):
 
 class Init(NamedTuple):
     kind: str
-    job: dict[str, Any]
+    job: JobSpec
     options: dict[str, Any]
 
 
@@ -113,7 +116,7 @@ def doorbell(hosts: list[str], port: int, token: bytes) -> Doorbell:
     return Doorbell(DOORBELL, hosts, port, token)
 
 
-def init(job: dict[str, Any], options: dict[str, Any]) -> Init:
+def init(job: JobSpec, options: dict[str, Any]) -> Init:
     """Master -> worker, once: what to import (``job``) and the executor's options."""
     return Init(INIT, job, options)
 

@@ -159,7 +159,7 @@ def in_evaluation() -> str | None:
     return label
 
 
-def _import_job(job: dict[str, Any]) -> str | None:
+def _import_job(job: jobfile.JobSpec) -> str | None:
     """Import the job as a worker does; return the formatted traceback if that fails."""
     try:
         jobfile.import_for_worker(job)
@@ -168,7 +168,7 @@ def _import_job(job: dict[str, Any]) -> str | None:
     return None
 
 
-def serve(channel: Channel, job: dict[str, Any] | None = None) -> int:
+def serve(channel: Channel, job: jobfile.JobSpec | None = None) -> int:
     """Serve the master over ``channel`` until STOP.  Returns the process exit code.
 
     ``job``: the job as this worker's own command line describes it.  It is imported at once,

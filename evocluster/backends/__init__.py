@@ -18,13 +18,14 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..config import Options
 from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
     from .._scheduling import Scheduling
+    from ..jobfile import JobSpec
     from .base import Transport
 
 __all__ = ["SCOOP_LAUNCH", "TRANSPORTS", "open_scoop_pool", "open_transport", "scoop_running"]
@@ -36,33 +37,33 @@ SCOOP_LAUNCH = (
 )
 
 
-def _serial(options: Options, job: dict[str, Any]) -> Transport:
+def _serial(options: Options, job: JobSpec) -> Transport:
     from .local import InlineTransport
 
     return InlineTransport()
 
 
-def _local(options: Options, job: dict[str, Any]) -> Transport:
+def _local(options: Options, job: JobSpec) -> Transport:
     from .local import ProcessTransport
 
     return ProcessTransport(options.workers or os.cpu_count() or 1, job, options)
 
 
-def _mpi(options: Options, job: dict[str, Any]) -> Transport:
+def _mpi(options: Options, job: JobSpec) -> Transport:
     from .mpi import MPITransport  # starts MPI: the launcher's master rank only
 
     return MPITransport(job, options)
 
 
 #: The thread-driven backends: name -> factory of its transport, given the options and the job.
-TRANSPORTS: dict[str, Callable[[Options, dict[str, Any]], Transport]] = {
+TRANSPORTS: dict[str, Callable[[Options, JobSpec], Transport]] = {
     "serial": _serial,
     "local": _local,
     "mpi": _mpi,
 }
 
 
-def open_transport(name: str, options: Options, job: dict[str, Any]) -> Transport:
+def open_transport(name: str, options: Options, job: JobSpec) -> Transport:
     """Start the transport of backend ``name``, whose workers import ``job``."""
     try:
         factory = TRANSPORTS[name]

@@ -41,12 +41,15 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import protocol
 from ..serialization import Frames, dumps, loads
 from ..worker import Worker, serve
 from .base import Channel, Event, Transport, assemble, decode_envelope, encode_envelope
+
+if TYPE_CHECKING:
+    from ..jobfile import JobSpec
 
 __all__ = ["InlineTransport", "LocalChannel", "ProcessTransport"]
 
@@ -267,7 +270,7 @@ class ProcessTransport(Transport):
     # pool from deadlocking).
     async_sends = False
 
-    def __init__(self, n: int, job: dict[str, Any], options: Any) -> None:
+    def __init__(self, n: int, job: JobSpec, options: Any) -> None:
         self.n_workers = n
         self._links: list[_Link] = []
         self._procs: list[subprocess.Popen[bytes]] = []

@@ -29,13 +29,16 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mpi4py import MPI
 
 from .. import config, protocol
 from ..serialization import Frames, dumps, loads
 from . import doorbell
+
+if TYPE_CHECKING:
+    from ..jobfile import JobSpec
 from .base import (
     Backoff,
     Channel,
@@ -139,7 +142,7 @@ class MPITransport(Transport):
 
     async_sends = True  # Isend: a prefetched large chunk moves once its worker looks for it
 
-    def __init__(self, job: dict[str, Any], options: config.Options) -> None:
+    def __init__(self, job: JobSpec, options: config.Options) -> None:
         self._comm = MPI.COMM_WORLD
         self._size = self._comm.Get_size()
         self.n_workers = self._size - 1
@@ -344,7 +347,7 @@ def _await_byes(comm: Any, n_workers: int, options: config.Options) -> bool:
     return len(gone) == n_workers
 
 
-def serve_worker(options: config.Options, job: dict[str, Any] | None = None) -> int:
+def serve_worker(options: config.Options, job: JobSpec | None = None) -> int:
     """Run this rank as a worker until the master says STOP (``job``: see ``worker.serve``)."""
     from ..worker import serve
 
