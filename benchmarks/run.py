@@ -7,7 +7,9 @@ Each run is its own process tree, launched as that system's users launch a job (
 ``systems.py``), with a per-run time limit; ``bench_job.py`` is the job.  Runs are interleaved
 repetition by repetition (and the system order rotates) so that the load of this shared machine
 drifts over every system alike.  Ratios compare each system with mpi4py.futures measured in the
-same invocation.  Progress goes to stderr, the report to stdout.  See ``benchmarks/README.md``.
+same invocation; a variant (evocluster with ``--isolate`` or ``--eval-timeout``, W1 and W2 only)
+also with the same system without the option.  Progress goes to stderr, the report to stdout.
+See ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -323,6 +325,65 @@ def _notes(r: dict[str, Any]) -> list[str]:
     return notes
 
 
+#: issue 14's target: W2 efficiency with isolation
+ISOLATION_TARGET = 0.95
+
+
+def variant_costs(records: list[dict[str, Any]], syss: list[str], cols: list[Column]) -> list[str]:
+    """The cost of a failure option: each variant's figures (medians) over those of the same
+    system without it, measured in this same invocation; nothing when no variant ran."""
+    pairs = [
+        (s, base)
+        for s in syss
+        if (base := systems.SYSTEMS[s].baseline) is not None
+        and any(r["system"] == s for r in records)
+    ]
+    cols = [c for c in cols if c.higher_is_better is not None and not c.engine]
+    cols = [c for c in cols if any(_runs(records, s, c.workload) for s, _ in pairs)]
+    if not pairs or not cols:
+        return []
+    lines = [
+        "",
+        "## Cost of isolation and of eval timeouts",
+        "",
+        "`value (xC)`: C = value / the same system without the option (its row above), in this "
+        "same invocation (medians over the repetitions): the figure with the option over the "
+        "figure without.  `+isolate`: `--isolate`; `+timeout`: "
+        f"`--eval-timeout {systems.VARIANT_TIMEOUT_S:g}` (never fires: the cost of arming it).",
+        "",
+        "| system | without | "
+        + " | ".join(c.label + {True: " ↑", False: " ↓"}[c.higher_is_better] for c in cols)
+        + " |",
+    ]
+    lines.append("|---|---|" + "---|" * len(cols))
+    for s, base in pairs:
+        cells = []
+        for c in cols:
+            runs = _runs(records, s, c.workload)
+            bad = [r for r in runs if not r.get("ok")]
+            if not runs:
+                cells.append("-")
+            elif bad:
+                cells.append(f"FAIL ({len(bad)}/{len(runs)})")
+            else:
+                v, bv = _median(runs, c.key), _median(_runs(records, base, c.workload), c.key)
+                cells.append(fmt(v) + _ratio(v, bv, None))
+        without = base if base in syss else f"{base} (not run)"
+        lines.append(f"| {s} | {without} | " + " | ".join(cells) + " |")
+    iso = [(s, _median(_runs(records, s, "W2"), "efficiency")) for s, _ in pairs]
+    iso = [(s, e) for s, e in iso if s.endswith("+isolate") and e is not None]
+    if iso:
+        lines += [
+            "",
+            f"Target (issue 14): W2 efficiency with isolation >= {ISOLATION_TARGET:g}: "
+            + "; ".join(
+                f"{s} {fmt(e)}, {'met' if e >= ISOLATION_TARGET else 'NOT met'}" for s, e in iso
+            )
+            + ".",
+        ]
+    return lines
+
+
 def report(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     syss = meta["systems"]
     wls = meta["workloads"]
@@ -407,6 +468,7 @@ def report(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 rv = _median(ref_runs, c.ref_key or c.key)
                 cells.append(_fig(v, cap) + _ratio(v, rv, cap))
         lines.append(f"| {s} | {systems.SYSTEMS[s].chunksize} | " + " | ".join(cells) + " |")
+    lines += variant_costs(records, syss, cols)
 
     lines += [
         "",
@@ -511,6 +573,8 @@ def main(argv: list[str]) -> int:
                 wl = workloads.WORKLOADS[w]
                 k = (rep - 1) % len(syss)
                 for s in syss[k:] + syss[:k]:
+                    if not systems.SYSTEMS[s].runs(w):  # a variant: W1 and W2 only
+                        continue
                     rec = run_one(s, wl, rep, a.quick, Path(tmp))
                     records.append(rec)
                     with out.open("a") as fh:

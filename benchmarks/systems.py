@@ -71,8 +71,20 @@ def launch_openmpi_module(module: str) -> Callable[[str, list[str], int], list[s
     return argv
 
 
+#: evocluster's launcher starts at most this many local workers per core unless
+#: ``--force-workers`` (``evocluster/backends/__init__.py`` ``WORKERS_PER_CORE``; not imported:
+#: the driver imports no system)
+LOCAL_WORKERS_PER_CORE = 4
+
+
 def launch_evocluster_local(python: str, job: list[str], workers: int) -> list[str]:
-    return [python, "-m", "evocluster", "--backend", "local", "--workers", str(workers), *job]
+    """``python -m evocluster --backend local --workers W job.py ...``, plus ``--force-workers``
+    where W is above the launcher's cap (W2 and W3's 16 workers on fewer than 4 cores), as its
+    users must write it there."""
+    argv = [python, "-m", "evocluster", "--backend", "local", "--workers", str(workers)]
+    if workers > LOCAL_WORKERS_PER_CORE * (os.cpu_count() or 1):
+        argv.append("--force-workers")
+    return [*argv, *job]
 
 
 def launch_scoop(extra: int) -> Callable[[str, list[str], int], list[str]]:
@@ -91,15 +103,35 @@ def launch_python(python: str, job: list[str], workers: int) -> list[str]:
     return [python, *job]
 
 
+def with_flags(
+    launch: Callable[[str, list[str], int], list[str]], flags: list[str]
+) -> Callable[[str, list[str], int], list[str]]:
+    """``launch`` with evocluster launcher flags (``--isolate``, ``--eval-timeout S``) just before
+    the job, where its users put them: ``python -m evocluster --isolate job.py ...``."""
+
+    def argv(python: str, job: list[str], workers: int) -> list[str]:
+        base = launch(python, job, workers)
+        at = len(base) - len(job)  # the job is the argv's tail
+        return [*base[:at], *flags, *base[at:]]
+
+    return argv
+
+
 # ------------------------------------------------------------------------------ pools
 @contextlib.contextmanager
-def evocluster_pool(workers: int, backend: str) -> Iterator[PMap]:
-    """The pool the launcher started; the launcher also stops it after the job."""
+def evocluster_pool(
+    workers: int, backend: str, options: dict[str, Any] | None = None
+) -> Iterator[PMap]:
+    """The pool the launcher started; the launcher also stops it after the job.  ``options``:
+    :class:`evocluster.config.Options` fields the launcher's flags must have set (a variant)."""
     import evocluster
 
     ex = evocluster.get_executor()
     if (ex.backend, ex.n_workers) != (backend, workers):
         raise RuntimeError(f"expected {backend} x {workers}, got {ex.backend} x {ex.n_workers}")
+    for name, want in (options or {}).items():
+        if getattr(ex.options, name) != want:
+            raise RuntimeError(f"expected {name}={want!r}, got {getattr(ex.options, name)!r}")
 
     def pmap(fn: Fn, items: list[Any], timeout: float | None = None) -> list[Any]:
         if timeout is None:
@@ -222,6 +254,14 @@ class System:
     missing: Callable[[], str | None] = lambda: None
     #: whose figures the report's ratios divide by: the reference on the same MPI
     reference: str = REFERENCE
+    #: a variant (evocluster with a failure option): the system it is without the option, that
+    #: the report's cost table divides by; None: not a variant
+    baseline: str | None = None
+    #: the workloads it runs (None: all); run.py skips the others
+    workloads: tuple[str, ...] | None = None
+
+    def runs(self, workload: str) -> bool:
+        return self.workloads is None or workload in self.workloads
 
 
 def evocluster_executor() -> Any:
@@ -231,11 +271,47 @@ def evocluster_executor() -> Any:
     return evocluster.get_executor()
 
 
-def _evo(backend: str) -> Callable[[int], contextlib.AbstractContextManager[PMap]]:
+def _evo(
+    backend: str, options: dict[str, Any] | None = None
+) -> Callable[[int], contextlib.AbstractContextManager[PMap]]:
     def pool(workers: int) -> contextlib.AbstractContextManager[PMap]:
-        return evocluster_pool(workers, backend)
+        return evocluster_pool(workers, backend, options)
 
     return pool
+
+
+#: The variants' eval timeout: long enough never to fire, so its figures are the cost of arming it
+#: (SIGALRM around every evaluation in the worker).
+VARIANT_TIMEOUT_S = 3600.0
+
+#: What the variants measure: each evocluster system below with one failure option, against the
+#: same system without it (issue 14: "W1 and W2 with --isolate and with --eval-timeout").
+VARIANTS = {
+    "isolate": (["--isolate"], {"isolate": True}),
+    "timeout": (
+        ["--eval-timeout", f"{VARIANT_TIMEOUT_S:g}"],
+        {"eval_timeout": VARIANT_TIMEOUT_S, "isolate": False},
+    ),
+}
+VARIANT_WORKLOADS = ("W1", "W2")
+
+
+def _variants(
+    base: str, launch: Callable[[str, list[str], int], list[str]], backend: str
+) -> list[System]:
+    """``base+isolate`` and ``base+timeout``: ``base``'s launch with the option's flags."""
+    return [
+        System(
+            f"{base}+{v}",
+            with_flags(launch, flags),
+            _evo(backend, options),
+            "adaptive",
+            executor=evocluster_executor,
+            baseline=base,
+            workloads=VARIANT_WORKLOADS,
+        )
+        for v, (flags, options) in VARIANTS.items()
+    ]
 
 
 SYSTEMS: dict[str, System] = {
@@ -291,6 +367,9 @@ SYSTEMS: dict[str, System] = {
             missing=openmpi_missing,
             reference="mpi4py.futures-openmpi",
         ),
+        # evocluster with --isolate and with --eval-timeout (W1 and W2 only): the cost of each
+        *_variants("evocluster-local", launch_evocluster_local, "local"),
+        *_variants("evocluster-mpi", launch_mpiexec_module("evocluster"), "mpi"),
     ]
 }
 

@@ -62,6 +62,7 @@ class Pool(Scheduling):
         self._known = [FunctionCache(FN_CACHE_SIZE) for _ in range(n)]
         self._labels = [transport.describe(w) for w in range(n)]
         self._dead = [False] * n
+        transport.work_of = self._work_of
         self._thread = threading.Thread(target=self._run, name=f"evocluster-{name}", daemon=True)
         self._thread.start()
 
@@ -104,6 +105,28 @@ class Pool(Scheduling):
         if wait and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
         return not self._thread.is_alive()
+
+    def abandoned_only(self) -> bool:
+        """Whether every job this pool still holds was abandoned by its caller: a map whose
+        iterator was dropped (a timeout, an exception) or cancelled, a cancelled future (the
+        exit path then need not wait for it).  Reads the scheduler thread's state from another
+        thread: a copy that races with it counts as "not only abandoned" (the caller looks
+        again a moment later)."""
+        try:
+            with self._lock:
+                jobs = [*self._incoming, *self._jobs]
+            jobs += [chunk.job for _, chunk in list(self._inflight.values())]
+            staged = self._staged
+        except RuntimeError:  # mutated while copied
+            return False
+        if staged is not None:
+            jobs.append(staged.job)
+        # no job at all: the scheduler is only waiting for the workers to say goodbye (slow to
+        # start or to stop on a loaded machine), which is nothing abandoned
+        return bool(jobs) and all(
+            job.done or job.cancelled or (job.future is not None and job.future.cancelled())
+            for job in jobs
+        )
 
     def wait_slot(self, job: Job, i: int, deadline: float | None) -> Any:
         value = job.values[i]
@@ -203,6 +226,10 @@ class Pool(Scheduling):
                 self._staged = None
                 self._cancel(job, chunk.start, chunk.stop)
                 continue
+            retarget = self._retarget(chunk, w)
+            if retarget is None:
+                return
+            w = retarget
             include = not self._known[w].touch(job.fn_key)
             size = chunk.nbytes + (frames_nbytes(job.fn_payload) if include else 0)
             busy = self._load[w] > 0
@@ -212,7 +239,7 @@ class Pool(Scheduling):
                 # evaluation must not queue behind a long one
                 self._staged = chunk
                 w = self._pick_worker(idle_only=True)
-                if w is None:
+                if w is None or (w == chunk.avoid and self.n_workers > 1):
                     return
                 include = not self._known[w].touch(job.fn_key)
             self._staged = None
@@ -220,14 +247,60 @@ class Pool(Scheduling):
                 self._known[w].put(job.fn_key, True)
             cid = next(self._ids)
             payload = nest(job.fn_payload) if include else None
-            frames = dumps(protocol.task(cid, job.fn_key, payload, chunk.frames))
+            frames = dumps(protocol.task(cid, job.fn_key, payload, chunk.frames, job.rules.limits))
             self.transport.send(w, frames, idle=self._load[w] == 0)
             self._count_sent(frames, chunk, include)
+            chunk.worker = w
             self._inflight[cid] = (w, chunk)
-            self._levels[self._load[w]].popleft()
-            self._load[w] += 1
-            if self._load[w] < self._prefetch:
-                self._levels[self._load[w]].append(w)
+            self._take_slot(w)
+
+    def _take_slot(self, w: int) -> None:
+        """Worker ``w`` has one more chunk in flight: move it up one level (a worker taken out
+        of turn, for a retry, leaves a stale entry behind, which ``_pick_worker`` skips)."""
+        level = self._levels[self._load[w]]
+        if level and level[0] == w:
+            level.popleft()
+        self._load[w] += 1
+        if self._load[w] < self._prefetch:
+            self._levels[self._load[w]].append(w)
+
+    def _retarget(self, chunk: Chunk, w: int) -> int | None:
+        """The worker ``chunk`` goes to, given ``w`` is free: ``w``, unless the chunk retries an
+        item that failed on ``w`` and another worker is alive; ``None`` (the chunk waits,
+        staged) when none of them can take it now."""
+        if chunk.avoid != w or self.n_workers == 1:
+            return w
+        other = self._pick_other(chunk.avoid)
+        if other is None:
+            self._staged = chunk
+        return other
+
+    def _work_of(self, worker: int) -> str:
+        """What ``worker`` is evaluating, in words (read from another thread: a transport's
+        report of the worker's death)."""
+        chunks = [chunk for w, chunk in list(self._inflight.values()) if w == worker]
+        if not chunks:
+            return ""
+        first = chunks[0]  # sent first: the one it evaluates (the others wait behind it)
+        n = first.stop - first.start
+        what = f"item {first.start}" if n == 1 else f"items {first.start}-{first.stop - 1}"
+        return f"{what} of {first.job.rules.function or 'a call'}"
+
+    def _pick_other(self, avoid: int) -> int | None:
+        """A worker other than ``avoid`` that can take a chunk now (the least loaded), if any
+        is alive; ``avoid`` itself when every other worker is dead."""
+        best: int | None = None
+        alive = False
+        for w in range(self.n_workers):
+            if w == avoid or self._dead[w]:
+                continue
+            alive = True
+            load = self._load[w]
+            if load < self._prefetch and (best is None or load < self._load[best]):
+                best = w
+        if not alive:
+            return avoid
+        return best
 
     def _on_result(self, worker: int, record: protocol.Result) -> None:
         w, chunk = self._inflight.pop(record.chunk_id)

@@ -15,6 +15,10 @@ that drives it (:mod:`evocluster._pool`'s scheduler thread, or SCOOP's main thre
   by the driver as it starts the task, or by whoever cancels it first, who also tells its waiters.
 * Every job belongs to an :class:`Owner` (one per ``Executor``): the executor's own state that the
   policy must reach, when that executor's initializer fails on a worker.
+* A failed evaluation (the fitness raised, timed out, or its process died) becomes what the job's
+  :class:`Rules` say (:meth:`Scheduling._apply_rules`): the caller's exception, the penalty, or
+  a retry on another worker; each one is recorded as a :class:`~evocluster.errors.Failure` in
+  its owner's ``failures``.
 """
 
 from __future__ import annotations
@@ -24,10 +28,10 @@ import math
 import threading
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import config, protocol, serialization
-from .errors import BrokenPool, SerializationError
+from .errors import BrokenPool, Failure, SerializationError
 from .serialization import FunctionTable, dumps_args, frames_nbytes, loads, nest, unpack_exception
 
 __all__ = [
@@ -37,6 +41,7 @@ __all__ = [
     "Chunk",
     "Job",
     "Owner",
+    "Rules",
     "Scheduling",
     "args_label",
     "check_args",
@@ -48,10 +53,47 @@ FAILED = object()  # a map slot whose evaluation raised; the exception is in job
 CANCELLED = object()  # a map slot that will never be evaluated
 
 
+class Rules(NamedTuple):
+    """What becomes of a job's failed evaluations, and how its items are evaluated."""
+
+    retries: int = 0  # evaluate a failed item again, up to this many more times...
+    fallback: str = "raise"  # ...then "raise" (the caller gets the exception) or "penalize"
+    penalty: Any = None  # a penalized item's result (master-side: never sent)
+    limits: protocol.Limits | None = None  # how workers evaluate (timeout, isolation)
+    function: str = ""  # the callable's name, for the failure records
+
+    @classmethod
+    def from_options(cls, options: config.Options, function: str = "") -> Rules:
+        limits = protocol.Limits(options.eval_timeout, options.isolate, options.eval_memory)
+        return cls(
+            options.retries,
+            options.fallback,
+            options.penalty,
+            None if limits == protocol.Limits() else limits,
+            function,
+        )
+
+
+RAISE = Rules()
+
+
+def function_name(fn: Any) -> str:
+    """``module.qualname`` of a callable (through ``functools.partial`` and wrappers)."""
+    for _ in range(8):
+        inner = getattr(fn, "func", None) or getattr(fn, "fn", None)
+        if inner is None or not callable(inner):
+            break
+        fn = inner
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    module = getattr(fn, "__module__", None)
+    return f"{module}.{name}" if module else str(name)
+
+
 class Job:
     """One ``submit`` (with a ``future``) or one ``map`` call (with ``values``)."""
 
     __slots__ = (
+        "attempts",
         "cancelled",
         "chunksize",
         "done",
@@ -68,6 +110,7 @@ class Job:
         "owner",
         "policy",
         "remaining",
+        "rules",
         "star",
         "started",
         "values",
@@ -83,8 +126,11 @@ class Job:
         chunksize: int | None,
         future: Future[Any] | None,
         policy: str,
+        rules: Rules = RAISE,
     ) -> None:
         self.fn_key = fn_key
+        self.rules = rules
+        self.attempts: dict[int, int] = {}  # item index -> failed attempts so far
         self.policy = policy
         self.star = star  # items are argument tuples (else each item is the one argument)
         self.fn_payload = fn_payload
@@ -120,20 +166,23 @@ class Job:
 class Chunk:
     """Items ``start:stop`` of ``job``, serialised (``frames``, nested; ``nbytes`` in all)."""
 
-    __slots__ = ("cid", "frames", "job", "nbytes", "start", "stop")
+    __slots__ = ("avoid", "cid", "frames", "job", "nbytes", "start", "stop", "worker")
 
     def __init__(self, job: Job, start: int, stop: int, frames: Any, nbytes: int) -> None:
         self.job, self.start, self.stop, self.frames, self.nbytes = job, start, stop, frames, nbytes
         self.cid = -1  # set by a pool that tracks chunks by id when it sends one
+        self.worker = -1  # set by a pool that knows which worker it sent the chunk to
+        self.avoid = -1  # a retry: the worker whose attempt failed (another one, if there is)
 
 
 class Owner:
     """What the scheduler knows of the executor that submitted a job (one per ``Executor``): its
     jobs, whether it takes work, and why its initializer broke it."""
 
-    __slots__ = ("broken", "has_initializer", "jobs", "lock", "prune_at", "shutdown")
+    __slots__ = ("broken", "failures", "has_initializer", "jobs", "lock", "prune_at", "shutdown")
 
     def __init__(self, has_initializer: bool) -> None:
+        self.failures: list[Failure] = []  # every failed evaluation of its jobs, in order
         self.lock = threading.Lock()  # guards jobs, shutdown and broken
         self.jobs: list[Job] = []  # for shutdown (finished ones too, pruned amortised)
         self.prune_at = 64
@@ -187,11 +236,15 @@ class Scheduling:
         # cancelled job at once, not only those at the head of the queue, so that waiters on
         # their futures are told now rather than when a worker frees up
         self._sweep = False
-        #: what crossed the transport (the driver writes, anyone reads a copy)
+        # items to evaluate again (job, index, the worker whose attempt failed), before new work
+        self._retry: deque[tuple[Job, int, int]] = deque()
+        #: what crossed the transport, and what failed (the driver writes, anyone reads a copy)
         self.counters = dict.fromkeys(
             (
                 "chunks",
                 "items",
+                "failed",
+                "retried",
                 "functions_sent",
                 "messages_sent",
                 "bytes_sent",
@@ -233,12 +286,19 @@ class Scheduling:
         """Stop the workers (a pool an executor owns); return whether the pool ended."""
         raise NotImplementedError
 
+    def abandoned_only(self) -> bool:
+        """Whether every job still held was abandoned by its caller (a pool that cannot tell:
+        no)."""
+        return False
+
     def kill(self) -> None:
         """End the workers of a pool an executor owns at once, evaluations and all (the
         interpreter is exiting and the pool was shut down without waiting)."""
 
     # ------------------------------------------------------------------ the driver
     def _has_work(self) -> bool:
+        if self._retry:
+            return True
         while self._jobs:
             job = self._jobs[0]
             if job.next < job.n and not job.cancelled:
@@ -331,6 +391,10 @@ class Scheduling:
         serialised fails its items, and the next one is tried); ``None`` when no work is left."""
         if self._sweep:
             self._sweep_cancelled()
+        while self._retry:
+            chunk = self._retry_chunk(*self._retry.popleft())
+            if chunk is not None:
+                return chunk
         while self._jobs:
             job = self._jobs[0]
             if job.cancelled or job.next >= job.n:
@@ -358,6 +422,22 @@ class Scheduling:
                 job.item_bytes = nbytes / (stop - start)
             return Chunk(job, start, stop, nest(frames), nbytes)
         return None
+
+    def _retry_chunk(self, job: Job, i: int, avoid: int) -> Chunk | None:
+        """Item ``i`` of ``job`` again, alone (``None`` if its job was settled or abandoned)."""
+        if job.done:
+            return None
+        if job.cancelled:
+            self._cancel(job, i, i + 1)
+            return None
+        try:  # a submit keeps its frames; a map's item was sent before, so it pickles
+            frames = job.frames or dumps_args(([job.items[i]], job.star, job.kwargs), job.policy)
+        except Exception as e:
+            self._settle(job, i, i + 1, [], {-1: diagnose(job, i, [job.items[i]], e)})
+            return None
+        chunk = Chunk(job, i, i + 1, nest(frames), frames_nbytes(frames))
+        chunk.avoid = avoid
+        return chunk
 
     def _count_sent(self, frames: Any, chunk: Chunk | None, functions: int) -> None:
         """Count one message sent: a chunk's task (with ``functions`` callables), or a callable."""
@@ -387,16 +467,95 @@ class Scheduling:
             values = loads(value_frames)
         except BaseException as e:  # a result's __reduce__ may even raise SystemExit: that chunk's
             values, excs = [], {-1: e}  # failure, never the scheduler's
-        self._settle(job, chunk.start, chunk.stop, values, excs)
+        if not excs:
+            self._settle(job, chunk.start, chunk.stop, values, excs)
+            return
+        values, excs, again = self._apply_rules(chunk, values, excs, errors)
+        self._settle(job, chunk.start, chunk.stop, values, excs, again)
+
+    def _apply_rules(
+        self,
+        chunk: Chunk,
+        values: list[Any],
+        excs: dict[int, BaseException],
+        infos: dict[int, dict[str, Any]],
+    ) -> tuple[list[Any], dict[int, BaseException], set[int]]:
+        """The job's :class:`Rules` on a chunk's failures: each failed item is recorded, then
+        retried (its position is in the returned set, its slot stays pending), penalized (its
+        value is the penalty) or left to raise.  A broken initializer always raises."""
+        job, rules, n = chunk.job, chunk.job.rules, chunk.stop - chunk.start
+        if len(values) != n:
+            values = [None] * n
+        whole = excs.get(-1)
+        if whole is not None:  # the whole chunk failed (its items could not be loaded...)
+            excs = {k: whole for k in range(n)}
+            infos = {k: infos.get(-1, {}) for k in range(n)}
+        again: set[int] = set()
+        raised: dict[int, BaseException] = {}
+        for k in sorted(excs):
+            exc, i = _named(excs[k], job, chunk.start + k), chunk.start + k
+            attempt = job.attempts.get(i, 0) + 1
+            job.attempts[i] = attempt
+            if isinstance(exc, BrokenPool):
+                action = "raised"
+                raised[k] = exc
+            elif attempt <= rules.retries:
+                action = "retried"
+                again.add(k)
+                self._retry.append((job, i, chunk.worker))
+            elif rules.fallback == "penalize":
+                action = "penalized"
+                values[k] = rules.penalty
+            else:
+                action = "raised"
+                raised[k] = exc
+            self._record_failure(job, i, exc, infos.get(k, {}), attempt, action)
+        return values, raised, again
+
+    def _record_failure(
+        self, job: Job, i: int, exc: BaseException, info: dict[str, Any], attempt: int, action: str
+    ) -> None:
+        c = self.counters
+        c["failed"] += 1
+        c["retried"] += action == "retried"
+        if job.owner is None:
+            return
+        kind = info.get("type") or f"{type(exc).__module__}.{type(exc).__qualname__}"
+        message = info.get("message")
+        if message is None:  # a failure of the master's own (a result it could not load)
+            try:
+                message = str(exc)
+            except BaseException:  # its __str__ may raise: never the scheduler's failure
+                message = f"<str() of the {type(exc).__name__} raised>"
+        record = Failure(
+            item=i,
+            error=kind,
+            message=message,
+            worker=info.get("where", ""),
+            attempt=attempt,
+            seconds=float(info.get("seconds", 0.0)),
+            action=action,
+            function=job.rules.function,
+        )
+        job.owner.failures.append(record)  # one append: atomic; readers copy the list
 
     def _settle(
-        self, job: Job, start: int, stop: int, values: list[Any], excs: dict[int, BaseException]
+        self,
+        job: Job,
+        start: int,
+        stop: int,
+        values: list[Any],
+        excs: dict[int, BaseException],
+        again: set[int] | frozenset[int] = frozenset(),
     ) -> None:
-        """Deliver the outcome of items ``start:stop`` of ``job`` to its future or map slots."""
+        """Deliver the outcome of items ``start:stop`` of ``job`` to its future or map slots
+        (except the positions in ``again``: they are evaluated again)."""
         if job.done:  # failed meanwhile (a broken pool or initializer): nothing left to deliver
             return
         whole = excs.get(-1)
         future = job.future
+        if again and future is not None:
+            return  # a submit is one item: its retry settles it
         if future is not None and not future.done():
             # outside the pool's lock: a done callback may submit more work (put takes the lock)
             exc = whole or excs.get(0)
@@ -406,8 +565,8 @@ class Scheduling:
                 future.set_result(values[0])
         with self._cv:
             if future is None:
-                self._fill_slots(job, start, stop, values, excs)
-            job.remaining -= stop - start
+                self._fill_slots(job, start, stop, values, excs, again)
+            job.remaining -= stop - start - len(again)
             if job.remaining <= 0:
                 job.finish()
             self._cv.notify_all()
@@ -416,14 +575,22 @@ class Scheduling:
 
     @staticmethod
     def _fill_slots(
-        job: Job, start: int, stop: int, values: list[Any], excs: dict[int, BaseException]
+        job: Job,
+        start: int,
+        stop: int,
+        values: list[Any],
+        excs: dict[int, BaseException],
+        again: set[int] | frozenset[int],
     ) -> None:
-        """Map slots ``start:stop``: their values, or FAILED with the exception kept."""
-        if not excs:
+        """Map slots ``start:stop``: their values, or FAILED with the exception kept (those in
+        ``again`` stay pending)."""
+        if not excs and not again:
             job.values[start:stop] = values
             return
         whole = excs.get(-1)
         for i in range(start, stop):
+            if i - start in again:
+                continue
             exc = whole or excs.get(i - start)
             if exc is not None:
                 job.values[i] = FAILED
@@ -458,6 +625,16 @@ class Scheduling:
                 job.next = job.n
                 job.finish()
             self._cv.notify_all()
+
+
+def _named(exc: BaseException, job: Job, i: int) -> BaseException:
+    """A result a worker could not pickle: its error names the function and the item too (the
+    worker knew neither)."""
+    if type(exc) is SerializationError and str(exc).startswith("the fitness returned"):
+        named = SerializationError(f"{job.rules.function or 'the fitness'}, item {i}: {exc}")
+        named.__cause__ = exc.__cause__
+        return named
+    return exc
 
 
 def args_label(job: Job, index: int) -> str:

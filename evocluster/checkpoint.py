@@ -310,14 +310,26 @@ class Checkpoint:
                 sys.exit(evocluster.checkpoint.EXIT_TEMPFAIL)  # 75: run me again to resume
 
     Args:
-        path: the file.
+        path: the file; default: the launcher's ``--checkpoint`` (or ``EVOCLUSTER_CHECKPOINT``,
+            which ``python -m evocluster submit --checkpoint PATH`` sets).
         seed: the run's seed; a checkpoint of another seed is refused on load.
         algorithm: a name for what writes it (default ``"job-loop"``), checked on load.
     """
 
     def __init__(
-        self, path: os.PathLike[str] | str, *, seed: int | None = None, algorithm: str = "job-loop"
+        self,
+        path: os.PathLike[str] | str | None = None,
+        *,
+        seed: int | None = None,
+        algorithm: str = "job-loop",
     ) -> None:
+        if path is None:
+            path = defaults().path
+        if path is None:
+            raise ConfigurationError(
+                "Checkpoint() needs a path: give one, or launch with `python -m evocluster "
+                f"--checkpoint PATH job.py` (or set {CHECKPOINT_ENV})"
+            )
         self.path = Path(path)
         self.seed = seed
         self.algorithm = algorithm
@@ -437,8 +449,16 @@ def set_defaults(
     )
 
 
+#: The checkpoint path of a run that was not started by evocluster's launcher (under SCOOP, say):
+#: what ``python -m evocluster submit --checkpoint PATH`` exports to the job.
+CHECKPOINT_ENV = "EVOCLUSTER_CHECKPOINT"
+
+
 def defaults() -> Defaults:
-    """The options :func:`set_defaults` set (the launcher's), or none."""
+    """The options :func:`set_defaults` set (the launcher's ``--checkpoint``...); without them,
+    a path in ``EVOCLUSTER_CHECKPOINT``; else none."""
+    if _defaults.path is None and os.environ.get(CHECKPOINT_ENV):
+        return Defaults(path=os.environ[CHECKPOINT_ENV])
     return _defaults
 
 

@@ -12,8 +12,11 @@ job never hangs until its wall-time limit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 import traceback
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
@@ -32,14 +35,18 @@ launch:
   python -m evocluster job.py                    local process pool (os.cpu_count() workers)
   mpiexec -n 64 python -m evocluster job.py      MPI: rank 0 runs job.py, ranks 1..63 evaluate
   srun -n 64 python -m evocluster job.py         the same inside a SLURM allocation
-options can also be set as EVOCLUSTER_BACKEND, EVOCLUSTER_WORKERS, EVOCLUSTER_SERIALIZATION.
+options can also be set as EVOCLUSTER_BACKEND, EVOCLUSTER_WORKERS, EVOCLUSTER_SERIALIZATION,
+EVOCLUSTER_ON_ERROR, EVOCLUSTER_PENALTY, EVOCLUSTER_EVAL_TIMEOUT, EVOCLUSTER_ISOLATE,
+EVOCLUSTER_EVAL_MEMORY, EVOCLUSTER_FORCE_WORKERS.
 """
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         if (config.mpi_rank_from_env() or 0) > 0:  # under MPI only rank 0 prints usage errors
-            sys.exit(2)
+            # and carries the code: a rank exiting non-zero first makes the MPI launcher kill
+            # the others, and rank 0's message is lost (Open MPI, under load: 3 runs in 14)
+            sys.exit(0)
         super().error(message)
 
 
@@ -59,12 +66,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, default=None, help="size of the local pool")
     p.add_argument(
+        "--force-workers",
+        action="store_true",
+        default=None,
+        help="start --workers even above 4 per core (else a warning and a cap at 4 x cores)",
+    )
+    p.add_argument(
         "--serialization",
         choices=config.POLICIES,
         default=None,
         help="upgrade (default): pickle, callables by value with cloudpickle where needed; "
         "strict: pickle only, fail early; cloudpickle: everything by value",
     )
+    _fault_arguments(p)
     ck = p.add_argument_group("checkpoints (of every evocluster.engine loop the job runs)")
     ck.add_argument(
         "--checkpoint",
@@ -94,11 +108,72 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-#: Seconds a failing MPI run waits for its workers to finish their current evaluation.
+def _fault_arguments(p: argparse.ArgumentParser) -> None:
+    """The failure options (values checked by ``_fault_options``: a bad one is a one-line usage
+    error, not argparse's usage block)."""
+    f = p.add_argument_group("failed evaluations (of every executor and map of the job)")
+    f.add_argument(
+        "--on-error",
+        metavar="{raise,penalize,retry:N}",
+        help="raise (default): the job gets the exception; penalize: the item's result is "
+        "--penalty; retry:N: evaluate again up to N times, then penalize (with --penalty) or raise",
+    )
+    f.add_argument(
+        "--penalty",
+        metavar="LITERAL",
+        help="a failed item's result under penalize, a Python literal: -1, '(-1e9, 1e9)', inf",
+    )
+    f.add_argument(
+        "--eval-timeout",
+        metavar="SECONDS",
+        help="an evaluation running longer fails (it is interrupted, or its process killed)",
+    )
+    f.add_argument(
+        "--isolate",
+        action="store_true",
+        default=None,
+        help="evaluate in a child process of each worker: a crash costs one evaluation",
+    )
+    f.add_argument(
+        "--eval-memory",
+        metavar="SIZE",
+        help="address space of an isolated evaluation (2G, 512M; implies --isolate)",
+    )
+
+
+def _fault_options(ns: argparse.Namespace) -> dict[str, Any]:
+    """The failure options of the command line, converted, for ``config.resolve``.
+
+    Raises:
+        ConfigurationError: a value that does not parse, naming the flag.
+    """
+    found: dict[str, Any] = {"on_error": ns.on_error, "isolate": ns.isolate}
+    for flag, name, conv, what in (
+        ("--penalty", "penalty", config.literal, "a Python literal such as -1 or '(-1e9, 1e9)'"),
+        ("--eval-timeout", "eval_timeout", float, "a number of seconds"),
+        ("--eval-memory", "eval_memory", config.memory, "a size such as 2G, 512M or bytes"),
+    ):
+        raw = getattr(ns, name)
+        if raw is None:
+            continue
+        try:
+            found[name] = conv(raw)
+        except ValueError:
+            raise ConfigurationError(f"{flag} {raw!r} is not {what}") from None
+    return found
+
+
+#: Seconds a failing MPI run waits for its workers to finish their current evaluation, and an
+#: ended job's abandoned evaluations (a map or result it stopped waiting for) before they are
+#: killed.
 _GRACE = 3.0
+
+#: Longest wait for the scheduler to end once the workers were killed (it then reads their EOFs).
+_STOP_WAIT = 5.0
 
 _TAKES_VALUE = {
     *("--backend", "--workers", "--serialization"),
+    *("--on-error", "--penalty", "--eval-timeout", "--eval-memory"),
     *("--checkpoint", "--checkpoint-every", "--checkpoint-every-generations"),
 }
 
@@ -127,6 +202,17 @@ def _split(argv: list[str]) -> tuple[list[str], str | None, str | None, list[str
     return own, None, None, []
 
 
+def _say_failures(stats: dict[str, int]) -> None:
+    """The run's failure summary, once at its end, if any evaluation failed."""
+    failed, retried = stats.get("failed", 0), stats.get("retried", 0)
+    if failed:
+        again = f", {retried} of them evaluated again (--on-error retry)" if retried else ""
+        _say(
+            f"{failed} evaluation attempt(s) failed during the run{again}; each one is an "
+            "evocluster.Failure record in the failures of the executor that ran it"
+        )
+
+
 def _say(message: str) -> None:
     """Print a launcher message, once per run: under MPI only rank 0 speaks."""
     if (config.mpi_rank_from_env() or 0) > 0:
@@ -143,6 +229,12 @@ def _choose_backend(options: config.Options) -> tuple[str, Any]:
 
         raise ConfigurationError(SCOOP_LAUNCH)
     size = config.mpi_world_size_from_env()
+    if name == "mpi" and size is None and config.mpi_rank_from_env() is None:
+        # no MPI launcher started this process: MPI would make it a world of one rank
+        raise ConfigurationError(
+            "--backend mpi needs an MPI launcher: run `mpiexec -n N python -m evocluster "
+            "job.py` (rank 0 runs the job, ranks 1..N-1 evaluate), or choose --backend local"
+        )
     if name == "mpi" or (name == "auto" and size is not None):
         try:
             from .backends import mpi
@@ -207,7 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         launch = _parse(parser, args)
     except ConfigurationError as e:
         _say(str(e))
-        return 2
+        # only rank 0 carries the code (the MPI launcher reports it): another rank exiting
+        # non-zero first makes the launcher kill the rest, and rank 0's one line is lost (Open
+        # MPI, under load: 3 runs in 14)
+        return 0 if (config.mpi_rank_from_env() or 0) > 0 else 2
     if launch.mpi is not None and launch.backend == "mpi" and launch.mpi.world()[0] > 0:
         return _serve_worker_rank(launch)
     if launch.job is None:
@@ -234,7 +329,13 @@ def _parse(parser: argparse.ArgumentParser, args: list[str]) -> _Launch:
     """
     own, path, module, job_args = _split(args)
     ns = parser.parse_args(own)
-    options = config.resolve(backend=ns.backend, workers=ns.workers, serialization=ns.serialization)
+    options = config.resolve(
+        backend=ns.backend,
+        workers=ns.workers,
+        serialization=ns.serialization,
+        force_workers=ns.force_workers,
+        **_fault_options(ns),
+    )
     checkpoint = _checkpoint_options(ns)
     name, mpi = _choose_backend(options)
     job = jobfile.spec(path, module, job_args) if path or module else None
@@ -281,8 +382,29 @@ def _checkpoint_options(ns: argparse.Namespace) -> dict[str, Any] | None:
 def _serve_worker_rank(launch: _Launch) -> int:
     """An MPI worker rank: import the job now, in parallel with the master's start-up, and serve.
     A job that cannot be imported is reported after INIT, or never: for a bad job the master says
-    why, once, and sends STOP instead."""
-    return int(launch.mpi.serve_worker(launch.options, launch.job))
+    why, once, and sends STOP instead.
+
+    Ctrl-C reaches every rank (mpiexec forwards it): a worker ignores it, and the master ends the
+    run (a traceback per rank would bury its one line).  After its BYE the rank finalises MPI and
+    leaves with ``os._exit``: a thread a fitness started must not keep it, and so the whole MPI
+    job, alive for ever (only then: the interpreter's own exit is the proven path)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    code = int(launch.mpi.serve_worker(launch.options, launch.job))
+    main = threading.main_thread()
+    if any(t is not main and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        # leaving at once after MPI_Finalize sometimes makes MPICH's launcher kill the job (exit
+        # code 9; measured here: 2 runs in 8); half a second later, never (0 in 10)
+        launch.mpi.finalize_last(linger=0.5)
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Leave the process now, output flushed, whatever threads are still running."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def _release_workers(launch: _Launch) -> None:
@@ -309,7 +431,7 @@ def _start_master(launch: _Launch) -> Transport:
 
 def _run_job(launch: _Launch) -> int:
     """Run the job as ``__main__``; return the run's exit code (the job's own for ``sys.exit``,
-    1 for an uncaught exception, 130 for Ctrl-C)."""
+    1 for an uncaught exception, 128 + the signal's number for SIGINT, SIGTERM or SIGHUP)."""
     assert launch.job is not None
     try:
         jobfile.run_as_main(launch.job)
@@ -317,9 +439,10 @@ def _run_job(launch: _Launch) -> int:
         if e.code is not None and not isinstance(e.code, int):
             print(e.code, file=sys.stderr)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    except KeyboardInterrupt:
-        _say("interrupted")
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM / SIGHUP (executor.Interrupted)
+        signum = getattr(e, "signum", signal.SIGINT)
+        _say(f"interrupted ({signal.Signals(signum).name})")
+        return 128 + signum
     except BaseException as e:
         sys.stderr.write(_job_traceback(e))
         mpi = launch.backend == "mpi"
@@ -339,8 +462,24 @@ def _end_run(launch: _Launch, transport: Transport, code: int) -> int:
     """Stop the workers as the run's outcome calls for; return the process exit code."""
     from . import executor
 
+    _say_failures(executor.shared_stats())
     if code == 0:
-        executor.close_shared(wait=True)
+        # the work the job may still want is finished (its submitted futures, as the stdlib's
+        # executors do); what it abandoned (a map or result it stopped waiting for) gets a grace
+        if executor.close_shared(wait=True, grace=_GRACE):
+            return code
+        _say(
+            "the job ended while evaluations it had stopped waiting for (a timeout) were still "
+            f"running after {_GRACE:g} s: "
+            + (
+                "every MPI rank is stopped (MPI_Abort with the job's exit code, 0)"
+                if launch.backend == "mpi"
+                else "their workers were killed"
+            )
+        )
+        sys.stdout.flush()
+        transport.abort(code)  # MPI: does not return; local: kills the workers
+        executor.close_shared(wait=True, timeout=_STOP_WAIT)
         return code
     sys.stdout.flush()
     sys.stderr.flush()
@@ -352,5 +491,5 @@ def _end_run(launch: _Launch, transport: Transport, code: int) -> int:
         launch.mpi.finalize_last()  # so that the launcher reports this code, not a killed worker's
         return code
     transport.abort(code)  # MPI: does not return; local: kills the workers
-    executor.close_shared(wait=False)
+    executor.close_shared(wait=True, timeout=_STOP_WAIT)
     return code

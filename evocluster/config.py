@@ -12,8 +12,10 @@ from .errors import ConfigurationError
 
 __all__ = [
     "BACKENDS",
+    "ON_ERROR",
     "POLICIES",
     "Options",
+    "check",
     "mpi_rank_from_env",
     "mpi_world_size_from_env",
     "resolve",
@@ -24,13 +26,16 @@ __all__ = [
 BACKENDS = ("auto", "mpi", "local", "serial", "scoop")
 #: Serialisation policies (see :mod:`evocluster.serialization`), the default first.
 POLICIES = ("upgrade", "strict", "cloudpickle")
+#: What a failed evaluation becomes (``--on-error``): ``raise``, ``penalize`` or ``retry:N``.
+ON_ERROR = ("raise", "penalize", "retry:N")
 
 
 class Options(NamedTuple):
     """The resolved options of one executor (plain data: picklable, immutable).
 
     A NamedTuple, not a dataclass: every worker rank imports this module, and ``dataclasses``
-    pulls in ``inspect`` (milliseconds per rank, times thousands of ranks at start-up)."""
+    pulls in ``inspect`` (10-16 ms per rank, times thousands of ranks at start-up:
+    benchmarks/RESULTS.md F5, 2026-12-02)."""
 
     backend: str = "auto"
     #: how callables and arguments are serialised: "upgrade", "strict" or "cloudpickle".
@@ -44,29 +49,87 @@ class Options(NamedTuple):
     #: busy worker while another may free up first).
     prefetch_max_bytes: int = 256 * 1024
     #: no prefetch for evaluations of chunk_target / 10 seconds or more whose durations spread more
-    #: than this (mean relative deviation): measured on W3 (lognormal, sigma 1) it lifts a
-    #: generational map from 0.46 to 0.49-0.50 efficiency; fixed-length tasks keep it
+    #: than this (mean relative deviation): on W3 (lognormal, sigma 1) it lifted a generational
+    #: map from 0.46 to 0.49-0.50 efficiency (benchmarks/RESULTS.md F19, 2026-11-23); fixed-length
+    #: tasks keep it
     prefetch_spread: float = 0.3
     #: a waiting rank sleeps ``poll_fraction`` of the time it has been waiting, between poll_min
     #: and poll_max (a worker waiting for work) or master_poll_max (the master waiting for
-    #: results).  A sleep-and-wake costs 20-90 us of CPU: so an idle rank wakes ever more rarely
-    #: (~65 times in 5 s), yet answers within ~20 % of the time it waited (a worker idle while the
-    #: master breeds a generation for 40 ms answers within 8 ms).
+    #: results).  A sleep-and-wake costs 10-60 us of CPU: so an idle rank wakes ever more rarely
+    #: (~55-60 times in 5 s), yet answers within ~20 % of the time it waited (a worker idle while
+    #: the master breeds a generation for 40 ms answers within 8 ms).  benchmarks/RESULTS.md F7,
+    #: F8, F9, 2026-12-02.
     poll_min: float = 2e-5
     poll_max: float = 0.25
     master_poll_max: float = 0.05
     poll_fraction: float = 0.2
     #: while results are expected, the master sleeps at most this fraction of the typical chunk
-    #: duration between looks (its wake-up delays the next dispatch: 0.05 costs a worker ~2.5 %)
+    #: duration between looks (its wake-up delays the next dispatch: 0.05 costs a worker ~3 %,
+    #: benchmarks/RESULTS.md F10, 2026-12-02)
     result_latency: float = 0.05
     #: MPI: wake a waiting worker through a TCP "doorbell" when work is sent to it, instead of
     #: letting it notice on its next poll (``backends/doorbell.py``); off: poll only
     doorbell: bool = True
     #: target duration of one chunk of cheap tasks under automatic chunking (seconds)...
     chunk_target: float = 0.01
-    #: ...and its largest serialised size: past ~1 MiB the per-message cost is paid for, and a
+    #: ...and its largest serialised size: past ~1 MiB the per-message cost is paid for (through a
+    #: local socket pair from 64-256 KiB: benchmarks/RESULTS.md F16, 2026-12-02), and a
     #: larger chunk only delays the overlap of one chunk's transfer with another's evaluation.
     chunk_max_bytes: int = 1 << 20
+    #: a failed evaluation (the fitness raised, timed out, or its process died): "raise" (the
+    #: caller gets the exception), "penalize" (its result is ``penalty``; the failure is recorded)
+    #: or "retry:N" (evaluated again, up to N more times, on another worker where there is one;
+    #: then "penalize" if a penalty is set, else "raise")
+    on_error: str = "raise"
+    #: the result a failed evaluation gets under "penalize" (any value; never sent to workers)
+    penalty: Any = None
+    #: seconds one evaluation may run; a longer one is abandoned and fails under ``on_error``
+    eval_timeout: float | None = None
+    #: evaluate in a child process each worker keeps, so that a crash costs one evaluation
+    isolate: bool = False
+    #: bytes of address space an isolated evaluation may use (RLIMIT_AS); implies ``isolate``
+    eval_memory: int | None = None
+    #: start more local workers than ``max_workers_per_core`` times the cores (a warning and a
+    #: cap otherwise)
+    force_workers: bool = False
+
+    @property
+    def retries(self) -> int:
+        """N of ``on_error="retry:N"``; 0 otherwise."""
+        return int(self.on_error[6:]) if self.on_error.startswith("retry:") else 0
+
+    @property
+    def fallback(self) -> str:
+        """What a failure that is not (or no longer) retried becomes: "raise" or "penalize"."""
+        if self.on_error == "penalize" or (self.retries and self.penalty is not None):
+            return "penalize"
+        return "raise"
+
+
+def literal(raw: str) -> Any:
+    """A Python literal from the command line or the environment: ``-1``, ``(-1e9, 1e9)``,
+    ``inf``, ``-inf`` (``float('inf')`` is not a literal, so these two are read as floats)."""
+    import ast
+
+    text = raw.strip()
+    if text.lower() in ("inf", "+inf", "-inf", "nan"):
+        return float(text)
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError) as e:
+        raise ValueError(raw) from e
+
+
+def memory(raw: str | int) -> int:
+    """Bytes from ``2G``, ``512M``, ``1048576`` (K, M, G, T: powers of 1024)."""
+    if isinstance(raw, int):
+        return raw
+    text = raw.strip().upper().removesuffix("B")
+    scale = 1
+    if text and text[-1] in "KMGT":
+        scale = 1024 ** ("KMGT".index(text[-1]) + 1)
+        text = text[:-1]
+    return int(float(text) * scale)
 
 
 def _flag(raw: str) -> bool:
@@ -94,6 +157,12 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "doorbell": ("EVOCLUSTER_DOORBELL", _flag),
     "chunk_target": ("EVOCLUSTER_CHUNK_TARGET", float),
     "chunk_max_bytes": ("EVOCLUSTER_CHUNK_MAX_BYTES", int),
+    "on_error": ("EVOCLUSTER_ON_ERROR", str),
+    "penalty": ("EVOCLUSTER_PENALTY", literal),
+    "eval_timeout": ("EVOCLUSTER_EVAL_TIMEOUT", float),
+    "isolate": ("EVOCLUSTER_ISOLATE", _flag),
+    "eval_memory": ("EVOCLUSTER_EVAL_MEMORY", memory),
+    "force_workers": ("EVOCLUSTER_FORCE_WORKERS", _flag),
 }
 
 
@@ -119,9 +188,24 @@ def resolve(**kwargs: Any) -> Options:
             kind = conv.__name__ if conv is not _flag else "on/off value"
             hint = " (1/0, true/false, yes/no, on/off)" if conv is _flag else ""
             raise ConfigurationError(f"{var}={raw!r} is not a valid {kind}{hint}") from e
+    if isinstance(values.get("eval_memory"), str):
+        try:
+            values["eval_memory"] = memory(values["eval_memory"])
+        except ValueError as e:
+            raise ConfigurationError(
+                f"eval_memory {values['eval_memory']!r} is not a size (e.g. 2G, 512M, bytes)"
+            ) from e
+    if values.get("eval_memory") is not None:
+        values["isolate"] = True  # a memory limit is a limit on the isolated child
     opts = Options(**values)
-    _validate(opts)
+    check(opts)
     return opts
+
+
+def check(opts: Options) -> None:
+    """Raise :class:`ConfigurationError` if ``opts`` cannot work (what to change, named)."""
+    _validate(opts)
+    _validate_faults(opts)
 
 
 def _validate(o: Options) -> None:
@@ -151,6 +235,21 @@ def _validate(o: Options) -> None:
         )
     if o.master_poll_max <= 0 or o.chunk_target <= 0:
         raise ConfigurationError("master_poll_max and chunk_target must be > 0")
+
+
+def _validate_faults(o: Options) -> None:
+    retry = o.on_error.startswith("retry:")
+    if o.on_error not in ("raise", "penalize") and not (retry and o.on_error[6:].isdigit()):
+        raise ConfigurationError(
+            f"on_error must be raise, penalize or retry:N (N a whole number), not {o.on_error!r}"
+        )
+    if o.eval_timeout is not None and not o.eval_timeout > 0:
+        raise ConfigurationError(f"eval_timeout must be > 0 seconds, not {o.eval_timeout}")
+    if o.eval_memory is not None and o.eval_memory < 1 << 20:
+        raise ConfigurationError(
+            f"eval_memory must be at least 1M (it limits the whole evaluating process, Python "
+            f"included), not {o.eval_memory} bytes"
+        )
 
 
 _MPI_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE")

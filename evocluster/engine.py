@@ -48,12 +48,14 @@ import concurrent.futures as cf
 import contextlib
 import functools
 import hashlib
+import numbers
 import os
 import pickle
 import queue
 import random
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -67,7 +69,7 @@ import numpy as np
 
 from . import checkpoint as _checkpoint
 from . import operators, pareto
-from .errors import EvaluationError
+from .errors import EvaluationError, Failure
 from .rng import call as _seeded_call
 from .rng import master as _master_rng
 
@@ -108,6 +110,10 @@ class State:
         rng: the master generator's ``bit_generator.state``.
         evaluations: evaluations so far.
         history: one statistics dict per generation (or report, in the steady-state loop).
+        penalized: ``(n,)`` bool, which members' fitness is a penalty (their evaluation failed
+            under ``on_error="penalize"`` or ``"retry:N"``): statistics leave them out.
+        failures: every failure recorded so far, in order, as ``(task key, Failure)``
+            (:class:`evocluster.errors.Failure`; its ``item`` is the last element of the key).
     """
 
     algorithm: str
@@ -119,6 +125,17 @@ class State:
     rng: dict[str, Any]
     evaluations: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    penalized: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    failures: list[tuple[tuple[int, ...], Failure]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if len(self.penalized) != len(self.genomes):  # not given: nobody penalized
+            self.penalized = np.zeros(len(self.genomes), dtype=bool)
+
+    @property
+    def failed(self) -> int:
+        """Evaluations so far whose failure was penalized (retried attempts not counted)."""
+        return sum(1 for _, f in self.failures if f.action == "penalized")
 
     def digest(self) -> str:
         """SHA-256 of the population and its fitness (dtype, shape and bytes): equal digests mean
@@ -142,6 +159,8 @@ class State:
             "rng": _copy_plain(self.rng),
             "evaluations": self.evaluations,
             "history": _copy_plain(self.history),
+            "penalized": self.penalized.copy(),
+            "failures": list(self.failures),
         }
 
     @classmethod
@@ -162,6 +181,9 @@ class State:
                 rng=_copy_plain(d["rng"]),
                 evaluations=int(d["evaluations"]),
                 history=_copy_plain(d["history"]),
+                # (states written before failure policies existed have neither)
+                penalized=np.array(d.get("penalized", ()), dtype=bool).reshape(-1),
+                failures=[(tuple(k), Failure(*f)) for k, f in d.get("failures", ())],
             )
         except KeyError as e:
             raise ValueError(f"not an engine state: field {e.args[0]!r} is missing") from e
@@ -199,6 +221,10 @@ class Result:
         best: the best genome of the final population (``nsga2``: of its first front, the
             first one); ``ask_tell``: the best evaluated.
         best_fitness: its raw objective values.
+
+    Failures (``on_error="penalize"`` or ``"retry:N"``): :attr:`failures` lists every one of the
+    whole run (a resumed run's too), :attr:`failure_keys` their task keys, :attr:`failed` counts
+    the evaluations that ended with the penalty.
     """
 
     state: State
@@ -217,6 +243,22 @@ class Result:
     def history(self) -> list[dict[str, Any]]:
         return self.state.history
 
+    @property
+    def failures(self) -> list[Failure]:
+        """Every failure recorded in the run, in order (retried attempts and penalized
+        evaluations: see each record's ``action``)."""
+        return [f for _, f in self.state.failures]
+
+    @property
+    def failure_keys(self) -> list[tuple[int, ...]]:
+        """The task key of each of :attr:`failures` (``(generation, index)``, ...)."""
+        return [k for k, _ in self.state.failures]
+
+    @property
+    def failed(self) -> int:
+        """How many evaluations of the run failed and were given the penalty."""
+        return self.state.failed
+
     def digest(self) -> str:
         """See :meth:`State.digest`."""
         return self.state.digest()
@@ -231,6 +273,7 @@ class Result:
             "population_sha256": self.digest(),
             "generations": self.state.generation,
             "evaluations": self.state.evaluations,
+            "failed": self.failed,
             "last": self.history[-1] if self.history else None,
         }
 
@@ -246,8 +289,194 @@ def _n_workers(executor: cf.Executor) -> int:
     return 1
 
 
+#: What a failed evaluation comes back as from an evocluster executor's ``with_policy`` handle
+#: (its ``penalty``, handed back as this very object on the master, never sent): no fitness can
+#: return it, so a slot holding it is a failure, never a value.
+_SENTINEL = object()
+
+_REPR_MAX = 120  # characters of a bad value's repr quoted in a message
+
+
+@dataclass(frozen=True)
+class _Policy:
+    """What a loop does with a failed evaluation (the fitness raised, timed out, crashed, or
+    returned something that is not one number per objective).
+
+    ``on_error`` is ``"raise"``, ``"penalize"`` or ``"retry:N"``; a failure that is not (or no
+    longer) retried is penalized when ``fallback`` says so, with ``penalty`` (one value per
+    objective), and raised otherwise.  ``follow``: ``on_error`` was not given and the executor's
+    own policy applies unchanged (its failures are then not counted by the engine).
+    """
+
+    on_error: str = "raise"
+    retries: int = 0
+    fallback: str = "raise"
+    penalty: np.ndarray | None = None
+    follow: bool = False
+
+    @property
+    def tolerant(self) -> bool:
+        return self.on_error != "raise" and not self.follow
+
+
+def _policy(on_error: str | None, penalty: Any, weights: np.ndarray, executor: object) -> _Policy:
+    """The loop's :class:`_Policy` from its keywords; ``on_error=None``: the executor's own
+    options where it has them (evocluster's: the launcher's ``--on-error``/``--penalty``), else
+    ``"raise"``.
+
+    Raises:
+        ValueError: an unknown ``on_error``, or a penalty that is not one number per objective
+            (or given under ``"raise"``).
+    """
+    if on_error is None:
+        # duck-typed: evocluster's Executor.options (the stdlib's executors have none)
+        options = getattr(executor, "options", None)
+        on_error = getattr(options, "on_error", None)
+        if not isinstance(on_error, str) or on_error == "raise":
+            return _Policy(follow=True)
+        if penalty is None:
+            penalty = getattr(options, "penalty", None)
+    if not isinstance(on_error, str):
+        raise ValueError(f"on_error must be 'raise', 'penalize' or 'retry:N', not {on_error!r}")
+    retry = on_error.startswith("retry:")
+    if on_error not in ("raise", "penalize") and not (retry and on_error[6:].isdigit()):
+        raise ValueError(
+            f"on_error must be 'raise', 'penalize' or 'retry:N' (N a whole number), not "
+            f"{on_error!r}"
+        )
+    if on_error == "raise":
+        if penalty is not None:
+            raise ValueError(
+                "penalty= is what a failed evaluation gets under on_error='penalize' or "
+                "'retry:N': it has no use with on_error='raise'"
+            )
+        return _Policy()
+    retries = int(on_error[6:]) if retry else 0
+    if on_error == "penalize" or penalty is not None:
+        return _Policy(on_error, retries, "penalize", _penalty(penalty, weights))
+    return _Policy(on_error, retries, "raise")
+
+
+def _penalty(penalty: Any, weights: np.ndarray) -> np.ndarray:
+    """The penalty as one value per objective: by default the worst, ``-inf`` where larger is
+    better and ``+inf`` where smaller is."""
+    if penalty is None:
+        return np.where(weights > 0, -np.inf, np.inf)
+    value, why = _objectives(penalty, len(weights))
+    if value is None:
+        raise ValueError(
+            f"penalty must be {_EXPECTED.format(m=len(weights))}, got {penalty!r}: {why}"
+        )
+    return value
+
+
+_EXPECTED = "a number, or one number per objective ({m})"
+
+
+def _objectives(raw: Any, m: int) -> tuple[np.ndarray | None, str]:
+    """``raw`` as an ``(m,)`` float array, or ``(None, why not)``.
+
+    Strict on purpose: a number (``int``, ``float``, numpy's integers and floats, any
+    ``numbers.Real``), or a list, tuple or 0/1-D numeric array of ``m`` of them; no NaN.  Strings,
+    bytes, ``None``, dicts, complex numbers and arrays of another shape are refused, and so are
+    bools (Python's and numpy's), although numpy would take them as 1.0 and 0.0: a fitness that
+    returns ``True``/``False`` nearly always returns a comparison or a feasibility flag where
+    it meant a value, and the run would then optimise that flag without a word.  (Return
+    ``float(flag)`` when 0/1 is meant.)
+    """
+    if isinstance(raw, bool | np.bool_):
+        return None, "a bool is not a fitness (return float(flag) if 0/1 is meant)"
+    if isinstance(raw, numbers.Real):
+        v = np.array([float(raw)])
+    elif isinstance(raw, np.ndarray):
+        if raw.dtype.kind not in "iuf" or raw.ndim > 1:
+            what = "bool" if raw.dtype.kind == "b" else str(raw.dtype)
+            return None, f"an array of {what}, shape {raw.shape}"
+        v = raw.astype(np.float64).reshape(-1)
+    elif isinstance(raw, list | tuple):
+        odd = [x for x in raw if isinstance(x, bool | np.bool_) or not isinstance(x, numbers.Real)]
+        if odd:
+            return None, f"a {type(raw).__name__} holding a {type(odd[0]).__name__}"
+        v = np.array([float(x) for x in raw], dtype=np.float64)
+    else:
+        return None, f"a {type(raw).__module__}.{type(raw).__qualname__}, not a number"
+    if len(v) != m:
+        return None, f"{len(v)} numbers where there are {m} objective(s)"
+    if np.isnan(v).any():
+        return None, "NaN is not a number to compare (use +/-inf for an infeasible individual)"
+    return v, ""
+
+
+def _short_repr(x: Any) -> str:
+    try:
+        text = repr(x)
+    except Exception as e:  # a user's object whose __repr__ fails: still name it
+        text = f"<{type(x).__qualname__} whose repr raised {type(e).__name__}>"
+    return text if len(text) <= _REPR_MAX else text[: _REPR_MAX - 3] + "..."
+
+
+def _function_name(fn: Any) -> str:
+    """``module.qualname`` of the fitness (through ``functools.partial``)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    module = getattr(fn, "__module__", None) or type(fn).__module__
+    return f"{module}.{name}"
+
+
+def _qualified(exc: BaseException) -> str:
+    return f"{type(exc).__module__}.{type(exc).__qualname__}"
+
+
+class _Guarded:
+    """The evaluation shipped to an executor that has no failure policy of its own (the stdlib's
+    thread and process pools) under ``on_error="penalize"`` or ``"retry:N"``: it runs where the
+    fitness runs, catches an ``Exception`` there, evaluates again in place up to ``retries``
+    times, and returns ``(ok, value, seconds, attempts)`` -- ``attempts``: one small picklable
+    ``(error, message, seconds, worker)`` per failed attempt.  With ``raise_last`` (no penalty
+    to fall back on) the last failure is raised as itself instead."""
+
+    __slots__ = ("call", "raise_last", "retries")
+
+    def __init__(self, call: Callable[..., Any], retries: int, raise_last: bool) -> None:
+        self.call, self.retries, self.raise_last = call, retries, raise_last
+
+    def __reduce__(self) -> tuple[type[_Guarded], tuple[Any, ...]]:
+        return (type(self), (self.call, self.retries, self.raise_last))
+
+    def __call__(
+        self, key: tuple[int, ...], genome: np.ndarray
+    ) -> tuple[bool, Any, float, tuple[tuple[str, str, float, str], ...]]:
+        attempts: list[tuple[str, str, float, str]] = []
+        for attempt in range(self.retries + 1):
+            start = time.perf_counter()
+            try:
+                raw, seconds = self.call(key, genome)
+            except Exception as e:
+                if attempt == self.retries and self.raise_last:
+                    raise
+                where = f"pid {os.getpid()} ({threading.current_thread().name})"
+                attempts.append((_qualified(e), str(e), time.perf_counter() - start, where))
+                continue
+            return True, raw, seconds, tuple(attempts)
+        return False, None, 0.0, tuple(attempts)
+
+
+Records = list[tuple[tuple[int, ...], Failure]]
+
+
 class _Evaluator:
-    """Sends individuals to the executor with their task keys; checks and collects fitness."""
+    """Sends individuals to the executor with their task keys; checks and collects fitness, and
+    applies the loop's failure policy.
+
+    Three ways, chosen once: ``"raise"`` (or the executor's own policy followed): the plain
+    seeded call, a failure ends the loop with :class:`EvaluationError`.  Tolerant, on an
+    evocluster executor (it has ``with_policy``): a handle on it whose penalty is
+    :data:`_SENTINEL`, so timeouts and crashed processes are failures too, retried on another
+    worker; the handle's ``failures`` give the records.  Tolerant, on any other executor: the
+    call is wrapped by :class:`_Guarded`.  Every failure becomes a ``(task key, Failure)`` record
+    in the state, whose ``penalized`` mask marks the members holding a penalty.
+    """
 
     def __init__(
         self,
@@ -257,6 +486,8 @@ class _Evaluator:
         weights: Sequence[float] | np.ndarray,
         log: Log,
         waiting: AbstractContextManager[Any] | None = None,
+        on_error: str | None = None,
+        penalty: Any = None,
     ) -> None:
         if not isinstance(executor, cf.Executor):
             raise TypeError(
@@ -267,66 +498,218 @@ class _Evaluator:
             raise TypeError(f"fitness must be callable, got {type(fitness).__name__}")
         self.executor = executor
         self.fitness = fitness
+        self.name = _function_name(fitness)
         self.call = functools.partial(_seeded_call, fitness, seed)  # one object: shipped once
         self.weights = _weights(weights)
+        self.policy = _policy(on_error, penalty, self.weights, executor)
         self.workers = _n_workers(executor)
         self.log = log
         self.busy = 0.0  # seconds of evaluation reported by the workers since the last report
         # around every wait for results: a checkpointing loop's signals may interrupt it there
         self.waiting = waiting if waiting is not None else contextlib.nullcontext()
+        self.target: cf.Executor = executor  # where evaluations go...
+        self.task: Callable[..., Any] = self.call  # ...and what they run
+        self.handle: Any = None  # the with_policy handle, on an evocluster executor
+        self.claimed = 0  # records of the handle's submits already given to a result
+        self.lock = threading.Lock()  # guards claimed: submits are collected by one thread,
+        # but a loop may be driven from several (no loop here is; cheap insurance)
+        self.reported: tuple[int, int, int] | None = None  # (rows, failed, retried) in rows
+        p = self.policy
+        if p.tolerant and hasattr(executor, "with_policy"):
+            # every failure comes back as _SENTINEL; under a "raise" fallback the loop raises
+            # it itself (a penalty of None would mean the executor's own penalty)
+            self.handle = executor.with_policy(on_error=p.on_error, penalty=_SENTINEL)
+            self.target = self.handle
+        elif p.tolerant:
+            self.task = _Guarded(self.call, p.retries, raise_last=p.fallback == "raise")
 
+    # ---------------------------------------------------------------- values
     def value(self, raw: Any, key: tuple[int, ...]) -> np.ndarray:
-        """One fitness value as an ``(m,)`` float array, or a clear error."""
-        try:
-            v = np.asarray(raw, dtype=np.float64).reshape(-1)
-        except (TypeError, ValueError) as e:
-            raise ValueError(
-                f"the fitness of task {key} returned {raw!r}: return a number, or one number per "
-                f"objective ({len(self.weights)})"
-            ) from e
-        if v.shape != self.weights.shape or np.isnan(v).any():
-            raise ValueError(
-                f"the fitness of task {key} returned {raw!r}: expected {len(self.weights)} "
-                "number(s), none NaN (use +/-inf for an infeasible individual)"
+        """One fitness value as an ``(m,)`` float array, or a ``TypeError``/``ValueError``
+        naming the fitness, the task and what came back."""
+        v, why = _objectives(raw, len(self.weights))
+        if v is None:
+            kind = ValueError if why[:1].isdigit() or why.startswith("NaN") else TypeError
+            raise kind(
+                f"the fitness {self.name} returned {_short_repr(raw)} for task {key}: {why}; "
+                f"it must return {_EXPECTED.format(m=len(self.weights))}"
             )
         return v
 
+    def record(
+        self,
+        records: Records,
+        key: tuple[int, ...],
+        error: str,
+        message: str,
+        *,
+        worker: str = "",
+        attempt: int = 1,
+        seconds: float = 0.0,
+        action: str = "penalized",
+    ) -> None:
+        failure = Failure(key[-1], error, message, worker, attempt, seconds, action, self.name)
+        records.append((key, failure))
+
+    def outcome(
+        self, result: Any, key: tuple[int, ...], records: Records
+    ) -> tuple[np.ndarray, bool]:
+        """What one evaluation's ``result`` (as the target returned it) makes: its fitness and
+        whether it is a penalty.  A failure gets its record(s) in ``records`` (those of an
+        evocluster handle are added by the caller); a failure the policy does not penalize
+        raises."""
+        p = self.policy
+        if result is _SENTINEL:
+            return self.penalize_or_raise(key, records)
+        if isinstance(self.task, _Guarded):
+            ok, result, seconds, attempts = result
+            for i, (error, message, secs, where) in enumerate(attempts):
+                action = "retried" if ok or i < len(attempts) - 1 else "penalized"
+                self.busy += secs
+                self.record(records, key, error, message, worker=where, attempt=i + 1,
+                            seconds=secs, action=action)  # fmt: skip
+            if not ok:
+                assert p.penalty is not None  # _Guarded raises when there is no fallback
+                return p.penalty, True
+            result = (result, seconds)
+        if not (isinstance(result, tuple) and len(result) == 2):  # an executor's own penalty
+            result = (result, 0.0)  # (on_error=None, its options unknown): taken as a value
+        raw, seconds = result
+        self.busy += seconds
+        if not p.tolerant or p.fallback == "raise":
+            return self.value(raw, key), False
+        try:
+            return self.value(raw, key), False
+        except (TypeError, ValueError) as e:  # a bad value is that evaluation's failure:
+            assert p.penalty is not None  # penalized (not retried: the same task key draws
+            self.record(records, key, _qualified(e), str(e), seconds=seconds)  # the same)
+            return p.penalty, True
+
+    def penalize_or_raise(self, key: tuple[int, ...], records: Records) -> tuple[np.ndarray, bool]:
+        """A failure reported by an evocluster handle (``_SENTINEL``): the penalty, or -- with
+        no penalty to fall back on -- an :class:`EvaluationFailed` naming it (the handle's
+        record says what happened; the caller adds it to ``records`` first)."""
+        p = self.policy
+        if p.fallback == "penalize" and p.penalty is not None:
+            return p.penalty, True
+        last = next((f for k, f in reversed(records) if k == key), None)
+        what = f"{last.error}: {last.message} ({last.worker})" if last else "it failed"
+        raise RetriesExhausted(
+            f"the fitness {self.name} failed for task {key} after {p.retries + 1} attempt(s): "
+            f"{what}"
+        )
+
+    # ---------------------------------------------------------------- whole generations
     def evaluate(
         self, genomes: np.ndarray, keys: Sequence[tuple[int, ...]], state: State
-    ) -> np.ndarray:
-        """Fitness ``(k, m)`` of ``genomes`` (in order); on failure raise
-        :class:`EvaluationError` carrying ``state`` (the last complete one)."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Fitness ``(k, m)`` of ``genomes`` (in order) and which of them are penalties; their
+        failure records go into ``state.failures``.  A failure the policy does not penalize
+        raises :class:`EvaluationError` carrying ``state`` (the last complete one)."""
         out = np.empty((len(genomes), len(self.weights)))
+        bad = np.zeros(len(genomes), dtype=bool)
         if not len(genomes):
-            return out
+            return out, bad
+        records: Records = []
         done = 0  # results in: the first one missing is the one that failed
         try:
-            results = self.executor.map(self.call, keys, list(genomes))
+            seen = len(self.handle.failures) if self.handle is not None else 0
+            results = self.target.map(self.task, keys, list(genomes))
+            slots: list[Any] = []
             try:
                 with self.waiting:
-                    for raw, seconds in results:
-                        self.busy += seconds
-                        out[done] = self.value(raw, keys[done])
+                    for result in results:
+                        slots.append(result)
+                        if result is not _SENTINEL:
+                            out[done], bad[done] = self.outcome(result, keys[done], records)
                         done += 1
             finally:  # abandoned (a stop, a failure): what has not started is cancelled now
                 close = getattr(results, "close", None)
                 if close is not None:
                     close()
+            if self.handle is not None:  # the map is complete: its records are all in, in the
+                # order they were settled: put them in the map's (any executor, same records)
+                mine = sorted(self.handle.failures[seen:], key=lambda f: (f.item, f.attempt))
+                for f in mine:
+                    key = keys[f.item]
+                    records.append((key, f._replace(item=key[-1], function=self.name)))
+                self.unrecorded(slots, keys, records)
+                for done, result in enumerate(slots):  # (done: names the one that raises)
+                    if result is _SENTINEL:
+                        out[done], bad[done] = self.penalize_or_raise(keys[done], records)
         except Exception as e:
-            raise _failed(e, keys[done], state) from e
-        return out
+            raise _failed(e, keys[min(done, len(keys) - 1)], state) from e
+        state.failures.extend(records)
+        return out, bad
 
+    def unrecorded(
+        self, slots: list[Any], keys: Sequence[tuple[int, ...]], records: Records
+    ) -> None:
+        """A record for each failed slot the handle has none for, so the counts stay exact
+        (the executor may not have recorded it: a failure settled before its job was
+        registered)."""
+        final = {k for k, f in records if f.action != "retried"}
+        for key, result in zip(keys, slots, strict=True):
+            if result is _SENTINEL and key not in final:
+                self.record(records, key, "", "the executor returned no record of this failure")
+
+    # ---------------------------------------------------------------- one at a time
     def submit(self, genome: np.ndarray, key: tuple[int, ...]) -> cf.Future[Any]:
-        return self.executor.submit(self.call, key, genome)
+        return self.target.submit(self.task, key, genome)
 
-    def collect(self, future: cf.Future[Any], key: tuple[int, ...], state: State) -> np.ndarray:
+    def collect(
+        self, future: cf.Future[Any], key: tuple[int, ...], state: State
+    ) -> tuple[np.ndarray, bool]:
+        """The fitness of a submitted evaluation and whether it is a penalty (records into
+        ``state.failures``); raises as :meth:`evaluate`."""
+        records: Records = []
         try:
             with self.waiting:
-                raw, seconds = future.result()
-            self.busy += seconds
-            return self.value(raw, key)
+                result = future.result()
+            if result is _SENTINEL:
+                records.extend(self.claim(future, key))
+                self.unrecorded([result], [key], records)
+            value = self.outcome(result, key, records)
         except Exception as e:
             raise _failed(e, key, state) from e
+        state.failures.extend(records)
+        return value
+
+    def claim(self, future: cf.Future[Any], key: tuple[int, ...]) -> Records:
+        """The handle's record of the failed submit ``future``: its own ``failures`` where the
+        future carries them; otherwise the next final record (penalized or raised) not yet
+        claimed, in the order the handle recorded them.  (A submit's record says ``index`` 0:
+        when two fail together and are collected out of their order, their messages may be
+        swapped; the count is always right.  Retried attempts of submits are not claimed.)"""
+        own = getattr(future, "failures", None)
+        if own is None:
+            with self.lock:
+                records = self.handle.failures
+                at = self.claimed
+                while at < len(records) and records[at].action == "retried":
+                    at += 1
+                own = records[at : at + 1]
+                self.claimed = at + len(own)
+        return [(key, f._replace(item=key[-1], function=self.name)) for f in own]
+
+    # ---------------------------------------------------------------- statistics
+    def unreported(self, state: State) -> tuple[int, int]:
+        """Failures recorded in ``state`` but not yet in a statistics row: ``(penalized,
+        retried)``.  Counted from the state alone (its history and records), so a resumed run's
+        rows are an uninterrupted one's."""
+        rows = len(state.history)
+        if self.reported is None or self.reported[0] != rows:
+            failed = sum(r.get("failed", 0) for r in state.history)
+            retried = sum(r.get("retried", 0) for r in state.history)
+            self.reported = (rows, failed, retried)
+        penalized = sum(1 for _, f in state.failures if f.action == "penalized")
+        retried = sum(1 for _, f in state.failures if f.action == "retried")
+        return penalized - self.reported[1], retried - self.reported[2]
+
+
+class RetriesExhausted(Exception):
+    """A failure an evocluster handle reported after its retries, with no penalty to give
+    (the cause of the loop's :class:`EvaluationError`; not exported)."""
 
 
 def _failed(exc: Exception, key: tuple[int, ...], state: State) -> EvaluationError:
@@ -409,25 +792,40 @@ def _stats(
     evals: int,
     wall: float,
     extra: dict[str, Any] | None = None,
-    fitness: np.ndarray | None = None,
+    members: np.ndarray | None = None,
 ) -> None:
-    """Append a statistics row for ``state`` (of ``fitness``, default all of the population's)
-    to its history; log it on one line."""
-    f = state.fitness if fitness is None else fitness
+    """Append a statistics row for ``state`` to its history; log it on one line.
+
+    The statistics (min, mean, max, std) are of the members that hold a fitness of their own --
+    ``members`` (a mask, default all) less the penalized ones: a penalty (``-inf`` by default)
+    would make them meaningless.  NaN when no member has one.  The row counts the evaluations
+    ``failed`` (penalized) and ``retried`` since the last row, each only when not zero."""
+    keep = ~state.penalized if members is None else members & ~state.penalized
+    f = state.fitness[keep]
+    nan = [float("nan")] * state.fitness.shape[1]
+    empty = not len(f)
+    with np.errstate(invalid="ignore"):  # an infeasible member's documented +/-inf: NaN, quietly
+        mean = nan if empty else f.mean(axis=0).tolist()
+        std = nan if empty else f.std(axis=0).tolist()
     row: dict[str, Any] = {
         "generation": state.generation,
         "evals": evals,
         "evaluations": state.evaluations,
-        "min": f.min(axis=0).tolist(),
-        "mean": f.mean(axis=0).tolist(),
-        "max": f.max(axis=0).tolist(),
-        "std": f.std(axis=0).tolist(),
+        "min": nan if empty else f.min(axis=0).tolist(),
+        "mean": mean,
+        "max": nan if empty else f.max(axis=0).tolist(),
+        "std": std,
         "seconds": wall,
         "evals_per_s": evals / wall if wall > 0 else 0.0,
         "utilisation": min(1.0, ev.busy / (ev.workers * wall)) if wall > 0 else 0.0,
     }
     if extra:
         row |= extra
+    failed, retried = ev.unreported(state)
+    if failed:
+        row["failed"] = failed
+    if retried:
+        row["retried"] = retried
     ev.busy = 0.0
     state.history.append(row)
     if ev.log is not None:
@@ -488,7 +886,7 @@ class _Checkpointing:
         self.name, self.seed, self.log = name, seed, log
         self.given = resume if isinstance(resume, State) else None  # resume=State: that state
         self.entry: dict[str, Any] | None = None  # what the checkpoint holds for this loop
-        self.index = 0  # this loop's place among the loops of the job using the file
+        self.item = 0  # this loop's place among the loops of the job using the file
         self.signals: _checkpoint.StopSignals | None = None
         self.waiting: AbstractContextManager[Any] = contextlib.nullcontext()
         self.snapshot: Callable[[], tuple[State | None, Any]] | None = None
@@ -523,7 +921,7 @@ class _Checkpointing:
             mode = True
         elif _checkpoint.slurm_restarted() and (source or self.path).exists():
             mode = True  # SLURM requeued the job: resume where it stopped
-        self.index, self.entry = _checkpoint.engine_slot(
+        self.item, self.entry = _checkpoint.engine_slot(
             self.path, algorithm=name, seed=seed, resume=mode, source=source
         )
         self.signals = _checkpoint.StopSignals()
@@ -620,7 +1018,7 @@ class _Checkpointing:
         generation = state.generation if state is not None else 0
         _checkpoint.write_engine_slot(
             self.path,
-            self.index,
+            self.item,
             entry,
             extra={
                 "generation": generation,
@@ -666,7 +1064,7 @@ class _Checkpointing:
         re-raises).  A loop that fails before it has begun (bad arguments) gives its place in
         the checkpoint's run back."""
         if self.path is not None and self.snapshot is None:  # failed before it began: its
-            _checkpoint.release_engine_slot(self.path, self.index)  # place is the next call's
+            _checkpoint.release_engine_slot(self.path, self.item)  # place is the next call's
         if self.signals is not None and self.snapshot is not None and self.signals.is_stop(exc):
             self.stop(exc if isinstance(exc, Exception) else None)
 
@@ -715,6 +1113,8 @@ def _begin(
     check: Callable[[int], None] | None = None,
     single_objective: bool = True,
     report: Report = None,
+    on_error: str | None = None,
+    penalty: Any = None,
 ) -> tuple[State, np.random.Generator, _Evaluator]:
     """The start every generational loop shares, in this order: check the weights, the
     ``probabilities`` (name -> value) and, once the population size is known, ``check(size)``;
@@ -728,7 +1128,7 @@ def _begin(
     state, rng, fresh = _start(name, population, seed, w, ck.start_state(), single_objective)
     if check is not None:
         check(len(state.genomes))
-    ev = _Evaluator(executor, fitness, seed, w, log, ck.waiting)
+    ev = _Evaluator(executor, fitness, seed, w, log, ck.waiting, on_error, penalty)
     ck.track(lambda: (state, None))  # the loops change this state only once a step is complete
     if fresh is not None:
         _evaluate_initial(ev, state, rng, fresh, report)
@@ -754,6 +1154,8 @@ def _generations(
     check: Callable[[int], None] | None = None,
     single_objective: bool = True,
     report: Report = None,
+    on_error: str | None = None,
+    penalty: Any = None,
 ) -> Result:
     """The generational loops' driver: :func:`_begin`, then ``step(state, rng, ev)`` (make the
     next generation into ``state``, return the evaluations it needed) until ``generations``;
@@ -776,6 +1178,8 @@ def _generations(
                 check=check,
                 single_objective=single_objective,
                 report=report,
+                on_error=on_error,
+                penalty=penalty,
             )
             while state.generation < generations:
                 ck.safe_point(state.generation)
@@ -799,7 +1203,7 @@ def _evaluate_initial(
     keep the generator's state, write the first statistics row."""
     t0 = time.perf_counter()
     n = len(genomes)
-    state.fitness = ev.evaluate(genomes, [(0, i) for i in range(n)], state)
+    state.fitness, state.penalized = ev.evaluate(genomes, [(0, i) for i in range(n)], state)
     state.evaluations = n
     state.rng = dict(rng.bit_generator.state)
     _stats(ev, state, n, time.perf_counter() - t0, report(state) if report else None)
@@ -848,12 +1252,18 @@ def _vary_pairs(
 
 
 def _evaluate_changed(
-    ev: _Evaluator, state: State, off: np.ndarray, off_fit: np.ndarray, changed: np.ndarray
+    ev: _Evaluator,
+    state: State,
+    off: np.ndarray,
+    off_fit: np.ndarray,
+    off_bad: np.ndarray,
+    changed: np.ndarray,
 ) -> int:
-    """Evaluate the changed offspring of the next generation into ``off_fit``; return how many."""
+    """Evaluate the changed offspring of the next generation into ``off_fit`` (and which are
+    penalized into ``off_bad``); return how many."""
     todo = np.flatnonzero(changed)
     g = state.generation + 1
-    off_fit[todo] = ev.evaluate(off[todo], [(g, int(i)) for i in todo], state)
+    off_fit[todo], off_bad[todo] = ev.evaluate(off[todo], [(g, int(i)) for i in todo], state)
     return len(todo)
 
 
@@ -893,6 +1303,8 @@ def generational(
     checkpoint: CheckpointPath = None,
     checkpoint_every: float | None = None,
     checkpoint_every_generations: int | None = None,
+    on_error: str | None = None,
+    penalty: float | Sequence[float] | None = None,
 ) -> Result:
     """A generational GA: select ``n - elitism`` parents, vary them (DEAP's varAnd), evaluate
     the changed offspring, keep the ``elitism`` best of the old population.
@@ -923,6 +1335,21 @@ def generational(
         checkpoint_every: seconds between periodic checkpoints (0: every generation);
             checkpoint_every_generations: generations between them.  Default: the launcher's,
             else every 60 s.
+        on_error: what a failed evaluation (the fitness raised, returned something that is not
+            one number per objective, or -- on evocluster's executors -- timed out or crashed
+            its process) does: ``"raise"`` (end the loop with :class:`EvaluationError`),
+            ``"penalize"`` (the individual gets ``penalty`` and the loop goes on) or
+            ``"retry:N"`` (evaluated again up to N times -- on another worker, on evocluster's
+            executors --, then penalized if ``penalty`` is given, else raised; a bad return
+            value is not retried: the same task key draws the same numbers).  Default: the
+            executor's own (evocluster's: the launcher's ``--on-error``/``--penalty``), else
+            ``"raise"``.  Each generation's line shows ``failed N`` (and ``retried N``) when
+            not zero; :attr:`Result.failures` holds every record.
+        penalty: the fitness of a failed individual: a number, or one per objective.  Default:
+            the worst, ``-inf`` where larger is better, ``+inf`` where smaller is.  Penalized
+            members stay in the population (selection sees the penalty) but are left out of
+            the statistics (min/mean/max/std are of the members that did not fail) and of
+            ``Result.best`` while another member is there.
 
     Returns:
         :class:`Result`.
@@ -938,11 +1365,12 @@ def generational(
         scores = _scalar_scores(state.fitness, w)
         parents = select(scores, n - elitism, rng)
         off, changed = _vary_pairs(state.genomes[parents], rng, crossover, mutate, cxpb, mutpb)
-        off_fit = state.fitness[parents].copy()
-        evals = _evaluate_changed(ev, state, off, off_fit, changed)
+        off_fit, off_bad = state.fitness[parents], state.penalized[parents]  # (copies)
+        evals = _evaluate_changed(ev, state, off, off_fit, off_bad, changed)
         elite = operators.truncation(scores, elitism) if elitism else np.empty(0, dtype=np.int64)
         state.genomes = np.concatenate([state.genomes[elite], off])
         state.fitness = np.concatenate([state.fitness[elite], off_fit])
+        state.penalized = np.concatenate([state.penalized[elite], off_bad])
         return evals
 
     ck = _checkpointing(
@@ -967,6 +1395,8 @@ def generational(
         ck=ck,
         probabilities={"cxpb": cxpb, "mutpb": mutpb},
         check=functools.partial(_check_elitism, elitism),
+        on_error=on_error,
+        penalty=penalty,
     )
 
 
@@ -979,15 +1409,17 @@ def best(scores: np.ndarray, k: int, rng: np.random.Generator | None = None) -> 
 def _var_or(
     genomes: np.ndarray,
     fitness: np.ndarray,
+    penalized: np.ndarray,
     lam: int,
     rng: np.random.Generator,
     crossover: Crossover,
     mutate: Mutate,
     cxpb: float,
     mutpb: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """DEAP's varOr: each of ``lam`` offspring is a crossover child (``cxpb``), a mutant
-    (``mutpb``) or a copy of a random parent.  Returns offspring, their known fitness, changed."""
+    (``mutpb``) or a copy of a random parent.  Returns offspring, their known fitness, whether
+    that is a penalty, and which changed (their fitness is unknown)."""
     if cxpb + mutpb > 1.0:
         raise ValueError(f"cxpb + mutpb must be <= 1 (DEAP's varOr), got {cxpb + mutpb}")
     n = len(genomes)
@@ -996,13 +1428,14 @@ def _var_or(
     second = rng.integers(0, n, lam)
     off = genomes[first].copy()
     off_fit = fitness[first].copy()
+    off_bad = penalized[first].copy()
     cx = op < cxpb
     mu = (op >= cxpb) & (op < cxpb + mutpb)
     if cx.any():
         off[cx] = crossover(genomes[first[cx]], genomes[second[cx]], rng)[0]
     if mu.any():
         off[mu] = mutate(off[mu], rng)
-    return off, off_fit, cx | mu
+    return off, off_fit, off_bad, cx | mu
 
 
 def _evolution_strategy(
@@ -1022,25 +1455,29 @@ def _evolution_strategy(
     weights: Sequence[float],
     log: Log,
     ck: _Checkpointing,
+    on_error: str | None,
+    penalty: Any,
 ) -> Result:
     """:func:`mu_plus_lambda` (``plus``) and :func:`mu_comma_lambda`."""
     name = "mu_plus_lambda" if plus else "mu_comma_lambda"
 
     def step(state: State, rng: np.random.Generator, ev: _Evaluator) -> int:
         mu = len(state.genomes)
-        off, off_fit, changed = _var_or(
-            state.genomes, state.fitness, lambda_, rng, crossover, mutate, cxpb, mutpb
-        )
-        evals = _evaluate_changed(ev, state, off, off_fit, changed)
+        off, off_fit, off_bad, changed = _var_or(
+            state.genomes, state.fitness, state.penalized, lambda_, rng, crossover, mutate, cxpb,
+            mutpb,
+        )  # fmt: skip
+        evals = _evaluate_changed(ev, state, off, off_fit, off_bad, changed)
         if plus:
-            pool, pool_fit = (
+            pool, pool_fit, pool_bad = (
                 np.concatenate([state.genomes, off]),
                 np.concatenate([state.fitness, off_fit]),
+                np.concatenate([state.penalized, off_bad]),
             )
         else:
-            pool, pool_fit = off, off_fit
+            pool, pool_fit, pool_bad = off, off_fit, off_bad
         keep = select(_scalar_scores(pool_fit, ev.weights), mu, rng)
-        state.genomes, state.fitness = pool[keep], pool_fit[keep]
+        state.genomes, state.fitness, state.penalized = pool[keep], pool_fit[keep], pool_bad[keep]
         return evals
 
     return _generations(
@@ -1056,6 +1493,8 @@ def _evolution_strategy(
         ck=ck,
         probabilities={"cxpb": cxpb, "mutpb": mutpb},
         check=functools.partial(_check_lambda, name, plus, lambda_),
+        on_error=on_error,
+        penalty=penalty,
     )
 
 
@@ -1078,11 +1517,14 @@ def mu_plus_lambda(
     checkpoint: CheckpointPath = None,
     checkpoint_every: float | None = None,
     checkpoint_every_generations: int | None = None,
+    on_error: str | None = None,
+    penalty: float | Sequence[float] | None = None,
 ) -> Result:
     """(mu + lambda) evolution strategy: ``lambda_`` offspring by DEAP's varOr; the next
     population is chosen from parents and offspring by ``select(scores, mu, rng)`` (default
     :func:`best`: the ``mu`` best).  ``mu`` is the initial population's size.  Other
-    arguments (checkpoints too), return value and errors as :func:`generational`."""
+    arguments (checkpoints and failure policies too), return value and errors as
+    :func:`generational`."""
     return _evolution_strategy(
         plus=True,
         fitness=fitness,
@@ -1107,6 +1549,8 @@ def mu_plus_lambda(
             checkpoint_every,
             checkpoint_every_generations,
         ),
+        on_error=on_error,
+        penalty=penalty,
     )
 
 
@@ -1129,6 +1573,8 @@ def mu_comma_lambda(
     checkpoint: CheckpointPath = None,
     checkpoint_every: float | None = None,
     checkpoint_every_generations: int | None = None,
+    on_error: str | None = None,
+    penalty: float | Sequence[float] | None = None,
 ) -> Result:
     """(mu, lambda) evolution strategy: as :func:`mu_plus_lambda`, but the next population is
     chosen from the offspring only (``lambda_ >= mu``)."""
@@ -1156,6 +1602,8 @@ def mu_comma_lambda(
             checkpoint_every,
             checkpoint_every_generations,
         ),
+        on_error=on_error,
+        penalty=penalty,
     )
 
 
@@ -1177,6 +1625,8 @@ def nsga2(
     checkpoint: CheckpointPath = None,
     checkpoint_every: float | None = None,
     checkpoint_every_generations: int | None = None,
+    on_error: str | None = None,
+    penalty: float | Sequence[float] | None = None,
 ) -> Result:
     """NSGA-II (Deb et al. 2002): parents by crowded binary tournament, offspring by varAnd,
     the next population chosen from parents and offspring by non-dominated sorting and crowding
@@ -1186,7 +1636,9 @@ def nsga2(
         weights: one per objective, ``-1`` minimise, ``+1`` maximise.
         report: optional ``report(state) -> dict`` whose items are added to each generation's
             statistics (e.g. the hypervolume).
-        Others (checkpoints too): as :func:`generational`.
+        penalty: as :func:`generational` (a single number only with one objective: the worst
+            differs with each objective's direction).
+        Others (checkpoints, ``on_error`` too): as :func:`generational`.
 
     Returns:
         :class:`Result`; ``best`` is a member of the first front.
@@ -1194,15 +1646,16 @@ def nsga2(
 
     def step(state: State, rng: np.random.Generator, ev: _Evaluator) -> int:
         w, n = ev.weights, len(state.genomes)
-        scores = state.fitness * w
+        scores = _finite_scores(state.fitness * w, state.penalized)
         parents = pareto.crowded_tournament(scores, n, rng)
         off, changed = _vary_pairs(state.genomes[parents], rng, crossover, mutate, cxpb, mutpb)
-        off_fit = state.fitness[parents].copy()
-        evals = _evaluate_changed(ev, state, off, off_fit, changed)
+        off_fit, off_bad = state.fitness[parents], state.penalized[parents]  # (copies)
+        evals = _evaluate_changed(ev, state, off, off_fit, off_bad, changed)
         pool = np.concatenate([state.genomes, off])
         pool_fit = np.concatenate([state.fitness, off_fit])
-        keep = pareto.nsga2_select(pool_fit * w, n)
-        state.genomes, state.fitness = pool[keep], pool_fit[keep]
+        pool_bad = np.concatenate([state.penalized, off_bad])
+        keep = pareto.nsga2_select(_finite_scores(pool_fit * w, pool_bad), n)
+        state.genomes, state.fitness, state.penalized = pool[keep], pool_fit[keep], pool_bad[keep]
         return evals
 
     ck = _checkpointing(
@@ -1222,6 +1675,8 @@ def nsga2(
         probabilities={"cxpb": cxpb, "mutpb": mutpb},
         single_objective=False,
         report=report,
+        on_error=on_error,
+        penalty=penalty,
     )
 
 
@@ -1245,6 +1700,8 @@ def steady_state(
     checkpoint: CheckpointPath = None,
     checkpoint_every: float | None = None,
     checkpoint_every_generations: int | None = None,
+    on_error: str | None = None,
+    penalty: float | Sequence[float] | None = None,
 ) -> Result:
     """An asynchronous steady-state EA: no generational barrier, not even the first one.
 
@@ -1280,6 +1737,11 @@ def steady_state(
             population size).  Rows carry ``generation`` = rows so far - 1 and ``in_flight``.
         resume: ``True`` or a path: go on from the checkpoint (not from a :class:`State`,
             which lacks the individuals in flight).
+        on_error, penalty: as :func:`generational`; a failed initial member takes its place
+            with the penalty, a failed offspring is discarded unless the worst member is no
+            better.  On evocluster's executors a failure's record is matched to its
+            evaluation by the order of failures (the count is exact; when two fail at once
+            their messages may be swapped) and retried attempts are not recorded.
         Others: as :func:`generational`.
 
     Returns:
@@ -1317,7 +1779,7 @@ def steady_state(
                 w,
                 State.from_dict(entry["state"]) if entry is not None else None,
             )
-            ev = _Evaluator(executor, fitness, seed, w, log, ck.waiting)
+            ev = _Evaluator(executor, fitness, seed, w, log, ck.waiting, on_error, penalty)
             window = (
                 in_flight if in_flight is not None else (64 if deterministic else 3 * ev.workers)
             )
@@ -1486,17 +1948,17 @@ class _SteadyState:
         """Take in a finished evaluation: its value into the population, the counts, and a
         statistics row when one is due."""
         s = self.futures[f]
-        value = self.ev.collect(f, self.key(s), self.state)  # a stop may interrupt it: nothing
-        del self.futures[f]  # is changed before it returns, the individual stays in flight
+        value, bad = self.ev.collect(f, self.key(s), self.state)  # a stop may interrupt it:
+        del self.futures[f]  # nothing is changed before it returns, the individual stays in flight
         genome = self.in_flight.pop(s)
-        self.replace(s, genome, value)
+        self.replace(s, genome, value, bad)
         self.integrated += 1
         self.since += 1
         self.state.evaluations += 1
         if self.since == self.every or self.integrated == self.total:
             self.report()
 
-    def replace(self, s: int, genome: np.ndarray, value: np.ndarray) -> None:
+    def replace(self, s: int, genome: np.ndarray, value: np.ndarray, bad: bool) -> None:
         """An initial member takes its own place; an offspring replaces the worst member if it
         is at least as good, and is discarded otherwise."""
         score = value[0] * self.ev.weights[0]
@@ -1508,6 +1970,7 @@ class _SteadyState:
             if score < self.scores[slot]:
                 return  # worse than the worst: discarded
         self.state.genomes[slot], self.state.fitness[slot] = genome, value
+        self.state.penalized[slot] = bad
         self.scores[slot] = score
         self.known[slot] = True
 
@@ -1519,7 +1982,7 @@ class _SteadyState:
             self.since,
             time.perf_counter() - self.t0,
             {"in_flight": len(self.futures)},
-            self.state.fitness[self.known],
+            self.known,
         )
         self.state.generation += 1
         self.since, self.t0 = 0, time.perf_counter()
@@ -1547,6 +2010,8 @@ def ask_tell(
     checkpoint: CheckpointPath = None,
     checkpoint_every: float | None = None,
     checkpoint_every_generations: int | None = None,
+    on_error: str | None = None,
+    penalty: float | Sequence[float] | None = None,
 ) -> Result:
     """Evaluate an external ask/tell optimiser's candidates on the executor.
 
@@ -1569,6 +2034,9 @@ def ask_tell(
         iterations: a cap on ask/tell rounds (``None``: until ``stop()``).
         resume: ``True`` or a path: go on from the checkpoint (not from a :class:`State`,
             which lacks the optimiser).
+        on_error, penalty: as :func:`generational`; the optimiser is told the penalty of a
+            failed candidate (give a finite ``penalty`` to an optimiser that cannot take
+            ``inf``), and ``best`` is never a failed one while another was evaluated.
         Others: as :func:`generational`.
 
     Returns:
@@ -1595,7 +2063,8 @@ def ask_tell(
     )
     with ck:
         try:
-            loop = _AskTell(optimizer, _Evaluator(executor, fitness, seed, w, log, ck.waiting), ck)
+            ev = _Evaluator(executor, fitness, seed, w, log, ck.waiting, on_error, penalty)
+            loop = _AskTell(optimizer, ev, ck)
             if ck.entry is not None:  # finished or not: the optimiser passed in takes its state
                 loop.restore(ck.entry["loop"], ck.entry["state"])
             done = ck.finished()
@@ -1669,7 +2138,7 @@ class _AskTell:
         self.state = State.from_dict(state) if state is not None else None
 
     def run(self, iterations: int | None) -> Result:
-        optimizer, ev, w = self.optimizer, self.ev, self.ev.weights
+        optimizer, ev = self.optimizer, self.ev
         stop = getattr(optimizer, "stop", None)
         while iterations is None or self.it < iterations:
             self.mark()
@@ -1683,7 +2152,7 @@ class _AskTell:
                 "ask_tell", self.seed, 0, genomes, np.empty((0, 1)), self.weights, {}
             )
             keys = [(self.it, i) for i in range(len(genomes))]
-            values = ev.evaluate(genomes, keys, previous)
+            values, bad = ev.evaluate(genomes, keys, previous)
             optimizer.tell(xs, values[:, 0].tolist())
             self.it += 1
             self.state = State(
@@ -1696,20 +2165,47 @@ class _AskTell:
                 rng={},
                 evaluations=previous.evaluations + len(genomes),
                 history=previous.history,
+                penalized=bad,
+                failures=previous.failures,
             )
-            i = int(np.argmax(values[:, 0] * w[0]))
-            if self.best is None or values[i, 0] * w[0] > self.best[0]:
-                self.best = (values[i, 0] * w[0], genomes[i].copy(), values[i].copy())
+            self.keep_best(genomes, values, bad)
+            assert self.best is not None
             best_fitness = float(self.best[2][0])
             _stats(ev, self.state, len(genomes), time.perf_counter() - t0, {"best": best_fitness})
         if self.state is None or self.best is None:
             raise ValueError("the optimizer stopped before its first iteration")
         return Result(self.state, self.best[1], self.best[2])
 
+    def keep_best(self, genomes: np.ndarray, values: np.ndarray, bad: np.ndarray) -> None:
+        """The best evaluated so far: a candidate that failed only while none has not (its
+        score then counts as ``-inf``, so the first one that does not fail replaces it)."""
+        scores = np.where(bad, -np.inf, values[:, 0] * self.ev.weights[0])
+        i = int(np.argmax(scores))
+        if self.best is None or scores[i] > self.best[0]:
+            self.best = (float(scores[i]), genomes[i].copy(), values[i].copy())
+
+
+def _finite_scores(scores: np.ndarray, penalized: np.ndarray) -> np.ndarray:
+    """``scores`` (larger better) for the Pareto machinery, which takes finite values only: an
+    infinite penalty becomes, per objective, one less than the lowest score of the members that
+    did not fail (0 if none did), so every penalized member is dominated by every other."""
+    wrong = penalized[:, None] & ~np.isfinite(scores)
+    if not wrong.any():
+        return scores
+    good = scores[~penalized]
+    floor = good.min(axis=0) - 1.0 if len(good) else np.zeros(scores.shape[1])
+    return np.where(wrong, floor, scores)
+
 
 def _result(state: State, w: np.ndarray) -> Result:
+    """The result of a loop ending with ``state``; ``best`` among the members that did not
+    fail (all of them if every one did)."""
+    ok = np.flatnonzero(~state.penalized)
+    if not len(ok):
+        ok = np.arange(len(state.genomes))
     if len(w) == 1:
-        i = int(np.argmax(state.fitness[:, 0] * w[0]))
+        i = int(ok[np.argmax(state.fitness[ok, 0] * w[0])])
     else:
-        i = int(pareto.non_dominated_fronts(state.fitness * w)[0][0])
+        scores = _finite_scores(state.fitness[ok] * w, state.penalized[ok])
+        i = int(ok[pareto.non_dominated_fronts(scores)[0][0]])
     return Result(state, state.genomes[i].copy(), state.fitness[i].copy())

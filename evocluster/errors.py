@@ -13,6 +13,9 @@ Hierarchy::
      |                                   carried home as itself (its class cannot be pickled)
      |    +-- EvaluationError            the engine's fitness raised or returned a bad value;
      |                                   carries the last complete state to resume from
+     |    +-- EvaluationFailed           an evaluation did not return: it timed out
+     |         +-- EvaluationTimeout     (``eval_timeout``), or the process evaluating it
+     |         +-- EvaluationCrashed     died (isolation: a segfault, ``os._exit``, the OOM killer)
      +-- concurrent.futures.BrokenExecutor
           +-- BrokenPool                 the pool lost a worker or its transport; every pending
                                          future fails with it
@@ -25,7 +28,7 @@ CPython's ``concurrent.futures.process``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from ._broken import BrokenPool
@@ -33,7 +36,11 @@ if TYPE_CHECKING:
 __all__ = [
     "BrokenPool",
     "ConfigurationError",
+    "EvaluationCrashed",
     "EvaluationError",
+    "EvaluationFailed",
+    "EvaluationTimeout",
+    "Failure",
     "EvoclusterError",
     "JobError",
     "RemoteError",
@@ -114,10 +121,42 @@ class EvaluationError(EvoclusterError):
         self.key = key
 
 
+class EvaluationFailed(EvoclusterError):
+    """An evaluation ended without a value or an exception of its own: see the subclasses."""
+
+    def __reduce__(self) -> tuple[type[EvaluationFailed], tuple[str]]:
+        return (type(self), (str(self),))
+
+
+class EvaluationTimeout(EvaluationFailed):
+    """An evaluation ran longer than ``eval_timeout`` seconds and was abandoned (interrupted in
+    the worker, or its isolated process killed)."""
+
+
+class EvaluationCrashed(EvaluationFailed):
+    """The process evaluating an individual died (a signal, ``os._exit``, the OOM killer, a
+    memory limit).  Under isolation only that evaluation is lost."""
+
+
+class Failure(NamedTuple):
+    """One failed evaluation, as recorded under every ``on_error`` policy (``Executor.failures``;
+    the run log of a later release writes these).  Plain data: picklable, JSON-friendly."""
+
+    item: int  # the item's position in its map (0 for a submit)
+    error: str  # the exception's class, qualified: "builtins.ValueError", "...EvaluationTimeout"
+    message: str  # str() of the exception
+    worker: str  # the worker's label: "MPI worker 3 of 4 on host h", "local worker 1 (pid 7)"
+    attempt: int  # 1 for the first evaluation, 2 for the first retry, ...
+    seconds: float  # time the failed attempt ran, where the worker measured it (else 0.0)
+    action: str  # what became of it: "raised", "penalized" or "retried"
+    function: str  # the callable's name (``module.qualname`` where it has one)
+
+
 def __getattr__(name: str) -> Any:
     """``BrokenPool`` is defined on first use (in ``_broken``, as ``evocluster.errors.BrokenPool``):
     its base, ``concurrent.futures.BrokenExecutor``, loads ``concurrent.futures`` and ``logging``,
-    about 4.5 ms of imports that a worker rank, which only evaluates, never needs."""
+    imports that a worker rank, which only evaluates, never needs (~6 ms per rank:
+    benchmarks/RESULTS.md F1, 2026-12-02)."""
     if name == "BrokenPool":
         from ._broken import BrokenPool
 

@@ -16,14 +16,17 @@ its :meth:`~Executor.shutdown` stops only that handle; elsewhere it starts a poo
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
+import signal
+import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import Executor as _StdExecutor
-from typing import Any
+from typing import Any, NoReturn
 
 from . import backends, config, jobfile, serialization, sharing
 from ._initializer import Initialized
@@ -33,16 +36,26 @@ from ._scheduling import (
     FAILED,
     Job,
     Owner,
+    Rules,
     Scheduling,
     args_label,
     check_args,
+    function_name,
     unsendable,
 )
 from .backends.base import Transport
-from .errors import BrokenPool, ConfigurationError, JobError, SerializationError
+from .errors import BrokenPool, ConfigurationError, Failure, JobError, SerializationError
 from .worker import in_evaluation
 
-__all__ = ["Executor", "close_shared", "get_executor", "install_shared", "map", "starmap"]
+__all__ = [
+    "Executor",
+    "close_shared",
+    "get_executor",
+    "install_shared",
+    "map",
+    "shared_stats",
+    "starmap",
+]
 
 
 class Executor(_StdExecutor):
@@ -69,7 +82,20 @@ class Executor(_StdExecutor):
             cloudpickle), ``"strict"`` (pickle only; what cannot travel fails on the master, before
             dispatch) or ``"cloudpickle"``.  Default: under the launcher, its ``--serialization``;
             else ``EVOCLUSTER_SERIALIZATION``, else ``"upgrade"``.
+        on_error: what a failed evaluation (the fitness raised, timed out, or its process died)
+            becomes: ``"raise"`` (default: the caller gets the exception, with the worker's
+            traceback), ``"penalize"`` (its result is ``penalty``) or ``"retry:N"`` (evaluated
+            again up to N times, on another worker where there is one; then ``"penalize"`` if a
+            penalty is set, else ``"raise"``).  Every failure is recorded in :attr:`failures`.
+        penalty: the result of a penalized evaluation (any value; it never travels).
+        eval_timeout: seconds one evaluation may run; a longer one is abandoned (interrupted in
+            the worker, or its isolated process killed) and fails under ``on_error``.
+        isolate: evaluate in a child process each worker keeps, so that a segfault, an
+            ``os._exit`` or the OOM killer costs one evaluation, never the worker.
+        eval_memory: bytes (or ``"2G"``) of address space an isolated evaluation may use.
         **options: further :class:`evocluster.config.Options` fields (``prefetch``, ...).
+            Under the launcher, the fault options default to its ``--on-error``, ``--penalty``,
+            ``--eval-timeout``, ``--isolate`` and ``--eval-memory``.
 
     Raises:
         ValueError: ``max_workers`` is 0 or less.
@@ -97,12 +123,14 @@ class Executor(_StdExecutor):
             workers = max_workers
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
-        if serialization is None and _launcher is not None:  # the launcher's --serialization
-            serialization = _launcher.serialization
+        if _launcher is not None:  # the launcher's --serialization, --on-error, ...
+            serialization = _launcher_defaults(serialization, options)
         opts = config.resolve(
             backend=backend, workers=workers, serialization=serialization, **options
         )
         self._policy = opts.serialization
+        self._options = opts
+        self._rules = Rules.from_options(opts)
         self._owner = Owner(has_initializer=initializer is not None)
         self._initializer = initializer
         self._initargs = tuple(initargs)
@@ -132,6 +160,55 @@ class Executor(_StdExecutor):
     def num_workers(self) -> int:
         """:attr:`n_workers`, under ``MPIPoolExecutor``'s name."""
         return self._pool.n_workers
+
+    @property
+    def options(self) -> config.Options:
+        """The options this executor runs with (resolved: keywords, environment, launcher)."""
+        return self._options
+
+    @property
+    def failures(self) -> list[Failure]:
+        """Every failed evaluation of this executor's calls so far, in the order they were
+        settled, under every ``on_error`` policy: :class:`evocluster.Failure` records (item
+        index, error type and message, worker, attempt, seconds, what became of it)."""
+        return list(self._owner.failures)
+
+    def with_policy(
+        self,
+        on_error: str | None = None,
+        penalty: Any = None,
+        eval_timeout: float | None = None,
+    ) -> Executor:
+        """A handle on the same workers whose calls follow other failure settings (those not
+        given are this executor's).  Its :meth:`shutdown` stops only that handle; its
+        :attr:`failures` are its own."""
+        opts = self._options
+        if on_error is not None:
+            opts = opts._replace(on_error=on_error)
+        if penalty is not None:
+            opts = opts._replace(penalty=penalty)
+        if eval_timeout is not None:
+            opts = opts._replace(eval_timeout=eval_timeout)
+        config.check(opts)
+        handle = object.__new__(type(self))
+        handle.__dict__.update(self.__dict__)
+        handle._options = opts
+        handle._rules = Rules.from_options(opts)
+        handle._owner = Owner(has_initializer=self._initializer is not None)
+        handle._owns_pool = False
+        handle._wrapped = {}
+        return handle
+
+    def _rules_for(self, fn: Callable[..., Any]) -> Rules:
+        """This executor's rules for a call of ``fn`` (a penalty is needed to penalize)."""
+        rules = self._rules
+        if rules.fallback == "penalize" and self._options.penalty is None:
+            raise ConfigurationError(
+                "on_error='penalize' needs the value a failed evaluation gets: give penalty= "
+                "(or the launcher's --penalty, e.g. --penalty=-1 or --penalty='(-1e9, 1e9)', "
+                "one value per objective)"
+            )
+        return rules._replace(function=function_name(fn))
 
     def stats(self) -> dict[str, int]:
         """Counters of the pool since it started: ``chunks`` and ``items`` dispatched,
@@ -166,6 +243,7 @@ class Executor(_StdExecutor):
     def _put(self, job: Job) -> None:
         with self._owner.lock:
             self._check_open()
+            job.owner = self._owner  # before put: a failure may be settled (and recorded) at once
             self._pool.put(job)  # raises BrokenPool once a worker was lost
             self._owner.add(job)
 
@@ -197,8 +275,9 @@ class Executor(_StdExecutor):
             raise
         except Exception as e:
             raise unsendable("args", e) from e
+        rules = self._rules_for(fn)
         future = self._pool.new_future()
-        job = Job(key, payload, [args], True, kw, 1, future, self._policy)
+        job = Job(key, payload, [args], True, kw, 1, future, self._policy, rules)
         job.frames = frames
         self._put(job)
         self._pool.step()
@@ -292,8 +371,9 @@ class Executor(_StdExecutor):
         policy = (
             self._policy if policy is None else config.resolve(serialization=policy).serialization
         )
+        rules = self._rules_for(fn)
         key, payload = self._function(fn, policy)
-        job = Job(key, payload, items, star, None, chunksize, None, policy)
+        job = Job(key, payload, items, star, None, chunksize, None, policy, rules)
         if items:  # the first call is checked here, before anything is dispatched
             check_args(items[0], args_label(job, 0), policy)
         self._put(job)
@@ -347,6 +427,8 @@ class Executor(_StdExecutor):
 
 
 # ---------------------------------------------------------------------- backends and defaults
+#: options an Executor under the launcher takes from the launcher when not given
+_LAUNCHER_DEFAULTS = ("on_error", "penalty", "eval_timeout", "isolate", "eval_memory")
 _shared: dict[str, Pool] = {}  # pools started by the launcher, used by every Executor
 _launcher: config.Options | None = None  # the launcher's options: defaults of the job's executors
 _default: Executor | None = None
@@ -357,21 +439,128 @@ _owned: dict[Scheduling, Owner] = {}
 _interpreter_exiting = False
 
 
+#: Seconds an ended job's abandoned evaluations (of a map or result it stopped waiting for) may
+#: still run before their workers are killed: they may be writing something, but nobody can
+#: collect what they return.
+EXIT_GRACE = 3.0
+
+
 def _at_interpreter_exit() -> None:
     """Before the interpreter joins its threads (as the stdlib's executors do): no new work; an
     executor shut down with ``wait=False`` whose pool still runs is stopped, its evaluations
-    killed, so that it never holds the exit; one never shut down finishes its work first."""
+    killed, so that it never holds the exit; one never shut down finishes its work first, except
+    the evaluations the job abandoned (:func:`_finish`)."""
     global _interpreter_exiting
     _interpreter_exiting = True
     for pool, owner in list(_owned.items()):
         if owner.shutdown:
             pool.kill()
-        else:
-            pool.close(wait=True)
+        elif not _finish(pool, EXIT_GRACE):
+            _note_abandoned()
+            pool.kill()
+            pool.close(wait=True, timeout=5.0)  # the scheduler ends on the killed workers' EOFs
 
 
 # threading's own exit hook runs before atexit's and before non-daemon threads are joined
 getattr(threading, "_register_atexit", atexit.register)(_at_interpreter_exit)
+
+
+def _note_abandoned() -> None:
+    print(
+        f"evocluster: the job ended while evaluations it had stopped waiting for (a timeout) were "
+        f"still running after {EXIT_GRACE:g} s: their workers were killed",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _finish(pool: Scheduling, grace: float) -> bool:
+    """Close ``pool`` once the work still wanted is done; return ``False`` instead when only work
+    the job abandoned (a cancelled map or future) has been left running for ``grace`` seconds:
+    the caller then kills it.  Work still wanted (a future not waited for) is waited for, as the
+    stdlib's executors do; a signal ends that wait (:func:`_install_exit_signals`)."""
+    since: float | None = None
+    # joins with a short timeout: between them, look whether what is left is wanted at all
+    while not pool.close(wait=True, timeout=0.1):
+        if not pool.abandoned_only():
+            since = None
+        elif since is None:
+            since = time.monotonic()
+        elif time.monotonic() - since > grace:
+            return False
+    return True
+
+
+class _Interrupted(KeyboardInterrupt):
+    """SIGINT, SIGTERM or SIGHUP in the main thread: the job unwinds as from Ctrl-C, and the run
+    ends with one line and exit code 128 + ``signum`` (the launcher, or :func:`_excepthook`)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+#: The signals that end a run whose master holds workers; each is taken over only if it has its
+#: default handler (a job's own handler, or SIGHUP ignored under nohup, is left alone).
+_EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_signals_installed = False
+
+
+def _install_exit_signals() -> None:
+    """The master of workers (the launcher's, or a job that started a pool): SIGINT, SIGTERM and
+    SIGHUP raise :class:`_Interrupted` in the main thread; uncaught, it prints one line, kills
+    every pool's workers and exits 128 + the signal's number.  Once the interpreter exits (no
+    code left to unwind) a signal does that at once.  Main thread only (where signals are
+    handled); an engine loop that checkpoints replaces the SIGTERM handler while it runs."""
+    global _signals_installed
+    if _signals_installed or threading.current_thread() is not threading.main_thread():
+        return
+    _signals_installed = True
+    for signum in _EXIT_SIGNALS:
+        default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+        if signal.getsignal(signum) is default:
+            signal.signal(signum, _on_exit_signal)
+    previous = sys.excepthook
+
+    def _excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if isinstance(value, KeyboardInterrupt):
+            _die(getattr(value, "signum", signal.SIGINT))
+        previous(kind, value, tb)
+
+    sys.excepthook = _excepthook
+
+
+def _on_exit_signal(signum: int, frame: Any) -> None:
+    if _interpreter_exiting:  # in the exit hooks: nothing of the job's left to unwind
+        _die(signum)
+    raise _Interrupted(signum)
+
+
+def _die(signum: int) -> None:
+    """One line, every pool's workers killed (MPI: ``MPI_Abort`` with the code), exit now with
+    128 + ``signum``."""
+    code = 128 + signum
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    if (config.mpi_rank_from_env() or 0) == 0:
+        name = signal.Signals(signum).name
+        print(f"evocluster: interrupted ({name})", file=sys.stderr, flush=True)
+    for pool in [*_shared.values(), *_owned]:
+        transport = getattr(pool, "transport", None)
+        if transport is not None:
+            with contextlib.suppress(Exception):
+                transport.abort(code)  # MPI: does not return; local: SIGKILL
+    os._exit(code)
+
+
+def _launcher_defaults(serialization: str | None, options: dict[str, Any]) -> str | None:
+    """Fill ``options`` with the launcher's fault options not given; return the serialisation
+    policy (the launcher's ``--serialization`` unless given)."""
+    assert _launcher is not None
+    for name in _LAUNCHER_DEFAULTS:
+        if options.get(name) is None:
+            options[name] = getattr(_launcher, name)
+    return _launcher.serialization if serialization is None else serialization
 
 
 def _refuse_nested() -> None:
@@ -409,14 +598,28 @@ def _open_pool(opts: config.Options) -> tuple[Scheduling, bool]:
         )
     size = config.mpi_world_size_from_env()
     if size is not None and size > 1 and not _shared:
-        raise ConfigurationError(
-            f"this process is one of {size} MPI ranks but was not started through evocluster, so "
-            "every rank would run the whole job: launch it as "
-            f"`mpiexec -n {size} python -m evocluster job.py`"
-        )
+        _refuse_plain_mpi(size)
     job = jobfile.spec_for_current_main()
     serialization.set_worker_main_names(jobfile.module_level_names(job))
-    return Pool(backends.open_transport(name, opts, job), opts, name), True
+    pool = Pool(backends.open_transport(name, opts, job), opts, name)
+    _install_exit_signals()
+    return pool, True
+
+
+def _refuse_plain_mpi(size: int) -> NoReturn:
+    """``mpiexec -n N python job.py``: every rank runs the whole job.  A usage error: rank 0 says
+    so once, and every rank exits 2 (``SystemExit``: no traceback per rank)."""
+    if (config.mpi_rank_from_env() or 0) == 0:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        print(
+            f"evocluster: this process is one of {size} MPI ranks but was not started through "
+            "evocluster, so every rank would run the whole job: launch it as "
+            f"`mpiexec -n {size} python -m evocluster job.py`",
+            file=sys.stderr,
+            flush=True,
+        )
+    raise SystemExit(2)
 
 
 def install_shared(name: str, transport: Transport, opts: config.Options) -> Executor:
@@ -425,17 +628,40 @@ def install_shared(name: str, transport: Transport, opts: config.Options) -> Exe
     _launcher = opts
     _shared[name] = Pool(transport, opts, name)
     _default = Executor(backend=name)
+    _install_exit_signals()
     return _default
 
 
-def close_shared(wait: bool = True, cancel: bool = False, timeout: float | None = None) -> bool:
+def close_shared(
+    wait: bool = True,
+    cancel: bool = False,
+    timeout: float | None = None,
+    grace: float | None = None,
+) -> bool:
     """Launcher only: stop the shared pool's workers after the work in flight (``cancel``: drop
-    the work not started).  Returns whether every pool ended within ``timeout``."""
+    the work not started).  Returns whether every pool ended within ``timeout``; with ``grace``
+    (and ``wait``), whether it ended without evaluations the job abandoned left running ``grace``
+    seconds (the caller then kills the workers, and calls this again)."""
     global _default
-    ended = all(pool.close(wait, cancel, timeout) for pool in list(_shared.values()))
+    if grace is not None and wait:
+        ended = all(_finish(pool, grace) for pool in list(_shared.values()))
+        if not ended:
+            return False
+    else:
+        ended = all(pool.close(wait, cancel, timeout) for pool in list(_shared.values()))
     _shared.clear()
     _default = None
     return ended
+
+
+def shared_stats() -> dict[str, int]:
+    """Launcher only: the counters of the run's shared pools, summed (``failed``, ``retried``,
+    messages and bytes)."""
+    total: dict[str, int] = {}
+    for pool in _shared.values():
+        for k, v in pool.stats().items():
+            total[k] = total.get(k, 0) + v
+    return total
 
 
 def get_executor() -> Executor:

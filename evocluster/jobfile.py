@@ -78,7 +78,14 @@ def spec_for_current_main() -> JobSpec:
     if main is None or not path or not os.path.exists(path):
         return spec(None, None, sys.argv[1:])
     mod_spec = getattr(main, "__spec__", None)
-    if mod_spec is not None and mod_spec.name and mod_spec.name != "__main__":
+    # a worker's __main__ is the job imported under another name (ours, or SCOOP's): its file
+    if mod_spec is not None and mod_spec.name not in (
+        None,
+        "",
+        "__main__",
+        WORKER_NAME,
+        "SCOOP_WORKER",
+    ):
         return spec(None, mod_spec.name, sys.argv[1:])
     return spec(path, None, sys.argv[1:])
 
@@ -167,7 +174,9 @@ def module_level_names(job: JobSpec) -> set[str]:
                 found = importlib.util.find_spec(name + ".__main__")
             loader: Any = found.loader if found is not None else None
             source = loader.get_source(found.name) if loader is not None else None  # type: ignore[union-attr]
-        import ast  # here: only the master reads the job's source (~2 ms per worker rank)
+        # here: only the master reads the job's source (~2.5 ms per worker rank:
+        # benchmarks/RESULTS.md F2, 2026-12-02)
+        import ast
 
         return _bound_names(ast.parse(source).body) if source is not None else set()
     except (OSError, SyntaxError, ImportError, ValueError):

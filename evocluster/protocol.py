@@ -26,6 +26,7 @@ __all__ = [
     "Doorbell",
     "Failed",
     "Init",
+    "Limits",
     "Ready",
     "Result",
     "Stop",
@@ -80,6 +81,15 @@ class Task(NamedTuple):
     fn_key: bytes
     fn_payload: Any  # the serialised callable (frames), or None when the worker has it cached
     item_frames: Any  # the serialised (items, star, kwargs)
+    limits: Limits | None = None  # how to evaluate; None: in the worker, with no time limit
+
+
+class Limits(NamedTuple):
+    """How a worker evaluates a task's items (``None`` in the task: the defaults, as here)."""
+
+    timeout: float | None = None  # seconds per evaluation; a longer one is abandoned
+    isolate: bool = False  # in a child process the worker keeps (a crash costs one evaluation)
+    memory: int | None = None  # bytes of address space of that child (RLIMIT_AS)
 
 
 class Stop(NamedTuple):
@@ -121,7 +131,9 @@ def init(job: JobSpec, options: dict[str, Any]) -> Init:
     return Init(INIT, job, options)
 
 
-def task(chunk_id: int, fn_key: bytes, fn_payload: Any, item_frames: Any) -> Task:
+def task(
+    chunk_id: int, fn_key: bytes, fn_payload: Any, item_frames: Any, limits: Limits | None = None
+) -> Task:
     """Master -> worker: evaluate ``fn(*args, **kwargs)`` for each ``args`` of a chunk.
 
     ``fn_payload`` is the serialised callable (frames) the first time this worker sees ``fn_key``,
@@ -129,7 +141,7 @@ def task(chunk_id: int, fn_key: bytes, fn_payload: Any, item_frames: Any) -> Tas
     is a tuple of positional arguments, else the one argument): it is loaded by the worker
     separately, so that an item that cannot be unpickled fails its chunk, not the conversation.
     """
-    return Task(TASK, chunk_id, fn_key, fn_payload, item_frames)
+    return Task(TASK, chunk_id, fn_key, fn_payload, item_frames, limits)
 
 
 def stop() -> Stop:

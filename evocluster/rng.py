@@ -6,11 +6,12 @@ task*: :func:`call` is what the engine sends, ``call(fn, seed, key, *args)``, an
 
 * makes :func:`rng` return a ``numpy.random.Generator`` seeded from
   ``numpy.random.SeedSequence(seed, spawn_key=key)``, created on first use (the sequence alone
-  costs ~25 µs: a fitness that draws nothing does not pay it), and
+  costs 10-20 µs, 20-75 µs with the generator: a fitness that draws nothing does not pay it), and
 * seeds Python's ``random`` module from the same ``(seed, key)`` (``random.seed`` of a string
-  naming them, which ``random`` hashes with SHA-512; ~7 µs).  Where the process does something
+  naming them, which ``random`` hashes with SHA-512; 6-11 µs).  Where the process does something
   else too -- the serial backend evaluates in the master's own process, SCOOP's root may
-  evaluate -- the previous state of ``random`` is restored afterwards (~25 µs more).  An
+  evaluate -- the previous state of ``random`` is restored afterwards (~20 µs more; these three
+  figures: benchmarks/RESULTS.md F11-F13, 2026-12-02).  An
   evocluster worker process only evaluates, and every evaluation seeds ``random`` anew, so it
   skips the restore.  ``random`` has one state per process: in a *thread* pool, evaluations
   running at once share it, and only :func:`rng` is reproducible there (evocluster's workers

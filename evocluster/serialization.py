@@ -144,10 +144,11 @@ _by_value_cache: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictiona
 # Each class sent or received by value, by payload: the class a payload stands for in this
 # process.  A class travels with every chunk that holds its instances, and it travels as the
 # payload it came with (see _remember_class), so the master gets back the very bytes it sent and
-# finds its own class here, without loading anything.  Loading would cost ~50 us per chunk, and
-# cloudpickle, reconciling the loaded class with the one it tracks, would reset that class's
-# attributes and methods to the payload's copies (cloudpipe/cloudpickle#439).  Bounded: cleared
-# when full (a class met again is then loaded once more).
+# finds its own class here, without loading anything.  Loading would cost 40-100 us per chunk
+# (benchmarks/RESULTS.md F6, 2026-12-02), and cloudpickle, reconciling the loaded class with the
+# one it tracks, would reset that class's attributes and methods to the payload's copies
+# (cloudpipe/cloudpickle#439).  Bounded: cleared when full (a class met again is then loaded once
+# more).
 _classes_by_payload: dict[bytes, type] = {}
 _CLASSES_BY_PAYLOAD_MAX = 256
 
@@ -552,7 +553,9 @@ class FunctionTable:
                 self._by_id.move_to_end(ident)
                 return key, payload
         payload = serialize_callable(fn, policy)
-        import hashlib  # here, not at the top: only the master digests (~3.5 ms per worker rank)
+        # here, not at the top: only the master digests (~6 ms per worker rank:
+        # benchmarks/RESULTS.md F3, 2026-12-02)
+        import hashlib
 
         digest = hashlib.blake2b(digest_size=16)
         for frame in payload:
@@ -575,12 +578,18 @@ def pack_exception(exc: BaseException, where: str) -> dict[str, Any]:
     exception whose class has a custom ``__init__`` signature pickles fine but fails to unpickle,
     which must never reach the master (multiprocessing.Pool hangs on exactly that).
     """
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:  # an exception's own __str__ may raise too: it must not end the worker
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        message = str(exc)
+    except BaseException as e:
+        message = f"<str() of the exception raised {type(e).__name__}>"
+        tb = f"{type(exc).__module__}.{type(exc).__qualname__}: {message}\n"
     info: dict[str, Any] = {
         "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-        "message": str(exc),
+        "message": message,
         "traceback": f'\n"""\n{where}:\n{tb}"""',
         "pickled": None,
+        "where": where,
     }
     try:
         blob = pickle.dumps(exc, protocol=PROTOCOL)

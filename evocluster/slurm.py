@@ -96,7 +96,7 @@ class Request(NamedTuple):
     account: str | None = None
     backend: str = "mpi"  # "mpi" or "scoop"
     launcher: str = "srun"  # "srun" or "mpiexec"; MPI only
-    checkpoint: str | None = None  # passed to the job as --checkpoint PATH; %a: the array task
+    checkpoint: str | None = None  # exported as EVOCLUSTER_CHECKPOINT; %a: the array task
     array: str | None = None  # an sbatch --array specification
     dry_run: bool = False
 
@@ -140,7 +140,10 @@ class _SubmitParser:
         p.add_argument("--backend", choices=("mpi", "scoop"), default=None)
         p.add_argument("--launcher", choices=("srun", "mpiexec"), default=None)
         p.add_argument(
-            "--checkpoint", metavar="PATH", help="passed to the job; %%a is the array task's index"
+            "--checkpoint",
+            metavar="PATH",
+            help="the run's checkpoint (EVOCLUSTER_CHECKPOINT: every engine loop and "
+            "evocluster.Checkpoint() use it); %%a is the array task's index",
         )
         p.add_argument("--array", metavar="SPEC", help="a job array, e.g. 0-29 (sbatch --array)")
         p.add_argument("--dry-run", action="store_true", help="print the script, submit nothing")
@@ -286,15 +289,19 @@ JOB=@JOB@
 """
 
 _CHECKPOINT = """\
-# EDIT: the job's checkpoint file, passed to it as --checkpoint PATH
+# EDIT: the run's checkpoint file: every evocluster engine loop of the job, and
+# evocluster.Checkpoint() without a path, save there and resume from it
 CHECKPOINT=@CHECKPOINT@
+export EVOCLUSTER_CHECKPOINT="$CHECKPOINT"
 """
 
 _ARRAY_CHECKPOINT = """\
-# EDIT: the job's checkpoint file, passed to it as --checkpoint PATH; %a is the task's index in
-# the array, so that each task has a file of its own
+# EDIT: the run's checkpoint file: every evocluster engine loop of the job, and
+# evocluster.Checkpoint() without a path, save there and resume from it.  %a is the task's
+# index in the array, so that each task has a file of its own
 CHECKPOINT=@CHECKPOINT@
 CHECKPOINT=${CHECKPOINT//"%a"/$SLURM_ARRAY_TASK_ID}
+export EVOCLUSTER_CHECKPOINT="$CHECKPOINT"
 """
 
 _ARRAY_SEED = """\
@@ -413,9 +420,10 @@ exit "$code"
 _CHECKPOINTED_MPI = 'if [ "$code" = 75 ]'
 
 _CHECKPOINTED_SCOOP = """\
-# SCOOP's launcher exits 0 whatever the job does; evocluster's exit guard ends it with SIGTERM
-# when the job exits with another code than 0, 75 included: after the warning, 143 means 75.
-if [ "$code" = 75 ] || { [ "$code" = 143 ] && [ "$warned" = 1 ]; }"""
+# SCOOP's launcher exits 0 whatever the job does, and can never exit 75: evocluster's exit guard
+# ends it with SIGUSR2 when the job exits 75, so 140 (128 + SIGUSR2) means 75; with SIGTERM (143)
+# when the job fails.
+if [ "$code" = 75 ] || [ "$code" = 140 ]"""
 
 
 def _wrap(text: str, width: int = 96) -> list[str]:
@@ -495,7 +503,6 @@ def render(req: Request, *, python: str | None = None) -> str:
                 checkpoint=q(req.checkpoint),
             )
         )
-        args += ["--checkpoint", '"$CHECKPOINT"']
     if req.array is not None:
         parts.append(_ARRAY_SEED)
     parts.append(f"# EDIT: the job's own arguments\nARGS=({' '.join(args)})\n")

@@ -3,21 +3,33 @@
 A worker never dies because of a fitness: every call is wrapped, and what it raised travels home
 with its formatted traceback and the worker's rank and host.  What the worker cannot do at all --
 import the job -- is reported once as FAILED, and the worker then exits.
+
+A task may carry :class:`~evocluster.protocol.Limits`: a time limit per evaluation, which
+interrupts pure-Python code here (SIGALRM, in the main thread), and isolation, under which the
+items are evaluated in a child process the worker keeps (:mod:`evocluster._isolation`): a
+timeout kills it, and a crash (a signal, ``os._exit``, a memory limit) costs that evaluation
+only.  A fitness that forks and returns in the copy never gets that copy into the serve loop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import threading
 import time
 import traceback
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from . import jobfile, protocol
 from .backends.base import Channel
-from .errors import SerializationError
+from .errors import EvaluationCrashed, EvaluationTimeout, SerializationError
 from .serialization import dumps, dumps_results, explain_load_error, loads, nest, pack_exception
+
+if TYPE_CHECKING:
+    from ._isolation import Isolated
 
 __all__ = ["FN_CACHE_SIZE", "FunctionCache", "Worker", "in_evaluation", "serve"]
 
@@ -65,12 +77,84 @@ class FunctionCache:
         return self._d[key]
 
 
+class _Alarm:
+    """A time limit on one evaluation, in pure Python: SIGALRM raises
+    :class:`~evocluster.errors.EvaluationTimeout` inside the fitness.  Only in the main thread
+    (where Python runs signal handlers); code stuck in C is not interrupted (isolation kills it)."""
+
+    def __init__(self) -> None:
+        self.timeout = 0.0
+        signal.signal(signal.SIGALRM, self._ring)
+
+    def _ring(self, signum: int, frame: Any) -> None:
+        raise EvaluationTimeout(
+            f"the evaluation ran longer than {self.timeout:g} s (eval_timeout) and was interrupted"
+        )
+
+    def start(self, timeout: float) -> None:
+        self.timeout = timeout
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+
+    @staticmethod
+    def stop() -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+class _ExitGuard:
+    """``os._exit`` while a fitness runs in a worker: that evaluation's failure
+    (:class:`~evocluster.errors.EvaluationCrashed` naming the code), not the worker's end -- under
+    MPI a worker's exit ends the whole job.  A copy forked by the fitness still exits for real."""
+
+    def __init__(self) -> None:
+        self.real = os._exit
+        self.pid = os.getpid()
+
+    def __call__(self, code: int) -> None:
+        if os.getpid() != self.pid or threading.current_thread() is not threading.main_thread():
+            self.real(code)
+        raise EvaluationCrashed(
+            f"the fitness called os._exit({code}): intercepted, the worker goes on (it would have "
+            "ended the worker, and under MPI the whole job)"
+        )
+
+
+def unpicklable_result(value: Any, exc: BaseException) -> SerializationError:
+    """The error of a result that pickling refused with ``exc`` (the master adds the function and
+    the item, which a worker does not know)."""
+    what = type(value).__module__ + "." + type(value).__qualname__
+    return SerializationError(
+        f"the fitness returned a {what}, which cannot be pickled ({type(exc).__name__}: {exc}): "
+        "return what pickle can store (numbers, tuples, lists, dicts, numpy arrays, instances of "
+        "the job's classes), not open files, locks, sockets, generators or objects that hold them"
+    )
+
+
+def apply_item(fn: Any, item: Any, star: bool, kwargs: Any) -> Any:
+    """``fn(item)``, or ``fn(*item, **kwargs)`` for a starred call: one evaluation (here, and in
+    an isolated child)."""
+    if not star:
+        return fn(item)
+    if kwargs:
+        return fn(*item, **kwargs)
+    return fn(*item)
+
+
+def _can_alarm() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
 class Worker:
     """Evaluates TASK records.  Holds the function cache; knows its label for tracebacks."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, job: jobfile.JobSpec | None = None) -> None:
         self.label = label
+        self.job = job  # what an isolated child imports
         self.functions = FunctionCache()
+        # the callables' frames as received, for an isolated child (a new one after a crash)
+        self.payloads = FunctionCache()
+        self.pid = os.getpid()  # a fitness that forks: its copy must never go on serving
+        self._alarm: _Alarm | None = None
+        self._isolated: Isolated | None = None
 
     def _function(self, key: bytes, payload: Any) -> Any:
         if self.touch_or_load(key, payload):
@@ -79,9 +163,11 @@ class Worker:
 
     def touch_or_load(self, key: bytes, payload: Any) -> bool:
         if self.functions.touch(key):
+            self.payloads.touch(key)  # the same order of use: both caches drop the same keys
             return True
         if payload is None:
             return False
+        self.payloads.put(key, payload)
         try:
             fn: Any = loads(payload)
         except BaseException as e:  # SystemExit from a __reduce__ too: it must not end the worker
@@ -98,9 +184,7 @@ class Worker:
             record.fn_payload,
             record.item_frames,
         )
-        errors: dict[int, dict[str, Any]] = {}
-        values: list[Any] = []
-        t0 = time.perf_counter()
+        limits = record.limits
         try:
             fn = self._function(key, payload)
             if isinstance(fn, _Unloadable):
@@ -110,31 +194,116 @@ class Worker:
             err = SerializationError(explain_load_error(e, "the task's arguments"))
             info = pack_exception(err, self.label)
             return protocol.result(chunk_id, nest(dumps([])), {-1: info}, 0.0)
-        t0 = time.perf_counter()
-        _evaluating.label = self.label
-        try:
-            for i, item in enumerate(items):
-                try:
-                    if not star:
-                        values.append(fn(item))
-                    elif kwargs:
-                        values.append(fn(*item, **kwargs))
-                    else:
-                        values.append(fn(*item))
-                # any BaseException (SystemExit, KeyboardInterrupt, GeneratorExit, a class of the
-                # job's): that evaluation's failure, reported; one bad individual never kills the
-                # worker (a worker that left its loop would leave the master waiting for ever)
-                except BaseException as e:
-                    values.append(None)
-                    errors[i] = pack_exception(e, self.label)
-        finally:
-            _evaluating.label = None
-        elapsed = time.perf_counter() - t0
+        if limits is not None and (limits.isolate or not _can_alarm()):
+            values, errors, elapsed = self._run_isolated(
+                key, items, star, kwargs, limits, item_frames
+            )
+        else:
+            timeout = limits.timeout if limits is not None else None
+            values, errors, elapsed = self._evaluate(fn, items, star, kwargs, timeout)
         try:
             out = dumps_results(values)
         except BaseException:  # a result's own pickling code may raise anything
             out = self._dump_each(values, errors)
         return protocol.result(chunk_id, nest(out), errors, elapsed)
+
+    def _evaluate(
+        self, fn: Any, items: list[Any], star: bool, kwargs: Any, timeout: float | None
+    ) -> tuple[list[Any], dict[int, dict[str, Any]], float]:
+        """Call ``fn`` on each item here; every failure is that item's (values[i] is None)."""
+        errors: dict[int, dict[str, Any]] = {}
+        values: list[Any] = []
+        alarm = None
+        if timeout is not None:
+            alarm = self._alarm = self._alarm or _Alarm()
+        t0 = time.perf_counter()
+        with self._evaluating():
+            for i, item in enumerate(items):
+                value, info = self._call(fn, item, star, kwargs, alarm, timeout)
+                values.append(value)
+                if info is not None:
+                    errors[i] = info
+        return values, errors, time.perf_counter() - t0
+
+    @contextlib.contextmanager
+    def _evaluating(self) -> Iterator[None]:
+        """While fitness code runs here: a nested map is refused (:func:`in_evaluation`), and in a
+        worker process ``os._exit`` is that evaluation's failure (never in the serial master)."""
+        _evaluating.label = self.label
+        guard = _ExitGuard() if serving else None
+        if guard is not None:
+            os._exit = guard  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            _evaluating.label = None
+            if guard is not None:
+                os._exit = guard.real
+
+    def _call(
+        self,
+        fn: Any,
+        item: Any,
+        star: bool,
+        kwargs: Any,
+        alarm: _Alarm | None,
+        timeout: float | None,
+    ) -> tuple[Any, dict[str, Any] | None]:
+        """One evaluation: its value, or None and its packed failure."""
+        started = time.perf_counter()
+        try:
+            if alarm is not None:
+                alarm.start(timeout)  # type: ignore[arg-type]
+            value = apply_item(fn, item, star, kwargs)
+        # any BaseException (SystemExit, KeyboardInterrupt, GeneratorExit, a class of the job's):
+        # that evaluation's failure, reported; one bad individual never kills the worker (a
+        # worker that left its loop would leave the master waiting for ever)
+        except BaseException as e:
+            if alarm is not None:
+                alarm.stop()
+            self._check_fork()
+            info = pack_exception(e, self.label)
+            info["seconds"] = time.perf_counter() - started
+            return None, info
+        if alarm is not None:
+            alarm.stop()
+        self._check_fork()
+        return value, None
+
+    def _check_fork(self) -> None:
+        """A fitness that forked returns twice: the copy leaves at once, silently (it must not
+        answer the master, nor run the job's exit handlers)."""
+        if os.getpid() != self.pid:
+            os._exit(0)
+
+    def _run_isolated(
+        self,
+        key: bytes,
+        items: list[Any],
+        star: bool,
+        kwargs: Any,
+        limits: protocol.Limits,
+        item_frames: Any,
+    ) -> tuple[list[Any], dict[int, dict[str, Any]], float]:
+        """The items in this worker's child process (started, or restarted, as needed)."""
+        from ._isolation import Isolated
+
+        child = self._isolated
+        if child is not None and child.memory != limits.memory:
+            child.close()
+            child = None
+        if child is None:
+            # a worker that was not handed the job (SCOOP's, the serial one): its __main__'s
+            job = self.job if self.job is not None else jobfile.spec_for_current_main()
+            child = self._isolated = Isolated(job, self.label, limits.memory)
+        frames = self.payloads.get(key)
+        return child.run(key, frames, items, star, kwargs, limits.timeout, item_frames=item_frames)
+
+    def close(self) -> None:
+        """Stop this worker's isolated child, if it has one."""
+        if self._isolated is not None:
+            self._isolated.close()
+            self._isolated = None
 
     def _dump_each(self, values: list[Any], errors: dict[int, dict[str, Any]]) -> Any:
         """Some result cannot be pickled: report those items as errors, keep the others."""
@@ -143,13 +312,7 @@ class Worker:
                 dumps_results(v)
             except BaseException as e:
                 values[i] = None
-                err = SerializationError(
-                    f"the result of this call cannot be pickled ({type(e).__name__}: {e}): "
-                    "return what pickle can store (numbers, tuples, lists, dicts, numpy arrays, "
-                    "instances of the job's classes), not open files, locks, sockets, generators "
-                    "or objects that hold them"
-                )
-                errors[i] = pack_exception(err, self.label)
+                errors[i] = pack_exception(unpicklable_result(v, e), self.label)
         return dumps_results(values)
 
 
@@ -198,10 +361,13 @@ def serve(channel: Channel, job: jobfile.JobSpec | None = None) -> int:
     channel.send(dumps(protocol.ready(channel.rank, channel.host, os.getpid())))
     global serving
     serving = True
-    worker = Worker(label)
-    while True:
-        record = loads(channel.recv())
-        if record[0] == protocol.STOP:
-            channel.send(dumps(protocol.bye()))
-            return 0
-        channel.send(dumps(worker.run(record)))
+    worker = Worker(label, sent)
+    try:
+        while True:
+            record = loads(channel.recv())
+            if record[0] == protocol.STOP:
+                channel.send(dumps(protocol.bye()))
+                return 0
+            channel.send(dumps(worker.run(record)))
+    finally:
+        worker.close()

@@ -22,7 +22,8 @@ Options after the job file are the job's own: ``--seed``, ``--ngen``, ``--pop``,
 ``--checkpoint PATH``: save the population, the generation and the random state there after every
 generation, and at SIGUSR1 or SIGTERM (a batch system's warning) stop with exit code 75; run the
 same command again to resume where it stopped, with the same final population as a run that was
-never interrupted (on any backend, with any number of workers).
+never interrupted (on any backend, with any number of workers).  Without it, the run's own
+checkpoint, if it has one: the launcher's ``--checkpoint PATH``, or ``submit --checkpoint PATH``.
 """
 
 import argparse
@@ -85,6 +86,10 @@ def report(gen, evals, population):
 def main(seed=42, ngen=40, pop_size=300, length=100, checkpoint=None):
     """Run the GA; return the final population.  With ``checkpoint`` (a path), resume from it if
     it exists, save after every generation, and stop with exit code 75 when a signal asks to."""
+    from evocluster.checkpoint import defaults  # the master's: workers never load it
+
+    # no path given: the run's own, if it has one (`--checkpoint` of the launcher or of `submit`)
+    checkpoint = checkpoint or defaults().path
     ckpt = evocluster.Checkpoint(checkpoint, seed=seed).watch_signals() if checkpoint else None
     toolbox.register("individual", tools.initRepeat, creator.Individual, toolbox.attr_bool, length)
     toolbox.register("population", tools.initRepeat, list, toolbox.individual)

@@ -28,6 +28,8 @@ from typing import Any
 import helpers
 import pytest
 
+import evocluster
+
 MPI_PARAMS = ("mpi-", "mpich", "mpiexec", "openmpi")
 
 
@@ -191,3 +193,19 @@ def _check_nothing_left(session: pytest.Session, where: Path) -> None:
         else:
             print(message, flush=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# ---------------------------------------------------------------------------- executors
+# Shared by the engine and policy tests; one of each per test module (module scope).
+@pytest.fixture(scope="module")
+def serial() -> Any:
+    """A serial evocluster executor (everything in this process)."""
+    with evocluster.Executor(backend="serial") as ex:
+        yield ex
+
+
+@pytest.fixture(scope="module")
+def local2() -> Any:
+    """An evocluster executor with a local pool of 2 workers of its own."""
+    with evocluster.Executor(backend="local", workers=2) as ex:
+        yield ex

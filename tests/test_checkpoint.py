@@ -289,3 +289,45 @@ def test_onemax_stopped_by_sigusr1_resumes_elsewhere_with_the_same_population(
     assert resumed.returncode == 0, output(resumed)
     assert "resumed from" in resumed.stdout and "gen   0" not in resumed.stdout
     assert final_hash(resumed.stdout) == final_hash(whole.stdout)
+
+
+def test_checkpoint_without_a_path_is_the_runs_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Checkpoint()``: the launcher's ``--checkpoint``, else ``EVOCLUSTER_CHECKPOINT`` (what
+    ``submit --checkpoint`` exports), else a clear error."""
+    monkeypatch.delenv(checkpoint.CHECKPOINT_ENV, raising=False)
+    with pytest.raises(evocluster.ConfigurationError, match="needs a path"):
+        Checkpoint()
+    monkeypatch.setenv(checkpoint.CHECKPOINT_ENV, str(tmp_path / "env.ckpt"))
+    assert Checkpoint().path == tmp_path / "env.ckpt"
+    assert checkpoint.defaults().path == str(tmp_path / "env.ckpt")
+    checkpoint.set_defaults(tmp_path / "launcher.ckpt")
+    try:  # the launcher's option wins over the environment
+        assert Checkpoint().path == tmp_path / "launcher.ckpt"
+    finally:
+        checkpoint.set_defaults()
+
+
+def test_an_engine_loop_checkpoints_where_the_environment_says(tmp_path: Path) -> None:
+    """A job run without the launcher (SCOOP's origin, plain python) under ``submit
+    --checkpoint``: its engine loops write the file ``EVOCLUSTER_CHECKPOINT`` names."""
+    job = tmp_path / "job.py"
+    job.write_text(
+        "import evocluster\n"
+        "from evocluster import engine, operators as ops\n"
+        "def fit(g):\n    return float(g.sum())\n"
+        "if __name__ == '__main__':\n"
+        "    with evocluster.Executor(backend='serial') as ex:\n"
+        "        engine.generational(fit, lambda r: ops.random_bits(8, 8, r), executor=ex,\n"
+        "            generations=2, seed=1, crossover=ops.uniform,\n"
+        "            mutate=lambda x, r: ops.bit_flip(x, r, p=0.1), log=None)\n"
+    )
+    target = tmp_path / "run.ckpt"
+    r = run(
+        [sys.executable, str(job)],
+        cwd=tmp_path,
+        env=clean_env(**{checkpoint.CHECKPOINT_ENV: str(target)}),
+    )
+    assert r.returncode == 0, output(r)
+    assert checkpoint.read_header(target)["algorithm"]

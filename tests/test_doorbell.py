@@ -6,16 +6,29 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 
 import pytest
-from helpers import TESTS, clean_env, mpi_command, run
+from helpers import (
+    OPENMPI_FLAGS,
+    OPENMPI_PYTHON,
+    TESTS,
+    clean_env,
+    mpi_command,
+    output,
+    require_mpiexec,
+    require_openmpi,
+    run,
+)
 
 from evocluster.backends import doorbell
 from evocluster.backends.base import Backoff
 
 JOB = str(TESTS / "jobs" / "doorbells.py")
+STRANGERS = str(TESTS / "jobs" / "doorbell_strangers.py")
+COUNT_JOB = str(TESTS / "jobs" / "doorbell_count.py")
 
 
 _opened: list[doorbell.Bell] = []
@@ -25,6 +38,13 @@ def _connect(*args: object) -> doorbell.Bell:
     bell = doorbell.connect(*args)  # type: ignore[arg-type]
     _opened.append(bell)
     return bell
+
+
+@pytest.fixture(autouse=True)
+def _close_opened():
+    yield
+    while _opened:
+        _opened.pop().close()
 
 
 @pytest.fixture
@@ -80,6 +100,158 @@ def test_a_connection_without_the_token_or_with_a_bad_rank_is_refused(
     _wait_connected(bells, 1)
     bells.ring(0)
     assert good.wait(5.0)
+
+
+def _silent(port: int, n: int) -> list[socket.socket]:
+    """``n`` connections to ``port`` that never send a byte (connected by the kernel, without
+    waiting for the master to accept them)."""
+    found = []
+    for _ in range(n):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        found.append(s)
+    return found
+
+
+def _closed_by_master(s: socket.socket, within: float) -> bool:
+    """Whether the master closes ``s`` within ``within`` s, having sent nothing on it."""
+    s.settimeout(within)
+    try:
+        data = s.recv(64)
+    except TimeoutError:
+        return False
+    except OSError:  # reset: closed as well
+        return True
+    assert data == b"", data  # never a byte to a stranger: the token above all
+    return True
+
+
+def test_silent_connections_hold_up_no_worker(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # before the fix, the master read one greeting at a time, 2 s each: 20 silent connections
+    # ahead of the workers held them up 40 s, longer than a worker waits to connect, and the
+    # workers polled with no word said
+    monkeypatch.setattr(doorbell, "HELLO_TIMEOUT", 30.0, raising=False)  # silence lasts
+    d = doorbell.Doorbells(2)
+    try:
+        hosts, port, token = d.address()
+        strangers = _silent(port, 20)
+        time.sleep(0.2)  # they are all at the listener first
+        t = time.monotonic()
+        one = _connect(hosts, port, token, 1)
+        two = _connect(hosts, port, token, 2)
+        assert one.connected and two.connected
+        while d.connected < 2 and time.monotonic() - t < 1.5:  # not one stranger's deadline
+            time.sleep(0.01)
+        assert d.connected == 2, f"{d.connected} of 2 after {time.monotonic() - t:.1f} s"
+        # every worker is in: the strangers are closed at once, having been sent nothing
+        assert all(_closed_by_master(s, 5.0) for s in strangers)
+        d.ring(1)
+        assert two.wait(5.0)
+    finally:
+        d.close()
+        for s in strangers:
+            s.close()
+    assert capfd.readouterr().err == ""  # nothing is missing: not a word
+
+
+def test_a_stranger_is_closed_at_its_deadline_while_the_others_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(doorbell, "HELLO_TIMEOUT", 0.5, raising=False)
+    d = doorbell.Doorbells(2)
+    try:
+        hosts, port, token = d.address()
+        t = time.monotonic()
+        (silent,) = _silent(port, 1)
+        (slow,) = _silent(port, 1)
+        time.sleep(0.05)
+        slow.send(token[:5])  # a part of a greeting, and then nothing
+        good = _connect(hosts, port, token, 1)
+        _wait_connected(d, 1)
+        assert good.connected
+        assert _closed_by_master(silent, 5.0) and _closed_by_master(slow, 5.0)
+        assert (
+            0.45 <= time.monotonic() - t < 3.0
+        )  # at their deadline, neither before nor long after
+        assert d.strangers == 2 and d.connected == 1
+        late = _connect(hosts, port, token, 2)  # the set-up goes on: a late worker gets its own
+        _wait_connected(d, 2)
+        d.ring(1)
+        assert late.wait(5.0)
+    finally:
+        d.close()
+        silent.close()
+        slow.close()
+
+
+def test_a_missing_doorbell_is_reported_once_at_the_end_of_the_set_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(doorbell, "HELLO_TIMEOUT", 0.2, raising=False)
+    monkeypatch.setattr(doorbell, "SETUP_TIMEOUT", 1.0, raising=False)
+    warnings: list[str] = []
+    # the default is print on stderr (see the test below); on the old code, no report at all
+    monkeypatch.setattr(doorbell, "_print_warning", warnings.append, raising=False)
+    d = doorbell.Doorbells(3)
+    strangers = _silent(d.port, 2)
+    try:
+        hosts, port, token = d.address()
+        _connect(hosts, port, b"x" * len(token), 3)  # a wrong token: a third stranger
+        _connect(hosts, port, token, 1)
+        _connect(hosts, port, token, 2)
+        _wait_connected(d, 2)
+        assert warnings == []  # the set-up is not over yet
+        deadline = time.monotonic() + 10
+        while not warnings and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        d.close()  # reports nothing more: the report was made
+        for s in strangers:
+            s.close()
+    assert len(warnings) == 1, warnings
+    (line,) = warnings
+    assert "1 of 3 MPI workers have no doorbell" in line, line
+    assert "3 connection(s)" in line and "strangers connected" in line, line
+    assert "\n" not in line and token.hex() not in line
+
+
+def test_a_run_shorter_than_the_set_up_reports_at_its_end(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    d = doorbell.Doorbells(2)  # the default report: one line on stderr
+    hosts, port, token = d.address()
+    _connect(hosts, port, token, 2)
+    _wait_connected(d, 1)
+    d.close()
+    lines = capfd.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("evocluster: 1 of 2 MPI workers"), lines
+    assert "no connection of theirs reached port" in lines[0], lines
+    complete = doorbell.Doorbells(1)
+    hosts, port, token = complete.address()
+    _connect(hosts, port, token, 1)
+    complete.close()  # at once: a greeting on its way at the end still counts
+    assert capfd.readouterr().err == ""  # every worker has its doorbell: not a word
+
+
+def test_the_acceptor_sleeps_while_silent_connections_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(doorbell, "HELLO_TIMEOUT", 30.0, raising=False)
+    d = doorbell.Doorbells(4)
+    strangers = _silent(d.port, 50)
+    try:
+        time.sleep(0.2)
+        cpu = time.process_time()
+        time.sleep(1.0)
+        # the process's CPU in that second, the acceptor thread's included: it sleeps in poll()
+        assert time.process_time() - cpu < 0.1
+    finally:
+        d.close()
+        for s in strangers:
+            s.close()
 
 
 def test_a_worker_that_cannot_connect_sleeps_instead() -> None:
@@ -144,6 +316,44 @@ def test_mpi_workers_are_rung_when_sent_work(setting: str, mpi: str) -> None:
         assert out["connected_before"] == 4 and out["doorbells"] == 4, out
         # once every worker is connected, every message sent is followed by a ring
         assert out["delta"]["rings"] == out["delta"]["messages_sent"] > 0, out
+
+
+def _with_strangers(mpi: str, n: int, *args: str) -> list[str]:
+    """``mpiexec -n N python doorbell_strangers.py ARGS`` with the MPICH wheel or Open MPI."""
+    if mpi == "openmpi":
+        return [require_openmpi(), *OPENMPI_FLAGS, "-n", str(n), str(OPENMPI_PYTHON), *args]
+    return [require_mpiexec(), "-n", str(n), sys.executable, *args]
+
+
+@pytest.mark.parametrize("mpi", ["mpich-wheel", "openmpi"])
+@pytest.mark.parametrize("missing", [0, 1])
+def test_strangers_at_the_doorbell_port_hold_up_no_worker_and_a_missing_bell_is_said(
+    mpi: str, missing: int
+) -> None:
+    # 16 silent connections to the master's doorbell port, made the moment it listens (ahead of
+    # every worker's); with ``missing``, worker rank 3 never connects (as behind a firewall).
+    # Before the fix: the workers were held up or polled for good, and nothing was said.
+    no_bell = ["--no-bell", "3"] if missing else []
+    cmd = _with_strangers(mpi, 5, STRANGERS, "16", *no_bell, COUNT_JOB, str(4 - missing))
+    proc = run(cmd, env=clean_env())
+    assert proc.returncode == 0, output(proc)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["n_workers"] == 4, out
+    # every worker that connects has its doorbell once the first map is done (well before the
+    # strangers' deadline: they hold no one up), and each message to it is followed by a ring
+    assert out["connected_before"] == out["doorbells"] == 4 - missing, out
+    assert out["waited"] < 5, out
+    if not missing:
+        assert out["rings"] == out["messages_sent"] > 0, out
+    else:
+        assert 0 < out["rings"] < out["messages_sent"], out
+    said = [line for line in proc.stderr.splitlines() if line.startswith("evocluster:")]
+    if not missing:
+        assert said == [], proc.stderr
+    else:  # one line: how many workers poll, and why
+        assert len(said) == 1, proc.stderr
+        assert "1 of 4 MPI workers have no doorbell and poll" in said[0], said
+        assert "strangers connected" in said[0], said
 
 
 def test_doorbell_setting_is_validated() -> None:

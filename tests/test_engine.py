@@ -66,18 +66,6 @@ def untimed(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in row.items() if k not in TIMING} for row in history]
 
 
-@pytest.fixture(scope="module")
-def serial() -> Any:
-    with evocluster.Executor(backend="serial") as ex:
-        yield ex
-
-
-@pytest.fixture(scope="module")
-def local2() -> Any:
-    with evocluster.Executor(backend="local", workers=2) as ex:
-        yield ex
-
-
 # ------------------------------------------------------------------ rng
 def test_rng_streams_are_per_task_and_repeatable() -> None:
     def draw() -> tuple[float, float]:

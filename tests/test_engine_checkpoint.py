@@ -709,3 +709,22 @@ def test_launcher_refuses_what_cannot_resume(job: Path, tmp_path: Path) -> None:
     )  # fmt: skip
     assert other.returncode == 1, output(other)
     assert "x.ckpt" in other.stderr and "seed 11" in other.stderr and "seed 12" in other.stderr
+
+
+@pytest.mark.scoop
+@pytest.mark.parametrize(("loop", "stop"), [("generational", "3,7"), ("steady", "1,40")])
+def test_under_scoop_a_stopped_loop_resumes_bit_identically(
+    job: Path, tmp_path: Path, loop: str, stop: str
+) -> None:
+    """SCOOP: SIGUSR1 to the origin checkpoints and stops the loop; the job exits 75, which
+    SCOOP's launcher reports as 140 (it cannot exit 75; the SLURM template requeues on it); the
+    same command with ``--resume`` ends as an uninterrupted run."""
+    scoop = [sys.executable, "-m", "scoop", "-n", "3", str(job), "--loop", loop]
+    stopped = run([*scoop, "--ckpt", "run.ckpt", "--stop", stop], env=ENV, cwd=tmp_path)
+    # SIGUSR2 ended SCOOP's launcher: a shell (the batch script) sees 140
+    assert stopped.returncode == -signal.SIGUSR2, output(stopped)
+    assert "stands for 75" in stopped.stderr, output(stopped)
+    assert not digests(stopped.stdout)
+    resumed = run([*scoop, "--ckpt", "run.ckpt", "--resume"], env=ENV, cwd=tmp_path)
+    assert resumed.returncode == 0, output(resumed)
+    assert digests(resumed.stdout) == reference(job, "--loop", loop)

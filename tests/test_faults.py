@@ -11,21 +11,37 @@ from helpers import TESTS, launch_on, launcher, mpi_command, output, run
 JOBS = TESTS / "jobs"
 
 
-@pytest.mark.parametrize("how", ["kill", "exit"])
-def test_worker_death_local_breaks_the_pool_with_a_message(how: str) -> None:
-    proc = run(launcher("--backend", "local", "--workers", "2", str(JOBS / "crash.py"), how), 120)
+def test_worker_death_local_breaks_the_pool_with_a_message() -> None:
+    proc = run(
+        launcher("--backend", "local", "--workers", "2", str(JOBS / "crash.py"), "kill"), 120
+    )
     assert proc.returncode == 1, proc.stderr
     assert "BrokenPool" in proc.stderr
     assert "local worker" in proc.stderr and "was lost" in proc.stderr
-    if how == "kill":
-        assert "SIGKILL" in proc.stderr
-    else:
-        assert "exited with code 3" in proc.stderr
+    assert "SIGKILL" in proc.stderr
+    assert "results:" not in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "local",
+        pytest.param("mpich-wheel", marks=pytest.mark.mpi),
+        pytest.param("openmpi", marks=pytest.mark.mpi),
+    ],
+)
+def test_os_exit_in_a_fitness_fails_that_evaluation_not_the_worker(where: str) -> None:
+    """``os._exit(3)`` in a fitness used to end its worker (under MPI, the whole job): it is
+    now that evaluation's failure, named, and the job gets it as the exception it raises."""
+    proc = run(launch_on(where, 2, str(JOBS / "crash.py"), "exit"), 120)
+    assert proc.returncode == 1, output(proc)
+    assert "EvaluationCrashed: the fitness called os._exit(3)" in proc.stderr, output(proc)
+    assert "BrokenPool" not in proc.stderr and "BAD TERMINATION" not in proc.stderr
     assert "results:" not in proc.stdout
 
 
 @pytest.mark.parametrize("flavour", ["mpich-wheel", "openmpi"])
-@pytest.mark.parametrize("how", ["kill", "exit"])
+@pytest.mark.parametrize("how", ["kill"])
 def test_worker_death_mpi_ends_the_job(how: str, flavour: str) -> None:
     proc = run(mpi_command(flavour, 3, str(JOBS / "crash.py"), how), 120)
     assert proc.returncode != 0, output(proc)
@@ -53,6 +69,14 @@ def test_worker_death_mpi_ends_the_job(how: str, flavour: str) -> None:
         hydra = "BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES" in printed
         if how == "kill" or proc.returncode != 3:
             assert hydra and "Killed (signal 9)" in printed, output(proc)
+        # and the master names the rank and the evaluation first (its death watch)
+        said = re.search(
+            rf"^evocluster: MPI worker rank {rank} of 3 ended without a word .* while evaluating "
+            r"items? (\d+)(?:-(\d+))? of __main__\.fitness",
+            proc.stderr,
+            re.M,
+        )
+        assert said and int(said[1]) <= 5 <= int(said[2] or said[1]), output(proc)
 
 
 @pytest.mark.parametrize("mpi", ["local", "mpich-wheel", "openmpi"])

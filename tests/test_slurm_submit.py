@@ -141,7 +141,8 @@ def test_dry_run_prints_the_script_stably_with_every_option(at_root: Path) -> No
         f"PYTHON={shlex.quote(sys.executable)}",
         "JOB=jobs/onemax.py",
         "CHECKPOINT=runs/r-%a.ckpt",
-        """ARGS=(--ngen 50 'a b' '$HOME' --checkpoint "$CHECKPOINT")""",
+        'export EVOCLUSTER_CHECKPOINT="$CHECKPOINT"',
+        """ARGS=(--ngen 50 'a b' '$HOME')""",
     ):
         assert f"\n{line}\n" in script, line
     assert script.startswith("#!/bin/bash\n")

@@ -40,13 +40,37 @@ SCOOP_LAUNCH = (
 def _serial(options: Options, job: JobSpec) -> Transport:
     from .local import InlineTransport
 
-    return InlineTransport()
+    return InlineTransport(job)
+
+
+#: More local workers than this many per core only with ``force_workers``: each is a whole
+#: interpreter (tens of MiB), and an absurd count (EVOCLUSTER_WORKERS=100000) would start them
+#: until memory runs out.
+WORKERS_PER_CORE = 4
+
+
+def local_workers(options: Options) -> int:
+    """The size of a local pool: ``options.workers`` (default: the cores), capped at
+    ``WORKERS_PER_CORE`` per core with a one-line warning unless ``force_workers``."""
+    cores = os.cpu_count() or 1
+    asked = options.workers or cores
+    cap = WORKERS_PER_CORE * cores
+    if asked <= cap or options.force_workers:
+        return asked
+    print(
+        f"evocluster: {asked} local workers asked for (--workers, EVOCLUSTER_WORKERS or "
+        f"max_workers) on {cores} cores: starting {cap} ({WORKERS_PER_CORE} per core); "
+        "--force-workers (EVOCLUSTER_FORCE_WORKERS=1, force_workers=True) starts them all",
+        file=sys.stderr,
+        flush=True,
+    )
+    return cap
 
 
 def _local(options: Options, job: JobSpec) -> Transport:
     from .local import ProcessTransport
 
-    return ProcessTransport(options.workers or os.cpu_count() or 1, job, options)
+    return ProcessTransport(local_workers(options), job, options)
 
 
 def _mpi(options: Options, job: JobSpec) -> Transport:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import abc
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..serialization import Frames
@@ -80,9 +80,10 @@ class Backoff:
     """Sleep lengths for a polling loop that must not spin.
 
     Each sleep is ``fraction`` of the time waited so far, clamped to ``[low, high]``.  A
-    sleep-and-wake costs CPU (~20 us here), so wake-ups should be few while nothing happens; but
-    work usually follows work, so the first ones come quickly, and the answer to a message never
-    comes later than about ``fraction`` of the time the loop had waited for it.
+    sleep-and-wake costs CPU (10-60 us: benchmarks/RESULTS.md F7, 2026-12-02), so wake-ups
+    should be few while nothing happens; but work usually follows work, so the first ones come
+    quickly, and the answer to a message never comes later than about ``fraction`` of the time
+    the loop had waited for it.
 
     ``latency``, when given, caps each sleep at ``latency`` (something is expected that soon), or
     at :data:`LONG_WAIT_FRACTION` of the time waited once that is more: a wait far longer than
@@ -125,6 +126,10 @@ class Transport(abc.ABC):
     #: Whether :meth:`send` evaluates a task before it returns (the serial backend): the
     #: scheduler then sends one task at a time, so each result is delivered before the next runs.
     evaluates_on_send: bool = False
+    #: Set by the pool that drives this transport: what a worker is evaluating now, in words, for
+    #: a transport that reports a worker's death itself (MPI, where the launcher then ends the
+    #: job at once).  Called from another thread: it must only read.
+    work_of: Callable[[int], str] | None = None
 
     @abc.abstractmethod
     def send(self, worker: int, frames: Frames, idle: bool = True) -> None:

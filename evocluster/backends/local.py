@@ -41,7 +41,7 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .. import protocol
 from ..serialization import Frames, dumps, loads
@@ -60,8 +60,9 @@ class InlineTransport(Transport):
     n_workers = 1
     evaluates_on_send = True  # send() runs the task: one at a time, each result delivered
 
-    def __init__(self) -> None:
-        self._worker = Worker("serial worker (in the master process)")
+    def __init__(self, job: JobSpec | None = None) -> None:
+        # job: what an isolated child imports (serial isolates when asked, or to time out)
+        self._worker = Worker("serial worker (in the master process)", job)
         self._out: deque[Frames] = deque()
         self._wake = threading.Event()
         self._closed = False  # after close(), send() and poll() do nothing
@@ -72,7 +73,13 @@ class InlineTransport(Transport):
         # copy every frame: the evaluation must not share memory with the master's arguments
         record = loads([bytes(f) for f in frames])
         if record[0] == protocol.TASK:
-            self._out.append(dumps(self._worker.run(record)))
+            cwd = _cwd()
+            try:
+                self._out.append(dumps(self._worker.run(record)))
+            finally:  # a fitness that changes directory must not move the master's
+                if cwd is not None and _cwd() != cwd:
+                    with contextlib.suppress(OSError):
+                        os.chdir(cwd)
 
     def poll(self, timeout: float | None, latency: float | None = None) -> list[Event]:
         if not self._out and not self._closed:
@@ -95,6 +102,13 @@ class InlineTransport(Transport):
         return "the serial worker (in the master process)"
 
 
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # removed meanwhile
+        return None
+
+
 _LEN = struct.Struct("<Q")
 #: Most buffers handed to one ``sendmsg`` (the kernel refuses more than IOV_MAX, 1024 on Linux).
 _IOV_MAX = 512
@@ -105,7 +119,7 @@ class _Socket:
 
     Plain ``sendall`` / ``recv_into``: a part is received straight into its final buffer (the
     stdlib ``multiprocessing.Connection`` would first gather it in a ``BytesIO``, a second copy
-    that costs seconds on a 2 GiB array)."""
+    that costs 1.5-4 s on a 2 GiB array: benchmarks/RESULTS.md F23, 2026-12-02)."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -262,8 +276,9 @@ class ProcessTransport(Transport):
     """A pool of ``n`` local worker processes."""
 
     # False although send() never blocks: a worker reads only between evaluations, so all of a
-    # large message but a socket buffer's worth (~200 KiB) would wait, serialised, in the master's
-    # memory until the worker's current chunk ends -- nothing gained over sending it then, but one
+    # large message but a socket buffer's worth (~230 KiB: benchmarks/RESULTS.md F14, 2026-12-02)
+    # would wait, serialised, in the master's memory until the worker's current chunk ends --
+    # nothing gained over sending it then, but one
     # more serialised chunk pinned per worker (up to chunk_max_bytes, or a whole large item), and
     # the chunk bound early to a worker that another one may beat to idleness.  So the scheduler
     # keeps sending large chunks to idle workers only (a policy now, no longer what keeps the
@@ -279,10 +294,16 @@ class ProcessTransport(Transport):
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        # the workers die with the master (SIGKILL included) through PR_SET_PDEATHSIG, whose
+        # signal comes when the *thread* that started them ends: only the main thread lives as
+        # long as the process.  Started from another thread, they notice only the closed socket
+        # (once their evaluation returns).
+        master = os.getpid() if threading.current_thread() is threading.main_thread() else 0
         for rank in range(1, n + 1):
             ours, theirs = socket.socketpair()
             fd = theirs.fileno()
-            cmd = [sys.executable, "-m", "evocluster.backends.local", str(fd), str(rank), str(n)]
+            cmd = [sys.executable, "-m", "evocluster.backends.local"]
+            cmd += [str(fd), str(rank), str(n), str(master)]
             self._procs.append(
                 subprocess.Popen(cmd, pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL)
             )
@@ -461,14 +482,46 @@ class LocalChannel(Channel):
         self._conn.send(frames)
 
 
+#: prctl(2) option: the signal this process gets when its parent (thread) ends.
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(master: int) -> None:
+    """Get SIGKILL when the master process ends, however it ends (Linux); exit now if it has
+    already (its death came before the request)."""
+    if not master or not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(Exception):  # no libc to call: the closed socket still tells
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != master:
+        os._exit(0)
+
+
 def main(argv: list[str]) -> int:
-    """Entry point of a local worker process: ``FD RANK SIZE``."""
-    fd, rank, size = (int(a) for a in argv)
+    """Entry point of a local worker process: ``FD RANK SIZE [MASTER_PID]`` (0: not tied to the
+    master's life)."""
+    fd, rank, size, *master = (int(a) for a in argv)
+    # Ctrl-C reaches the whole process group: the master ends the run and stops its workers
+    # (a traceback from each worker would bury its one line); so does a terminal's hangup
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    _die_with(master[0] if master else 0)
     try:
         return serve(LocalChannel(fd, rank, size))
     except (EOFError, ConnectionError):  # the master is gone: nothing left to serve
         return 0
 
 
+def _exit(code: int) -> NoReturn:
+    """Leave the worker process now, output flushed: a thread a fitness started (not a daemon)
+    must not keep it alive after its BYE (the master would wait for it, then kill it)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    _exit(main(sys.argv[1:]))

@@ -9,10 +9,11 @@ Message flow (two fixed tags; a task index is never used as a tag)::
       ...                                                        evaluate
     Improbe (sleep-polling) <---- TAG_ENVELOPE, TAG_PART ------  Isend, then Test + short sleeps
 
-Why every wait is a sleep-poll: a blocking ``Recv`` in MPICH and Open MPI spins its core (measured
-on a 2-core machine: a rank waiting 5 s burns 4.9 s of CPU, and a master computing while 15 such
-workers wait runs 7-8x slower).  So both sides test for messages and sleep between tests with an
-exponential backoff (``poll_min`` .. ``poll_max``), which costs about 1 % CPU per idle rank.
+Why every wait is a sleep-poll: a blocking ``Recv`` in MPICH and Open MPI spins its core (on 2
+cores, 2026-11-23: a rank waiting 5 s burned 4.9 s of CPU, and a master computing while 15 such
+workers waited ran 7-8x slower; benchmarks/RESULTS.md F17, F21).  So both sides test for messages
+and sleep between tests with an exponential backoff (``poll_min`` .. ``poll_max``), which costs
+an idle rank under 0.1 % of a core (benchmarks/RESULTS.md F8, F20, 2026-12-02).
 A worker sleeps on its doorbell (``doorbell.py``): the master rings it after each message, so it
 wakes at once instead of at its next look.  The master, waiting for results, sleeps no longer
 than the latency the scheduler allows (a fraction of a typical chunk's duration).
@@ -27,6 +28,7 @@ blocking ``Recv`` once their envelope has arrived: the sender is then known to b
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -114,8 +116,8 @@ def _wait_active(reqs: list[Any]) -> None:
 def _probe(comm: Any, source: int, status: Any) -> Any:
     """``Improbe`` for an envelope from ``source``, looked for twice.  MPICH's shared-memory
     channel: a probe that progresses a queued message does not match it yet, the next one does
-    (measured: a message queued long before is seen on the 2nd look, every time).  Looking only
-    once would cost a sleep per message."""
+    (a message queued 50 ms before is seen on the 2nd look in 199 of 200 tries: MPICH wheel,
+    benchmarks/RESULTS.md F18, 2026-12-02).  Looking only once would cost a sleep per message."""
     return comm.Improbe(source, TAG_ENVELOPE, status) or comm.Improbe(source, TAG_ENVELOPE, status)
 
 
@@ -157,9 +159,10 @@ class MPITransport(Transport):
         self._bells: doorbell.Doorbells | None = None
         if options.doorbell and self.n_workers:
             try:
-                self._bells = doorbell.Doorbells(self.n_workers)
-            except OSError:  # no TCP here: the workers poll
+                self._bells = doorbell.Doorbells(self.n_workers, on_death=self._died)
+            except OSError as e:  # no TCP here: the workers poll, and the user is told so
                 self._bells = None
+                doorbell.unavailable(self.n_workers, e)
         if self._bells is not None:
             bell = dumps(protocol.doorbell(*self._bells.address()))
             for w in range(self.n_workers):
@@ -170,6 +173,35 @@ class MPITransport(Transport):
 
     def describe(self, worker: int) -> str:
         return f"worker rank {worker + 1} of {self._size}"
+
+    def _died(self, worker: int, report: str) -> None:
+        """The death watch (doorbells' thread): worker's process ended without its goodbye.  Say
+        so now, in one line: the MPI launcher has noticed too and is about to kill every rank,
+        this one included, with its own banner and a code that is not the worker's."""
+        lines = [ln.strip() for ln in report.splitlines() if ln.strip()]
+        fault = lines[0].removeprefix("Fatal Python error: ") if lines else ""
+        # the innermost frame of the job's code: the one just above evocluster's own frames
+        frames = [ln for ln in lines if ln.startswith("File ")]
+        ours = next((i for i, ln in enumerate(frames) if "/evocluster/" in ln), len(frames))
+        where = frames[ours - 1] if ours > 0 else ""
+        how = (
+            f"died of {fault}"
+            if fault
+            else "ended without a word (a signal such as SIGKILL: the OOM killer?)"
+        )
+        work_of = self.work_of
+        try:
+            work = work_of(worker) if work_of is not None else ""
+        except Exception:  # read from another thread: never fail the report for it
+            work = ""
+        print(
+            f"evocluster: MPI {self.describe(worker)} {how}"
+            + (f" while evaluating {work}" if work else "")
+            + (f" ({where})" if where else "")
+            + "; the MPI launcher ends the job (evaluate with --isolate to survive a crash)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def send(self, worker: int, frames: Frames, idle: bool = True) -> None:
         reqs, keep = _isend(self._comm, frames, worker + 1)
@@ -245,6 +277,8 @@ class MPITransport(Transport):
             self._bells.close()
 
     def abort(self, code: int) -> None:
+        if self._bells is not None:
+            self._bells.quiet = True  # the ranks' deaths that follow are this abort's
         abort(code)
 
 
@@ -281,6 +315,7 @@ class MPIChannel(Channel):
                     if record[0] == protocol.DOORBELL:
                         hosts, port, token = record.hosts, record.port, record.token
                         self._bell = doorbell.connect(hosts, port, token, self.rank)
+                        self._bell.report_faults()
                         if self._bell.connected:  # every message now comes with a ring, so an
                             # idle wait may lengthen fast: each sleep as long as the wait so far
                             o = self._opts
@@ -296,6 +331,10 @@ class MPIChannel(Channel):
         reqs, keep = _isend(self._comm, frames, 0)
         _wait_active(reqs)  # finish before evaluating more: the master's receive needs us
         del keep
+
+    def goodbye(self) -> None:
+        """Leaving normally: close the doorbell saying so."""
+        self._bell.goodbye()
 
 
 def _wait_sent(reqs: list[Any], options: config.Options) -> None:
@@ -351,4 +390,7 @@ def serve_worker(options: config.Options, job: JobSpec | None = None) -> int:
     """Run this rank as a worker until the master says STOP (``job``: see ``worker.serve``)."""
     from ..worker import serve
 
-    return serve(MPIChannel(options), job)
+    channel = MPIChannel(options)
+    code = serve(channel, job)
+    channel.goodbye()  # after BYE: the master's death watch knows this one left on purpose
+    return code

@@ -50,8 +50,9 @@ for proc in /proc/[0-9]*; do
     esac
 done
 
-# 3. The daemons: SIGTERM to all at once (each takes ~2 s to go), SIGKILL to what is left after
-#    15 s.  munged last in spirit but in the same round: nothing needs it any more.
+# 3. The daemons: SIGTERM to all at once (each took ~2 s to go: benchmarks/RESULTS.md F22,
+#    2026-12-02), SIGKILL to what is left after 15 s.  munged last in spirit but in the same
+#    round: nothing needs it any more.
 pids=()
 for pidfile in "$ROOT"/run/*.pid; do
     [ -e "$pidfile" ] || continue

@@ -22,7 +22,7 @@
 #   EVOSLURM_NODE_EXEC  a command prefix that runs a program "on" node {name}, for emulated hosts,
 #                   e.g. "ip netns exec {name}"            (default: none, every node is this host)
 #
-# Pitfalls this script avoids (measured on Debian 12, SLURM 22.05):
+# Pitfalls this script avoids (observed on Debian 12, SLURM 22.05, 2026-12-02):
 #   * The node is named `localhost`, not $(hostname): slurmd is told its name (-N), and SCOOP
 #     starts workers on a host named `localhost` locally instead of through ssh.
 #   * MpiDefault=pmi2: PyPI's MPICH wires its ranks through PMI-2; with `none`, `srun -n 5 python`

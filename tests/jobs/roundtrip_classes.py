@@ -241,9 +241,7 @@ if __name__ == "__main__":
         ),
         # a result that cannot be pickled at all (a lock inside) is reported as such...
         "unpicklable result": lambda: (
-            refused(
-                holds_a_lock, [1], "result of this call cannot be pickled (TypeError: cannot pickle"
-            )
+            refused(holds_a_lock, [1], "which cannot be pickled (TypeError: cannot pickle")
             # ...and the pool still works
             or (None if evocluster.map(abs, [-1, 2]) == [1, 2] else "the pool no longer works")
         ),

@@ -7,12 +7,29 @@
   with exit status 143 (a shell's ``$?``; -15 for ``subprocess``), and the launcher's children end
   with it.  This guard is installed when the job
   imports evocluster, so import evocluster before anything that can fail.
+* **Exit 75** (EX_TEMPFAIL: an engine loop or ``evocluster.Checkpoint`` saved its state on SIGUSR1
+  or SIGTERM, run the job again to resume) cannot come out of SCOOP 0.7.2.0: the launcher exits
+  with the code of its launch process (``ScoopApp.run`` and ``main`` in ``scoop/launcher.py``),
+  whose code ignores the origin's: 0 once the origin has ended, 1 on an error of its own, or,
+  killed by a signal, 256 - signal (192 to 255; measured 241, 244, 247 for SIGTERM, SIGUSR2,
+  SIGKILL); killed itself, the launcher gives 128 + signal.  No evocluster process can make any of
+  them 75 short of patching SCOOP (or injecting code into it).  So a job that exits 75 ends the
+  run with SIGUSR2 to the launcher instead: exit status **140** (-12 for ``subprocess``), which
+  ``slurm/scoop.sbatch`` takes for 75.  Should the launcher ignore or catch SIGUSR2 (an inherited
+  ``trap '' USR2``), it gets SIGTERM: 143, and the message says so.
+* **Lost launcher or origin** (:mod:`~evocluster.backends.scoop.watch`).  SCOOP's launcher killed:
+  the origin says so in one line and ends (if the job handles SIGTERM, as an engine loop that
+  checkpoints does, it is asked to stop that way first, for up to :data:`_ORPHAN_GRACE` s); its
+  launch process then terminates the workers, which also end by themselves
+  :data:`_WORKER_GRACE` s after they see the launcher gone.  The origin killed (SIGKILL, the OOM
+  killer) or ended by ``os._exit``: its sentinel ends the run with exit code 143 and one line.
+  Both only on the launching host, with a Linux ``/proc``.
 * **A worker that cannot import the job** would die quietly, and the origin wait for it forever:
   until SCOOP runs its first task, such a worker posts a failure report as a SCOOP shared constant
   (:func:`_report_failed_import`), which the broker relays to the origin, whose pool then breaks
   with it (:func:`_failure_reports`).
 
-Both are installed by :func:`install_guards`, which ``evocluster/__init__`` calls once in every
+All are installed by :func:`install_guards`, which ``evocluster/__init__`` calls once in every
 process of a SCOOP run.
 """
 
@@ -33,10 +50,20 @@ from scoop import _control, shared
 
 from ...errors import BrokenPool
 from . import proc
+from .watch import _LauncherWatch, _Sentinel, start_watches
 
 #: Before the exit guard kills the launcher: time for SCOOP's broker to relay the SHUTDOWN that
 #: the origin sent as it finished, so that workers on other hosts stop too.
 _GRACE = 0.2
+#: The code of a job that checkpointed and asks to be run again (EX_TEMPFAIL, sysexits.h).
+EX_TEMPFAIL = 75
+#: The launcher gone: how long a job that handles SIGTERM (an engine loop that checkpoints) has
+#: to stop that way before the origin ends anyway: a bound, not a measurement, for writing one
+#: checkpoint (evaluations in flight are abandoned: their broker died with the launcher).
+_ORPHAN_GRACE = 10.0
+#: A worker that sees the launcher gone waits this long for the origin to end first (SCOOP's
+#: launch process then terminates the workers), then ends by itself, silently.
+_WORKER_GRACE = 5.0
 #: Prefix of the SCOOP constants by which workers report that they cannot serve.
 _FAILURE = "evocluster_failed_"
 
@@ -48,9 +75,25 @@ class _ExitGuard:
     def __init__(self) -> None:
         self.root: Any = None
         self.lost: str | None = None
+        self.pid = os.getpid()  # the origin's: a forked copy of it is no origin
+        self.orphaned = False  # the launcher was lost: the origin said so and ends
+        self.watch: _LauncherWatch | None = None
+        self.sentinel: _Sentinel | None = None
 
     def check(self) -> None:
         """atexit: if the job failed or the pool lost a worker, say so and end the launcher."""
+        if os.getpid() != self.pid:
+            return
+        if self.watch is not None:
+            self.watch.disarm()  # the launcher this ends is not lost
+        try:
+            if not self.orphaned:
+                self._check()
+        finally:
+            if self.sentinel is not None:
+                self.sentinel.done()
+
+    def _check(self) -> None:
         exc = getattr(self.root, "exceptionValue", None)
         if isinstance(exc, SystemExit) and exc.code in (0, None):
             exc = None
@@ -73,19 +116,98 @@ class _ExitGuard:
                 "find it to end the run with a non-zero code: check this message, not the code"
             )
             return
-        proc.say(
-            f"{what}. SCOOP's launcher would exit 0: evocluster ends the run with exit code 143 "
-            f"(SIGTERM to the launcher, pid {launcher})"
-        )
+        signum = signal.SIGTERM
+        if isinstance(exc, SystemExit) and exc.code == EX_TEMPFAIL:
+            what += " (EX_TEMPFAIL: it checkpointed; run it again to resume)"
+            if proc.takes_signal(launcher, signal.SIGUSR2):
+                signum = signal.SIGUSR2
+                what += (
+                    ". SCOOP's launcher would exit 0 and cannot exit 75: evocluster ends the run "
+                    f"with exit code 140, which stands for 75 (SIGUSR2 to the launcher, pid "
+                    f"{launcher}; slurm/scoop.sbatch requeues on it)"
+                )
+            else:
+                what += (
+                    ". SCOOP's launcher would exit 0 and cannot exit 75, and it ignores or catches "
+                    "SIGUSR2 (exit code 140, which stands for 75): evocluster ends the run with "
+                    f"exit code 143 (SIGTERM to the launcher, pid {launcher})"
+                )
+        else:
+            what += (
+                ". SCOOP's launcher would exit 0: evocluster ends the run with exit code 143 "
+                f"(SIGTERM to the launcher, pid {launcher})"
+            )
+        proc.say(what)
         time.sleep(_GRACE)
         with contextlib.suppress(OSError):
-            os.kill(launcher, signal.SIGTERM)
+            os.kill(launcher, signum)
+
+    def launcher_lost(self, why: str) -> None:
+        """The watch thread: SCOOP's launcher or launch process is gone.  Say so once and end the
+        origin (its launch process, if alive, then terminates the workers)."""
+        self.orphaned = True
+        if self.sentinel is not None:
+            self.sentinel.done(b"launcher lost")  # this end is not the origin's loss
+        handler = signal.getsignal(signal.SIGTERM)
+        ask = callable(handler)  # the job's own handler (an engine loop that checkpoints)
+        then = (
+            "the job is asked to stop (SIGTERM, as at a wall-time limit); the SCOOP origin ends "
+            f"within {_ORPHAN_GRACE:g} s"
+            if ask
+            else "the SCOOP origin ends now"
+        )
+        proc.say(
+            f"{why}: the run has nothing left to report its end or relay its evaluations, so "
+            f"{then}; the workers on this host end with it"
+        )
+        if ask:
+            with contextlib.suppress(OSError):
+                os.kill(os.getpid(), signal.SIGTERM)
+            # until the job's code is over (its root future is done); what SCOOP does next,
+            # sending SHUTDOWN to the broker that died with the launcher, would block for good
+            deadline = time.monotonic() + _ORPHAN_GRACE
+            while not getattr(self.root, "isDone", False) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        _end_now(1)
 
 
 # the origin's guard (its root future is set by install_guards; lost by the pool, when it breaks)
 _GUARD = _ExitGuard()
 _installed = False  # install_guards ran in this process
 _previous_hook: Callable[..., Any] | None = None  # the excepthook _report_failed_import defers to
+
+
+def _end_now(code: int) -> None:
+    """Flush what the job printed and end this process at once (from a watch thread)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def _worker_launcher_lost(why: str) -> None:
+    """A worker's watch thread: the launcher is gone.  The origin says so and ends, and SCOOP's
+    launch process then terminates this worker; should neither happen, end silently."""
+    time.sleep(_WORKER_GRACE)
+    _end_now(1)
+
+
+def _start_watches(origin: bool) -> None:
+    """The launcher watch of this process, and the origin's sentinel (on the launching host, with
+    a Linux ``/proc``; never fatal)."""
+    if not proc.HAS_PROC:
+        return
+    launcher = _find_launcher()
+    if launcher is None:
+        return
+    on_lost = _GUARD.launcher_lost if origin else _worker_launcher_lost
+    try:
+        watch, sentinel = start_watches(launcher, on_lost, sentinel=origin)
+    except (OSError, RuntimeError) as e:  # no thread or no process to spare: run unwatched
+        proc.say(f"cannot watch SCOOP's launcher ({type(e).__name__}: {e}); the run goes on")
+        return
+    if origin:
+        _GUARD.watch, _GUARD.sentinel = watch, sentinel
 
 
 def pool_lost(reason: str) -> None:
@@ -159,7 +281,8 @@ def install_guards() -> None:
     """Called when a SCOOP process imports evocluster (idempotent).
 
     On the origin: the exit guard (:class:`_ExitGuard`), with the root future whose outcome is
-    the job's.  On a worker, still importing the job: an excepthook that reports a failed import.
+    the job's, the launcher watch and the sentinel.  On a worker: the launcher watch and, while it
+    still imports the job, an excepthook that reports a failed import.
     """
     global _installed, _previous_hook
     if _installed:
@@ -168,6 +291,9 @@ def install_guards() -> None:
     if getattr(scoop, "IS_ORIGIN", False):
         _GUARD.root = _control.current
         atexit.register(_GUARD.check)
-    elif getattr(_control, "execQueue", None) is None:
+        _start_watches(origin=True)
+        return
+    if getattr(_control, "execQueue", None) is None:
         _previous_hook = sys.excepthook
         sys.excepthook = _report_failed_import
+    _start_watches(origin=False)

@@ -21,10 +21,10 @@ module adds how chunks travel through SCOOP and who drives them: whoever waits, 
   the master, and each item is evaluated in its own ``try`` on the worker (a
   :class:`~evocluster.worker.Worker` per process, with its function cache).  Exceptions come home
   with the worker's traceback, labelled ``SCOOP worker on host H (pid P)``.  A callable is
-  serialised once per run.  Up to :data:`INLINE_MAX` bytes (a function by reference takes ~50) it
-  rides along with each chunk and each worker loads it once; a larger one (a closure over a big
-  array) is broadcast once to every worker through SCOOP's shared constants, and chunks carry only
-  its digest.
+  serialised once per run.  Up to :data:`INLINE_MAX` bytes (a function by reference takes 30-40:
+  benchmarks/RESULTS.md F15, 2026-12-02) it rides along with each chunk and each worker loads it
+  once; a larger one (a closure over a big array) is broadcast once to every worker through
+  SCOOP's shared constants, and chunks carry only its digest.
 * **SCOOP's TCP backend** (``--backend TCP``, which imports ``asyncore``, gone in Python 3.12) is
   refused: evocluster needs the default ZMQ backend.
 """
@@ -235,7 +235,7 @@ class _ScoopPool(Scheduling):
                 if const is None:
                     return
         payload = nest(job.fn_payload) if inline_fn else None
-        record = protocol.task(chunk.cid, job.fn_key, payload, chunk.frames)
+        record = protocol.task(chunk.cid, job.fn_key, payload, chunk.frames, job.rules.limits)
         frames = dumps((self.token, chunk.cid, record, const))
         sealed = (signing.sign(self.key, frames), nest(frames))
         self._count_sent(frames, chunk, inline_fn)

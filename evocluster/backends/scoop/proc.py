@@ -3,10 +3,11 @@
 * Every process of the run has a label, ``SCOOP worker on host H (pid P)`` (or ``SCOOP origin
   ...``): made here, and read back here (:func:`pid_of`), so that the origin can name a local
   worker that died by the label it answered with.
-* All of the backend's reading of ``/proc`` is here: a process's state and parent
-  (``/proc/PID/stat``), its children (``/proc/PID/task/*/children``) and its command line
-  (``/proc/PID/cmdline``).  Where ``/proc`` cannot tell (not Linux), the parent and the command
-  line come from ``ps``; children and liveness are then unknown (none, and not alive).
+* All of the backend's reading of ``/proc`` is here: a process's state, parent and start time
+  (``/proc/PID/stat``), its children (``/proc/PID/task/*/children``), its command line
+  (``/proc/PID/cmdline``) and the signals it ignores or catches (``/proc/PID/status``).  Where
+  ``/proc`` cannot tell (not Linux: :data:`HAS_PROC` false), the parent and the command line come
+  from ``ps``; children and liveness are then unknown (none, and not alive), and so are the rest.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import subprocess
 import sys
 
 HOST = socket.gethostname()
+#: Whether this system has a Linux ``/proc``: the watches that need liveness run only then.
+HAS_PROC = os.path.exists("/proc/self/stat")
 
 
 def say(message: str) -> None:
@@ -69,6 +72,27 @@ def alive(pid: int) -> bool:
     """Whether ``pid`` runs: it exists and is not a zombie (Linux ``/proc``; elsewhere never)."""
     fields = _stat(pid)
     return bool(fields) and fields[0] not in ("Z", "X")
+
+
+def start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot, ``/proc``): with the pid, names one process
+    for good, although pids are reused."""
+    fields = _stat(pid)
+    with contextlib.suppress(IndexError, ValueError):
+        return int(fields[19])
+    return None
+
+
+def takes_signal(pid: int, signum: int) -> bool:
+    """Whether ``signum`` sent to ``pid`` does what it does by default: neither ignored nor caught
+    by a handler (``SigIgn``/``SigCgt`` of ``/proc/PID/status``; unknown elsewhere: assumed)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            masks = dict(line.split(":", 1) for line in fh if line.startswith(("SigIgn", "SigCgt")))
+        set_bits = int(masks["SigIgn"], 16) | int(masks["SigCgt"], 16)
+    except (OSError, KeyError, ValueError):
+        return True
+    return not set_bits & (1 << (signum - 1))
 
 
 def children(pid: int) -> set[int]:

@@ -124,7 +124,8 @@ class _Reserve:
     """A worker's requests for tasks: one task in reserve, never more (evocluster's prefetch=2).
 
     SCOOP's worker asks its broker for a task whenever its queue holds less than 10 ms of work by
-    its estimate, and only then: a worker busy with a long chunk has nothing queued behind it
+    its estimate (``lowwatermark``, 0.01 in SCOOP 0.7.2.0: a setting, not a measurement), and
+    only then: a worker busy with a long chunk has nothing queued behind it
     (the others take all the work), and with cheap chunks the requests pile up at the broker,
     which later hands a whole burst to the worker that piled up most.  So evocluster makes the
     requests itself, counting them: at the start of each task it asks for one more if neither a

@@ -1,0 +1,708 @@
+"""The isolated evaluator (``isolate``): a child process that evaluates for one worker.
+
+Each worker keeps one child, a fresh interpreter (never a fork: worker ranks are MPI processes),
+and reuses it for every chunk; it is replaced only after it died or was killed.  So a fitness that
+segfaults, calls ``os._exit``, runs out of memory or never returns costs that one evaluation::
+
+    worker (Isolated)                                   child (main)
+      spawn: python -c ... main() FD PPID  ----------->  PR_SET_PDEATHSIG, SIGINT ignored
+      SETUP (job, label, memory)  -------------------->  RLIMIT_AS; import the job as a worker does
+                                  <--------------------  READY, or NOJOB (the import's traceback)
+      CHUNK (start, fn key, [fn], item frames)  ------>  load fn (cached by key), load the items
+                                  <--------------------  VALUE i / ERROR i, one per item, as each
+                                                         is done (a crash in item 3 keeps 0-2)
+      poll(socket, pidfd) with a deadline per item:
+        late          -> SIGKILL, EvaluationTimeout, a fresh child goes on with item i+1
+        EOF or pidfd  -> reaped: EvaluationCrashed naming the code or signal, likewise
+      close: EOF on the socket, SIGKILL after 1 s
+
+Messages are lists of frames on a Unix stream socket: a ``<I`` frame count, a ``<Q`` size per
+frame, then the frames; the first frame of a reply is :data:`_REPLY` (kind, item index, seconds).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import pickle
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .errors import EvaluationCrashed, EvaluationTimeout, SerializationError, WorkerError
+from .jobfile import JobSpec
+from .serialization import dumps, dumps_args, dumps_results, explain_load_error, loads
+from .serialization import pack_exception as _pack_exception
+from .worker import apply_item, unpicklable_result
+
+if TYPE_CHECKING:  # the child never needs it: ~8 ms less to start one
+    import subprocess
+
+__all__ = ["Isolated", "main"]
+
+#: Callables a child keeps, least recently used out; the worker mirrors the child's cache (same
+#: size, same order of use) to know whether a chunk must carry the callable.
+FN_CACHE_SIZE = 128
+
+#: Seconds a child asked to stop (its socket closed), or found at end of file, may take to exit
+#: before it is killed.
+STOP_GRACE = 1.0
+
+# worker -> child, first frame of a CHUNK: the item to start at, how many frames the callable has
+# (0: the child has it cached).  Then the callable's key, its frames, and the items' frames.
+_CHUNK = struct.Struct("<II")
+# child -> worker, first frame of every reply: kind, item index, seconds in the fitness
+_REPLY = struct.Struct("<BId")
+READY, NOJOB, VALUE, ERROR, FAILED_ALL = range(5)
+
+_COUNT = struct.Struct("<I")
+_MAX_FRAMES = 1 << 16  # more frames than this in one message: the stream is corrupt
+_IOV_MAX = 512  # buffers per sendmsg call (Linux allows 1024)
+_RECV_SIZE = 256 * 1024
+_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)  # EPIPE rather than SIGPIPE, whatever MPI set
+
+# the MPI launcher's variables: the child is not a rank, and a job that imports mpi4py must not
+# make it join (or wait for) its worker's MPI job
+_NOT_INHERITED = ("PMI_", "PMIX_", "HYDRA_", "MPI_LOCAL", "OMPI_")
+
+# results of waiting for a reply, besides a reply
+_LATE = "late"
+_DEAD = "dead"
+
+
+class _ProtocolError(Exception):
+    """The byte stream from the child is not made of messages (a fitness wrote on its socket)."""
+
+
+def _pack(exc: BaseException, where: str) -> dict[str, Any]:
+    """:func:`pack_exception`, which never raises (an exception whose ``__str__`` raises)."""
+    try:
+        return _pack_exception(exc, where)
+    except BaseException:
+        name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+        return {
+            "type": name,
+            "message": "(str() of the exception failed)",
+            "traceback": f'\n"""\n{where}:\n{name} (its traceback could not be formatted)\n"""',
+            "pickled": None,
+        }
+
+
+# ---------------------------------------------------------------------------- framing
+def _head(count: int) -> struct.Struct:
+    """The header of a message of ``count`` frames: the count, then each frame's size."""
+    head = _HEADS.get(count)
+    if head is None:
+        head = _HEADS[count] = struct.Struct(f"<I{count}Q")
+    return head
+
+
+_HEADS: dict[int, struct.Struct] = {}
+
+
+def _send(sock: socket.socket, frames: Sequence[Any]) -> None:
+    """Send one message (blocking until the kernel took all of it)."""
+    sizes = [len(f) if type(f) is bytes else memoryview(f).nbytes for f in frames]
+    head = _head(len(sizes)).pack(len(sizes), *sizes)
+    total = len(head) + sum(sizes)
+    sent = 0
+    if len(frames) < _IOV_MAX:
+        sent = sock.sendmsg([head, *frames], [], _NOSIGNAL)
+        if sent == total:  # all of it at once: always, for a small message
+            return
+    _send_rest(sock, [memoryview(head), *(memoryview(f).cast("B") for f in frames)], sent)
+
+
+def _send_rest(sock: socket.socket, pending: list[memoryview], sent: int) -> None:
+    """Send what is left of a message after a partial send of ``sent`` bytes."""
+    while True:
+        while pending and sent >= pending[0].nbytes:
+            sent -= pending.pop(0).nbytes
+        if not pending:
+            return
+        if sent:
+            pending[0] = pending[0][sent:]
+        sent = sock.sendmsg(pending[:_IOV_MAX], [], _NOSIGNAL)
+
+
+class _Reader:
+    """Messages from a socket: ``fill`` reads what is there, ``next`` cuts one message off."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.pos = 0
+        self.eof = False
+        self._chunk = memoryview(bytearray(_RECV_SIZE))
+
+    def fill(self, flags: int = 0) -> bool:
+        """One read; False at end of file (or when nothing was there, with MSG_DONTWAIT)."""
+        try:
+            n = self.sock.recv_into(self._chunk, 0, flags)
+        except BlockingIOError:
+            return False
+        except OSError:  # ECONNRESET: the child died with unread data
+            n = 0
+        if n == 0:
+            self.eof = True
+            return False
+        self.buf += self._chunk[:n]
+        return True
+
+    def drain(self) -> None:
+        """Read what is already there without waiting (the child has exited)."""
+        while not self.eof and self.fill(socket.MSG_DONTWAIT):
+            pass
+
+    def next(self) -> list[memoryview] | None:
+        """The next complete message, as writable frames, or None."""
+        buf, pos = self.buf, self.pos
+        avail = len(buf) - pos
+        if avail < 4:
+            return None
+        (count,) = _COUNT.unpack_from(buf, pos)
+        if count > _MAX_FRAMES:
+            raise _ProtocolError(f"a message of {count} frames")
+        head = 4 + 8 * count
+        if avail < head:
+            return None
+        sizes = _head(count).unpack_from(buf, pos)[1:]
+        total = head + sum(sizes)
+        if avail < total:
+            return None
+        msg = memoryview(buf[pos + head : pos + total])  # a copy: the buffer moves on
+        self.pos = pos + total
+        if self.pos == len(buf):
+            buf.clear()
+            self.pos = 0
+        elif self.pos > _RECV_SIZE:
+            del buf[: self.pos]
+            self.pos = 0
+        frames, off = [], 0
+        for size in sizes:
+            frames.append(msg[off : off + size])
+            off += size
+        return frames
+
+    def recv(self) -> list[memoryview] | None:
+        """The next message, waiting for it; None at end of file."""
+        while (frames := self.next()) is None:
+            if not self.fill():
+                return None
+        return frames
+
+
+# ---------------------------------------------------------------------------- the worker's side
+def _describe_exit(code: int, memory: int | None) -> str:
+    """What an exit status says about the evaluation's process."""
+    if code >= 0:
+        return f"the evaluation's process exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    if -code == signal.SIGKILL:
+        why = "the OOM killer or another process"
+        if memory is not None:
+            why = f"the memory limit of {memory / (1 << 20):g} MiB or the OOM killer"
+        return f"the evaluation's process was killed ({name}: {why})"
+    return f"the evaluation's process was killed by {name}"
+
+
+def _child_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(_NOT_INHERITED)}
+
+
+def _command(fd: int) -> list[str]:
+    """The child's command line: this interpreter, its flags, and this copy of evocluster."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    boot = (
+        f"import sys; sys.path.insert(0, {root!r}); import evocluster._isolation as m; "
+        f"sys.path.remove({root!r}); m.main()"
+    )
+    import subprocess
+
+    flags_of: Any = getattr(subprocess, "_args_from_interpreter_flags", list)
+    return [sys.executable, *flags_of(), "-c", boot, str(fd), str(os.getpid())]
+
+
+class Isolated:
+    """A child process that evaluates for one worker, kept and reused; restarted after it dies.
+
+    The child is started at once (its start-up overlaps whatever the worker does next) and
+    waited for at the first :meth:`run`.  Use it from one thread, the one that created it: the
+    child is killed when that thread ends (``PR_SET_PDEATHSIG``).
+
+    Attributes:
+        starts: how many children were started so far.
+    """
+
+    def __init__(self, job: JobSpec | None, label: str, memory: int | None = None) -> None:
+        self.job = job
+        self.label = label
+        self.memory = memory
+        self.starts = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+        self._reader: _Reader | None = None
+        self._pidfd = -1
+        self._poller: Any = None
+        self._ready = False
+        self._start_error: dict[str, Any] | None = None
+        self._fns: OrderedDict[bytes, None] = OrderedDict()  # mirror of the child's cache
+        self._spawn()
+
+    @property
+    def pid(self) -> int | None:
+        """The current child's pid (None between a death and the next start)."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def where(self) -> str:
+        """The label of the current child's evaluations (the worker's, plus the child's pid)."""
+        return f"{self.label} (isolated, pid {self.pid})"
+
+    # ------------------------------------------------------------------ life cycle
+    def _spawn(self) -> None:
+        """Start a child (not waiting for it); a failure to start is kept for the next run."""
+        import subprocess
+
+        self._start_error = None
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            # no preexec_fn, no new session: CPython can then vfork, safe in an MPI process
+            proc = subprocess.Popen(
+                _command(child.fileno()),
+                pass_fds=(child.fileno(),),
+                stdin=subprocess.DEVNULL,
+                env=_child_env(),
+            )
+        except OSError as e:
+            parent.close()
+            err = WorkerError(f"{self.label} could not start its evaluation process: {e}")
+            self._start_error = _pack(err, self.label)
+            return
+        finally:
+            child.close()
+        self.starts += 1
+        self._proc, self._sock, self._reader = proc, parent, _Reader(parent)
+        self._ready = False
+        self._fns.clear()
+        self._poller = select.poll()
+        self._poller.register(parent.fileno(), select.POLLIN)
+        try:
+            self._pidfd = os.pidfd_open(proc.pid)  # readable once the child has exited
+            self._poller.register(self._pidfd, select.POLLIN)
+        except (AttributeError, OSError):  # before Linux 5.3: end of file, and a periodic check
+            self._pidfd = -1
+        with contextlib.suppress(OSError):  # a child that died at once: seen when waited for
+            _send(parent, dumps((self.job, self.label, self.memory)))
+
+    def _forget(self) -> None:
+        """Release what belongs to the (reaped) child."""
+        if self._sock is not None:
+            self._sock.close()
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+        self._proc, self._sock, self._reader, self._poller, self._pidfd = None, None, None, None, -1
+
+    def _kill(self) -> None:
+        """SIGKILL the child and reap it."""
+        if self._proc is not None:
+            self._proc.kill()  # nothing if it was already reaped
+            self._proc.wait()
+            self._forget()
+
+    def _reap(self) -> int:
+        """The exit status of a child that has ended (or closed its socket: killed after a grace
+        period, as a process that no longer talks cannot be used)."""
+        import subprocess
+
+        assert self._proc is not None
+        try:
+            code = self._proc.wait(STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            code = self._proc.wait()
+        self._forget()
+        return code
+
+    def close(self) -> None:
+        """Stop the child: ask (end of file on its socket), then SIGKILL after 1 s.  Idempotent."""
+        if self._proc is None:
+            return
+        assert self._sock is not None
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._reap()
+
+    def __enter__(self) -> Isolated:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ waiting
+    def _receive(self, deadline: float | None) -> list[memoryview] | str:
+        """The child's next reply, or ``_LATE`` past ``deadline``, or ``_DEAD``."""
+        reader, sock = self._reader, self._sock
+        assert reader is not None and sock is not None and self._proc is not None
+        while True:
+            frames = reader.next()
+            if frames is not None:
+                return frames
+            if reader.eof:
+                return _DEAD
+            wait_ms = -1
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return _LATE
+                wait_ms = math.ceil(left * 1000)
+            if self._pidfd < 0:  # no pidfd: look at the child once a second (a grandchild may
+                wait_ms = 1000 if wait_ms < 0 else min(wait_ms, 1000)  # hold the socket open)
+            ready = dict(self._poller.poll(wait_ms))
+            if sock.fileno() in ready:
+                reader.fill()
+            exited = self._pidfd in ready if self._pidfd >= 0 else self._proc.poll() is not None
+            if exited:  # whatever it sent before it died is there now
+                reader.drain()
+                frames = reader.next()
+                return frames if frames is not None else _DEAD
+
+    def _wait_ready(self) -> dict[str, Any] | None:
+        """Wait for the child's READY; on failure, the packed error for every item, the child
+        reaped.  No deadline: the job's import took as long in the worker itself."""
+        try:
+            got = self._receive(None)
+        except _ProtocolError as e:
+            got = f"broke the protocol ({e})"
+            self._kill()
+        if isinstance(got, list):
+            kind = _REPLY.unpack(got[0])[0]
+            if kind == READY:
+                self._ready = True
+                return None
+            where = self.where
+            self._reap()
+            text = bytes(got[1]).decode("utf-8", "replace") if len(got) > 1 else "?"
+            return _pack(WorkerError(f"{where} could not import the job:\n{text}"), where)
+        where = self.where
+        why = got if self._proc is None else _describe_exit(self._reap(), self.memory)
+        err = WorkerError(f"{where}: the evaluation process ended before it was ready ({why})")
+        return _pack(err, where)
+
+    def _ensure_child(self) -> dict[str, Any] | None:
+        """A ready child, started if need be (once per run); else why there is none."""
+        if self._ready and self._proc is not None and self._proc.poll() is not None:
+            self._reap()  # it died between runs (killed from outside): not an item's failure
+        if self._proc is None:
+            self._spawn()
+            if self._start_error is not None:
+                return self._start_error
+        if self._ready:
+            return None
+        return self._wait_ready()
+
+    # ------------------------------------------------------------------ evaluating
+    def run(
+        self,
+        fn_key: bytes,
+        fn_frames: Any,
+        items: Sequence[Any],
+        star: bool,
+        kwargs: dict[str, Any] | None,
+        timeout: float | None,
+        *,
+        item_frames: Sequence[Any] | None = None,
+    ) -> tuple[list[Any], dict[int, dict[str, Any]], float]:
+        """Evaluate ``items`` in order in the child.
+
+        Args:
+            fn_key, fn_frames: the callable's key and serialised frames, as a TASK carries them;
+                the frames are sent only to a child that has not had this key.
+            items, star, kwargs: the chunk, as ``loads(task.item_frames)`` gives it.
+            timeout: seconds one item may run (None: no limit).
+            item_frames: the TASK's ``item_frames`` themselves, if the worker still has them:
+                sent as they are instead of pickling ``items`` again.
+
+        Returns:
+            ``(values, errors, elapsed)``: ``values[i]`` the result (None where it failed),
+            ``errors[i]`` a :func:`~evocluster.serialization.pack_exception` dict, ``elapsed``
+            the seconds spent evaluating.  An item running longer than ``timeout`` gets
+            :class:`EvaluationTimeout` and the child is killed; an item whose process died gets
+            :class:`EvaluationCrashed`; either way a fresh child goes on with the next items.
+            Never raises for anything the fitness does; an exception raised in this thread
+            while waiting (a signal handler's) kills the child and propagates.
+        """
+        n = len(items)
+        values: list[Any] = [None] * n
+        errors: dict[int, dict[str, Any]] = {}
+        spent, start = 0.0, 0
+        payload = item_frames
+        try:
+            while start < n:
+                failure = self._ensure_child()
+                if failure is None and payload is None:
+                    payload, failure = self._dump_items(items, star, kwargs)
+                if failure is not None:  # no child, or nothing to send it: the rest fails
+                    errors.update(dict.fromkeys(range(start, n), failure))
+                    break
+                assert payload is not None
+                self._send_chunk(start, fn_key, fn_frames, payload)
+                start, dt = self._collect(start, values, errors, timeout)
+                spent += dt
+        except BaseException:
+            self._kill()  # mid-conversation: a child that is out of step cannot be reused
+            raise
+        return values, errors, spent
+
+    def _dump_items(
+        self, items: Sequence[Any], star: bool, kwargs: dict[str, Any] | None
+    ) -> tuple[Any, dict[str, Any] | None]:
+        try:
+            return dumps_args((list(items), star, kwargs), "upgrade"), None
+        except BaseException as e:  # an item's own pickling code
+            err = SerializationError(f"the chunk cannot be pickled for the evaluation process: {e}")
+            return None, _pack(err, self.label)
+
+    def _send_chunk(self, start: int, key: bytes, fn_frames: Any, payload: Sequence[Any]) -> None:
+        assert self._sock is not None
+        fn: Sequence[Any] = ()
+        if key in self._fns:
+            self._fns.move_to_end(key)
+        elif fn_frames is not None:  # the child caches it, as this mirror does
+            fn = fn_frames
+            self._fns[key] = None
+            if len(self._fns) > FN_CACHE_SIZE:
+                self._fns.popitem(last=False)
+        with contextlib.suppress(OSError):  # the child died: seen when its reply is waited for
+            _send(self._sock, [_CHUNK.pack(start, len(fn)), key, *fn, *payload])
+
+    def _collect(
+        self,
+        start: int,
+        values: list[Any],
+        errors: dict[int, dict[str, Any]],
+        timeout: float | None,
+    ) -> tuple[int, float]:
+        """Receive the replies from item ``start`` on; return where to go on, and the seconds
+        spent.  Stops after an item that timed out or crashed (the child is gone)."""
+        spent = 0.0
+        for i in range(start, len(values)):
+            t0 = time.monotonic()
+            try:
+                got = self._receive(None if timeout is None else t0 + timeout)
+                if isinstance(got, list):
+                    kind, index, dt = _REPLY.unpack(got[0])
+                    if index != i or kind not in (VALUE, ERROR, FAILED_ALL):
+                        raise _ProtocolError(f"reply {kind} for item {index}, not item {i}")
+            except (_ProtocolError, struct.error) as e:
+                self._kill()
+                got = f"the evaluation's process broke its protocol ({e}): killed"
+            if not isinstance(got, list):
+                spent += time.monotonic() - t0
+                errors[i] = self._lost(got, timeout)
+                return i + 1, spent
+            spent += dt
+            if kind == FAILED_ALL:  # the callable or the items could not be loaded there
+                errors.update(dict.fromkeys(range(i, len(values)), pickle.loads(got[1])))
+                return len(values), spent
+            if kind == ERROR:
+                errors[i] = pickle.loads(got[1])
+            else:
+                self._load_value(i, got[1:], values, errors)
+        return len(values), spent
+
+    def _lost(self, why: str, timeout: float | None) -> dict[str, Any]:
+        """The error of an item whose child is gone (late: killed here; dead: reaped here)."""
+        where = self.where
+        if why == _LATE:
+            self._kill()
+            return _pack(
+                EvaluationTimeout(
+                    f"the evaluation ran longer than {timeout:g} s: its process was killed"
+                ),
+                where,
+            )
+        if why == _DEAD:
+            why = _describe_exit(self._reap(), self.memory)
+        return _pack(EvaluationCrashed(why), where)
+
+    def _load_value(
+        self, i: int, frames: Sequence[Any], values: list[Any], errors: dict[int, dict[str, Any]]
+    ) -> None:
+        try:
+            values[i] = loads(frames)
+        except BaseException as e:  # the result's own unpickling code
+            err = SerializationError(explain_load_error(e, "the result of this call"))
+            errors[i] = _pack(err, self.label)
+
+
+# ---------------------------------------------------------------------------- the child's side
+class _Unloadable:
+    """A cached callable whose frames failed to load: every chunk using it fails with this."""
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        self.info = info
+
+
+class _Child:
+    """The child's serve loop: chunks in, one reply per item out."""
+
+    def __init__(self, sock: socket.socket, reader: _Reader, label: str) -> None:
+        from . import worker  # its evaluation marker: a fitness calling evocluster.map is refused
+
+        self.sock, self.reader, self.label = sock, reader, label
+        self.pid = os.getpid()
+        self.marker = worker._evaluating
+        self.fns: OrderedDict[bytes, Any] = OrderedDict()
+
+    def reply(self, kind: int, index: int, seconds: float, frames: Sequence[Any] = ()) -> None:
+        for stream in (sys.stdout, sys.stderr):  # a fitness's prints before a later crash
+            with contextlib.suppress(Exception):
+                stream.flush()
+        _send(self.sock, [_REPLY.pack(kind, index, seconds), *frames])
+
+    def serve(self) -> None:
+        while (frames := self.reader.recv()) is not None:
+            self.chunk(frames)
+
+    def function(self, key: bytes, frames: Sequence[Any]) -> Any:
+        if not frames:
+            if key not in self.fns:  # the worker had no frames for it: cannot happen in a worker
+                err: Exception = LookupError(
+                    "internal error: function key unknown to the evaluation process"
+                )
+                return _Unloadable(_pack(err, self.label))
+            self.fns.move_to_end(key)
+            return self.fns[key]
+        try:
+            fn = loads(frames)
+        except BaseException as e:  # SystemExit from a __reduce__ too
+            err = SerializationError(explain_load_error(e, "the function"))
+            fn = _Unloadable(_pack(err, self.label))
+        self.fns[key] = fn
+        if len(self.fns) > FN_CACHE_SIZE:
+            self.fns.popitem(last=False)
+        return fn
+
+    def chunk(self, frames: list[memoryview]) -> None:
+        start, nfn = _CHUNK.unpack(frames[0])
+        key = bytes(frames[1])
+        try:
+            fn = self.function(key, frames[2 : 2 + nfn])
+            if isinstance(fn, _Unloadable):
+                self.reply(FAILED_ALL, start, 0.0, [pickle.dumps(fn.info)])
+                return
+            items, star, kwargs = loads(frames[2 + nfn :])
+        except BaseException as e:  # the items' own unpickling code
+            err = SerializationError(explain_load_error(e, "the task's arguments"))
+            self.reply(FAILED_ALL, start, 0.0, [pickle.dumps(_pack(err, self.label))])
+            return
+        for i in range(start, len(items)):
+            self.evaluate(i, fn, items[i], star, kwargs)
+
+    def evaluate(self, i: int, fn: Any, item: Any, star: bool, kwargs: Any) -> None:
+        self.marker.label = self.label
+        t0 = time.perf_counter()
+        try:
+            try:
+                value = apply_item(fn, item, star, kwargs)
+            finally:
+                if os.getpid() != self.pid:  # a forked copy of this process returned: it must
+                    os._exit(0)  # never reply, nor go on serving
+                self.marker.label = None
+        # anything, SystemExit and KeyboardInterrupt included: that evaluation's failure
+        except BaseException as e:
+            dt = time.perf_counter() - t0
+            self.reply(ERROR, i, dt, [pickle.dumps(_pack(e, self.label))])
+            return
+        dt = time.perf_counter() - t0
+        try:
+            out = dumps_results(value)
+        except BaseException as e:  # the result's own pickling code
+            err = unpicklable_result(value, e)
+            self.reply(ERROR, i, dt, [pickle.dumps(_pack(err, self.label))])
+            return
+        self.reply(VALUE, i, dt, out)
+
+
+def _die_with(parent: int) -> None:
+    """Be killed when the worker ends, even by SIGKILL (Linux); exit if it already has."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(0)
+
+
+def _limit_memory(memory: int) -> None:
+    import resource
+
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+
+def _import_job(job: JobSpec | None, memory: int | None) -> str | None:
+    """Import the job as a worker does; the formatted traceback if that fails."""
+    from . import jobfile
+
+    try:
+        if job is not None:
+            jobfile.import_for_worker(job)
+        jobfile.in_worker = True
+    except BaseException as e:  # anything, SystemExit from the job's module level too
+        import traceback
+
+        text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+        if memory is not None:
+            text += f"(the evaluation process is limited to {memory / (1 << 20):g} MiB)\n"
+        return text
+    return None
+
+
+def main() -> None:
+    """The child: ``python -c '... main()' FD PARENT_PID``.  Never returns."""
+    fd, parent = int(sys.argv[1]), int(sys.argv[2])
+    sys.argv = sys.argv[:1]
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's to handle
+    _die_with(parent)
+    sock = socket.socket(fileno=fd)
+    sock.set_inheritable(False)  # not into the fitness's own subprocesses
+    reader = _Reader(sock)
+    try:
+        setup = reader.recv()
+        if setup is None:
+            return
+        job, label, memory = loads(setup)
+        label = f"{label} (isolated, pid {os.getpid()})"
+        if memory is not None:
+            _limit_memory(memory)
+        failure = _import_job(job, memory)
+        if failure is not None:
+            _send(sock, [_REPLY.pack(NOJOB, 0, 0.0), failure.encode()])
+            return
+        from . import worker
+
+        worker.serving = True  # this process only evaluates (evocluster.rng reads it)
+        child = _Child(sock, reader, label)
+        _send(sock, [_REPLY.pack(READY, 0, 0.0)])
+        child.serve()
+    except OSError:  # the worker is gone
+        pass
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(0)  # not joining threads a fitness left behind, nor running its atexit hooks

@@ -1,0 +1,310 @@
+"""Failure policies (``on_error``: raise, penalize, retry:N), the failure records, and timeouts
+per evaluation, on real local workers (and the serial backend where it matters)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import launcher, output, run
+
+import evocluster
+from evocluster import ConfigurationError, EvaluationTimeout, Failure
+
+PENALTY = -1.0
+
+
+def fails_on_multiples_of_7(x: int) -> int:
+    if x % 7 == 0:
+        raise ValueError(f"bad individual {x}")
+    return x * x
+
+
+def fails_once(x: int, marks: str) -> tuple[int, int]:
+    """Fails the first time it sees ``x`` (anywhere), recording the pid of that attempt."""
+    mark = Path(marks) / str(x)
+    try:
+        fd = os.open(mark, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return x, os.getpid()
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    raise RuntimeError(f"first attempt at {x} fails")
+
+
+def always_fails(x: int) -> int:
+    raise KeyError(x)
+
+
+def sleeps_on_3(x: int) -> int:
+    if x == 3:
+        time.sleep(120)
+    return x
+
+
+def base_exceptions(x: int) -> int:
+    if x == 1:
+        sys.exit(0)
+    if x == 2:
+        raise KeyboardInterrupt
+    if x == 3:
+        raise SystemExit(3)
+    return x
+
+
+def forks_and_returns(x: int) -> int:
+    """The copy returns too: it must never reach the worker's serve loop."""
+    pid = os.fork()
+    return pid if pid else -x
+
+
+def _expected(xs: list[int]) -> list[Any]:
+    return [PENALTY if x % 7 == 0 else x * x for x in xs]
+
+
+def test_raise_is_the_default_and_every_failure_is_recorded(local2: Any) -> None:
+    xs = list(range(1, 30))
+    with pytest.raises(ValueError, match="bad individual 7") as info:
+        list(local2.map(fails_on_multiples_of_7, xs))
+    assert "local worker" in str(info.value.__cause__)
+    handle = local2.with_policy()  # a record of its own, on the same workers
+    with pytest.raises(ValueError):
+        list(handle.map(fails_on_multiples_of_7, xs))
+    records = handle.failures  # those settled before the map was abandoned at the first
+    assert 6 in {f.item for f in records} <= {6, 13, 20, 27}
+    assert all(f.function.endswith("fails_on_multiples_of_7") for f in records)
+    assert {f.action for f in records} == {"raised"}
+
+
+def test_penalize_gives_the_penalty_and_keeps_every_healthy_result_in_order(local2: Any) -> None:
+    ex = local2.with_policy(on_error="penalize", penalty=PENALTY)
+    xs = list(range(1, 200))
+    assert list(ex.map(fails_on_multiples_of_7, xs)) == _expected(xs)
+    records = ex.failures
+    assert sorted(f.item for f in records) == [i for i, x in enumerate(xs) if x % 7 == 0]
+    first = min(records, key=lambda f: f.item)
+    assert isinstance(first, Failure)
+    assert first.item == 6 and first.attempt == 1 and first.action == "penalized"
+    assert first.error == "builtins.ValueError" and first.message == "bad individual 7"
+    assert first.worker.startswith("local worker")
+    assert first.function.endswith("fails_on_multiples_of_7")
+    assert local2.failures == [] or all(f.action == "raised" for f in local2.failures)
+
+
+def test_penalize_without_a_penalty_is_refused_before_anything_runs(local2: Any) -> None:
+    ex = local2.with_policy(on_error="penalize")
+    before = ex.stats()["items"]
+    with pytest.raises(ConfigurationError, match="penalty"):
+        ex.map(fails_on_multiples_of_7, [1, 7])
+    assert ex.stats()["items"] == before
+
+
+def test_a_submit_is_penalized_too(local2: Any) -> None:
+    ex = local2.with_policy(on_error="penalize", penalty=(-1e9, 1e9))
+    assert ex.submit(fails_on_multiples_of_7, 14).result(timeout=60) == (-1e9, 1e9)
+    assert ex.submit(fails_on_multiples_of_7, 3).result(timeout=60) == 9
+    assert [f.item for f in ex.failures] == [0]
+
+
+def test_retry_evaluates_again_on_another_worker(local2: Any, tmp_path: Path) -> None:
+    ex = local2.with_policy(on_error="retry:2")
+    xs = list(range(12))
+    out = list(ex.map(fails_once, xs, [str(tmp_path)] * len(xs)))
+    assert [x for x, _ in out] == xs
+    for x, pid in out:  # the retry ran on the other worker than the failed attempt
+        assert pid != int((tmp_path / str(x)).read_text())
+    assert sorted((f.item, f.attempt, f.action) for f in ex.failures) == [
+        (x, 1, "retried") for x in xs
+    ]
+
+
+def test_retry_then_raise_when_no_penalty(local2: Any) -> None:
+    ex = local2.with_policy(on_error="retry:2")
+    with pytest.raises(KeyError):
+        ex.submit(always_fails, 5).result(timeout=60)
+    assert [(f.attempt, f.action) for f in ex.failures] == [
+        (1, "retried"),
+        (2, "retried"),
+        (3, "raised"),
+    ]
+
+
+def test_retry_then_penalize_when_a_penalty_is_set(local2: Any) -> None:
+    ex = local2.with_policy(on_error="retry:1", penalty=PENALTY)
+    assert list(ex.map(always_fails, [1, 2, 3])) == [PENALTY] * 3
+    assert sorted((f.item, f.attempt, f.action) for f in ex.failures) == [
+        (i, a, act) for i in range(3) for a, act in ((1, "retried"), (2, "penalized"))
+    ]
+    assert ex.stats()["retried"] >= 3
+
+
+def test_a_timeout_interrupts_the_evaluation_and_the_worker_goes_on() -> None:
+    with evocluster.Executor(backend="local", workers=1, eval_timeout=1.0) as ex:
+        with pytest.raises(EvaluationTimeout, match="eval_timeout"):
+            list(ex.map(sleeps_on_3, [1, 2, 3, 4]))
+        assert list(ex.map(sleeps_on_3, [5, 6])) == [5, 6]  # the same worker serves on
+        pen = ex.with_policy(on_error="penalize", penalty=-99)
+        assert list(pen.map(sleeps_on_3, [1, 2, 3, 4])) == [1, 2, -99, 4]
+        (record,) = pen.failures
+        assert record.error.endswith("EvaluationTimeout") and record.item == 2
+        assert record.seconds >= 0.9
+
+
+@pytest.mark.parametrize("backend", ["local", "serial"])
+def test_what_a_fitness_raises_even_base_exceptions_is_that_evaluation_s(backend: str) -> None:
+    with evocluster.Executor(
+        backend=backend, workers=1, on_error="penalize", penalty=PENALTY
+    ) as ex:
+        assert list(ex.map(base_exceptions, [0, 1, 2, 3, 4])) == [0, PENALTY, PENALTY, PENALTY, 4]
+        errors = [f.error.rsplit(".", 1)[-1] for f in ex.failures]
+        assert errors == ["SystemExit", "KeyboardInterrupt", "SystemExit"]
+
+
+def test_a_fitness_that_forks_leaves_no_copy_serving() -> None:
+    with evocluster.Executor(backend="local", workers=1) as ex:
+        out = list(ex.map(forks_and_returns, [1, 2, 3]))
+        assert len(out) == 3 and all(pid > 0 for pid in out)  # the parent's values, each once
+        assert list(ex.map(abs, [-1, -2])) == [1, 2]  # and the worker is sane
+    for pid in out:  # the copies ended at once (at most a zombie until their parent exits)
+        stat = Path(f"/proc/{pid}/stat")
+        if stat.exists():
+            assert stat.read_text().split(")")[1].split()[0] == "Z"
+
+
+def test_options_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVOCLUSTER_ON_ERROR", "penalize")
+    monkeypatch.setenv("EVOCLUSTER_PENALTY", "(-1e9, 1e9)")
+    with evocluster.Executor(backend="serial") as ex:
+        assert ex.map(always_fails, [1]).__next__() == (-1e9, 1e9)
+    monkeypatch.setenv("EVOCLUSTER_ON_ERROR", "retry:x")
+    with pytest.raises(ConfigurationError, match="retry:N"):
+        evocluster.Executor(backend="serial")
+
+
+def test_the_launcher_applies_its_options_to_evocluster_map_and_sums_up(tmp_path: Path) -> None:
+    """``--on-error penalize --penalty=-1`` reaches ``evocluster.map`` (DEAP's toolbox.map) with
+    no change to the job, and the run ends with one line counting the failures."""
+    job = tmp_path / "job.py"
+    job.write_text(
+        "import evocluster\n"
+        "def f(x):\n"
+        "    if x % 4 == 0:\n"
+        "        raise ValueError(x)\n"
+        "    return x\n"
+        "if __name__ == '__main__':\n"
+        "    print(evocluster.map(f, range(1, 13)))\n"
+    )
+    r = run(
+        launcher("--backend", "local", "--workers", "2", "--on-error", "penalize", "--penalty=-1",
+                 str(job)),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, output(r)
+    assert r.stdout.strip() == str([-1 if x % 4 == 0 else x for x in range(1, 13)])
+    assert "evocluster: 3 evaluation attempt(s) failed during the run" in r.stderr, output(r)
+    plain = run(launcher("--backend", "local", "--workers", "2", str(job)), cwd=tmp_path)
+    assert plain.returncode == 1 and "ValueError: 4" in plain.stderr, output(plain)
+
+
+EXITS_JOB = """\
+import os, sys
+import evocluster
+def f(x):
+    if x == 7:
+        os._exit(3)
+    return x
+if __name__ == '__main__':
+    print(evocluster.map(f, range(12)))
+"""
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("where", ["local", "mpich-wheel"])
+def test_os_exit_in_a_fitness_is_that_evaluations_failure_not_the_runs_end(
+    tmp_path: Path, where: str
+) -> None:
+    """Without isolation too: ``os._exit(3)`` in a fitness used to end its worker (under MPICH:
+    the whole job, exit code 9, and no word of the code or the item)."""
+    job = tmp_path / "job.py"
+    job.write_text(EXITS_JOB)
+    options = ["--on-error", "penalize", "--penalty=-1"]
+    cmd = (
+        launcher("--backend", "local", "--workers", "2", *options)
+        if where == "local"
+        else launcher(*options, mpi=3)
+    )
+    r = run([*cmd, str(job)], cwd=tmp_path)
+    assert r.returncode == 0, output(r)
+    assert r.stdout.strip() == str([-1 if x == 7 else x for x in range(12)])
+    raised = run([*cmd[: cmd.index("--on-error")], str(job)], cwd=tmp_path)
+    assert raised.returncode == 1, output(raised)
+    assert "EvaluationCrashed: the fitness called os._exit(3)" in raised.stderr, output(raised)
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+def raises_unprintable(x: int) -> int:
+    if x == 1:
+        raise Unprintable()
+    return x
+
+
+def test_an_exception_whose_str_raises_fails_its_item_only(local2: Any) -> None:
+    ex = local2.with_policy(on_error="penalize", penalty=PENALTY)
+    assert list(ex.map(raises_unprintable, [0, 1, 2])) == [0, PENALTY, 2]
+    (record,) = ex.failures
+    assert (
+        record.error.endswith("Unprintable") and "str() of the exception raised" in record.message
+    )
+    assert list(local2.map(abs, [-3])) == [3]  # the worker is alive
+
+
+def returns_a_generator(x: int) -> Any:
+    return (i for i in range(x))
+
+
+def test_an_unpicklable_result_names_the_function_the_item_and_what_came_back(
+    local2: Any,
+) -> None:
+    with pytest.raises(evocluster.SerializationError) as info:
+        list(local2.map(returns_a_generator, [1, 2]))
+    message = str(info.value)
+    assert "returns_a_generator, item 0" in message
+    assert "returned a builtins.generator" in message
+
+
+SEGFAULT_JOB = """\
+import ctypes, time
+import evocluster
+def f(x):
+    if x == 7:
+        ctypes.string_at(0)
+    time.sleep(0.02)
+    return x
+if __name__ == '__main__':
+    print(evocluster.map(f, range(20)))
+"""
+
+
+@pytest.mark.mpi
+def test_a_worker_that_dies_under_mpich_is_named_with_its_evaluation(tmp_path: Path) -> None:
+    """Without isolation, a segfault ends an MPICH job (its launcher kills every rank at once):
+    the master still says which worker died of what, evaluating which item, and where."""
+    job = tmp_path / "job.py"
+    job.write_text(SEGFAULT_JOB)
+    r = run(launcher(str(job), mpi=3), cwd=tmp_path)
+    assert r.returncode != 0, output(r)
+    said = [line for line in r.stderr.splitlines() if line.startswith("evocluster: MPI worker")]
+    assert len(said) == 1, output(r)
+    assert "died of Segmentation fault while evaluating item 7 of __main__.f" in said[0]
+    assert f'File "{job}", line 5 in f' in said[0]
+    (tmp_path / "ok.py").write_text(SEGFAULT_JOB.replace("x == 7", "x == -1"))
+    ok = run(launcher(str(tmp_path / "ok.py"), mpi=3), cwd=tmp_path)  # a normal end: no word
+    assert ok.returncode == 0 and "evocluster:" not in ok.stderr, output(ok)
