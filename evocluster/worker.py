@@ -78,25 +78,41 @@ class FunctionCache:
 
 
 class _Alarm:
-    """A time limit on one evaluation, in pure Python: SIGALRM raises
+    """A time limit on each evaluation, in pure Python: SIGALRM raises
     :class:`~evocluster.errors.EvaluationTimeout` inside the fitness.  Only in the main thread
-    (where Python runs signal handlers); code stuck in C is not interrupted (isolation kills it)."""
+    (where Python runs signal handlers); code stuck in C is not interrupted (isolation kills it).
+
+    The timer is set once per chunk, not around each evaluation: two ``setitimer`` calls cost
+    more than a cheap fitness (W1 ran at half its rate, benchmarks/RESULTS.md, 2026-12-02).  Each
+    evaluation only notes when it started; when the timer rings, an evaluation that has not yet
+    had its ``timeout`` gets the timer set again for what it has left, and between evaluations
+    the timer just starts over."""
 
     def __init__(self) -> None:
         self.timeout = 0.0
+        self.started = 0.0  # time.monotonic() when the running evaluation started
+        self.running = False  # an evaluation is running (the ring may interrupt it)
         signal.signal(signal.SIGALRM, self._ring)
 
     def _ring(self, signum: int, frame: Any) -> None:
+        left = self.started + self.timeout - time.monotonic() if self.running else self.timeout
+        if left > 1e-3:
+            signal.setitimer(signal.ITIMER_REAL, left)
+            return
+        self.running = False
         raise EvaluationTimeout(
             f"the evaluation ran longer than {self.timeout:g} s (eval_timeout) and was interrupted"
         )
 
-    def start(self, timeout: float) -> None:
+    def arm(self, timeout: float) -> None:
+        """Before a chunk's first evaluation."""
         self.timeout = timeout
+        self.running = False
         signal.setitimer(signal.ITIMER_REAL, timeout)
 
-    @staticmethod
-    def stop() -> None:
+    def disarm(self) -> None:
+        """After its last."""
+        self.running = False
         signal.setitimer(signal.ITIMER_REAL, 0)
 
 
@@ -218,11 +234,17 @@ class Worker:
             alarm = self._alarm = self._alarm or _Alarm()
         t0 = time.perf_counter()
         with self._evaluating():
-            for i, item in enumerate(items):
-                value, info = self._call(fn, item, star, kwargs, alarm, timeout)
-                values.append(value)
-                if info is not None:
-                    errors[i] = info
+            if alarm is not None:
+                alarm.arm(timeout)  # type: ignore[arg-type]
+            try:
+                for i, item in enumerate(items):
+                    value, info = self._call(fn, item, star, kwargs, alarm)
+                    values.append(value)
+                    if info is not None:
+                        errors[i] = info
+            finally:
+                if alarm is not None:
+                    alarm.disarm()
         return values, errors, time.perf_counter() - t0
 
     @contextlib.contextmanager
@@ -247,26 +269,26 @@ class Worker:
         star: bool,
         kwargs: Any,
         alarm: _Alarm | None,
-        timeout: float | None,
     ) -> tuple[Any, dict[str, Any] | None]:
         """One evaluation: its value, or None and its packed failure."""
         started = time.perf_counter()
         try:
             if alarm is not None:
-                alarm.start(timeout)  # type: ignore[arg-type]
+                alarm.started = time.monotonic()
+                alarm.running = True
             value = apply_item(fn, item, star, kwargs)
         # any BaseException (SystemExit, KeyboardInterrupt, GeneratorExit, a class of the job's):
         # that evaluation's failure, reported; one bad individual never kills the worker (a
         # worker that left its loop would leave the master waiting for ever)
         except BaseException as e:
             if alarm is not None:
-                alarm.stop()
+                alarm.running = False
             self._check_fork()
             info = pack_exception(e, self.label)
             info["seconds"] = time.perf_counter() - started
             return None, info
         if alarm is not None:
-            alarm.stop()
+            alarm.running = False
         self._check_fork()
         return value, None
 

@@ -308,3 +308,22 @@ def test_a_worker_that_dies_under_mpich_is_named_with_its_evaluation(tmp_path: P
     (tmp_path / "ok.py").write_text(SEGFAULT_JOB.replace("x == 7", "x == -1"))
     ok = run(launcher(str(tmp_path / "ok.py"), mpi=3), cwd=tmp_path)  # a normal end: no word
     assert ok.returncode == 0 and "evocluster:" not in ok.stderr, output(ok)
+
+
+def sleeps_for(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def test_the_timeout_is_per_evaluation_within_a_chunk() -> None:
+    """One chunk of several evaluations: each has its own ``eval_timeout``, counted from its own
+    start (the timer is set once per chunk and moved on as evaluations start)."""
+    with evocluster.Executor(backend="local", workers=1, eval_timeout=1.0) as ex:
+        pen = ex.with_policy(on_error="penalize", penalty=-1.0)
+        # 3 x 0.6 s: the chunk runs 1.8 s, no evaluation 1 s
+        assert list(pen.map(sleeps_for, [0.6, 0.6, 0.6], chunksize=3)) == [0.6, 0.6, 0.6]
+        # the third is stuck: interrupted about 1 s after it started, not after the chunk did
+        out = list(pen.map(sleeps_for, [0.6, 0.6, 30.0, 0.1], chunksize=4))
+        assert out == [0.6, 0.6, -1.0, 0.1]
+        (record,) = pen.failures
+        assert record.item == 2 and 0.9 <= record.seconds < 5.0
