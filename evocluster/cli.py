@@ -388,7 +388,11 @@ def _serve_worker_rank(launch: _Launch) -> int:
     run (a traceback per rank would bury its one line).  After its BYE the rank finalises MPI and
     leaves with ``os._exit``: a thread a fitness started must not keep it, and so the whole MPI
     job, alive for ever (only then: the interpreter's own exit is the proven path)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGTERM too (mpiexec passes it to every rank, as SLURM does at the time limit): the master
+    # stops the run, with a checkpoint if its loop takes one; a worker killed by it first would
+    # end the MPI job before that (its launcher kills every rank when one dies)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
     code = int(launch.mpi.serve_worker(launch.options, launch.job))
     main = threading.main_thread()
     if any(t is not main and not t.daemon and t.is_alive() for t in threading.enumerate()):

@@ -136,6 +136,25 @@ def test_signal_to_the_master_prints_one_line_kills_the_workers_and_exits_128_pl
     assert_gone(children, printed)
 
 
+@pytest.mark.mpi
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_to_mpiexec_prints_one_line_of_ours_and_leaves_no_rank(
+    tmp_path: Path, signum: int
+) -> None:
+    """mpiexec passes the signal on to every rank: the workers ignore it (a worker dying of it
+    first would end the job before the master could checkpoint), the master ends the run."""
+    code, out, err, stuck, _ = interrupt(
+        command("mpi-n3", STUCK, str(tmp_path), "wait"), tmp_path, signum
+    )
+    printed = f"exit code {code}\n--- stdout\n{out}\n--- stderr\n{err}"
+    assert code == 128 + signum, printed
+    ours = [line for line in err.splitlines() if line.startswith("evocluster:")]
+    assert ours == [f"evocluster: interrupted ({signal.Signals(signum).name})"], printed
+    assert "Traceback" not in err, printed
+    assert len(stuck) == 1, printed
+    assert_gone(stuck, printed)
+
+
 def test_ctrl_c_to_the_process_group_prints_one_line_not_a_traceback_per_worker(
     tmp_path: Path,
 ) -> None:
