@@ -32,7 +32,6 @@ import socket
 import struct
 import sys
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +39,7 @@ from .errors import EvaluationCrashed, EvaluationTimeout, SerializationError, Wo
 from .jobfile import JobSpec
 from .serialization import dumps, dumps_args, dumps_results, explain_load_error, loads
 from .serialization import pack_exception as _pack_exception
-from .worker import apply_item, unpicklable_result
+from .worker import FN_CACHE_SIZE, FunctionCache, Unloadable, apply_item, unpicklable_result
 
 if TYPE_CHECKING:  # the child never needs it: ~8 ms less to start one
     import subprocess
@@ -49,7 +48,6 @@ __all__ = ["Isolated", "main"]
 
 #: Callables a child keeps, least recently used out; the worker mirrors the child's cache (same
 #: size, same order of use) to know whether a chunk must carry the callable.
-FN_CACHE_SIZE = 128
 
 #: Seconds a child asked to stop (its socket closed), or found at end of file, may take to exit
 #: before it is killed.
@@ -256,7 +254,7 @@ class Isolated:
         self._poller: Any = None
         self._ready = False
         self._start_error: dict[str, Any] | None = None
-        self._fns: OrderedDict[bytes, None] = OrderedDict()  # mirror of the child's cache
+        self._fns = FunctionCache(FN_CACHE_SIZE)  # mirror of the child's cache
         self._spawn()
 
     @property
@@ -476,13 +474,9 @@ class Isolated:
     def _send_chunk(self, start: int, key: bytes, fn_frames: Any, payload: Sequence[Any]) -> None:
         assert self._sock is not None
         fn: Sequence[Any] = ()
-        if key in self._fns:
-            self._fns.move_to_end(key)
-        elif fn_frames is not None:  # the child caches it, as this mirror does
-            fn = fn_frames
-            self._fns[key] = None
-            if len(self._fns) > FN_CACHE_SIZE:
-                self._fns.popitem(last=False)
+        if not self._fns.touch(key) and fn_frames is not None:
+            fn = fn_frames  # the child caches it, as this mirror does
+            self._fns.put(key, None)
         with contextlib.suppress(OSError):  # the child died: seen when its reply is waited for
             _send(self._sock, [_CHUNK.pack(start, len(fn)), key, *fn, *payload])
 
@@ -547,13 +541,6 @@ class Isolated:
 
 
 # ---------------------------------------------------------------------------- the child's side
-class _Unloadable:
-    """A cached callable whose frames failed to load: every chunk using it fails with this."""
-
-    def __init__(self, info: dict[str, Any]) -> None:
-        self.info = info
-
-
 class _Child:
     """The child's serve loop: chunks in, one reply per item out."""
 
@@ -563,7 +550,7 @@ class _Child:
         self.sock, self.reader, self.label = sock, reader, label
         self.pid = os.getpid()
         self.marker = worker._evaluating
-        self.fns: OrderedDict[bytes, Any] = OrderedDict()
+        self.fns = FunctionCache(FN_CACHE_SIZE)
 
     def reply(self, kind: int, index: int, seconds: float, frames: Sequence[Any] = ()) -> None:
         for stream in (sys.stdout, sys.stderr):  # a fitness's prints before a later crash
@@ -577,21 +564,18 @@ class _Child:
 
     def function(self, key: bytes, frames: Sequence[Any]) -> Any:
         if not frames:
-            if key not in self.fns:  # the worker had no frames for it: cannot happen in a worker
+            if not self.fns.touch(key):  # the worker had no frames for it: cannot happen
                 err: Exception = LookupError(
                     "internal error: function key unknown to the evaluation process"
                 )
-                return _Unloadable(_pack(err, self.label))
-            self.fns.move_to_end(key)
-            return self.fns[key]
+                return Unloadable(_pack(err, self.label))
+            return self.fns.get(key)
         try:
             fn = loads(frames)
         except BaseException as e:  # SystemExit from a __reduce__ too
             err = SerializationError(explain_load_error(e, "the function"))
-            fn = _Unloadable(_pack(err, self.label))
-        self.fns[key] = fn
-        if len(self.fns) > FN_CACHE_SIZE:
-            self.fns.popitem(last=False)
+            fn = Unloadable(_pack(err, self.label))
+        self.fns.put(key, fn)
         return fn
 
     def chunk(self, frames: list[memoryview]) -> None:
@@ -599,7 +583,7 @@ class _Child:
         key = bytes(frames[1])
         try:
             fn = self.function(key, frames[2 : 2 + nfn])
-            if isinstance(fn, _Unloadable):
+            if isinstance(fn, Unloadable):
                 self.reply(FAILED_ALL, start, 0.0, [pickle.dumps(fn.info)])
                 return
             items, star, kwargs = loads(frames[2 + nfn :])

@@ -284,7 +284,7 @@ class Pool(Scheduling):
         first = chunks[0]  # sent first: the one it evaluates (the others wait behind it)
         n = first.stop - first.start
         what = f"item {first.start}" if n == 1 else f"items {first.start}-{first.stop - 1}"
-        return f"{what} of {first.job.rules.function or 'a call'}"
+        return f"{what} of {first.job.function() or 'a call'}"
 
     def _pick_other(self, avoid: int) -> int | None:
         """A worker other than ``avoid`` that can take a chunk now (the least loaded), if any

@@ -60,17 +60,15 @@ class Rules(NamedTuple):
     fallback: str = "raise"  # ...then "raise" (the caller gets the exception) or "penalize"
     penalty: Any = None  # a penalized item's result (master-side: never sent)
     limits: protocol.Limits | None = None  # how workers evaluate (timeout, isolation)
-    function: str = ""  # the callable's name, for the failure records
 
     @classmethod
-    def from_options(cls, options: config.Options, function: str = "") -> Rules:
+    def from_options(cls, options: config.Options) -> Rules:
         limits = protocol.Limits(options.eval_timeout, options.isolate, options.eval_memory)
         return cls(
             options.retries,
             options.fallback,
             options.penalty,
             None if limits == protocol.Limits() else limits,
-            function,
         )
 
 
@@ -98,6 +96,7 @@ class Job:
         "chunksize",
         "done",
         "errors",
+        "fn",
         "fn_key",
         "fn_payload",
         "frames",
@@ -129,6 +128,7 @@ class Job:
         rules: Rules = RAISE,
     ) -> None:
         self.fn_key = fn_key
+        self.fn: Any = None  # the callable itself, named only in a failure's record (if set)
         self.rules = rules
         self.attempts: dict[int, int] = {}  # item index -> failed attempts so far
         self.policy = policy
@@ -154,13 +154,18 @@ class Job:
         # submit would pay for two Conditions instead of its Future's one)
         self.done = self.n == 0
 
+    def function(self) -> str:
+        """The callable's name, for failure records and messages (worked out only then: a
+        submit need not pay for it)."""
+        return function_name(self.fn) if self.fn is not None else ""
+
     def finish(self) -> None:
         """Settled (under the pool's condition): drop the arguments and the callable, which the
         caller may expect to be freed once its futures are done (the results stay, in
         ``values`` or the future, until taken)."""
         self.done = True
         self.items = []
-        self.frames = self.kwargs = self.fn_payload = None
+        self.frames = self.kwargs = self.fn_payload = self.fn = None
 
 
 class Chunk:
@@ -535,7 +540,7 @@ class Scheduling:
             attempt=attempt,
             seconds=float(info.get("seconds", 0.0)),
             action=action,
-            function=job.rules.function,
+            function=job.function(),
         )
         job.owner.failures.append(record)  # one append: atomic; readers copy the list
 
@@ -631,7 +636,7 @@ def _named(exc: BaseException, job: Job, i: int) -> BaseException:
     """A result a worker could not pickle: its error names the function and the item too (the
     worker knew neither)."""
     if type(exc) is SerializationError and str(exc).startswith("the fitness returned"):
-        named = SerializationError(f"{job.rules.function or 'the fitness'}, item {i}: {exc}")
+        named = SerializationError(f"{job.function() or 'the fitness'}, item {i}: {exc}")
         named.__cause__ = exc.__cause__
         return named
     return exc

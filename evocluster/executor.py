@@ -40,7 +40,6 @@ from ._scheduling import (
     Scheduling,
     args_label,
     check_args,
-    function_name,
     unsendable,
 )
 from .backends.base import Transport
@@ -199,8 +198,8 @@ class Executor(_StdExecutor):
         handle._wrapped = {}
         return handle
 
-    def _rules_for(self, fn: Callable[..., Any]) -> Rules:
-        """This executor's rules for a call of ``fn`` (a penalty is needed to penalize)."""
+    def _checked_rules(self) -> Rules:
+        """This executor's rules for a call (refused if it would penalize without a penalty)."""
         rules = self._rules
         if rules.fallback == "penalize" and self._options.penalty is None:
             raise ConfigurationError(
@@ -208,7 +207,7 @@ class Executor(_StdExecutor):
                 "(or the launcher's --penalty, e.g. --penalty=-1 or --penalty='(-1e9, 1e9)', "
                 "one value per objective)"
             )
-        return rules._replace(function=function_name(fn))
+        return rules
 
     def stats(self) -> dict[str, int]:
         """Counters of the pool since it started: ``chunks`` and ``items`` dispatched,
@@ -275,10 +274,11 @@ class Executor(_StdExecutor):
             raise
         except Exception as e:
             raise unsendable("args", e) from e
-        rules = self._rules_for(fn)
+        rules = self._checked_rules()
         future = self._pool.new_future()
         job = Job(key, payload, [args], True, kw, 1, future, self._policy, rules)
         job.frames = frames
+        job.fn = fn
         self._put(job)
         self._pool.step()
         return future
@@ -371,9 +371,10 @@ class Executor(_StdExecutor):
         policy = (
             self._policy if policy is None else config.resolve(serialization=policy).serialization
         )
-        rules = self._rules_for(fn)
+        rules = self._checked_rules()
         key, payload = self._function(fn, policy)
         job = Job(key, payload, items, star, None, chunksize, None, policy, rules)
+        job.fn = fn
         if items:  # the first call is checked here, before anything is dispatched
             check_args(items[0], args_label(job, 0), policy)
         self._put(job)

@@ -31,7 +31,7 @@ from .serialization import dumps, dumps_results, explain_load_error, loads, nest
 if TYPE_CHECKING:
     from ._isolation import Isolated
 
-__all__ = ["FN_CACHE_SIZE", "FunctionCache", "Worker", "in_evaluation", "serve"]
+__all__ = ["FN_CACHE_SIZE", "FunctionCache", "Unloadable", "Worker", "in_evaluation", "serve"]
 
 #: Callables a worker keeps (least recently used out).  The master mirrors this cache per worker
 #: (same size, same order of use), so it knows without asking whether to send a callable again.
@@ -47,7 +47,7 @@ _evaluating = threading.local()
 serving = False
 
 
-class _Unloadable:
+class Unloadable:
     """A cached callable whose payload failed to load: every chunk using it reports the failure."""
 
     def __init__(self, info: dict[str, Any]) -> None:
@@ -75,6 +75,9 @@ class FunctionCache:
 
     def get(self, key: bytes) -> Any:
         return self._d[key]
+
+    def clear(self) -> None:
+        self._d.clear()
 
 
 class _Alarm:
@@ -170,6 +173,8 @@ class Worker:
         self.payloads = FunctionCache()
         self.pid = os.getpid()  # a fitness that forks: its copy must never go on serving
         self._alarm: _Alarm | None = None
+        # a worker process's os._exit while a fitness runs (never the serial master's)
+        self._guard = _ExitGuard() if serving else None
         self._isolated: Isolated | None = None
 
     def _function(self, key: bytes, payload: Any) -> Any:
@@ -188,7 +193,7 @@ class Worker:
             fn: Any = loads(payload)
         except BaseException as e:  # SystemExit from a __reduce__ too: it must not end the worker
             err = SerializationError(explain_load_error(e, "the function"))
-            fn = _Unloadable(pack_exception(err, self.label))
+            fn = Unloadable(pack_exception(err, self.label))
         self.functions.put(key, fn)
         return True
 
@@ -203,7 +208,7 @@ class Worker:
         limits = record.limits
         try:
             fn = self._function(key, payload)
-            if isinstance(fn, _Unloadable):
+            if isinstance(fn, Unloadable):
                 return protocol.result(chunk_id, nest(dumps([])), {-1: fn.info}, 0.0)
             items, star, kwargs = loads(item_frames)
         except BaseException as e:  # whatever the arguments' own unpickling code raises
@@ -252,7 +257,7 @@ class Worker:
         """While fitness code runs here: a nested map is refused (:func:`in_evaluation`), and in a
         worker process ``os._exit`` is that evaluation's failure (never in the serial master)."""
         _evaluating.label = self.label
-        guard = _ExitGuard() if serving else None
+        guard = self._guard
         if guard is not None:
             os._exit = guard  # type: ignore[assignment]
         try:
