@@ -555,6 +555,12 @@ class _Waiting:
             s.failed = True  # an error in a wait after the signal: part of the stop
 
 
+def _leaving(signum: int, frame: FrameType | None) -> None:
+    """The handler of a stop signal once a loop has stopped and the process leaves with 75: the
+    checkpoint is written, so the signal has nothing more to ask.  (A Python handler, not
+    ``SIG_IGN``, which programs the process starts would inherit.)"""
+
+
 class StopSignals:
     """SIGUSR1 and SIGTERM, while an engine loop runs (``with StopSignals() as s:``), ask it to
     stop at the next safe point instead of ending the process.
@@ -573,7 +579,12 @@ class StopSignals:
     Only the main thread can install signal handlers: elsewhere this does nothing (the loop
     still writes its periodic checkpoints).  A signal whose handler was not installed from
     Python (``signal.getsignal`` is ``None``) is left alone.  The previous handlers are
-    restored on exit.
+    restored on exit, with one exception: when the loop leaves with :class:`Interrupted` (its
+    checkpoint written, the process on its way out with 75), a signal whose previous action
+    was to end the process (the default, or evocluster's exit handler, marked ``ends_process``)
+    is ignored from then on.  Another SIGUSR1 or SIGTERM on the way out (a second warning, an
+    evaluation still running that signals) would otherwise end it with 138 or 143, not 75, and
+    a batch script would not requeue the job.
 
     Attributes:
         signal: the first signal received, or ``None``.
@@ -632,8 +643,11 @@ class StopSignals:
             for fd in self._pipe:
                 os.close(fd)
             self._pipe = None
+        leaving = isinstance(exc, Interrupted)
         for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
+            ends = previous == signal.SIG_DFL or getattr(previous, "ends_process", False)
+            # a late signal must not turn exit 75 into death by signal
+            signal.signal(signum, _leaving if leaving and ends else previous)
         self._previous.clear()
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:

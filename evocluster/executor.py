@@ -537,6 +537,11 @@ def _on_exit_signal(signum: int, frame: Any) -> None:
     raise _Interrupted(signum)
 
 
+# the handler of a process that ends on the signal: a stopped engine loop, on its way out with
+# exit code 75, ignores what would end it so (checkpoint.StopSignals)
+_on_exit_signal.ends_process = True  # type: ignore[attr-defined]
+
+
 def _die(signum: int) -> None:
     """One line, every pool's workers killed (MPI: ``MPI_Abort`` with the code), exit now with
     128 + ``signum``."""

@@ -33,6 +33,7 @@ function and a module cannot share the name otherwise, and importing numpy in ``
 
 from __future__ import annotations
 
+import importlib
 import random
 import sys
 import threading
@@ -151,6 +152,12 @@ class _CallableModule(types.ModuleType):
 
     def __call__(self) -> np.random.Generator:
         return rng()
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        # by name, as pickle and cloudpickle store any module: cloudpickle stores the submodules a
+        # function of __main__ uses (``evocluster.rng()`` in a fitness of a notebook or of
+        # ``python -c``), and finds only plain modules in its table
+        return importlib.import_module, (self.__name__,)
 
 
 sys.modules[__name__].__class__ = _CallableModule

@@ -686,6 +686,41 @@ def test_plain_python_job_exits_75_and_resumes(job: Path, tmp_path: Path) -> Non
     assert digests(resumed.stdout) == reference(job)
 
 
+LATE_SIGNALS = """
+import functools, os, signal, sys
+import evocluster
+from evocluster import engine, checkpoint
+from evocluster import operators as ops
+
+def fitness(genome):
+    if evocluster.rng._local.current.key[0] == 1:
+        os.kill(os.getpid(), signal.SIGUSR1)  # the batch system's warning, in generation 1
+    return float(sum(genome))
+
+with evocluster.Executor(backend="serial") as ex:
+    try:
+        engine.generational(
+            fitness, functools.partial(ops.random_reals, 8, 3, low=-1.0, high=1.0), generations=4,
+            seed=5, crossover=ops.blend, mutate=ops.gaussian, executor=ex, checkpoint="late.ckpt",
+        )
+    except checkpoint.Interrupted:
+        assert signal.getsignal(signal.SIGUSR1) is not signal.SIG_DFL
+        for signum in (signal.SIGUSR1, signal.SIGTERM):  # late ones, on the way out
+            os.kill(os.getpid(), signum)
+        print("still here", flush=True)
+        raise
+"""
+
+
+def test_a_late_stop_signal_on_the_way_out_keeps_exit_75(tmp_path: Path) -> None:
+    """Once a loop has stopped and checkpointed, another SIGUSR1 or SIGTERM (a second warning, an
+    evaluation still running that signals) must not kill the process: a batch script would see
+    138 or 143, not 75, and not requeue the job."""
+    r = run([sys.executable, "-c", LATE_SIGNALS], env=ENV, cwd=tmp_path)
+    assert r.returncode == 75, output(r)
+    assert "still here" in r.stdout and (tmp_path / "late.ckpt").exists(), output(r)
+
+
 def test_launcher_refuses_what_cannot_resume(job: Path, tmp_path: Path) -> None:
     for args, words in [
         (("--resume",), "need --checkpoint"),

@@ -277,3 +277,28 @@ def test_function_table_is_bounded() -> None:
     fns = [eval(f"lambda x: x + {i}") for i in range(100)]  # distinct closures
     keys = {table.lookup(f)[0] for f in fns}
     assert len(keys) == 100 and len(table._by_id) == 16
+
+
+RNG_IN_MAIN = """
+import functools
+import evocluster
+from evocluster import engine  # binds evocluster.rng to the (callable) module
+
+def draw(x):
+    return x + evocluster.rng().random()
+
+if __name__ == "__main__":
+    with evocluster.Executor(backend="local", workers=2) as ex:
+        run = functools.partial(evocluster.rng.call, draw, 7)
+        values = [v for v, _ in ex.map(run, range(6), range(6))]
+    print([int(v) for v in values])
+    print(values == [evocluster.rng.call(draw, 7, i, i)[0] for i in range(6)])
+"""
+
+
+def test_a_fitness_of_main_that_uses_evocluster_rng_is_sent_by_value(tmp_path: Path) -> None:
+    """``python -c``, a notebook: the fitness travels by value (cloudpickle), with the
+    submodules it names; ``evocluster.rng`` is a callable module, which pickles by name."""
+    r = run([sys.executable, "-c", RNG_IN_MAIN], cwd=tmp_path)
+    assert r.returncode == 0, output(r)
+    assert r.stdout.split() == ["[0,", "1,", "2,", "3,", "4,", "5]", "True"], output(r)
