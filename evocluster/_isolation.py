@@ -16,6 +16,11 @@ segfaults, calls ``os._exit``, runs out of memory or never returns costs that on
         EOF or pidfd  -> reaped: EvaluationCrashed naming the code or signal, likewise
       close: EOF on the socket, SIGKILL after 1 s
 
+A worker may send a chunk before the replies of the previous ones are in (:meth:`Isolated.submit`,
+then :meth:`Isolated.result` in the same order): the child reads it when it is done with them, so
+it never waits for the worker between chunks.  A child lost in one chunk takes the chunks sent
+after it along: they are sent again, in order, to the next child.
+
 Messages are lists of frames on a Unix stream socket: a ``<I`` frame count, a ``<Q`` size per
 frame, then the frames; the first frame of a reply is :data:`_REPLY` (kind, item index, seconds).
 """
@@ -32,8 +37,9 @@ import socket
 import struct
 import sys
 import time
+from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import EvaluationCrashed, EvaluationTimeout, SerializationError, WorkerError
 from .jobfile import JobSpec
@@ -44,7 +50,7 @@ from .worker import FN_CACHE_SIZE, FunctionCache, Unloadable, apply_item, unpick
 if TYPE_CHECKING:  # the child never needs it: ~8 ms less to start one
     import subprocess
 
-__all__ = ["Isolated", "main"]
+__all__ = ["Isolated", "Wake", "main"]
 
 #: Callables a child keeps, least recently used out; the worker mirrors the child's cache (same
 #: size, same order of use) to know whether a chunk must carry the callable.
@@ -231,6 +237,47 @@ def _command(fd: int) -> list[str]:
     return [sys.executable, *flags_of(), "-c", boot, str(fd), str(os.getpid())]
 
 
+class Wake(Protocol):
+    """What else a worker waits for while its child evaluates (the master's next message)."""
+
+    def fileno(self) -> int:
+        """A descriptor that turns readable when there is something to do (-1: none)."""
+        ...
+
+    def __call__(self) -> bool:
+        """Do it (:meth:`Isolated.submit` may be called); return whether to go on watching."""
+        ...
+
+
+class _Chunk:
+    """A chunk submitted to the child: what to send (again, to a new child), and what came back."""
+
+    __slots__ = (
+        "errors",
+        "fn_frames",
+        "key",
+        "next",
+        "payload",
+        "sent",
+        "spent",
+        "timeout",
+        "values",
+    )
+
+    def __init__(self, key: bytes, fn_frames: Any, n: int, timeout: float | None) -> None:
+        self.key, self.fn_frames, self.timeout = key, fn_frames, timeout
+        self.payload: Sequence[Any] | None = None  # the items' frames
+        self.values: list[Any] = [None] * n
+        self.errors: dict[int, dict[str, Any]] = {}
+        self.next = 0  # the first item without a reply
+        self.spent = 0.0
+        self.sent = False  # to the current child
+
+    def fail_rest(self, info: dict[str, Any]) -> None:
+        self.errors.update(dict.fromkeys(range(self.next, len(self.values)), info))
+        self.next = len(self.values)
+
+
 class Isolated:
     """A child process that evaluates for one worker, kept and reused; restarted after it dies.
 
@@ -255,6 +302,7 @@ class Isolated:
         self._ready = False
         self._start_error: dict[str, Any] | None = None
         self._fns = FunctionCache(FN_CACHE_SIZE)  # mirror of the child's cache
+        self._chunks: deque[_Chunk] = deque()  # submitted, their results not yet taken
         self._spawn()
 
     @property
@@ -304,7 +352,9 @@ class Isolated:
             _send(parent, dumps((self.job, self.label, self.memory)))
 
     def _forget(self) -> None:
-        """Release what belongs to the (reaped) child."""
+        """Release what belongs to the (reaped) child; what was sent to it goes to the next."""
+        for chunk in self._chunks:
+            chunk.sent = False
         if self._sock is not None:
             self._sock.close()
         if self._pidfd >= 0:
@@ -348,25 +398,46 @@ class Isolated:
         self.close()
 
     # ------------------------------------------------------------------ waiting
-    def _receive(self, deadline: float | None) -> list[memoryview] | str:
-        """The child's next reply, or ``_LATE`` past ``deadline``, or ``_DEAD``."""
+    def _receive(self, deadline: float | None, wake: Wake | None = None) -> list[memoryview] | str:
+        """The child's next reply, or ``_LATE`` past ``deadline``, or ``_DEAD``; ``wake()`` is
+        called whenever ``wake.fileno()`` turns readable meanwhile."""
         reader, sock = self._reader, self._sock
         assert reader is not None and sock is not None and self._proc is not None
+        poller = self._poller
+        watched = wake.fileno() if wake is not None else -1
+        if watched >= 0:
+            poller.register(watched, select.POLLIN)
+        try:
+            return self._wait_reply(reader, sock, deadline, wake, watched)
+        finally:
+            if watched >= 0:
+                with contextlib.suppress(KeyError):
+                    poller.unregister(watched)
+
+    def _wait_reply(
+        self,
+        reader: _Reader,
+        sock: socket.socket,
+        deadline: float | None,
+        wake: Wake | None,
+        watched: int,
+    ) -> list[memoryview] | str:
+        assert self._proc is not None
         while True:
             frames = reader.next()
             if frames is not None:
                 return frames
             if reader.eof:
                 return _DEAD
-            wait_ms = -1
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return _LATE
-                wait_ms = math.ceil(left * 1000)
-            if self._pidfd < 0:  # no pidfd: look at the child once a second (a grandchild may
-                wait_ms = 1000 if wait_ms < 0 else min(wait_ms, 1000)  # hold the socket open)
+            wait_ms = self._poll_ms(deadline)
+            if wait_ms is None:
+                return _LATE
             ready = dict(self._poller.poll(wait_ms))
+            if watched in ready:
+                assert wake is not None
+                if not wake():  # nothing more to watch (the master's side closed)
+                    self._poller.unregister(watched)
+                    watched = -1
             if sock.fileno() in ready:
                 reader.fill()
             exited = self._pidfd in ready if self._pidfd >= 0 else self._proc.poll() is not None
@@ -374,6 +445,18 @@ class Isolated:
                 reader.drain()
                 frames = reader.next()
                 return frames if frames is not None else _DEAD
+
+    def _poll_ms(self, deadline: float | None) -> int | None:
+        """How long the next poll may wait (-1: for ever); None once ``deadline`` has passed."""
+        wait_ms = -1
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            wait_ms = math.ceil(left * 1000)
+        if self._pidfd < 0:  # no pidfd: look at the child once a second (a grandchild may
+            wait_ms = 1000 if wait_ms < 0 else min(wait_ms, 1000)  # hold the socket open)
+        return wait_ms
 
     def _wait_ready(self) -> dict[str, Any] | None:
         """Wait for the child's READY; on failure, the packed error for every item, the child
@@ -410,7 +493,12 @@ class Isolated:
         return self._wait_ready()
 
     # ------------------------------------------------------------------ evaluating
-    def run(
+    def run(self, *args: Any, **kwargs: Any) -> tuple[list[Any], dict[int, dict[str, Any]], float]:
+        """Evaluate a chunk in the child: :meth:`submit` (same arguments), then :meth:`result`."""
+        self.submit(*args, **kwargs)
+        return self.result()
+
+    def submit(
         self,
         fn_key: bytes,
         fn_frames: Any,
@@ -420,8 +508,10 @@ class Isolated:
         timeout: float | None,
         *,
         item_frames: Sequence[Any] | None = None,
-    ) -> tuple[list[Any], dict[int, dict[str, Any]], float]:
-        """Evaluate ``items`` in order in the child.
+    ) -> None:
+        """Queue a chunk and send it at once to a ready child, even while it still evaluates
+        earlier chunks; never waits.  Take its outcome with :meth:`result`, in the order
+        submitted.
 
         Args:
             fn_key, fn_frames: the callable's key and serialised frames, as a TASK carries them;
@@ -430,37 +520,59 @@ class Isolated:
             timeout: seconds one item may run (None: no limit).
             item_frames: the TASK's ``item_frames`` themselves, if the worker still has them:
                 sent as they are instead of pickling ``items`` again.
+        """
+        chunk = _Chunk(fn_key, fn_frames, len(items), timeout)
+        chunk.payload = item_frames
+        if item_frames is None and items:
+            chunk.payload, failure = self._dump_items(items, star, kwargs)
+            if failure is not None:  # nothing to send the child: the chunk fails
+                chunk.fail_rest(failure)
+        in_order = all(c.sent for c in self._chunks)  # else result() sends them all, in order
+        self._chunks.append(chunk)
+        if in_order and self._ready and self._proc is not None:
+            self._send_chunk(chunk)
+
+    def pending(self) -> int:
+        """How many submitted chunks have not had their :meth:`result` taken."""
+        return len(self._chunks)
+
+    def result(
+        self, wake: Wake | None = None
+    ) -> tuple[list[Any], dict[int, dict[str, Any]], float]:
+        """The outcome of the oldest submitted chunk; waits for it.
+
+        ``wake``: called (and may :meth:`submit` more) whenever its descriptor turns readable
+        during the wait; returns whether to go on watching it.
 
         Returns:
             ``(values, errors, elapsed)``: ``values[i]`` the result (None where it failed),
             ``errors[i]`` a :func:`~evocluster.serialization.pack_exception` dict, ``elapsed``
-            the seconds spent evaluating.  An item running longer than ``timeout`` gets
+            the seconds spent evaluating.  An item running longer than its ``timeout`` gets
             :class:`EvaluationTimeout` and the child is killed; an item whose process died gets
-            :class:`EvaluationCrashed`; either way a fresh child goes on with the next items.
-            Never raises for anything the fitness does; an exception raised in this thread
-            while waiting (a signal handler's) kills the child and propagates.
+            :class:`EvaluationCrashed`; either way a fresh child goes on with the next items,
+            and with the chunks submitted after this one.  Never raises for anything the
+            fitness does; an exception raised in this thread while waiting (a signal
+            handler's, or ``wake``'s) kills the child, drops every submitted chunk and
+            propagates.
         """
-        n = len(items)
-        values: list[Any] = [None] * n
-        errors: dict[int, dict[str, Any]] = {}
-        spent, start = 0.0, 0
-        payload = item_frames
+        chunk = self._chunks[0]
         try:
-            while start < n:
+            while chunk.next < len(chunk.values):
                 failure = self._ensure_child()
-                if failure is None and payload is None:
-                    payload, failure = self._dump_items(items, star, kwargs)
-                if failure is not None:  # no child, or nothing to send it: the rest fails
-                    errors.update(dict.fromkeys(range(start, n), failure))
+                if failure is not None:  # no child: the rest of this chunk fails
+                    chunk.fail_rest(failure)
                     break
-                assert payload is not None
-                self._send_chunk(start, fn_key, fn_frames, payload)
-                start, dt = self._collect(start, values, errors, timeout)
-                spent += dt
+                for c in self._chunks:  # to a new child: this chunk's rest, and those after it
+                    if not c.sent:
+                        self._send_chunk(c)
+                chunk.next, dt = self._collect(chunk, wake)
+                chunk.spent += dt
         except BaseException:
             self._kill()  # mid-conversation: a child that is out of step cannot be reused
+            self._chunks.clear()
             raise
-        return values, errors, spent
+        self._chunks.popleft()
+        return chunk.values, chunk.errors, chunk.spent
 
     def _dump_items(
         self, items: Sequence[Any], star: bool, kwargs: dict[str, Any] | None
@@ -471,29 +583,30 @@ class Isolated:
             err = SerializationError(f"the chunk cannot be pickled for the evaluation process: {e}")
             return None, _pack(err, self.label)
 
-    def _send_chunk(self, start: int, key: bytes, fn_frames: Any, payload: Sequence[Any]) -> None:
+    def _send_chunk(self, chunk: _Chunk) -> None:
+        """Send the rest of ``chunk`` (from its first item without a reply) to the child."""
         assert self._sock is not None
+        chunk.sent = True
+        if chunk.next >= len(chunk.values):  # failed already, or empty: nothing to evaluate
+            return
+        assert chunk.payload is not None
         fn: Sequence[Any] = ()
-        if not self._fns.touch(key) and fn_frames is not None:
-            fn = fn_frames  # the child caches it, as this mirror does
-            self._fns.put(key, None)
+        if not self._fns.touch(chunk.key) and chunk.fn_frames is not None:
+            fn = chunk.fn_frames  # the child caches it, as this mirror does
+            self._fns.put(chunk.key, None)
         with contextlib.suppress(OSError):  # the child died: seen when its reply is waited for
-            _send(self._sock, [_CHUNK.pack(start, len(fn)), key, *fn, *payload])
+            _send(self._sock, [_CHUNK.pack(chunk.next, len(fn)), chunk.key, *fn, *chunk.payload])
 
-    def _collect(
-        self,
-        start: int,
-        values: list[Any],
-        errors: dict[int, dict[str, Any]],
-        timeout: float | None,
-    ) -> tuple[int, float]:
-        """Receive the replies from item ``start`` on; return where to go on, and the seconds
-        spent.  Stops after an item that timed out or crashed (the child is gone)."""
+    def _collect(self, chunk: _Chunk, wake: Wake | None) -> tuple[int, float]:
+        """Receive the chunk's replies from its first item without one on; return where to go
+        on, and the seconds spent.  Stops after an item that timed out or crashed (the child is
+        gone)."""
         spent = 0.0
-        for i in range(start, len(values)):
+        values, errors, timeout = chunk.values, chunk.errors, chunk.timeout
+        for i in range(chunk.next, len(values)):
             t0 = time.monotonic()
             try:
-                got = self._receive(None if timeout is None else t0 + timeout)
+                got = self._receive(None if timeout is None else t0 + timeout, wake)
                 if isinstance(got, list):
                     kind, index, dt = _REPLY.unpack(got[0])
                     if index != i or kind not in (VALUE, ERROR, FAILED_ALL):

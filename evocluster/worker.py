@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 import traceback
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,7 @@ from .errors import EvaluationCrashed, EvaluationTimeout, SerializationError
 from .serialization import dumps, dumps_results, explain_load_error, loads, nest, pack_exception
 
 if TYPE_CHECKING:
-    from ._isolation import Isolated
+    from ._isolation import Isolated, Wake
 
 __all__ = ["FN_CACHE_SIZE", "FunctionCache", "Unloadable", "Worker", "in_evaluation", "serve"]
 
@@ -199,34 +199,78 @@ class Worker:
 
     def run(self, record: protocol.Task) -> protocol.Result:
         """Evaluate one TASK record; return the RESULT record (values still as frames)."""
-        chunk_id, key, payload, item_frames = (
-            record.chunk_id,
-            record.fn_key,
-            record.fn_payload,
-            record.item_frames,
-        )
+        prepared = self._prepare(record)
+        if isinstance(prepared, protocol.Result):
+            return prepared
+        items, star, kwargs = prepared
         limits = record.limits
+        if limits is not None and (limits.isolate or not _can_alarm()):
+            child = self._child(limits.memory)
+            payload = self.payloads.get(record.fn_key)
+            values, errors, elapsed = child.run(
+                record.fn_key, payload, items, star, kwargs, limits.timeout,
+                item_frames=record.item_frames,
+            )  # fmt: skip
+        else:
+            fn = self.functions.get(record.fn_key)
+            timeout = limits.timeout if limits is not None else None
+            values, errors, elapsed = self._evaluate(fn, items, star, kwargs, timeout)
+        return self._result(record.chunk_id, values, errors, elapsed)
+
+    def _prepare(self, record: protocol.Task) -> protocol.Result | tuple[list[Any], bool, Any]:
+        """The task's callable loaded (and cached), and its ``(items, star, kwargs)``; or the
+        RESULT that fails the whole chunk when either cannot be loaded."""
         try:
-            fn = self._function(key, payload)
+            fn = self._function(record.fn_key, record.fn_payload)
             if isinstance(fn, Unloadable):
-                return protocol.result(chunk_id, nest(dumps([])), {-1: fn.info}, 0.0)
-            items, star, kwargs = loads(item_frames)
+                return protocol.result(record.chunk_id, nest(dumps([])), {-1: fn.info}, 0.0)
+            items, star, kwargs = loads(record.item_frames)
         except BaseException as e:  # whatever the arguments' own unpickling code raises
             err = SerializationError(explain_load_error(e, "the task's arguments"))
             info = pack_exception(err, self.label)
-            return protocol.result(chunk_id, nest(dumps([])), {-1: info}, 0.0)
-        if limits is not None and (limits.isolate or not _can_alarm()):
-            values, errors, elapsed = self._run_isolated(
-                key, items, star, kwargs, limits, item_frames
-            )
-        else:
-            timeout = limits.timeout if limits is not None else None
-            values, errors, elapsed = self._evaluate(fn, items, star, kwargs, timeout)
+            return protocol.result(record.chunk_id, nest(dumps([])), {-1: info}, 0.0)
+        return items, star, kwargs
+
+    def _result(
+        self, chunk_id: int, values: list[Any], errors: dict[int, dict[str, Any]], elapsed: float
+    ) -> protocol.Result:
         try:
             out = dumps_results(values)
         except BaseException:  # a result's own pickling code may raise anything
             out = self._dump_each(values, errors)
         return protocol.result(chunk_id, nest(out), errors, elapsed)
+
+    # ------------------------------------------------------------------ isolated, pipelined
+    def pipelines(self, record: Any) -> bool:
+        """Whether ``record`` is a TASK that can go to this worker's child behind the chunks it
+        has already (isolated, with the same memory limit)."""
+        if record[0] != protocol.TASK or record.limits is None or not record.limits.isolate:
+            return False
+        child = self._isolated
+        return child is None or not child.pending() or child.memory == record.limits.memory
+
+    def submit_isolated(self, record: protocol.Task) -> protocol.Result | None:
+        """Send an isolated TASK to the child at once (:meth:`Isolated.submit`); its RESULT then
+        comes from :meth:`isolated_result`, in order.  Returns the RESULT at once instead when
+        the chunk cannot be loaded here."""
+        prepared = self._prepare(record)
+        if isinstance(prepared, protocol.Result):
+            return prepared
+        items, star, kwargs = prepared
+        limits = record.limits
+        assert limits is not None
+        child = self._child(limits.memory)
+        child.submit(
+            record.fn_key, self.payloads.get(record.fn_key), items, star, kwargs, limits.timeout,
+            item_frames=record.item_frames,
+        )  # fmt: skip
+        return None
+
+    def isolated_result(self, chunk_id: int, wake: Wake | None) -> protocol.Result:
+        """The RESULT of the oldest chunk submitted to the child (:meth:`submit_isolated`)."""
+        assert self._isolated is not None
+        values, errors, elapsed = self._isolated.result(wake)
+        return self._result(chunk_id, values, errors, elapsed)
 
     def _evaluate(
         self, fn: Any, items: list[Any], star: bool, kwargs: Any, timeout: float | None
@@ -303,28 +347,19 @@ class Worker:
         if os.getpid() != self.pid:
             os._exit(0)
 
-    def _run_isolated(
-        self,
-        key: bytes,
-        items: list[Any],
-        star: bool,
-        kwargs: Any,
-        limits: protocol.Limits,
-        item_frames: Any,
-    ) -> tuple[list[Any], dict[int, dict[str, Any]], float]:
-        """The items in this worker's child process (started, or restarted, as needed)."""
+    def _child(self, memory: int | None) -> Isolated:
+        """This worker's child process (started, or restarted, as needed)."""
         from ._isolation import Isolated
 
         child = self._isolated
-        if child is not None and child.memory != limits.memory:
+        if child is not None and child.memory != memory:
             child.close()
             child = None
         if child is None:
             # a worker that was not handed the job (SCOOP's, the serial one): its __main__'s
             job = self.job if self.job is not None else jobfile.spec_for_current_main()
-            child = self._isolated = Isolated(job, self.label, limits.memory)
-        frames = self.payloads.get(key)
-        return child.run(key, frames, items, star, kwargs, limits.timeout, item_frames=item_frames)
+            child = self._isolated = Isolated(job, self.label, memory)
+        return child
 
     def close(self) -> None:
         """Stop this worker's isolated child, if it has one."""
@@ -389,12 +424,56 @@ def serve(channel: Channel, job: jobfile.JobSpec | None = None) -> int:
     global serving
     serving = True
     worker = Worker(label, sent)
+    held = None
     try:
         while True:
-            record = loads(channel.recv())
+            record = loads(channel.recv()) if held is None else held
             if record[0] == protocol.STOP:
                 channel.send(dumps(protocol.bye()))
                 return 0
-            channel.send(dumps(worker.run(record)))
+            if worker.pipelines(record):
+                held = _Pipeline(worker, channel).run(record)
+            else:
+                held = None
+                channel.send(dumps(worker.run(record)))
     finally:
         worker.close()
+
+
+class _Pipeline:
+    """An isolated worker's chunks in flight.  A TASK that comes while the child evaluates goes
+    to the child at once, so the child finds its next chunk waiting when it is done instead of
+    waiting for a round trip through this worker (W2 under ``--isolate`` spends ~0.9 ms per
+    10 ms item there, with 16 workers on 2 cores); the RESULTs go back in order.
+
+    It is the :class:`~evocluster._isolation.Wake` of the child's waits: the channel's
+    descriptor turns readable when the master sends more."""
+
+    def __init__(self, worker: Worker, channel: Channel) -> None:
+        self.worker, self.channel = worker, channel
+        self.order: deque[tuple[int, protocol.Result | None]] = deque()  # None: in the child
+        self.held: Any = None  # a record read but not for the pipeline (STOP, other limits)
+
+    def fileno(self) -> int:
+        return self.channel.fileno() if self.held is None else -1
+
+    def __call__(self) -> bool:
+        while self.held is None and self.channel.ready():
+            self.take(loads(self.channel.recv()))
+        return self.held is None
+
+    def take(self, record: Any) -> None:
+        if self.worker.pipelines(record):
+            self.order.append((record.chunk_id, self.worker.submit_isolated(record)))
+        else:
+            self.held = record
+
+    def run(self, record: protocol.Task) -> Any:
+        """Evaluate ``record`` and every task taken meanwhile; return the record held, if any."""
+        self.take(record)
+        while self.order:
+            self()  # what came while the last result was sent
+            chunk_id, done = self.order.popleft()
+            result = done if done is not None else self.worker.isolated_result(chunk_id, self)
+            self.channel.send(dumps(result))
+        return self.held

@@ -222,6 +222,53 @@ def test_a_timeout_kills_the_child_and_the_others_go_on(iso: Isolated, fitness: 
     assert not _alive(first) and iso.pid != first
 
 
+# ---------------------------------------------------------------------------- chunks in a row
+def _submit(iso: Isolated, fn: Any, items: list[Any], timeout: float | None = None) -> None:
+    key, frames = _fn(fn)
+    iso.submit(key, frames, items, False, None, timeout)
+
+
+def test_a_chunk_submitted_behind_another_starts_without_the_worker(
+    iso: Isolated, tmp_path: Path
+) -> None:
+    """The child reads the next chunk as soon as it is done with the last one: it does not wait
+    for the worker to take the last one's result."""
+    _run(iso, fit.square, [0])  # the child is ready: chunks go to it as they are submitted
+    marker = tmp_path / "second chunk began"
+    _submit(iso, fit.square, [1, 2])
+    _submit(iso, fit.touches, [str(marker)])
+    assert iso.pending() == 2
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert marker.exists(), "the second chunk waited for the first one's result to be taken"
+    assert iso.result()[:2] == ([1, 4], {})
+    assert iso.result()[:2] == ([iso.pid], {})
+    assert iso.pending() == 0 and iso.starts == 1
+
+
+@pytest.mark.parametrize(("fitness", "error"), [
+    ("exits_on_two", EvaluationCrashed), ("sleeps_on_two", EvaluationTimeout),
+])  # fmt: skip
+def test_a_lost_child_takes_the_chunks_behind_it_to_the_next(
+    iso: Isolated, fitness: str, error: type[Exception]
+) -> None:
+    """Chunks sent to a child that then crashed or was killed for time are sent again, in order
+    and whole, to the next child."""
+    _run(iso, fit.square, [0])
+    first = iso.pid
+    _submit(iso, getattr(fit, fitness), list(range(5)), timeout=4.0)
+    _submit(iso, fit.square, [5, 6])
+    _submit(iso, fit.pid, [None, None])
+    values, errors, _ = iso.result()
+    assert values == [0, 1, None, 3, 4] and list(errors) == [2]
+    assert isinstance(serialization.unpack_exception(errors[2]), error)
+    assert iso.result()[:2] == ([25, 36], {})
+    pids, errors, _ = iso.result()
+    assert errors == {} and pids == [iso.pid, iso.pid] and iso.pid != first
+    assert iso.starts == 2 and iso.pending() == 0
+
+
 def test_an_exception_in_the_waiting_thread_kills_the_child(iso: Isolated) -> None:
     """A signal handler of the worker that raises while it waits (Ctrl-C, an alarm): the child,
     out of step, is killed, the exception propagates, and the next run has a fresh child."""

@@ -186,5 +186,16 @@ class Channel(abc.ABC):
     def send(self, frames: Frames) -> None:
         """Send a message to the master; returns when its buffers may be reused."""
 
+    def fileno(self) -> int:
+        """A descriptor that turns readable when a message from the master arrives, for a worker
+        that waits for something else meanwhile (its isolated child); -1: none, and the worker
+        looks with :meth:`ready` only between evaluations."""
+        return -1
+
+    def ready(self) -> bool:
+        """Whether a message from the master is waiting now (never blocks; False if the
+        backend cannot tell): :meth:`recv` would return it at once."""
+        return False
+
     def label(self) -> str:
         return f"worker rank {self.rank} of {self.size} on host {self.host}"

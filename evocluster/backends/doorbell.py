@@ -527,6 +527,23 @@ class Bell:
                 self._conn.sendall(GOODBYE)
         self.close()
 
+    def fileno(self) -> int:
+        """The connection's descriptor, readable on a ring (-1: none)."""
+        return self._conn.fileno() if self._conn is not None else -1
+
+    def drain(self) -> None:
+        """Consume the rings that have come (never waits); a closed connection is closed here."""
+        conn = self._conn
+        if conn is None or not self._poll.poll(0):
+            return
+        try:
+            if not conn.recv(4096):
+                raise ConnectionError("closed")
+        except BlockingIOError:
+            pass
+        except OSError:  # the master closed it: sleep-poll from now on
+            self.close()
+
     def wait(self, timeout: float) -> bool:
         """Sleep until a ring (consumed here) or ``timeout``; return whether it rang.  Without a
         connection, just sleep."""

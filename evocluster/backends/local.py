@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import select
 import selectors
 import signal
 import socket
@@ -470,6 +471,8 @@ class LocalChannel(Channel):
     def __init__(self, fd: int, rank: int, size: int) -> None:
         self._conn = _Socket(socket.socket(fileno=fd))
         self.rank, self.size, self.host = rank, size, socket.gethostname()
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN)
 
     def label(self) -> str:
         return f"local worker {self.rank} of {self.size} on host {self.host} (pid {os.getpid()})"
@@ -480,6 +483,14 @@ class LocalChannel(Channel):
     def send(self, frames: Frames) -> None:
         # a blocking write: it always completes, since the master reads whatever arrives
         self._conn.send(frames)
+
+    def fileno(self) -> int:
+        return self._conn.fileno()
+
+    def ready(self) -> bool:
+        # the socket is read message by message, nothing ahead: readable means a message (or
+        # the master's end, which recv() then reports)
+        return bool(self._poll.poll(0))
 
 
 #: prctl(2) option: the signal this process gets when its parent (thread) ends.

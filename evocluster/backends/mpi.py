@@ -297,6 +297,7 @@ class MPIChannel(Channel):
         # many ranks on few cores: a proportional sleep would then notice it late
         self._startup: Backoff | None = Backoff(o.poll_min, min(o.poll_max, 0.005), 1.0)
         self._bell = doorbell.Bell(None)  # plain sleeps until the master's DOORBELL record
+        self._matched: Any = None  # a message ready() has matched (and its status is _status)
 
     def label(self) -> str:
         return f"worker rank {self.rank} of {self.size} on host {self.host} (pid {os.getpid()})"
@@ -306,7 +307,7 @@ class MPIChannel(Channel):
         backoff, self._startup = self._startup or self._backoff, None
         backoff.reset()
         while True:
-            msg = _probe(self._comm, 0, self._status)
+            msg, self._matched = self._matched or _probe(self._comm, 0, self._status), None
             if msg is not None:
                 frames = _recv_matched(self._comm, msg, self._status)
                 if first:  # the master's first message is its doorbells' address, if it has any
@@ -331,6 +332,16 @@ class MPIChannel(Channel):
         reqs, keep = _isend(self._comm, frames, 0)
         _wait_active(reqs)  # finish before evaluating more: the master's receive needs us
         del keep
+
+    def fileno(self) -> int:
+        return self._bell.fileno()  # a ring comes with every message (-1: no doorbell)
+
+    def ready(self) -> bool:
+        if self._matched is None:
+            self._bell.drain()  # the rings so far: the descriptor must not stay readable
+            # a matched probe takes the message off the queue: recv() receives this one
+            self._matched = _probe(self._comm, 0, self._status)
+        return self._matched is not None
 
     def goodbye(self) -> None:
         """Leaving normally: close the doorbell saying so."""

@@ -22,6 +22,13 @@ def pid(_: Any) -> int:
     return os.getpid()
 
 
+def touches(path: str) -> int:
+    """Create the file ``path``: the test sees that this evaluation has begun."""
+    with open(path, "w"):
+        pass
+    return os.getpid()
+
+
 def raises_on_two(x: int) -> int:
     if x == 2:
         raise ValueError(f"bad individual {x}")
