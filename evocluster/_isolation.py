@@ -28,6 +28,7 @@ frame, then the frames; the first frame of a reply is :data:`_REPLY` (kind, item
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import pickle
@@ -71,6 +72,7 @@ _MAX_FRAMES = 1 << 16  # more frames than this in one message: the stream is cor
 _IOV_MAX = 512  # buffers per sendmsg call (Linux allows 1024)
 _RECV_SIZE = 256 * 1024
 _NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)  # EPIPE rather than SIGPIPE, whatever MPI set
+_DONTWAIT = _NOSIGNAL | socket.MSG_DONTWAIT
 
 # the MPI launcher's variables: the child is not a rank, and a job that imports mpi4py must not
 # make it join (or wait for) its worker's MPI job
@@ -122,6 +124,13 @@ def _send(sock: socket.socket, frames: Sequence[Any]) -> None:
         if sent == total:  # all of it at once: always, for a small message
             return
     _send_rest(sock, [memoryview(head), *(memoryview(f).cast("B") for f in frames)], sent)
+
+
+def _message(frames: Sequence[Any]) -> list[memoryview]:
+    """One message as the buffers to write, in order."""
+    views = [memoryview(f).cast("B") for f in frames]
+    sizes = [v.nbytes for v in views]
+    return [memoryview(_head(len(sizes)).pack(len(sizes), *sizes)), *views]
 
 
 def _send_rest(sock: socket.socket, pending: list[memoryview], sent: int) -> None:
@@ -303,6 +312,9 @@ class Isolated:
         self._start_error: dict[str, Any] | None = None
         self._fns = FunctionCache(FN_CACHE_SIZE)  # mirror of the child's cache
         self._chunks: deque[_Chunk] = deque()  # submitted, their results not yet taken
+        # chunks for the child not yet written: written as it reads, while its replies are read
+        # (a blocking write of a chunk while the child blocks writing its replies would hang)
+        self._out: deque[memoryview] = deque()
         self._spawn()
 
     @property
@@ -355,6 +367,7 @@ class Isolated:
         """Release what belongs to the (reaped) child; what was sent to it goes to the next."""
         for chunk in self._chunks:
             chunk.sent = False
+        self._out.clear()
         if self._sock is not None:
             self._sock.close()
         if self._pidfd >= 0:
@@ -432,19 +445,33 @@ class Isolated:
             wait_ms = self._poll_ms(deadline)
             if wait_ms is None:
                 return _LATE
-            ready = dict(self._poller.poll(wait_ms))
+            ready = self._poll(sock, wait_ms)
             if watched in ready:
                 assert wake is not None
                 if not wake():  # nothing more to watch (the master's side closed)
                     self._poller.unregister(watched)
                     watched = -1
-            if sock.fileno() in ready:
+            if ready.get(sock.fileno(), 0) & ~select.POLLOUT:
                 reader.fill()
             exited = self._pidfd in ready if self._pidfd >= 0 else self._proc.poll() is not None
             if exited:  # whatever it sent before it died is there now
                 reader.drain()
                 frames = reader.next()
                 return frames if frames is not None else _DEAD
+
+    def _poll(self, sock: socket.socket, wait_ms: int) -> dict[int, int]:
+        """Wait for events on the child's socket, its pidfd and the wake descriptor; write
+        more of what is queued for the child whenever it can take it."""
+        if not self._out:
+            return dict(self._poller.poll(wait_ms))
+        self._poller.modify(sock, select.POLLIN | select.POLLOUT)
+        try:
+            ready = dict(self._poller.poll(wait_ms))
+        finally:
+            self._poller.modify(sock, select.POLLIN)
+        if ready.get(sock.fileno(), 0) & select.POLLOUT:
+            self._flush()
+        return ready
 
     def _poll_ms(self, deadline: float | None) -> int | None:
         """How long the next poll may wait (-1: for ever); None once ``deadline`` has passed."""
@@ -594,8 +621,28 @@ class Isolated:
         if not self._fns.touch(chunk.key) and chunk.fn_frames is not None:
             fn = chunk.fn_frames  # the child caches it, as this mirror does
             self._fns.put(chunk.key, None)
-        with contextlib.suppress(OSError):  # the child died: seen when its reply is waited for
-            _send(self._sock, [_CHUNK.pack(chunk.next, len(fn)), chunk.key, *fn, *chunk.payload])
+        self._out.extend(
+            _message([_CHUNK.pack(chunk.next, len(fn)), chunk.key, *fn, *chunk.payload])
+        )
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write what the child takes now of the chunks queued for it; never waits."""
+        out, sock = self._out, self._sock
+        assert sock is not None
+        while out:
+            try:
+                n = sock.sendmsg(list(itertools.islice(out, _IOV_MAX)), [], _DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError:  # the child died: seen when its reply is waited for
+                out.clear()
+                return
+            while n:
+                if n >= out[0].nbytes:
+                    n -= out.popleft().nbytes
+                else:
+                    out[0], n = out[0][n:], 0
 
     def _collect(self, chunk: _Chunk, wake: Wake | None) -> tuple[int, float]:
         """Receive the chunk's replies from its first item without one on; return where to go

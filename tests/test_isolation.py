@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -245,6 +246,29 @@ def test_a_chunk_submitted_behind_another_starts_without_the_worker(
     assert iso.result()[:2] == ([1, 4], {})
     assert iso.result()[:2] == ([iso.pid], {})
     assert iso.pending() == 0 and iso.starts == 1
+
+
+def test_a_large_chunk_behind_one_with_many_replies_does_not_hang() -> None:
+    """The next chunk is written as the child reads it: a worker blocked writing a chunk larger
+    than the socket's buffer while its child blocks writing replies it does not read would hang
+    both (W1 under --isolate did)."""
+    outcome: list[Any] = []
+
+    def work() -> None:  # the child belongs to the thread that starts it
+        with Isolated(JOB, LABEL) as iso:
+            _run(iso, fit.square, [0])
+            _submit(iso, fit.blob, [1024] * 2000)  # 2 MiB of replies
+            _submit(iso, fit.size, [b"y" * (1 << 20)] * 4)  # 4 MiB of items
+            outcome.append(iso.result())
+            outcome.append(iso.result())
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(120)
+    assert not thread.is_alive(), "the worker and its child wait for each other"
+    (blobs, errors1, _), (sizes, errors2, _) = outcome
+    assert errors1 == errors2 == {}
+    assert blobs == [b"x" * 1024] * 2000 and sizes == [1 << 20] * 4
 
 
 @pytest.mark.parametrize(("fitness", "error"), [

@@ -22,6 +22,14 @@ def pid(_: Any) -> int:
     return os.getpid()
 
 
+def blob(n: int) -> bytes:
+    return b"x" * n
+
+
+def size(b: bytes) -> int:
+    return len(b)
+
+
 def touches(path: str) -> int:
     """Create the file ``path``: the test sees that this evaluation has begun."""
     with open(path, "w"):
