@@ -293,7 +293,7 @@ VARIANTS = {
         {"eval_timeout": VARIANT_TIMEOUT_S, "isolate": False},
     ),
 }
-VARIANT_WORKLOADS = ("W1", "W2")
+VARIANT_WORKLOADS = ("W1", "W2", "W2c")
 
 
 def _variants(

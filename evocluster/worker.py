@@ -443,8 +443,8 @@ def serve(channel: Channel, job: jobfile.JobSpec | None = None) -> int:
 class _Pipeline:
     """An isolated worker's chunks in flight.  A TASK that comes while the child evaluates goes
     to the child at once, so the child finds its next chunk waiting when it is done instead of
-    waiting for a round trip through this worker (W2 under ``--isolate`` spends ~0.9 ms per
-    10 ms item there, with 16 workers on 2 cores); the RESULTs go back in order.
+    waiting for a round trip through this worker (what that costs: benchmarks/RESULTS.md,
+    "Isolation with chunks pipelined to the child", 2026-12-02); the RESULTs go back in order.
 
     It is the :class:`~evocluster._isolation.Wake` of the child's waits: the channel's
     descriptor turns readable when the master sends more."""
