@@ -24,7 +24,8 @@ One job per module, each with its part of the story:
     futures.py   the futures of ``submit``, whose waits drive SCOOP from the main thread, and
                  the CPython versions whose ``concurrent.futures`` internals they were checked on
     worker.py    the worker side: verify, evaluate, seal (:func:`_evaluate`); one task in reserve
-    watch.py     the origin's watch for dead workers (ZMQ monitors, and processes on its host)
+    watch.py     the origin's watch for dead workers (ZMQ monitors, and processes on its host);
+                 the watches for a lost launcher, origin or (on the other hosts) broker
     guard.py     the exit guard: a failed run exits non-zero (:func:`install_guards`); a worker
                  that cannot import the job reports it
     proc.py      processes: their labels, and all of the backend's reading of ``/proc`` (or ``ps``)

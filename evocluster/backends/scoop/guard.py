@@ -23,7 +23,9 @@
   launch process then terminates the workers, which also end by themselves
   :data:`_WORKER_GRACE` s after they see the launcher gone.  The origin killed (SIGKILL, the OOM
   killer) or ended by ``os._exit``: its sentinel ends the run with exit code 143 and one line.
-  Both only on the launching host, with a Linux ``/proc``.
+  Both only on the launching host, with a Linux ``/proc``.  A worker on another host ends once
+  SCOOP's broker is gone (the run is over, whichever way it ended), silently: it may have joined
+  too late for the broker's SHUTDOWN, or the broker died with a killed launcher.
 * **A worker that cannot import the job** would die quietly, and the origin wait for it forever:
   until SCOOP runs its first task, such a worker posts a failure report as a SCOOP shared constant
   (:func:`_report_failed_import`), which the broker relays to the origin, whose pool then breaks
@@ -50,7 +52,7 @@ from scoop import _control, shared
 
 from ...errors import BrokenPool
 from . import proc
-from .watch import _LauncherWatch, _Sentinel, start_watches
+from .watch import _BrokerWatch, _LauncherWatch, _Sentinel, start_watches
 
 #: Before the exit guard kills the launcher: time for SCOOP's broker to relay the SHUTDOWN that
 #: the origin sent as it finished, so that workers on other hosts stop too.
@@ -192,13 +194,19 @@ def _worker_launcher_lost(why: str) -> None:
     _end_now(1)
 
 
+def _worker_broker_lost(why: str) -> None:
+    """A worker's broker watch (on another host): the broker is gone, and with it the run; nothing
+    is left to report to, and the origin (or its sentinel) reports the run's end: end silently."""
+    _end_now(1)
+
+
 def _start_watches(origin: bool) -> None:
     """The launcher watch of this process, and the origin's sentinel (on the launching host, with
-    a Linux ``/proc``; never fatal)."""
-    if not proc.HAS_PROC:
-        return
-    launcher = _find_launcher()
+    a Linux ``/proc``); on a worker that has none, the broker watch (never fatal)."""
+    launcher = _find_launcher() if proc.HAS_PROC else None
     if launcher is None:
+        if not origin:
+            _start_broker_watch()
         return
     on_lost = _GUARD.launcher_lost if origin else _worker_launcher_lost
     try:
@@ -208,6 +216,15 @@ def _start_watches(origin: bool) -> None:
         return
     if origin:
         _GUARD.watch, _GUARD.sentinel = watch, sentinel
+
+
+def _start_broker_watch() -> None:
+    """A worker on another host than SCOOP's launcher (no launcher watch covers it) ends once the
+    broker is gone: it may have joined too late for the broker's SHUTDOWN (watch.py says why)."""
+    broker: Any = getattr(scoop, "BROKER", None)  # (hostname, task_port, info_port, ...)
+    # no broker known, no address, no thread to spare: unwatched, as under SCOOP alone
+    with contextlib.suppress(AttributeError, TypeError, ValueError, OSError, RuntimeError):
+        _BrokerWatch(broker.hostname, int(broker.info_port), _worker_broker_lost).start()
 
 
 def pool_lost(reason: str) -> None:

@@ -23,6 +23,23 @@
   It races SCOOP, which has the launcher exit 0 once the origin is gone; measured (a 2-core VM at
   load average 14, 2026-12-02, ``-n 3``, 8 runs each): SCOOP alone exits 78-185 ms after the
   origin's SIGKILL, the sentinel's SIGTERM lands 16-80 ms after it; 23 of 23 runs ended 143.
+* **Broker loss, on the other hosts** (:class:`_BrokerWatch`).  A worker on another host than the
+  launcher is no child of it: no launcher watch covers it, and nothing of SCOOP ends it but the
+  SHUTDOWN its broker publishes (SCOOP terminates its ssh clients at the end; a real ``ssh -tt``
+  may pass that on as a hang-up, an ssh stand-in or a killed launcher does not).  A worker that
+  has not yet joined when the run ends (it connects to the broker only once it has imported the
+  job) never sees that SHUTDOWN: it blocks for good in SCOOP's handshake with a broker that is gone
+  (``scoop/_comm/scoopzmq.py``: ``send`` of INIT, or ``recv`` of the answer, without timeout), and
+  its launch process waits for it.  Measured (a 2-core VM, 2026-12-02, 3 hosts emulated with
+  network namespaces, 3 slots each: ``tests/test_scoop_multihost.py``): after a job of one small
+  map, 2-8 such processes were left on the other hosts in 6 of 6 runs (stack dumps: all in that
+  handshake); plain SCOOP with the same job, 11 of 14; a job of ~1 s, 0 of 6; a killed launcher
+  left every worker on the other hosts running.  So a thread in each such worker asks the broker's
+  host every :data:`BROKER_EVERY` s whether anything still listens at the broker's port (one TCP
+  connect, closed at once); refused :data:`BROKER_MISSES` times in a row, the run is over and the
+  guard ends the worker, silently (the origin, if it is still there, reports the run's end).  The
+  other hosts are then empty 0.5-1.1 s after the launcher's end (same VM).  A host that vanished
+  altogether answers nothing, and is not taken for a lost broker.
 
 The pool polls its sockets through :meth:`_Watch.poll` and asks :meth:`_Watch.lost` after each
 poll; the processes are read through :mod:`~evocluster.backends.scoop.proc`.
@@ -32,6 +49,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -43,6 +62,10 @@ from . import proc
 
 #: Seconds between two looks at SCOOP's launcher and launch process (two reads of ``/proc``).
 LAUNCHER_EVERY = 0.25
+#: Seconds between two looks at SCOOP's broker from a worker on another host (one TCP connect).
+BROKER_EVERY = 0.5
+#: Refusals in a row after which the broker counts as gone (one could be a port not yet bound).
+BROKER_MISSES = 2
 
 
 class _Watch:
@@ -151,6 +174,52 @@ class _LauncherWatch:
                 if not self._disarmed.is_set():
                     self._on_lost(why)
                 return
+
+
+# ====================================================================== broker loss
+class _BrokerWatch:
+    """A daemon thread: once nothing listens at SCOOP's broker's ``port`` on ``host`` any more
+    (:data:`BROKER_MISSES` refused connections in a row), calls ``on_lost(why)`` once.
+
+    The look is a TCP connect to the broker's info (PUB) socket, closed at once with a reset (no
+    ``TIME_WAIT`` left behind); ZMQ drops a peer that never greets, and the broker sees nothing.
+    A connect that times out or fails otherwise tells nothing (a busy or unreachable host) and is
+    not counted.  The address is resolved once, as SCOOP resolves it.
+    """
+
+    def __init__(self, host: str, port: int, on_lost: Callable[[str], object]) -> None:
+        found = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        family, kind, protocol, _, address = found[0]
+        self._open = (family, kind, protocol)
+        self._address = address
+        self._where = f"{host}:{port}"
+        self._on_lost = on_lost
+        self._thread = threading.Thread(target=self._run, name="evocluster-scoop-broker-watch")
+        self._thread.daemon = True  # never holds the process's exit
+
+    def start(self) -> _BrokerWatch:
+        self._thread.start()
+        return self
+
+    def refused(self) -> bool:
+        """One look: whether the broker's host refused the connection (nothing listens there)."""
+        try:
+            with socket.socket(*self._open) as s:
+                s.settimeout(max(1.0, 2 * BROKER_EVERY))
+                s.connect(self._address)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except ConnectionRefusedError:
+            return True
+        except OSError:  # timed out, unreachable, ...: no answer is not an answer
+            pass
+        return False
+
+    def _run(self) -> None:
+        misses = 0
+        while misses < BROKER_MISSES:
+            time.sleep(BROKER_EVERY)
+            misses = misses + 1 if self.refused() else 0
+        self._on_lost(f"SCOOP's broker ({self._where}) is gone")
 
 
 # ====================================================================== origin loss
