@@ -52,6 +52,12 @@ _GREETING = _TOKEN_BYTES + _RANK.size  # what a worker sends first: the token, t
 #: What a worker sends on its connection as it leaves normally; anything else it sends is the
 #: report ``faulthandler`` writes as it dies of a fatal signal.
 GOODBYE = b"B"
+#: A fault report that has been quiet this long, its connection still open, is complete: the
+#: worker lingers (:func:`_linger_after_fault`), and the master names it now, before the MPI
+#: launcher, which kills every rank the moment one dies, can kill the master too.
+REPORT_QUIET = 0.2
+#: The fatal signals ``faulthandler`` reports.
+_FATAL = ("SIGSEGV", "SIGFPE", "SIGABRT", "SIGBUS", "SIGILL")
 #: Per candidate host: a worker that cannot connect within it just polls.
 CONNECT_TIMEOUT = 2.0
 #: A connection must present its greeting (token and rank) within this, or it is closed.  A worker
@@ -110,7 +116,7 @@ class Doorbells:
         self,
         n_workers: int,
         warn: Callable[[str], None] | None = None,
-        on_death: Callable[[int, str], None] | None = None,
+        on_death: Callable[[int, str, bool], None] | None = None,
     ) -> None:
         _raise_fd_limit()
         #: called (from the watch thread) with a worker's index and its fault report ("" if it
@@ -252,6 +258,8 @@ class Doorbells:
         poller.register(wake, select.POLLIN)
         watched: dict[int, tuple[int, socket.socket]] = {}  # fd -> (worker, connection)
         said: dict[int, bytes] = {}  # worker -> what it wrote
+        writing: dict[int, float] = {}  # worker -> when its fault report last grew
+        told: set[int] = set()  # workers whose death on_death has been told
         while not self._ended:
             with self._lock:
                 new = [(w, c) for w, c in self._peers.items() if w not in said]
@@ -259,19 +267,39 @@ class Doorbells:
                 said[w] = b""
                 watched[conn.fileno()] = (w, conn)
                 poller.register(conn, select.POLLIN)
-            for fd, _ in poller.poll():
+            wait = -1
+            if writing:
+                wait = max(
+                    1, math.ceil(1000 * (min(writing.values()) + REPORT_QUIET - time.monotonic()))
+                )
+            for fd, _ in poller.poll(wait):
                 if fd == wake.fileno():
                     with contextlib.suppress(OSError):
                         wake.recv(4096)
                     continue
                 w, conn = watched[fd]
                 if self._read(conn, w, said):
+                    if said[w] and said[w] != GOODBYE and w not in told:
+                        writing[w] = time.monotonic()
                     continue
                 poller.unregister(fd)
                 del watched[fd]
-                died = said[w] != GOODBYE and not self.quiet and not self._closed
-                if died and self.on_death is not None:
-                    self.on_death(w, said[w].decode("utf-8", "replace"))
+                writing.pop(w, None)
+                if said[w] != GOODBYE:
+                    self._tell(w, said[w], told, lingering=False)
+            now = time.monotonic()
+            for w in [w for w, t in writing.items() if now - t >= REPORT_QUIET]:
+                del writing[w]
+                self._tell(w, said[w], told, lingering=True)  # its report is complete
+
+    def _tell(self, worker: int, report: bytes, told: set[int], lingering: bool) -> None:
+        """``on_death(worker, report, lingering)``, once per worker, unless the master itself is
+        ending the job.  ``lingering``: the worker has written its fault report and lingers
+        (:func:`_linger_after_fault`), so it is still there; else its process has ended."""
+        if worker in told or self.quiet or self._closed or self.on_death is None:
+            return
+        told.add(worker)
+        self.on_death(worker, report.decode("utf-8", "replace"), lingering)
 
     @staticmethod
     def _read(conn: socket.socket, w: int, said: dict[int, bytes]) -> bool:
@@ -513,7 +541,11 @@ class Bell:
         if self._conn is not None:
             import faulthandler
 
+            _linger_after_fault()  # first: faulthandler passes the signal on to what it finds
             faulthandler.enable(file=self._conn.fileno(), all_threads=False)
+            # a copy a fitness forks is not this worker: its fault must not be reported as this
+            # worker's death (the master would end the job), nor linger
+            os.register_at_fork(after_in_child=_forked)
 
     def goodbye(self) -> None:
         """This worker leaves normally (after its BYE): tell the master's death watch, which
@@ -522,6 +554,7 @@ class Bell:
             import faulthandler
 
             faulthandler.disable()
+            _die_at_once_after_fault()
             with contextlib.suppress(OSError):
                 self._conn.setblocking(True)
                 self._conn.sendall(GOODBYE)
@@ -570,6 +603,49 @@ class Bell:
             with contextlib.suppress(OSError):
                 self._conn.close()
             self._conn = None
+
+
+def _linger_after_fault() -> None:
+    """A worker dying of a fatal signal lingers a few seconds after ``faulthandler`` has written
+    its report, so that the master can name it first.  The MPI launcher kills every rank the
+    moment one dies (MPICH's hydra sends SIGKILL at once, no SIGTERM first), and the master's line
+    used to race with that SIGKILL and lose it now and then.
+
+    How: the handler ``faulthandler`` passes each fatal signal on to (it restores the one it found
+    and raises the signal again) becomes libc's ``sleep``, installed one-shot
+    (``sysv_signal``: ``SA_RESETHAND``): it sleeps ``signum`` seconds (4 for SIGILL to 11 for
+    SIGSEGV; no Python runs in the crashed process), the disposition is back to the default, and
+    the fault repeats and ends the process as before.  Never fatal: without libc it dies at once.
+    """
+    with contextlib.suppress(Exception):
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None)
+        install = libc.sysv_signal
+        install.restype = ctypes.c_void_p
+        install.argtypes = [ctypes.c_int, ctypes.c_void_p]
+        sleep = ctypes.cast(libc.sleep, ctypes.c_void_p)
+        for name in _FATAL:
+            install(int(getattr(signal, name)), sleep)
+
+
+def _forked() -> None:
+    """In a process forked from a worker: faults are its own, reported nowhere, not lingering."""
+    import faulthandler
+
+    faulthandler.disable()
+    _die_at_once_after_fault()
+
+
+def _die_at_once_after_fault() -> None:
+    """Leaving normally (after the goodbye, the death watch no longer listens): a fault from now
+    on ends the process at once, as by default."""
+    import signal
+
+    for name in _FATAL:
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
 
 
 def _loopback(host: str) -> bool:

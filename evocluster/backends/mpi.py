@@ -28,6 +28,7 @@ blocking ``Recv`` once their envelope has arrived: the sender is then known to b
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -174,12 +175,28 @@ class MPITransport(Transport):
     def describe(self, worker: int) -> str:
         return f"worker rank {worker + 1} of {self._size}"
 
-    def _died(self, worker: int, report: str) -> None:
-        """The death watch (doorbells' thread): worker's process ended without its goodbye.  Say
-        so now, in one line: the MPI launcher has noticed too and is about to kill every rank,
-        this one included, with its own banner and a code that is not the worker's."""
+    def _died(self, worker: int, report: str, lingering: bool) -> None:
+        """The death watch (doorbells' thread): worker's process died, or is dying of a fatal
+        signal (``lingering``: its fault report written, it waits a few seconds before it ends).
+        Say so now, in one line; then, if it lingers, end the job at once with 128 + the signal,
+        as a shell reports a process killed by it.  (Once a worker has ended, the MPI launcher
+        kills every rank at once, this one included: a line not yet printed is lost.)"""
         lines = [ln.strip() for ln in report.splitlines() if ln.strip()]
         fault = lines[0].removeprefix("Fatal Python error: ") if lines else ""
+        code = 128 + _FAULTS.get(fault, signal.SIGSEGV)
+        ends = (
+            f"evocluster ends the job (exit code {code})"
+            if lingering
+            else "the MPI launcher ends the job"
+        )
+        self._say_died(worker, fault, lines, ends)
+        if lingering:
+            # the launcher forwards this rank's stderr: give it the line before the abort tears
+            # its I/O down (without the wait, 1 of 9 such lines was lost here, 2026-12-02)
+            time.sleep(ABORT_AFTER)
+            self.abort(code)
+
+    def _say_died(self, worker: int, fault: str, lines: list[str], ends: str) -> None:
         # the innermost frame of the job's code: the one just above evocluster's own frames
         frames = [ln for ln in lines if ln.startswith("File ")]
         ours = next((i for i, ln in enumerate(frames) if "/evocluster/" in ln), len(frames))
@@ -198,7 +215,7 @@ class MPITransport(Transport):
             f"evocluster: MPI {self.describe(worker)} {how}"
             + (f" while evaluating {work}" if work else "")
             + (f" ({where})" if where else "")
-            + "; the MPI launcher ends the job (evaluate with --isolate to survive a crash)",
+            + f"; {ends} (evaluate with --isolate to survive a crash)",
             file=sys.stderr,
             flush=True,
         )
@@ -280,6 +297,19 @@ class MPITransport(Transport):
         if self._bells is not None:
             self._bells.quiet = True  # the ranks' deaths that follow are this abort's
         abort(code)
+
+
+#: Seconds between the line naming a dying worker and the abort that ends the job (the dying
+#: worker lingers 4 s or more: ``doorbell._linger_after_fault``).
+ABORT_AFTER = 0.5
+#: ``faulthandler``'s names of the fatal signals it reports (``Fatal Python error: <name>``).
+_FAULTS = {
+    "Segmentation fault": signal.SIGSEGV,
+    "Floating point exception": signal.SIGFPE,
+    "Aborted": signal.SIGABRT,
+    "Bus error": signal.SIGBUS,
+    "Illegal instruction": signal.SIGILL,
+}
 
 
 class MPIChannel(Channel):
