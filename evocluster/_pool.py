@@ -63,6 +63,7 @@ class Pool(Scheduling):
         self._labels = [transport.describe(w) for w in range(n)]
         self._dead = [False] * n
         transport.work_of = self._work_of
+        transport.label_of = self._labels.__getitem__
         self._thread = threading.Thread(target=self._run, name=f"evocluster-{name}", daemon=True)
         self._thread.start()
 

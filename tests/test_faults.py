@@ -73,7 +73,8 @@ def test_worker_death_mpi_ends_the_job(how: str, flavour: str) -> None:
         # worker killed outright cannot linger as one dying of a fault does (tests/test_policies
         # requires that line every time), so hydra's SIGKILL may win here: if said, right
         said = re.search(
-            rf"^evocluster: MPI worker rank {rank} of 3 ended without a word .* while evaluating "
+            rf"^evocluster: MPI worker rank {rank} of 3 on host \S+ \(pid \d+\) ended without a "
+            r"word .* while evaluating "
             r"items? (\d+)(?:-(\d+))? of __main__\.fitness",
             proc.stderr,
             re.M,

@@ -4,6 +4,7 @@ per evaluation, on real local workers (and the serial backend where it matters).
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -324,6 +325,9 @@ def test_a_worker_that_dies_under_mpich_is_named_with_its_evaluation(
         assert r.returncode == code, output(r)
         said = [ln for ln in r.stderr.splitlines() if ln.startswith("evocluster: MPI worker")]
         assert len(said) == 1, output(r)
+        assert re.match(
+            r"evocluster: MPI worker rank [12] of 3 on host \S+ \(pid \d+\) died", said[0]
+        )
         assert f"died of {fault} while evaluating item 7 of __main__.f" in said[0], output(r)
         assert f'File "{job}", line 6 in f' in said[0], output(r)
         assert f"evocluster ends the job (exit code {code})" in said[0], output(r)

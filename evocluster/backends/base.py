@@ -130,6 +130,9 @@ class Transport(abc.ABC):
     #: a transport that reports a worker's death itself (MPI, where the launcher then ends the
     #: job at once).  Called from another thread: it must only read.
     work_of: Callable[[int], str] | None = None
+    #: Set likewise: a worker's label for messages, with its host and pid once it has said them
+    #: (:meth:`describe` until then).
+    label_of: Callable[[int], str] | None = None
 
     @abc.abstractmethod
     def send(self, worker: int, frames: Frames, idle: bool = True) -> None:

@@ -206,13 +206,14 @@ class MPITransport(Transport):
             if fault
             else "ended without a word (a signal such as SIGKILL: the OOM killer?)"
         )
-        work_of = self.work_of
+        work_of, label_of = self.work_of, self.label_of
         try:
             work = work_of(worker) if work_of is not None else ""
+            label = label_of(worker) if label_of is not None else self.describe(worker)
         except Exception:  # read from another thread: never fail the report for it
-            work = ""
+            work, label = "", self.describe(worker)
         print(
-            f"evocluster: MPI {self.describe(worker)} {how}"
+            f"evocluster: MPI {label} {how}"
             + (f" while evaluating {work}" if work else "")
             + (f" ({where})" if where else "")
             + f"; {ends} (evaluate with --isolate to survive a crash)",
