@@ -27,6 +27,7 @@ blocking ``Recv`` once their envelope has arrived: the sender is then known to b
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -191,9 +192,6 @@ class MPITransport(Transport):
         )
         self._say_died(worker, fault, lines, ends)
         if lingering:
-            # the launcher forwards this rank's stderr: give it the line before the abort tears
-            # its I/O down (without the wait, 1 of 9 such lines was lost here, 2026-12-02)
-            time.sleep(ABORT_AFTER)
             self.abort(code)
 
     def _say_died(self, worker: int, fault: str, lines: list[str], ends: str) -> None:
@@ -297,10 +295,18 @@ class MPITransport(Transport):
     def abort(self, code: int) -> None:
         if self._bells is not None:
             self._bells.quiet = True  # the ranks' deaths that follow are this abort's
+        # the launcher forwards this rank's output: give it what was just printed (the line that
+        # says why) before the abort tears its I/O down.  Without the wait, 1 of 9 lines naming a
+        # dead worker was lost here, and once a CI run lost the line of a job that ended after a
+        # map timeout (2026-12-02)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        time.sleep(ABORT_AFTER)
         abort(code)
 
 
-#: Seconds between the line naming a dying worker and the abort that ends the job (the dying
+#: Seconds between the last line the master printed and the MPI_Abort that ends the job (a dying
 #: worker lingers 4 s or more: ``doorbell._linger_after_fault``).
 ABORT_AFTER = 0.5
 #: ``faulthandler``'s names of the fatal signals it reports (``Fatal Python error: <name>``).
