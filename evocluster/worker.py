@@ -199,22 +199,17 @@ class Worker:
 
     def run(self, record: protocol.Task) -> protocol.Result:
         """Evaluate one TASK record; return the RESULT record (values still as frames)."""
+        limits = record.limits
+        if limits is not None and (limits.isolate or not _can_alarm()):
+            done = self.submit_isolated(record)  # a timeout outside the main thread: isolated
+            return done if done is not None else self.isolated_result(record.chunk_id, None)
         prepared = self._prepare(record)
         if isinstance(prepared, protocol.Result):
             return prepared
         items, star, kwargs = prepared
-        limits = record.limits
-        if limits is not None and (limits.isolate or not _can_alarm()):
-            child = self._child(limits.memory)
-            payload = self.payloads.get(record.fn_key)
-            values, errors, elapsed = child.run(
-                record.fn_key, payload, items, star, kwargs, limits.timeout,
-                item_frames=record.item_frames,
-            )  # fmt: skip
-        else:
-            fn = self.functions.get(record.fn_key)
-            timeout = limits.timeout if limits is not None else None
-            values, errors, elapsed = self._evaluate(fn, items, star, kwargs, timeout)
+        fn = self.functions.get(record.fn_key)
+        timeout = limits.timeout if limits is not None else None
+        values, errors, elapsed = self._evaluate(fn, items, star, kwargs, timeout)
         return self._result(record.chunk_id, values, errors, elapsed)
 
     def _prepare(self, record: protocol.Task) -> protocol.Result | tuple[list[Any], bool, Any]:

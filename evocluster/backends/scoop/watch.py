@@ -56,7 +56,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from . import proc
 
@@ -133,10 +133,43 @@ class _Watch:
         return None
 
 
-# ====================================================================== launcher loss
-class _LauncherWatch:
-    """A daemon thread: once SCOOP's launcher (``launcher``) or launch process (``launch``, this
-    process's parent) is gone, calls ``on_lost(why)`` once, unless :meth:`disarm` was called.
+# ====================================================================== launcher and broker loss
+_W = TypeVar("_W", bound="_ThreadWatch")
+
+
+class _ThreadWatch:
+    """A daemon thread that looks every ``every`` s with :meth:`gone` and, the first time that
+    says why something is gone, calls ``on_lost(why)`` once, unless :meth:`disarm` was called."""
+
+    def __init__(self, every: float, name: str, on_lost: Callable[[str], object]) -> None:
+        self._every = every
+        self._on_lost = on_lost
+        self._disarmed = threading.Event()  # set: the run is ending its own way, stop looking
+        self._thread = threading.Thread(target=self._run, name=name)
+        self._thread.daemon = True  # never holds the process's exit
+
+    def start(self: _W) -> _W:
+        self._thread.start()
+        return self
+
+    def disarm(self) -> None:
+        self._disarmed.set()
+
+    def gone(self) -> str | None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._disarmed.wait(self._every):
+            why = self.gone()
+            if why is not None:
+                if not self._disarmed.is_set():
+                    self._on_lost(why)
+                return
+
+
+class _LauncherWatch(_ThreadWatch):
+    """Watches SCOOP's launcher (``launcher``) and launch process (``launch``, this process's
+    parent).
 
     Gone: the launch process exited (this process was re-parented), or its parent is no longer the
     launcher (the launcher exited, even as a zombie nobody reaped yet: its children were re-parented
@@ -145,19 +178,9 @@ class _LauncherWatch:
     """
 
     def __init__(self, launcher: int, launch: int, on_lost: Callable[[str], object]) -> None:
+        super().__init__(LAUNCHER_EVERY, "evocluster-scoop-launcher-watch", on_lost)
         self.launcher = launcher
         self.launch = launch
-        self._on_lost = on_lost
-        self._disarmed = threading.Event()  # set: the run is ending its own way, stop looking
-        self._thread = threading.Thread(target=self._run, name="evocluster-scoop-launcher-watch")
-        self._thread.daemon = True  # never holds the process's exit
-
-    def start(self) -> _LauncherWatch:
-        self._thread.start()
-        return self
-
-    def disarm(self) -> None:
-        self._disarmed.set()
 
     def gone(self) -> str | None:
         """Why the launcher or the launch process is gone, or ``None`` while both are there."""
@@ -167,19 +190,10 @@ class _LauncherWatch:
             return f"SCOOP's launcher (pid {self.launcher}, `python -m scoop`) is gone"
         return None
 
-    def _run(self) -> None:
-        while not self._disarmed.wait(LAUNCHER_EVERY):
-            why = self.gone()
-            if why is not None:
-                if not self._disarmed.is_set():
-                    self._on_lost(why)
-                return
 
-
-# ====================================================================== broker loss
-class _BrokerWatch:
-    """A daemon thread: once nothing listens at SCOOP's broker's ``port`` on ``host`` any more
-    (:data:`BROKER_MISSES` refused connections in a row), calls ``on_lost(why)`` once.
+class _BrokerWatch(_ThreadWatch):
+    """Watches SCOOP's broker at ``port`` on ``host``: gone once nothing listens there any more
+    (:data:`BROKER_MISSES` refused connections in a row).
 
     The look is a TCP connect to the broker's info (PUB) socket, closed at once with a reset (no
     ``TIME_WAIT`` left behind); ZMQ drops a peer that never greets, and the broker sees nothing.
@@ -190,16 +204,15 @@ class _BrokerWatch:
     def __init__(self, host: str, port: int, on_lost: Callable[[str], object]) -> None:
         found = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
         family, kind, protocol, _, address = found[0]
+        super().__init__(BROKER_EVERY, "evocluster-scoop-broker-watch", on_lost)
         self._open = (family, kind, protocol)
         self._address = address
         self._where = f"{host}:{port}"
-        self._on_lost = on_lost
-        self._thread = threading.Thread(target=self._run, name="evocluster-scoop-broker-watch")
-        self._thread.daemon = True  # never holds the process's exit
+        self._misses = 0
 
-    def start(self) -> _BrokerWatch:
-        self._thread.start()
-        return self
+    def gone(self) -> str | None:
+        self._misses = self._misses + 1 if self.refused() else 0
+        return f"SCOOP's broker ({self._where}) is gone" if self._misses >= BROKER_MISSES else None
 
     def refused(self) -> bool:
         """One look: whether the broker's host refused the connection (nothing listens there)."""
@@ -213,13 +226,6 @@ class _BrokerWatch:
         except OSError:  # timed out, unreachable, ...: no answer is not an answer
             pass
         return False
-
-    def _run(self) -> None:
-        misses = 0
-        while misses < BROKER_MISSES:
-            time.sleep(BROKER_EVERY)
-            misses = misses + 1 if self.refused() else 0
-        self._on_lost(f"SCOOP's broker ({self._where}) is gone")
 
 
 # ====================================================================== origin loss
