@@ -284,7 +284,8 @@ class Pool(Scheduling):
             return ""
         first = chunks[0]  # sent first: the one it evaluates (the others wait behind it)
         n = first.stop - first.start
-        what = f"item {first.start}" if n == 1 else f"items {first.start}-{first.stop - 1}"
+        # a chunk's items are evaluated in turn, and only its result says which were done
+        what = f"item {first.start}" if n == 1 else f"one of items {first.start}-{first.stop - 1}"
         return f"{what} of {first.job.function() or 'a call'}"
 
     def _pick_other(self, avoid: int) -> int | None:

@@ -236,7 +236,7 @@ class Scheduling:
         self._spread: dict[bytes, float] = {}
         # typical time a worker spends on one chunk (moving average over all functions): how late
         # a result may be noticed is a fraction of it
-        self._chunk_seconds = options.chunk_target
+        self._chunk_seconds = options.chunk_min
         # set by wakeup() (any thread) when jobs were cancelled: the driver then retires every
         # cancelled job at once, not only those at the head of the queue, so that waiters on
         # their futures are told now rather than when a worker frees up
@@ -363,7 +363,7 @@ class Scheduling:
 
     def may_prefetch(self, job: Job) -> bool:
         """Whether a chunk of ``job`` may wait on a busy worker.  Not for a ``map`` whose
-        evaluations are long enough (a tenth of the chunk target or more) that a round trip
+        evaluations are long enough (a tenth of ``chunk_min`` or more) that a round trip
         matters little, and so uneven (spread above ``prefetch_spread``) that waiting behind one
         of them would idle other workers at the map's end, where its caller waits for all.  A
         ``submit`` may: its caller keeps work coming (an asynchronous loop keeps a window in
@@ -374,21 +374,25 @@ class Scheduling:
         spread = self._spread.get(job.fn_key)
         if cost is None or spread is None:
             return True
-        return cost < 0.1 * self.options.chunk_target or spread <= self.options.prefetch_spread
+        return cost < 0.1 * self.options.chunk_min or spread <= self.options.prefetch_spread
 
     def _chunksize(self, job: Job) -> int:
         left = job.n - job.next
         if job.chunksize is not None:
             return min(job.chunksize, left)
-        # at least four chunks per worker, so that the last ones balance the load
-        fair = max(1, math.ceil(job.n / (4 * self.n_workers)))
         cost = self._cost.get(job.fn_key)
         if cost is None:
             return 1  # measure first: one item per chunk until a result comes back
-        target = self.options.chunk_target
-        size = 1 if cost >= target else min(fair, max(1, int(target / max(cost, 1e-9))))
+        o = self.options
+        per = max(cost, 1e-9)
+        # chunk_target seconds of evaluations; at least four chunks per worker; and a quarter of
+        # an even share of what is left, so that chunks shrink towards the map's end and the
+        # workers finish together, though never below chunk_min seconds' worth
+        share = 4 * self.n_workers
+        guided = max(math.ceil(left / share), int(o.chunk_min / per))
+        size = max(1, min(int(o.chunk_target / per), math.ceil(job.n / share), guided))
         if job.item_bytes:  # large items: cap the bytes, not only the time
-            size = min(size, max(1, int(self.options.chunk_max_bytes / job.item_bytes)))
+            size = min(size, max(1, int(o.chunk_max_bytes / job.item_bytes)))
         return size
 
     def _next_chunk(self) -> Chunk | None:

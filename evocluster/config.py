@@ -48,7 +48,7 @@ class Options(NamedTuple):
     #: large transfer never waits behind a long evaluation (in the master's memory, tied to a
     #: busy worker while another may free up first).
     prefetch_max_bytes: int = 256 * 1024
-    #: no prefetch for evaluations of chunk_target / 10 seconds or more whose durations spread more
+    #: no prefetch for evaluations of chunk_min / 10 seconds or more whose durations spread more
     #: than this (mean relative deviation): on W3 (lognormal, sigma 1) it lifted a generational
     #: map from 0.46 to 0.49-0.50 efficiency (benchmarks/RESULTS.md F19, 2026-11-23); fixed-length
     #: tasks keep it
@@ -70,8 +70,14 @@ class Options(NamedTuple):
     #: MPI: wake a waiting worker through a TCP "doorbell" when work is sent to it, instead of
     #: letting it notice on its next poll (``backends/doorbell.py``); off: poll only
     doorbell: bool = True
-    #: target duration of one chunk of cheap tasks under automatic chunking (seconds)...
-    chunk_target: float = 0.01
+    #: target duration of one chunk under automatic chunking (seconds): each chunk costs a round
+    #: trip, ~0.5 ms of a worker's time on 2 cores (two processes to wake), so chunks of one
+    #: 10 ms item held W2 at 0.92-0.94, chunks of 0.1 s at 0.96 (benchmarks/RESULTS.md F24,
+    #: 2026-12-02).  Evaluations longer than this go one by one...
+    chunk_target: float = 0.1
+    #: ...and towards the end of a map, chunks shrink (a quarter of an even share of what is
+    #: left), so that the workers finish together, down to this many seconds' worth of items
+    chunk_min: float = 0.01
     #: ...and its largest serialised size: past ~1 MiB the per-message cost is paid for (through a
     #: local socket pair from 64-256 KiB: benchmarks/RESULTS.md F16, 2026-12-02), and a
     #: larger chunk only delays the overlap of one chunk's transfer with another's evaluation.
@@ -156,6 +162,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "result_latency": ("EVOCLUSTER_RESULT_LATENCY", float),
     "doorbell": ("EVOCLUSTER_DOORBELL", _flag),
     "chunk_target": ("EVOCLUSTER_CHUNK_TARGET", float),
+    "chunk_min": ("EVOCLUSTER_CHUNK_MIN", float),
     "chunk_max_bytes": ("EVOCLUSTER_CHUNK_MAX_BYTES", int),
     "on_error": ("EVOCLUSTER_ON_ERROR", str),
     "penalty": ("EVOCLUSTER_PENALTY", literal),
@@ -233,8 +240,8 @@ def _validate(o: Options) -> None:
         raise ConfigurationError(
             f"EVOCLUSTER_RESULT_LATENCY ({o.result_latency}) must be > 0 and <= 1"
         )
-    if o.master_poll_max <= 0 or o.chunk_target <= 0:
-        raise ConfigurationError("master_poll_max and chunk_target must be > 0")
+    if o.master_poll_max <= 0 or o.chunk_target <= 0 or o.chunk_min <= 0:
+        raise ConfigurationError("master_poll_max, chunk_target and chunk_min must be > 0")
 
 
 def _validate_faults(o: Options) -> None:

@@ -205,12 +205,17 @@ def check_automatic_chunksize(ex: Executor) -> None:
     cheap_chunks = after["chunks"] - before["chunks"]
     assert after["items"] - before["items"] == n
     assert cheap_chunks <= n // 20, f"{cheap_chunks} chunks for {n} cheap items"
-    # expensive calls (longer than the chunk target) go one by one once their cost is known
-    k = 2 * ex.n_workers + 2
-    sleeper_warm = list(ex.map(sleeper, [0.03]))
-    assert sleeper_warm == [0.03]
+    # calls of 20 ms are batched too (a chunk targets 0.1 s), once their cost is known...
+    w = ex.n_workers
+    assert list(ex.map(sleeper, [0.02])) == [0.02]
     before = settled(ex)["chunks"]
-    assert list(ex.map(sleeper, [0.03] * k)) == [0.03] * k
+    assert list(ex.map(sleeper, [0.02] * 8 * w)) == [0.02] * 8 * w
+    assert ex.stats()["chunks"] - before < 8 * w
+    # ...but calls longer than the chunk target go one by one
+    k = 4 * w + 1  # enough for chunks of 2, were they batched
+    assert list(ex.map(sleeper, [0.11])) == [0.11]
+    before = settled(ex)["chunks"]
+    assert list(ex.map(sleeper, [0.11] * k)) == [0.11] * k
     assert ex.stats()["chunks"] - before == k
 
 

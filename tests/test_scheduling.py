@@ -88,3 +88,32 @@ def test_abandoned_map_never_sends_its_held_back_item(tmp_path: Path) -> None:
         # a round trip after the first item's result: anything held back was decided before it
         assert ex.submit(gated, 0.0).result(timeout=30) == 0.0
         assert _sent(ex) - before == 2, "the abandoned map's held-back item was still sent"
+
+
+def _chunks(cost: float, n: int, workers: int) -> list[int]:
+    """The chunk sizes the scheduler cuts a map of ``n`` items into, whose cost per item it has
+    measured as ``cost`` seconds (pure logic: no pool, no transport)."""
+    from evocluster import config
+    from evocluster._scheduling import Job, Scheduling
+
+    s = Scheduling(config.resolve(), "test", workers)
+    s._cost[b"f"] = cost
+    job = Job(b"f", None, [None] * n, False, None, None, None, "raise")
+    sizes = []
+    while job.next < n:
+        sizes.append(s._chunksize(job))
+        job.next += sizes[-1]
+    return sizes
+
+
+def test_chunks_last_a_tenth_of_a_second_and_shrink_towards_the_end() -> None:
+    # 10 ms items (W2): chunks of 0.1 s, then ever smaller, the last ones one item each
+    sizes = _chunks(0.010, 2000, 16)
+    assert sum(sizes) == 2000
+    assert sizes[0] == 10 and max(sizes) == 10
+    assert sizes == sorted(sizes, reverse=True)
+    assert sizes[-16:] == [1] * 16  # the last round: each worker's last item ends with the rest
+    # items above the target go one by one; cheap items stop shrinking at chunk_min's worth
+    assert set(_chunks(0.2, 100, 4)) == {1}
+    cheap = _chunks(1e-6, 20_000, 2)
+    assert cheap == [2500] * 8  # 4 chunks per worker, not split below 10 ms of work (10,000)

@@ -12,8 +12,8 @@ module adds how chunks travel through SCOOP and who drives them: whoever waits, 
   evaluates, one call at a time, with a warning.
 * **Scheduling.**  The broker hands tasks to the workers that ask for them.  The origin keeps
   ``prefetch`` chunks per worker in flight, sized as the scheduler sizes them (measure first, then
-  ~``chunk_target`` seconds per chunk, at least four chunks per worker, expensive calls one by
-  one); each worker keeps exactly one task in reserve
+  ~``chunk_target`` seconds per chunk, at least four chunks per worker, smaller as the map
+  ends, expensive calls one by one); each worker keeps exactly one task in reserve
   (:class:`~evocluster.backends.scoop.worker._Reserve`, replacing SCOOP's own asking, which
   starves busy workers and piles requests up at the broker).
 * **Payloads.**  Callables and arguments go through :mod:`evocluster.serialization` (policies
