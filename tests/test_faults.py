@@ -75,7 +75,7 @@ def test_worker_death_mpi_ends_the_job(how: str, flavour: str) -> None:
         said = re.search(
             rf"^evocluster: MPI worker rank {rank} of 3 on host \S+ \(pid \d+\) ended without a "
             r"word .* while evaluating "
-            r"items? (\d+)(?:-(\d+))? of __main__\.fitness",
+            r"(?:one of )?items? (\d+)(?:-(\d+))? of __main__\.fitness",
             proc.stderr,
             re.M,
         )
