@@ -22,7 +22,13 @@ it never waits for the worker between chunks.  A child lost in one chunk takes t
 after it along: they are sent again, in order, to the next child.
 
 Messages are lists of frames on a Unix stream socket: a ``<I`` frame count, a ``<Q`` size per
-frame, then the frames; the first frame of a reply is :data:`_REPLY` (kind, item index, seconds).
+frame, then the frames; the first frame of a reply is :data:`_REPLY` (kind, item index, seconds,
+and when it was sent: the next item's start).
+
+While a chunk has more than one item to go, the worker does not listen to the child's socket
+until the chunk's last item is due (from the items' measured cost): a reply sent to a socket
+nobody waits on wakes no process, and the replies wait there, whatever becomes of the child.
+The child's end (its pidfd), a deadline and the master's messages still wake the worker.
 """
 
 from __future__ import annotations
@@ -63,8 +69,12 @@ STOP_GRACE = 1.0
 # worker -> child, first frame of a CHUNK: the item to start at, how many frames the callable has
 # (0: the child has it cached).  Then the callable's key, its frames, and the items' frames.
 _CHUNK = struct.Struct("<II")
-# child -> worker, first frame of every reply: kind, item index, seconds in the fitness
-_REPLY = struct.Struct("<BId")
+# child -> worker, first frame of every reply: kind, item index, seconds in the fitness, and
+# time.monotonic() when it was sent (the next item's start; CLOCK_MONOTONIC is the host's)
+_REPLY = struct.Struct("<BIdd")
+#: the worker does not wait on the child's socket while more than this many reply bytes are
+#: expected before the chunk's last item (a full socket would stop the child)
+_NAP_MAX_BYTES = 64 * 1024
 READY, NOJOB, VALUE, ERROR, FAILED_ALL = range(5)
 
 _COUNT = struct.Struct("<I")
@@ -315,6 +325,9 @@ class Isolated:
         # chunks for the child not yet written: written as it reads, while its replies are read
         # (a blocking write of a chunk while the child blocks writing its replies would hang)
         self._out: deque[memoryview] = deque()
+        # seconds per evaluation and bytes per reply, moving averages: when to listen again
+        self._cost = 0.0
+        self._reply_bytes = 0.0
         self._spawn()
 
     @property
@@ -411,9 +424,12 @@ class Isolated:
         self.close()
 
     # ------------------------------------------------------------------ waiting
-    def _receive(self, deadline: float | None, wake: Wake | None = None) -> list[memoryview] | str:
+    def _receive(
+        self, deadline: float | None, wake: Wake | None = None, quiet: float = 0.0
+    ) -> list[memoryview] | str:
         """The child's next reply, or ``_LATE`` past ``deadline``, or ``_DEAD``; ``wake()`` is
-        called whenever ``wake.fileno()`` turns readable meanwhile."""
+        called whenever ``wake.fileno()`` turns readable meanwhile.  Until ``quiet`` (a
+        ``time.monotonic()``), a reply does not wake this process: it is read after."""
         reader, sock = self._reader, self._sock
         assert reader is not None and sock is not None and self._proc is not None
         poller = self._poller
@@ -421,7 +437,7 @@ class Isolated:
         if watched >= 0:
             poller.register(watched, select.POLLIN)
         try:
-            return self._wait_reply(reader, sock, deadline, wake, watched)
+            return self._wait_reply(reader, sock, deadline, wake, watched, quiet)
         finally:
             if watched >= 0:
                 with contextlib.suppress(KeyError):
@@ -434,6 +450,7 @@ class Isolated:
         deadline: float | None,
         wake: Wake | None,
         watched: int,
+        quiet: float,
     ) -> list[memoryview] | str:
         assert self._proc is not None
         while True:
@@ -445,7 +462,10 @@ class Isolated:
             wait_ms = self._poll_ms(deadline)
             if wait_ms is None:
                 return _LATE
-            ready = self._poll(sock, wait_ms)
+            quiet_ms = math.ceil((quiet - time.monotonic()) * 1000) if quiet else 0
+            if quiet_ms > 0:  # not listening to the child yet: wake up when that is over
+                wait_ms = quiet_ms if wait_ms < 0 else min(wait_ms, quiet_ms)
+            ready = self._poll(sock, wait_ms, listen=quiet_ms <= 0)
             if watched in ready:
                 assert wake is not None
                 if not wake():  # nothing more to watch (the master's side closed)
@@ -459,12 +479,14 @@ class Isolated:
                 frames = reader.next()
                 return frames if frames is not None else _DEAD
 
-    def _poll(self, sock: socket.socket, wait_ms: int) -> dict[int, int]:
-        """Wait for events on the child's socket, its pidfd and the wake descriptor; write
-        more of what is queued for the child whenever it can take it."""
-        if not self._out:
+    def _poll(self, sock: socket.socket, wait_ms: int, listen: bool = True) -> dict[int, int]:
+        """Wait for events on the child's socket (its replies unless not ``listen``), its pidfd
+        and the wake descriptor; write more of what is queued for the child whenever it can
+        take it."""
+        events = (select.POLLIN if listen else 0) | (select.POLLOUT if self._out else 0)
+        if events == select.POLLIN:
             return dict(self._poller.poll(wait_ms))
-        self._poller.modify(sock, select.POLLIN | select.POLLOUT)
+        self._poller.modify(sock, events)
         try:
             ready = dict(self._poller.poll(wait_ms))
         finally:
@@ -650,12 +672,20 @@ class Isolated:
         gone)."""
         spent = 0.0
         values, errors, timeout = chunk.values, chunk.errors, chunk.timeout
+        t0 = time.monotonic()  # when the item began, as well as this process can tell
         for i in range(chunk.next, len(values)):
-            t0 = time.monotonic()
+            deadline = None if timeout is None else t0 + timeout
+            # replies are not needed before the chunk's last item is due
+            later = len(values) - i - 1
+            quiet = 0.0
+            if later and self._cost and later * self._reply_bytes <= _NAP_MAX_BYTES:
+                quiet = t0 + 0.9 * later * self._cost
+                if deadline is not None:
+                    quiet = min(quiet, deadline)
             try:
-                got = self._receive(None if timeout is None else t0 + timeout, wake)
+                got = self._receive(deadline, wake, quiet)
                 if isinstance(got, list):
-                    kind, index, dt = _REPLY.unpack(got[0])
+                    kind, index, dt, sent = _REPLY.unpack(got[0])
                     if index != i or kind not in (VALUE, ERROR, FAILED_ALL):
                         raise _ProtocolError(f"reply {kind} for item {index}, not item {i}")
             except (_ProtocolError, struct.error) as e:
@@ -666,6 +696,9 @@ class Isolated:
                 errors[i] = self._lost(got, timeout)
                 return i + 1, spent
             spent += dt
+            t0 = sent  # the next item began as this reply left
+            self._cost += 0.2 * (dt - self._cost)
+            self._reply_bytes += 0.2 * (sum(memoryview(f).nbytes for f in got) - self._reply_bytes)
             if kind == FAILED_ALL:  # the callable or the items could not be loaded there
                 errors.update(dict.fromkeys(range(i, len(values)), pickle.loads(got[1])))
                 return len(values), spent
@@ -716,7 +749,7 @@ class _Child:
         for stream in (sys.stdout, sys.stderr):  # a fitness's prints before a later crash
             with contextlib.suppress(Exception):
                 stream.flush()
-        _send(self.sock, [_REPLY.pack(kind, index, seconds), *frames])
+        _send(self.sock, [_REPLY.pack(kind, index, seconds, time.monotonic()), *frames])
 
     def serve(self) -> None:
         while (frames := self.reader.recv()) is not None:
@@ -835,13 +868,13 @@ def main() -> None:
             _limit_memory(memory)
         failure = _import_job(job, memory)
         if failure is not None:
-            _send(sock, [_REPLY.pack(NOJOB, 0, 0.0), failure.encode()])
+            _send(sock, [_REPLY.pack(NOJOB, 0, 0.0, 0.0), failure.encode()])
             return
         from . import worker
 
         worker.serving = True  # this process only evaluates (evocluster.rng reads it)
         child = _Child(sock, reader, label)
-        _send(sock, [_REPLY.pack(READY, 0, 0.0)])
+        _send(sock, [_REPLY.pack(READY, 0, 0.0, 0.0)])
         child.serve()
     except OSError:  # the worker is gone
         pass

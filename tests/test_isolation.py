@@ -293,6 +293,38 @@ def test_a_lost_child_takes_the_chunks_behind_it_to_the_next(
     assert iso.starts == 2 and iso.pending() == 0
 
 
+def _switches() -> int:
+    """How many times this thread has waited (its voluntary context switches)."""
+    with open(f"/proc/self/task/{threading.get_native_id()}/status") as fh:
+        return int(next(ln for ln in fh if ln.startswith("voluntary_ctxt_switches")).split()[1])
+
+
+def test_replies_do_not_wake_the_worker_before_the_chunks_last_item(iso: Isolated) -> None:
+    """While a chunk has items to go, the worker does not listen to the child: a reply sent
+    then wakes nobody, and waits in the socket (a wake-up per 10 ms item cost W2 ~2 %)."""
+    _run(iso, fit.naps, list(range(5)))  # the child is up and the cost per item known
+    before = _switches()
+    values, errors, _ = _run(iso, fit.naps, list(range(40)))
+    woke = _switches() - before
+    assert values == list(range(40)) and not errors
+    assert woke < 20, f"the worker waited {woke} times for 40 replies"
+
+
+@pytest.mark.parametrize(("bad", "error"), [(-1, EvaluationCrashed), (-2, EvaluationTimeout)])
+def test_a_crash_or_timeout_while_the_worker_is_not_listening_keeps_the_replies_before_it(
+    iso: Isolated, bad: int, error: type
+) -> None:
+    """Replies sent while the worker was not listening are all read after the child's end (a
+    crash) or its deadline (a timeout, counted from the previous reply): nothing is lost, and
+    the items after the failed one are evaluated by the next child."""
+    _run(iso, fit.naps, list(range(5)))
+    items = [*range(20), bad, *range(21, 30)]
+    values, errors, _ = _run(iso, fit.naps, items, timeout=2.0)
+    assert list(errors) == [20]
+    assert isinstance(serialization.unpack_exception(errors[20]), error)
+    assert values[:20] == list(range(20)) and values[21:] == list(range(21, 30))
+
+
 def test_an_exception_in_the_waiting_thread_kills_the_child(iso: Isolated) -> None:
     """A signal handler of the worker that raises while it waits (Ctrl-C, an alarm): the child,
     out of step, is killed, the exception propagates, and the next run has a fresh child."""
