@@ -26,8 +26,9 @@ frame, then the frames; the first frame of a reply is :data:`_REPLY` (kind, item
 and when it was sent: the next item's start).
 
 While a chunk has more than one item to go, the worker does not listen to the child's socket
-until the chunk's last item is due (from the items' measured cost): a reply sent to a socket
-nobody waits on wakes no process, and the replies wait there, whatever becomes of the child.
+until the chunk's last item is due (from the items' measured cost, for at most 0.1 s): a reply
+sent to a socket nobody waits on wakes no process, and the replies wait there, whatever becomes
+of the child.
 The child's end (its pidfd), a deadline and the master's messages still wake the worker.
 """
 
@@ -73,8 +74,11 @@ _CHUNK = struct.Struct("<II")
 # time.monotonic() when it was sent (the next item's start; CLOCK_MONOTONIC is the host's)
 _REPLY = struct.Struct("<BIdd")
 #: the worker does not wait on the child's socket while more than this many reply bytes are
-#: expected before the chunk's last item (a full socket would stop the child)
-_NAP_MAX_BYTES = 64 * 1024
+#: expected before the chunk's last item (a full socket would stop the child)...
+_QUIET_MAX_BYTES = 64 * 1024
+#: ...and it listens again after at most this many seconds: the cost it expects may be another
+#: function's, or wrong (items of this cost or more are each worth a wake-up anyway)
+_QUIET_MAX = 0.1
 READY, NOJOB, VALUE, ERROR, FAILED_ALL = range(5)
 
 _COUNT = struct.Struct("<I")
@@ -678,8 +682,9 @@ class Isolated:
             # replies are not needed before the chunk's last item is due
             later = len(values) - i - 1
             quiet = 0.0
-            if later and self._cost and later * self._reply_bytes <= _NAP_MAX_BYTES:
-                quiet = t0 + 0.9 * later * self._cost
+            cost = self._cost
+            if later and 0 < cost < _QUIET_MAX and later * self._reply_bytes <= _QUIET_MAX_BYTES:
+                quiet = t0 + min(0.9 * later * cost, _QUIET_MAX)
                 if deadline is not None:
                     quiet = min(quiet, deadline)
             try:
@@ -697,7 +702,7 @@ class Isolated:
                 return i + 1, spent
             spent += dt
             t0 = sent  # the next item began as this reply left
-            self._cost += 0.2 * (dt - self._cost)
+            self._cost += 0.2 * (dt - self._cost) if self._cost else dt
             self._reply_bytes += 0.2 * (sum(memoryview(f).nbytes for f in got) - self._reply_bytes)
             if kind == FAILED_ALL:  # the callable or the items could not be loaded there
                 errors.update(dict.fromkeys(range(i, len(values)), pickle.loads(got[1])))

@@ -310,6 +310,24 @@ def test_replies_do_not_wake_the_worker_before_the_chunks_last_item(iso: Isolate
     assert woke < 20, f"the worker waited {woke} times for 40 replies"
 
 
+def test_a_chunk_cheaper_than_the_last_is_not_read_late(iso: Isolated) -> None:
+    """What the worker expects an item to cost may be another function's, or wrong: after
+    items of 0.3 s, a chunk of 1,000 cheap ones is read as it is done, not when 1,000 more
+    items of 0.3 s would be (5 minutes): the worker listens again within 0.1 s."""
+    _run(iso, fit.sleeps_for, [0.3, 0.3])
+    done = threading.Event()
+    got: list[Any] = []
+
+    def cheap() -> None:
+        got.append(_run(iso, fit.square, list(range(1000))))
+        done.set()
+
+    thread = threading.Thread(target=cheap, daemon=True)
+    thread.start()
+    assert done.wait(30), "a chunk of 1,000 cheap items was not read within 30 s"
+    assert got[0][0] == [x * x for x in range(1000)]
+
+
 @pytest.mark.parametrize(("bad", "error"), [(-1, EvaluationCrashed), (-2, EvaluationTimeout)])
 def test_a_crash_or_timeout_while_the_worker_is_not_listening_keeps_the_replies_before_it(
     iso: Isolated, bad: int, error: type

@@ -146,3 +146,8 @@ def naps(x: int) -> int:
         time.sleep(60)
     time.sleep(0.01)
     return x
+
+
+def sleeps_for(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
