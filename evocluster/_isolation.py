@@ -703,7 +703,7 @@ class Isolated:
             spent += dt
             t0 = sent  # the next item began as this reply left
             self._cost += 0.2 * (dt - self._cost) if self._cost else dt
-            self._reply_bytes += 0.2 * (sum(memoryview(f).nbytes for f in got) - self._reply_bytes)
+            self._reply_bytes += 0.2 * (sum(f.nbytes for f in got) - self._reply_bytes)
             if kind == FAILED_ALL:  # the callable or the items could not be loaded there
                 errors.update(dict.fromkeys(range(i, len(values)), pickle.loads(got[1])))
                 return len(values), spent

@@ -78,7 +78,7 @@ class Options(NamedTuple):
     #: ...and towards the end of a map, chunks shrink (a quarter of an even share of what is
     #: left), so that the workers finish together, down to this many seconds' worth of items
     chunk_min: float = 0.01
-    #: ...and its largest serialised size: past ~1 MiB the per-message cost is paid for (through a
+    #: a chunk's largest serialised size: past ~1 MiB the per-message cost is paid for (through a
     #: local socket pair from 64-256 KiB: benchmarks/RESULTS.md F16, 2026-12-02), and a
     #: larger chunk only delays the overlap of one chunk's transfer with another's evaluation.
     chunk_max_bytes: int = 1 << 20
