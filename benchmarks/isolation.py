@@ -15,7 +15,7 @@ wall time, this process's CPU and the child's (``/proc/<pid>/stat``).  The calls
 
 Each cell is the median of N rounds (default 5), the rounds visiting every cell in turn.
 ``--profile`` adds the top of a ``cProfile`` of the worker's side of the isolated calls.  This
-script is imported by the isolated child as the job (``__worker__``): nothing runs outside the
+script is imported by the isolated child as the job (``__mp_main__``): nothing runs outside the
 main guard.
 """
 

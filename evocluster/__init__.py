@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     ConfigurationError,
+    EvaluationAborted,
     EvaluationCrashed,
     EvaluationError,
     EvaluationFailed,
@@ -77,6 +78,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "ConfigurationError",
+    "EvaluationAborted",
     "EvaluationCrashed",
     "EvaluationError",
     "EvaluationFailed",

@@ -49,6 +49,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import _leftovers
 from .errors import EvaluationCrashed, EvaluationTimeout, SerializationError, WorkerError
 from .jobfile import JobSpec
 from .serialization import dumps, dumps_args, dumps_results, explain_load_error, loads
@@ -64,8 +65,9 @@ __all__ = ["Isolated", "Wake", "main"]
 #: size, same order of use) to know whether a chunk must carry the callable.
 
 #: Seconds a child asked to stop (its socket closed), or found at end of file, may take to exit
-#: before it is killed.
-STOP_GRACE = 1.0
+#: before it is killed: time to end what its fitness left running (``_leftovers.GRACE``, then
+#: SIGKILL) and to say so.
+STOP_GRACE = 1.0 + 2 * _leftovers.GRACE
 
 # worker -> child, first frame of a CHUNK: the item to start at, how many frames the callable has
 # (0: the child has it cached).  Then the callable's key, its frames, and the items' frames.
@@ -392,9 +394,10 @@ class Isolated:
         self._proc, self._sock, self._reader, self._poller, self._pidfd = None, None, None, None, -1
 
     def _kill(self) -> None:
-        """SIGKILL the child and reap it."""
+        """SIGKILL the child, and the processes its evaluation started; reap it."""
         if self._proc is not None:
-            self._proc.kill()  # nothing if it was already reaped
+            if self._proc.returncode is None:  # not reaped: its pid is still its own
+                _leftovers.kill_tree(self._proc.pid)
             self._proc.wait()
             self._forget()
 
@@ -407,7 +410,7 @@ class Isolated:
         try:
             code = self._proc.wait(STOP_GRACE)
         except subprocess.TimeoutExpired:
-            self._proc.kill()
+            _leftovers.kill_tree(self._proc.pid)
             code = self._proc.wait()
         self._forget()
         return code
@@ -664,11 +667,12 @@ class Isolated:
             except OSError:  # the child died: seen when its reply is waited for
                 out.clear()
                 return
-            while n:
-                if n >= out[0].nbytes:
-                    n -= out.popleft().nbytes
-                else:
-                    out[0], n = out[0][n:], 0
+            # ``>=``: the empty frames at the head go too (an empty array's buffer), or a send
+            # of nothing but empty frames would take nothing, and this loop would spin forever
+            while out and n >= out[0].nbytes:
+                n -= out.popleft().nbytes
+            if n:
+                out[0] = out[0][n:]
 
     def _collect(self, chunk: _Chunk, wake: Wake | None) -> tuple[int, float]:
         """Receive the chunk's replies from its first item without one on; return where to go
@@ -697,8 +701,10 @@ class Isolated:
                 self._kill()
                 got = f"the evaluation's process broke its protocol ({e}): killed"
             if not isinstance(got, list):
-                spent += time.monotonic() - t0
+                ran = time.monotonic() - t0
+                spent += ran
                 errors[i] = self._lost(got, timeout)
+                errors[i]["seconds"] = ran  # the record of a timeout says how long it ran
                 return i + 1, spent
             spent += dt
             t0 = sent  # the next item began as this reply left
@@ -707,11 +713,25 @@ class Isolated:
             if kind == FAILED_ALL:  # the callable or the items could not be loaded there
                 errors.update(dict.fromkeys(range(i, len(values)), pickle.loads(got[1])))
                 return len(values), spent
-            if kind == ERROR:
-                errors[i] = pickle.loads(got[1])
-            else:
-                self._load_value(i, got[1:], values, errors)
+            self._take_reply(i, kind, got, dt, values, errors)
         return len(values), spent
+
+    def _take_reply(
+        self,
+        i: int,
+        kind: int,
+        frames: Sequence[Any],
+        dt: float,
+        values: list[Any],
+        errors: dict[int, dict[str, Any]],
+    ) -> None:
+        """Item ``i``'s VALUE or ERROR: its value, or its error and the seconds it ran."""
+        if kind == ERROR:
+            errors[i] = pickle.loads(frames[1])
+        else:
+            self._load_value(i, frames[1:], values, errors)
+        if i in errors:
+            errors[i]["seconds"] = dt
 
     def _lost(self, why: str, timeout: float | None) -> dict[str, Any]:
         """The error of an item whose child is gone (late: killed here; dead: reaped here)."""
@@ -759,6 +779,7 @@ class _Child:
     def serve(self) -> None:
         while (frames := self.reader.recv()) is not None:
             self.chunk(frames)
+            _leftovers.reap_zombies()
 
     def function(self, key: bytes, frames: Sequence[Any]) -> Any:
         if not frames:
@@ -858,8 +879,12 @@ def main() -> None:
     """The child: ``python -c '... main()' FD PARENT_PID``.  Never returns."""
     fd, parent = int(sys.argv[1]), int(sys.argv[2])
     sys.argv = sys.argv[:1]
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's to handle
+    # Ctrl-C is the worker's to handle (not the fitness's processes': ignored here only)
+    _leftovers.ignore_here(signal.SIGINT)
     _die_with(parent)
+    # what the fitness leaves running is ended when this child stops (killed: by its worker)
+    _leftovers.adopt_orphans()
+    label = "an isolated evaluation process"
     sock = socket.socket(fileno=fd)
     sock.set_inheritable(False)  # not into the fitness's own subprocesses
     reader = _Reader(sock)
@@ -884,6 +909,7 @@ def main() -> None:
     except OSError:  # the worker is gone
         pass
     finally:
+        _leftovers.end_leftovers(label)
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()

@@ -24,7 +24,7 @@ import traceback
 from collections import deque
 from typing import Any
 
-from . import config, protocol
+from . import config, protocol, sharing
 from ._scheduling import PENDING, Chunk, Job, Scheduling
 from .backends.base import Transport
 from .errors import BrokenPool
@@ -233,6 +233,7 @@ class Pool(Scheduling):
             w = retarget
             include = not self._known[w].touch(job.fn_key)
             size = chunk.nbytes + (frames_nbytes(job.fn_payload) if include else 0)
+            size += sharing.pending_bytes(self._known[w], job.fn_payload)  # shared versions
             busy = self._load[w] > 0
             big = not self.transport.async_sends and size > self.options.prefetch_max_bytes
             if busy and (big or not self.may_prefetch(job)):
@@ -248,7 +249,11 @@ class Pool(Scheduling):
                 self._known[w].put(job.fn_key, True)
             cid = next(self._ids)
             payload = nest(job.fn_payload) if include else None
-            frames = dumps(protocol.task(cid, job.fn_key, payload, chunk.frames, job.rules.limits))
+            # the shared versions the callable refers to, for a worker that lacks them
+            shared = sharing.outgoing(self._known[w], job.fn_payload)
+            frames = dumps(
+                protocol.task(cid, job.fn_key, payload, chunk.frames, job.rules.limits, shared)
+            )
             self.transport.send(w, frames, idle=self._load[w] == 0)
             self._count_sent(frames, chunk, include)
             chunk.worker = w

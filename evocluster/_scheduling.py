@@ -24,6 +24,7 @@ that drives it (:mod:`evocluster._pool`'s scheduler thread, or SCOOP's main thre
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import threading
 from collections import deque
@@ -31,7 +32,7 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any, NamedTuple
 
 from . import config, protocol, serialization
-from .errors import BrokenPool, Failure, SerializationError
+from .errors import BrokenPool, EvaluationAborted, Failure, SerializationError
 from .serialization import FunctionTable, dumps_args, frames_nbytes, loads, nest, unpack_exception
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "FAILED",
     "PENDING",
     "Chunk",
+    "GuardedFuture",
     "Job",
     "Owner",
     "Rules",
@@ -47,6 +49,39 @@ __all__ = [
     "check_args",
     "unsendable",
 ]
+
+
+class GuardedFuture(Future[Any]):
+    """The stdlib ``Future``, but a done-callback that raises a ``BaseException`` that is not an
+    ``Exception`` (``SystemExit``, ``KeyboardInterrupt``) cannot stop the thread that settles
+    the future: the scheduler thread would die of it, and the pool with it, for good.
+
+    The stdlib logs an ``Exception`` from a callback and goes on with the next callback; here
+    anything is.  On the main thread (a caller's ``cancel()``, SCOOP's drive) the first such
+    exception is raised again once every callback has run: a Ctrl-C there is the caller's.
+
+    Stands on the stdlib's private ``_invoke_callbacks`` (what ``set_result``,
+    ``set_exception`` and ``cancel`` call) and its list ``_done_callbacks``: the same in
+    ``Lib/concurrent/futures/_base.py`` of CPython 3.6 to 3.13 (read: 3.6.15 to 3.13.0)."""
+
+    def _invoke_callbacks(self) -> None:  # the stdlib's hook, called by set_result & co.
+        first: BaseException | None = None
+        for callback in self._done_callbacks:  # type: ignore[attr-defined]
+            try:
+                callback(self)
+            except Exception:
+                _LOGGER.exception("exception calling callback for %r", self)
+            except BaseException as e:
+                if threading.current_thread() is not threading.main_thread():
+                    _LOGGER.exception("exception calling callback for %r", self)
+                elif first is None:
+                    first = e
+        if first is not None:
+            raise first
+
+
+#: the stdlib's logger of a done-callback's exception
+_LOGGER = logging.getLogger("concurrent.futures")
 
 PENDING = object()  # a map slot not yet evaluated
 FAILED = object()  # a map slot whose evaluation raised; the exception is in job.errors
@@ -266,7 +301,7 @@ class Scheduling:
 
     def new_future(self) -> Future[Any]:
         """The Future of one ``submit``."""
-        return Future()
+        return GuardedFuture()
 
     def wait_slot(self, job: Job, i: int, deadline: float | None) -> Any:
         """Block until map slot ``i`` of ``job`` is settled; return it (sentinels included)."""
@@ -348,18 +383,20 @@ class Scheduling:
     def _cancel(self, job: Job, start: int, stop: int) -> None:
         """Items ``start:stop`` of ``job`` will never be sent: settle them as cancelled."""
         future = job.future
-        if future is not None:
-            self.cancel_future(job)
-        with self._cv:
+        try:
             if future is not None:
-                job.remaining = 0
-            else:
-                for i in range(start, stop):
-                    job.values[i] = CANCELLED
-                job.remaining -= stop - start
-            if job.remaining <= 0:
-                job.finish()
-            self._cv.notify_all()
+                self.cancel_future(job)
+        finally:  # a callback's exception raised again on the main thread (GuardedFuture)
+            with self._cv:
+                if future is not None:
+                    job.remaining = 0
+                else:
+                    for i in range(start, stop):
+                        job.values[i] = CANCELLED
+                    job.remaining -= stop - start
+                if job.remaining <= 0:
+                    job.finish()
+                self._cv.notify_all()
 
     def may_prefetch(self, job: Job) -> bool:
         """Whether a chunk of ``job`` may wait on a busy worker.  Not for a ``map`` whose
@@ -502,7 +539,8 @@ class Scheduling:
         again: set[int] = set()
         raised: dict[int, BaseException] = {}
         for k in sorted(excs):
-            exc, i = _named(excs[k], job, chunk.start + k), chunk.start + k
+            i = chunk.start + k
+            exc = _named(excs[k], job, i, infos.get(k, {}))
             attempt = job.attempts.get(i, 0) + 1
             job.attempts[i] = attempt
             if isinstance(exc, BrokenPool):
@@ -518,7 +556,8 @@ class Scheduling:
             else:
                 action = "raised"
                 raised[k] = exc
-            self._record_failure(job, i, exc, infos.get(k, {}), attempt, action)
+            # the record names what the fitness raised (an EvaluationAborted's cause)
+            self._record_failure(job, i, excs[k], infos.get(k, {}), attempt, action)
         return values, raised, again
 
     def _record_failure(
@@ -565,20 +604,22 @@ class Scheduling:
         future = job.future
         if again and future is not None:
             return  # a submit is one item: its retry settles it
-        if future is not None and not future.done():
-            # outside the pool's lock: a done callback may submit more work (put takes the lock)
-            exc = whole or excs.get(0)
-            if exc is not None:
-                future.set_exception(exc)
-            else:
-                future.set_result(values[0])
-        with self._cv:
-            if future is None:
-                self._fill_slots(job, start, stop, values, excs, again)
-            job.remaining -= stop - start - len(again)
-            if job.remaining <= 0:
-                job.finish()
-            self._cv.notify_all()
+        try:
+            if future is not None and not future.done():
+                # outside the pool's lock: a done callback may submit more work (put takes it)
+                exc = whole or excs.get(0)
+                if exc is not None:
+                    future.set_exception(exc)
+                else:
+                    future.set_result(values[0])
+        finally:  # a callback's exception raised again on the main thread (GuardedFuture)
+            with self._cv:
+                if future is None:
+                    self._fill_slots(job, start, stop, values, excs, again)
+                job.remaining -= stop - start - len(again)
+                if job.remaining <= 0:
+                    job.finish()
+                self._cv.notify_all()
         if excs and job.owner is not None and job.owner.has_initializer:
             self._check_initializer(job.owner, whole or next(iter(excs.values())))
 
@@ -616,13 +657,17 @@ class Scheduling:
 
     def _fail(self, jobs: list[Job], reason: str) -> None:
         """The pool broke: fail what is pending in ``jobs`` with :class:`BrokenPool`."""
+        raised: BaseException | None = None  # by a callback, on the main thread: after the rest
         for job in jobs:  # futures outside the lock: a done callback may take it
             f = job.future
             if f is not None and not f.done():
                 if self._claim(job) and not f.set_running_or_notify_cancel():
                     continue  # cancelled before it started: stays cancelled
-                with contextlib.suppress(InvalidStateError):  # cancelled meanwhile
-                    f.set_exception(BrokenPool(reason))
+                try:
+                    with contextlib.suppress(InvalidStateError):  # cancelled meanwhile
+                        f.set_exception(BrokenPool(reason))
+                except BaseException as e:
+                    raised = raised or e
         with self._cv:
             for job in jobs:
                 if job.future is None:
@@ -634,16 +679,43 @@ class Scheduling:
                 job.next = job.n
                 job.finish()
             self._cv.notify_all()
+        if raised is not None:
+            raise raised
 
 
-def _named(exc: BaseException, job: Job, i: int) -> BaseException:
-    """A result a worker could not pickle: its error names the function and the item too (the
-    worker knew neither)."""
+def _named(exc: BaseException, job: Job, i: int, info: dict[str, Any]) -> BaseException:
+    """The exception item ``i`` of ``job`` failed with, as its caller gets it.
+
+    A result a worker could not pickle: its error names the function and the item too (the
+    worker knew neither).  A ``BaseException`` that is not an ``Exception`` (``sys.exit()``,
+    ``KeyboardInterrupt``, ``GeneratorExit``, a job's own subclass) raised by the fitness, or by
+    its result's unpickling here: an :class:`EvaluationAborted` naming the item and the worker,
+    the original as its cause.  Re-raised as itself, it would end the master as if the master
+    had exited or been interrupted (a fitness's ``sys.exit(0)``: the whole run, exit code 0)."""
     if type(exc) is SerializationError and str(exc).startswith("the fitness returned"):
         named = SerializationError(f"{job.function() or 'the fitness'}, item {i}: {exc}")
         named.__cause__ = exc.__cause__
         return named
+    if not isinstance(exc, Exception):
+        return _aborted(exc, job, i, info.get("where", ""))
     return exc
+
+
+def _aborted(exc: BaseException, job: Job, i: int, worker: str) -> EvaluationAborted:
+    try:
+        what = repr(exc)
+    except Exception:  # its own __repr__ may raise: never the scheduler's failure
+        what = type(exc).__name__
+    where = f"on {worker}" if worker else "on the master, loading its result"
+    aborted = EvaluationAborted(
+        f"item {i} of {job.function() or 'the call'} raised {what} {where}: it fails that "
+        "evaluation only, never the run (the original, with the worker's traceback, is the "
+        "cause; on_error='penalize' or 'retry:N' goes on past it)",
+        i,
+        worker,
+    )
+    aborted.__cause__ = exc
+    return aborted
 
 
 def args_label(job: Job, index: int) -> str:

@@ -32,21 +32,34 @@ keyword is not given).  Their file holds one entry per loop the job ran with tha
 return their stored result without evaluating anything).  While such a loop runs,
 :class:`StopSignals` turns SIGUSR1 and SIGTERM into a stop at the next safe point, and the loop
 raises :class:`Interrupted` (exit code :data:`EXIT_TEMPFAIL`) once its checkpoint is written.
+
+One run writes a path at a time: the launcher's ``--checkpoint``, an engine loop's
+``checkpoint=`` and :class:`Checkpoint` hold it (:func:`hold`, a POSIX lock on ``<path>.lock``,
+released when the process ends, however it ends), and another run given the same path is
+refused with a message naming the holder.  An engine loop's entry records what it belongs to:
+the job (its file's name or ``-m`` module), the fitness's qualified name and the settings that
+shape the run (population, operators, probabilities, weights...); resuming it with others is
+refused, naming what differs.  Entries written before these were recorded resume unchecked.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
+import errno
+import fcntl
 import hashlib
 import hmac
 import json
 import os
 import pickle
 import random
+import re
 import secrets
 import select
 import signal
+import socket
 import struct
 import sys
 import threading
@@ -70,7 +83,9 @@ __all__ = [
     "Interrupted",
     "StopSignals",
     "defaults",
+    "hold",
     "load",
+    "lock_path",
     "read_header",
     "save",
     "set_defaults",
@@ -91,10 +106,13 @@ class CheckpointError(EvoclusterError):
     """A checkpoint cannot be written, or a file is not a checkpoint this run may load.
 
     Attributes:
-        reason: one word for what is wrong: ``missing``, ``not-a-checkpoint``, ``truncated``,
-            ``corrupted``, ``future-version``, ``foreign-key``, ``tampered``, ``mismatch``
-            (another algorithm or seed), ``unwritable`` or ``exists`` (an engine loop would
-            start afresh over a run's checkpoint without being told to resume it or not).
+        reason: one word for what is wrong: ``missing``, ``not-a-checkpoint`` (a directory
+            too), ``truncated``, ``corrupted``, ``future-version``, ``foreign-key``,
+            ``tampered``, ``mismatch`` (another algorithm or seed; for an engine loop also
+            another job, fitness or population, or fewer generations than it holds),
+            ``unwritable``, ``exists`` (an engine loop would start afresh over a run's
+            checkpoint without being told to resume it or not) or ``locked`` (another run
+            holds the path: :func:`hold`).
         path: the file.
     """
 
@@ -156,22 +174,34 @@ def save(
 
 def _write_atomically(path: Path, parts: Iterable[bytes]) -> None:
     """Write ``parts`` to a temporary file beside ``path``, fsync, rename over ``path``, fsync
-    the directory.  The temporary file is removed on any failure (a signal's exception too)."""
+    the directory.  The temporary file is removed on any failure (a signal's exception too); one
+    that a SIGKILL leaves behind is removed by the next run that holds ``path`` (:func:`hold`).
+
+    Raises:
+        CheckpointError: ``unwritable``, naming the path and why (the ``OSError``'s text, and
+            what to do for a read-only file system, a missing directory, a full disk...).
+    """
     directory = path.parent if str(path.parent) else Path(".")
     tmp = directory / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    created = False  # only a file this call created is removed: the cleanup must not fail
+    # in turn (EROFS from unlink on a read-only file system) and replace the real error
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        created = True
         with os.fdopen(fd, "wb") as fh:
             for part in parts:
                 fh.write(part)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        created = False  # renamed: nothing left to remove
     except OSError as e:
-        raise CheckpointError("unwritable", path, f"cannot write it ({e})") from e
+        # one traceback: the message carries the OSError's text (errno, file name)
+        raise CheckpointError("unwritable", path, _cannot_write("write it", e, directory)) from None
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if created:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
     with contextlib.suppress(OSError):  # the rename itself survives a crash of the machine
         dfd = os.open(directory, os.O_RDONLY)
         try:
@@ -180,14 +210,40 @@ def _write_atomically(path: Path, parts: Iterable[bytes]) -> None:
             os.close(dfd)
 
 
-def _read(path: Path) -> tuple[dict[str, Any], bytes, bytes, bytes]:
-    """``(header, header bytes, tag, body)`` of ``path``, its framing checked."""
+def _cannot_write(what: str, e: OSError, directory: Path) -> str:
+    """``cannot <what> (<the error>)``: why a checkpoint (or its lock file) cannot be written in
+    ``directory``, and what to do."""
+    hint = {
+        errno.EROFS: "its file system is read-only: give a checkpoint path on a writable one",
+        errno.EACCES: f"this user may not write in {directory}: give a checkpoint path in a "
+        "directory of yours",
+        errno.EPERM: f"this user may not write in {directory}: give a checkpoint path in a "
+        "directory of yours",
+        errno.ENOENT: f"its directory {directory} does not exist: create it, or give another "
+        "checkpoint path",
+        errno.ENOSPC: "its file system is full: free space, or give a checkpoint path on another",
+        errno.EDQUOT: "this user's disk quota is used up: free space, or give a checkpoint path "
+        "on another file system",
+    }.get(e.errno or 0)
+    return f"cannot {what} ({e})" + (f": {hint}" if hint else "")
+
+
+def _read_bytes(path: Path) -> bytes:
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise CheckpointError("missing", path, "no such file") from None
+    except IsADirectoryError:
+        raise CheckpointError(
+            "not-a-checkpoint", path, "it is a directory: give the path of a checkpoint file"
+        ) from None
     except OSError as e:
         raise CheckpointError("missing", path, f"cannot read it ({e})") from e
+
+
+def _read(path: Path) -> tuple[dict[str, Any], bytes, bytes, bytes]:
+    """``(header, header bytes, tag, body)`` of ``path``, its framing checked."""
+    data = _read_bytes(path)
     if not data.startswith(MAGIC):
         if MAGIC.startswith(data):
             raise CheckpointError("truncated", path, f"only {len(data)} bytes: it was cut short")
@@ -265,7 +321,12 @@ def load(
     if len(body) != header.get("body_bytes") or (
         hashlib.sha256(body).hexdigest() != header.get("body_sha256")
     ):
-        raise CheckpointError("corrupted", path, "its body does not match its checksum")
+        raise CheckpointError(
+            "corrupted",
+            path,
+            "its body does not match the checksum in its header: it was damaged or edited after "
+            "it was written; it is not loaded",
+        )
     key = signing.load_key(create=False)
     if header.get("key") != _key_id(key):
         raise CheckpointError(
@@ -275,11 +336,14 @@ def load(
             f"{signing.KEY_ENV}); it is loaded only with the key that wrote it",
         )
     if not signing.verify(key, tag, [MAGIC, head, body]):
+        # the body matches the checksum in the header, but the header may have been rewritten
+        # with it: this says nothing of which part changed, only that the file did
         raise CheckpointError(
             "tampered",
             path,
-            "its signature does not verify although its body is intact: the header or tag was "
-            "changed after it was written; it is not loaded",
+            "its signature does not verify: it was changed after it was written (its header or "
+            "tag; or its body, with the checksum in the header changed to match); it is not "
+            "loaded",
         )
     for name, want in (("algorithm", algorithm), ("seed", seed)):
         if want is not None and header.get(name) != want:
@@ -357,7 +421,13 @@ class Checkpoint:
         return self.path.exists()
 
     def save(self, state: Any) -> None:
-        """Store ``state`` and the global random states, atomically."""
+        """Store ``state`` and the global random states, atomically.
+
+        Raises:
+            CheckpointError: ``locked`` (another run holds the path: see :func:`hold`),
+                ``unwritable``.
+        """
+        hold(self.path)
         numpy = sys.modules.get("numpy")
         randoms = {
             "random": random.getstate(),
@@ -374,8 +444,10 @@ class Checkpoint:
         """The state saved last; Python's and numpy's global random states are restored.
 
         Raises:
-            CheckpointError: missing, damaged, foreign, or of another seed or algorithm.
+            CheckpointError: missing, damaged, foreign, of another seed or algorithm, or
+                ``locked`` (another run holds the path: see :func:`hold`).
         """
+        hold(self.path)  # a run that resumes from it writes it next
         _, saved = load(self.path, algorithm=self.algorithm, seed=self.seed)
         randoms = saved["randoms"]
         random.setstate(randoms["random"])
@@ -384,6 +456,182 @@ class Checkpoint:
 
             numpy.random.set_state(randoms["numpy"])
         return saved["state"]
+
+
+# ---------------------------------------------------------------------------- one run per path
+# Two runs writing one checkpoint path overwrite each other, and one of them loses its work
+# without a word.  So a path is held by one process at a time: a POSIX record lock
+# (``fcntl.lockf``) on a side file, ``<path>.lock`` -- the checkpoint itself is replaced by a
+# rename at every write, so a lock on it would not outlive the first write.  The kernel (or the
+# NFS server's lock manager) releases it when the process dies, however it dies, so a lock is
+# never stale; the file stays, holding who took the lock last (for the message of a run that is
+# refused).  POSIX locks belong to the process and vanish when *any* descriptor of the file
+# that process has is closed: the descriptor is opened once per path and never closed, and
+# nothing else in the process opens the file.
+
+#: Seconds a requeued SLURM job waits for a lock still held by its own previous run (see
+#: :func:`hold`).
+REQUEUE_WAIT = 300.0
+_LOCK_POLL = 2.0  # seconds between two tries while waiting for it
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)  # a file system without locks
+_held: dict[str, tuple[int, int]] = {}  # lock file (real path) -> (pid, descriptor)
+_held_lock = threading.Lock()  # loops may start in threads of the job
+
+
+def lock_path(path: os.PathLike[str] | str) -> Path:
+    """The side file whose lock says which run holds checkpoint ``path``: ``<path>.lock``."""
+    p = Path(path)
+    return p.with_name(p.name + ".lock")
+
+
+def hold(path: os.PathLike[str] | str) -> None:
+    """Make this process the one run that writes checkpoint ``path``, until it exits.
+
+    The launcher's ``--checkpoint`` takes it at start; an engine loop given ``checkpoint=PATH``
+    and :class:`Checkpoint` take it when they begin.  Taken again by the same process, it is
+    already held (a job may run several loops on one path).  Once held, the temporary files an
+    interrupted write of ``path`` left behind (a SIGKILL in the middle of one) are removed: no
+    other process may be writing there.
+
+    A SLURM job that was requeued (``SLURM_RESTART_COUNT`` > 0) may find the lock still held by
+    its own previous run, the same SLURM job id: that run died with its node, and the lock
+    lives on until the NFS server's lease on it expires (a minute or two).  It then waits for
+    the lock, sleeping, up to :data:`REQUEUE_WAIT` seconds, instead of being refused.  On a file
+    system that does not support locks, a one-line warning says that two runs would not be
+    told apart, and the run goes on.
+
+    Raises:
+        CheckpointError: ``locked``, naming the run that holds it (host, pid, since when, its
+            SLURM job); ``not-a-checkpoint``: ``path`` is a directory; ``unwritable``: its lock
+            file cannot be created (a read-only file system, a missing directory...).
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise CheckpointError(
+            "not-a-checkpoint",
+            target,
+            "it is a directory: give the path of a file for the checkpoint (e.g. "
+            f"{target / 'run.ckpt'})",
+        )
+    lock = lock_path(target)
+    key = os.path.realpath(lock)
+    with _held_lock:
+        held = _held.get(key)
+        if held is not None and held[0] == os.getpid():  # (a forked child holds nothing)
+            return
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise CheckpointError(
+                "unwritable",
+                target,
+                _cannot_write(f"create its lock file {lock.name}", e, lock.parent),
+            ) from None
+        try:
+            _take(fd, target)
+        except BaseException:
+            os.close(fd)  # not held: closing it releases nothing of ours
+            raise
+        _held[key] = (os.getpid(), fd)
+    _remove_stale_temporaries(target)
+
+
+def _take(fd: int, target: Path) -> None:
+    """Lock ``fd`` (the lock file of ``target``) and write this run's description into it."""
+    deadline: float | None = None
+    while True:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError as e:
+            if e.errno in _NO_LOCKS:
+                print(
+                    f"evocluster: checkpoint {target}: its file system does not support locks "
+                    f"({e.strerror}): a second run given the same path would not be refused",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return
+            if e.errno not in (errno.EACCES, errno.EAGAIN):
+                raise CheckpointError(
+                    "unwritable", target, f"cannot lock its lock file ({e})"
+                ) from None
+        holder = _holder(fd)
+        if not _previous_run_of_this_job(holder):
+            raise CheckpointError(
+                "locked",
+                target,
+                f"it is in use by another run ({_describe(holder)}): two runs must not write "
+                "one checkpoint. Wait for that run to end, or give this one another checkpoint "
+                "path",
+            )
+        now = time.monotonic()
+        if deadline is None:
+            deadline = now + REQUEUE_WAIT
+            print(
+                f"evocluster: checkpoint {target} is still held by this SLURM job's previous run "
+                f"({_describe(holder)}), whose node went away: waiting up to {REQUEUE_WAIT:g} s "
+                "for its lock to expire",
+                file=sys.stderr,
+                flush=True,
+            )
+        elif now >= deadline:
+            raise CheckpointError(
+                "locked",
+                target,
+                f"it is still held by this SLURM job's previous run ({_describe(holder)}) after "
+                f"{REQUEUE_WAIT:g} s: if that run is gone, its lock lives on in the file "
+                "server; requeue the job again later, or remove the lock on the server",
+            )
+        time.sleep(_LOCK_POLL)
+    record = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "slurm_job": os.environ.get("SLURM_JOB_ID") or None,
+    }
+    with contextlib.suppress(OSError):  # the lock is what counts; its description helps
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode() + b"\n", 0)
+
+
+def _holder(fd: int) -> dict[str, Any]:
+    """What the run holding the lock wrote into it (``{}`` if it has not yet)."""
+    for _ in range(10):  # the holder writes just after it locks: give it a moment
+        with contextlib.suppress(OSError, ValueError):
+            record = json.loads(os.pread(fd, 4096, 0).decode())
+            if isinstance(record, dict):
+                return record
+        time.sleep(0.05)
+    return {}
+
+
+def _describe(holder: dict[str, Any]) -> str:
+    if not holder:
+        return "a process that has not said which yet"
+    job = holder.get("slurm_job")
+    return f"pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('since')}" + (
+        f", SLURM job {job}" if job else ""
+    )
+
+
+def _previous_run_of_this_job(holder: dict[str, Any]) -> bool:
+    """Whether the holder is this very SLURM job before SLURM requeued it."""
+    job = os.environ.get("SLURM_JOB_ID")
+    return bool(job) and config.slurm_restart_count() > 0 and holder.get("slurm_job") == job
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Remove what interrupted writes of ``target`` left (``.<name>.<pid>.<hex>.tmp``; a write
+    removes its own unless SIGKILL ends it), except this process's own."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(\d+)\.[0-9a-f]+\.tmp")
+    directory = target.parent if str(target.parent) else Path(".")
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            m = pattern.fullmatch(entry.name)
+            if m and int(m.group(1)) != os.getpid():
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
 
 
 # ---------------------------------------------------------------------------- engine loops
@@ -447,6 +695,94 @@ def set_defaults(
     _defaults = Defaults(
         None if path is None else os.fspath(path), every, every_generations, bool(resume)
     )
+    if path is None:
+        _early_signals(False)
+        return
+    _early_signals(True)
+    # Held from now on when it can be.  Not raised here: the launcher takes it itself, to
+    # refuse a path in use as a usage error before any worker starts (cli._checkpoint_options,
+    # or _start_master under MPI); elsewhere the first loop that uses the path takes it again
+    # and raises then.
+    with contextlib.suppress(CheckpointError):
+        hold(path)
+
+
+# A stop signal (SIGUSR1, SIGTERM) that arrives after the launcher has set the options of a
+# checkpointing run but before its first engine loop has installed its own handler
+# (StopSignals) would end the process with 138 or 143 and no word.  From set_defaults until
+# the first loop starts, it is noted instead, and that loop takes it: it writes its checkpoint
+# and stops with exit code 75.  A job that ends without any loop having started says so in one
+# line at exit.  Once a loop has started, the signal goes where it would have gone without this.
+_EARLY = (signal.SIGUSR1, signal.SIGTERM)
+_early_before: dict[int, Any] = {}  # signal -> its handler before _on_early_signal took it
+_early_open = False  # between set_defaults and the first loop
+_early_pending: int | None = None  # the first stop signal of that window, not yet taken
+_early_atexit = False
+
+
+def _early_signals(install: bool) -> None:
+    """Note stop signals until the first loop starts (``install``), or stop noting them."""
+    global _early_open, _early_pending, _early_atexit
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum, before in list(_early_before.items()):  # give back what was taken
+        if signal.getsignal(signum) is _on_early_signal:
+            signal.signal(signum, before)
+        del _early_before[signum]
+    _early_open, _early_pending = install, None
+    if not install:
+        return
+    for signum in _EARLY:
+        before = signal.getsignal(signum)
+        if before in (signal.SIG_DFL, signal.SIG_IGN):  # a job's own handler is left alone
+            _early_before[signum] = before
+            signal.signal(signum, _on_early_signal)
+    if not _early_atexit:
+        _early_atexit = True
+        atexit.register(_say_unheeded)
+
+
+def _on_early_signal(signum: int, frame: FrameType | None) -> None:
+    global _early_pending
+    if _early_open:
+        if _early_pending is None:
+            _early_pending = signum
+        return
+    before = _early_before.get(signum, signal.SIG_DFL)
+    if before == signal.SIG_IGN:
+        return
+    # Without this handler the signal would have ended the process; for SIGTERM, the launcher's
+    # own exit handler would have taken it over (it takes over SIGINT, SIGTERM and SIGHUP where
+    # they have their default action, and is marked ``ends_process``): the run ends as it does.
+    launcher = signal.getsignal(signal.SIGINT)
+    if signum == signal.SIGTERM and callable(launcher) and getattr(launcher, "ends_process", False):
+        launcher(signum, frame)
+        return
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
+
+
+# a stopped loop on its way out with 75 ignores this signal then (StopSignals.__exit__)
+_on_early_signal.ends_process = True  # type: ignore[attr-defined]
+
+
+def _take_early_signal() -> int | None:
+    """The first loop starts (in the main thread): the stop signal noted before, if any."""
+    global _early_open, _early_pending
+    signum, _early_open, _early_pending = _early_pending, False, None
+    return signum
+
+
+def _say_unheeded() -> None:
+    if _early_pending is not None:
+        name = signal.Signals(_early_pending).name
+        with contextlib.suppress(Exception):
+            print(
+                f"evocluster: {name} arrived while no engine loop was running, and none started "
+                "after it: nothing was checkpointed for it (the job ran to its end)",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 #: The checkpoint path of a run that was not started by evocluster's launcher (under SCOOP, say):
@@ -615,6 +951,7 @@ class StopSignals:
         global _WAIT_LINES
         if threading.current_thread() is not threading.main_thread():
             return self
+        self.signal = _take_early_signal()  # one that came before any loop had started
         if _WAIT_LINES is None:
             _WAIT_LINES = _wait_lines()
         for signum in self.signals:
@@ -718,6 +1055,19 @@ _runs: dict[str, _Run] = {}  # absolute path -> the run this process writes ther
 _runs_lock = threading.Lock()  # loops may start in threads of the job (without signals, then)
 
 
+def job_name() -> str | None:
+    """The job this process runs, as an engine checkpoint records it: its file's name (not its
+    directory: the same job resumed from another working directory, or from a copy of the
+    project, is itself) or its ``-m`` module; ``None`` without either (``python -c``, an
+    interactive session), which is then not compared."""
+    from . import jobfile  # the master's: its job runs as __main__ (the launcher's, SCOOP's...)
+
+    spec = jobfile.spec_for_current_main()
+    if spec.module is not None:
+        return spec.module
+    return os.path.basename(spec.path) if spec.path is not None else None
+
+
 def slurm_restarted() -> bool:
     """Whether SLURM started this job again (``SLURM_RESTART_COUNT`` > 0: requeued)."""
     return config.slurm_restart_count() > 0
@@ -740,8 +1090,10 @@ def engine_slot(
 
     Raises:
         CheckpointError: ``missing``, damaged or foreign (see :func:`load`); ``mismatch``: not
-            an engine run, or its loop at this index is another algorithm or seed; ``exists``.
+            an engine run, or its loop at this index is another algorithm or seed; ``exists``;
+            ``locked``: another run holds ``path`` (:func:`hold`, taken here).
     """
+    hold(path)
     key = os.path.abspath(os.fspath(path))
     with _runs_lock:
         run = _runs.get(key)

@@ -6,7 +6,13 @@ and ends the run: exit code 0 after a normal end (every worker stopped cleanly),
 after ``sys.exit(n)``, 1 after an uncaught exception, 2 for a usage error (bad option, missing job
 file, syntax error).  Under MPI a failing run stops its workers cleanly when they finish their
 current evaluation within a few seconds, and otherwise ends every rank with ``MPI_Abort``: a batch
-job never hangs until its wall-time limit.
+job never hangs until its wall-time limit.  A worker rank that dies ends the job too: its launcher
+kills every rank, or, if it has not within seconds (a rank whose process lives on without serving),
+the master ends the job with ``MPI_Abort`` (exit code 1).
+
+SIGINT, SIGTERM and SIGHUP stop the run (exit code 128 + the signal's number) unless the launcher
+was started with the signal ignored: under ``nohup`` SIGHUP stays ignored (what nohup is for), as
+does SIGINT in a script's background job (``cmd &``).
 """
 
 from __future__ import annotations
@@ -126,7 +132,8 @@ def _fault_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument(
         "--eval-timeout",
         metavar="SECONDS",
-        help="an evaluation running longer fails (it is interrupted, or its process killed)",
+        help="an evaluation running longer fails (it is interrupted, or its process killed); "
+        f"at most {config.EVAL_TIMEOUT_MAX:.0f} (11.6 days)",
     )
     f.add_argument(
         "--isolate",
@@ -316,7 +323,12 @@ def main(argv: list[str] | None = None) -> int:
         _release_workers(launch)
         _say(str(e))
         return 2
-    transport = _start_master(launch)
+    try:
+        transport = _start_master(launch)
+    except ConfigurationError as e:  # no worker started yet: they wait for INIT, release them
+        _release_workers(launch)
+        _say(str(e))
+        return 2
     code = _run_job(launch)
     return _end_run(launch, transport, code)
 
@@ -348,10 +360,14 @@ def _checkpoint_options(ns: argparse.Namespace) -> dict[str, Any] | None:
     looks at the file after the master may have written it.  Not importing the checkpoint module
     here: worker ranks never load it (nor hashlib, hmac, secrets).
 
+    A master without MPI peers also takes the path's lock here (``checkpoint.hold``): a path
+    another run holds is a usage error before anything starts.  Under MPI the lock is taken
+    after MPI starts (``_start_master``, before the worker ranks are started: they are released).
+
     Raises:
-        ConfigurationError: an option without ``--checkpoint``, a bad period, ``--resume``
-            without a checkpoint file, or a checkpoint file without ``--resume`` (unless SLURM
-            requeued the job: then it resumes).
+        ConfigurationError: an option without ``--checkpoint``, a bad period, a directory,
+            a path another run holds, ``--resume`` without a checkpoint file, or a checkpoint
+            file without ``--resume`` (unless SLURM requeued the job: then it resumes).
     """
     path, every, generations = ns.checkpoint, ns.checkpoint_every, ns.checkpoint_every_generations
     if path is None:
@@ -365,6 +381,18 @@ def _checkpoint_options(ns: argparse.Namespace) -> dict[str, Any] | None:
         raise ConfigurationError(
             "--checkpoint-every must be >= 0 (seconds), --checkpoint-every-generations >= 1"
         )
+    if os.path.isdir(path):
+        raise ConfigurationError(
+            f"--checkpoint {path} is a directory: give the path of a file for the checkpoint "
+            f"(e.g. {os.path.join(path, 'run.ckpt')})"
+        )
+    if (config.mpi_world_size_from_env() or 1) <= 1:  # no MPI rank waits for this process
+        from . import checkpoint  # (the master: worker ranks never load it)
+
+        try:
+            checkpoint.hold(path)
+        except checkpoint.CheckpointError as e:
+            raise ConfigurationError(str(e)) from None
     exists = os.path.exists(path)
     if ns.resume and not exists:
         raise ConfigurationError(
@@ -419,12 +447,21 @@ def _release_workers(launch: _Launch) -> None:
 
 def _start_master(launch: _Launch) -> Transport:
     """Start the workers and make them the pool of every Executor the job creates (with the
-    launcher's options: its serialisation policy is theirs unless they ask for another)."""
+    launcher's options: its serialisation policy is theirs unless they ask for another).
+
+    Raises:
+        ConfigurationError: before any worker is started (the caller releases them): the
+            checkpoint path is held by another run, or its lock cannot be taken.
+    """
     assert launch.job is not None  # checked by main()
     if launch.checkpoint is not None:  # the defaults of every engine loop the job runs
         from . import checkpoint
 
         checkpoint.set_defaults(**launch.checkpoint)
+        try:  # one run per path (checkpoint.hold): under MPI taken here, once MPI has started
+            checkpoint.hold(launch.checkpoint["path"])
+        except checkpoint.CheckpointError as e:
+            raise ConfigurationError(str(e)) from None
     serialization.set_worker_main_names(jobfile.module_level_names(launch.job))
     from . import backends, executor  # the master only: worker ranks never need the executor
 

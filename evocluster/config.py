@@ -4,6 +4,7 @@ the default.  Every option is validated here, once, with a message that says wha
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -12,6 +13,7 @@ from .errors import ConfigurationError
 
 __all__ = [
     "BACKENDS",
+    "EVAL_TIMEOUT_MAX",
     "ON_ERROR",
     "POLICIES",
     "Options",
@@ -28,6 +30,13 @@ BACKENDS = ("auto", "mpi", "local", "serial", "scoop")
 POLICIES = ("upgrade", "strict", "cloudpickle")
 #: What a failed evaluation becomes (``--on-error``): ``raise``, ``penalize`` or ``retry:N``.
 ON_ERROR = ("raise", "penalize", "retry:N")
+#: The longest ``eval_timeout`` (seconds, 11.6 days).  Every timer that counts it holds this:
+#: the isolated worker's ``poll()`` takes whole milliseconds in a C int (2**31 - 1 ms, 24.8 days;
+#: beyond, OverflowError), ``signal.setitimer`` (the in-process alarm) and ``threading`` waits
+#: 2**63 ns (292 years).  A larger value, inf or NaN is refused where it is given: an option, the
+#: environment, ``Executor(eval_timeout=)`` or ``with_policy`` (f035c23 accepted ``inf``, and
+#: every worker died of OverflowError in setitimer).
+EVAL_TIMEOUT_MAX = 1_000_000.0
 
 
 class Options(NamedTuple):
@@ -107,7 +116,9 @@ class Options(NamedTuple):
     @property
     def fallback(self) -> str:
         """What a failure that is not (or no longer) retried becomes: "raise" or "penalize"."""
-        if self.on_error == "penalize" or (self.retries and self.penalty is not None):
+        # "retry:0" with a penalty too: no retry, then the penalty (as the engine's loops do)
+        retry = self.on_error.startswith("retry:")
+        if self.on_error == "penalize" or (retry and self.penalty is not None):
             return "penalize"
         return "raise"
 
@@ -244,14 +255,28 @@ def _validate(o: Options) -> None:
         raise ConfigurationError("master_poll_max, chunk_target and chunk_min must be > 0")
 
 
+def _seconds(value: Any) -> float:
+    """``value`` as seconds (a number: int, float, numpy's); NaN if it is not a number."""
+    if isinstance(value, (bool, str, bytes)):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):  # None, complex, an int beyond a float
+        return math.nan
+
+
 def _validate_faults(o: Options) -> None:
     retry = o.on_error.startswith("retry:")
     if o.on_error not in ("raise", "penalize") and not (retry and o.on_error[6:].isdigit()):
         raise ConfigurationError(
             f"on_error must be raise, penalize or retry:N (N a whole number), not {o.on_error!r}"
         )
-    if o.eval_timeout is not None and not o.eval_timeout > 0:
-        raise ConfigurationError(f"eval_timeout must be > 0 seconds, not {o.eval_timeout}")
+    t = o.eval_timeout
+    if t is not None and not 0 < _seconds(t) <= EVAL_TIMEOUT_MAX:  # NaN fails both comparisons
+        raise ConfigurationError(
+            f"eval_timeout must be > 0 and at most {EVAL_TIMEOUT_MAX:.0f} seconds (the longest "
+            f"time limit every evaluation timer holds), not {t!r}: leave it unset for no limit"
+        )
     if o.eval_memory is not None and o.eval_memory < 1 << 20:
         raise ConfigurationError(
             f"eval_memory must be at least 1M (it limits the whole evaluating process, Python "

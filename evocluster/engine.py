@@ -33,7 +33,10 @@ abandons the evaluations in flight (they are evaluated again after the restart, 
 task keys), writes the last complete state and raises
 :class:`evocluster.checkpoint.Interrupted`, a ``SystemExit`` with code 75.  A resumed run ends
 bit-identical to an uninterrupted one, on any backend and number of workers -- except
-``steady_state(deterministic=False)``, whose results never were independent of timing.
+``steady_state(deterministic=False)``, whose results never were independent of timing.  A
+checkpoint path is held by one run at a time; a checkpoint records the job, the fitness and the
+settings that shape the run, and resuming it with others, or asking for fewer generations than it
+holds, is refused (:class:`~evocluster.checkpoint.CheckpointError`, naming what differs).
 
 Operator signatures (see :mod:`evocluster.operators`; bind options with ``functools.partial``)::
 
@@ -362,44 +365,68 @@ def _penalty(penalty: Any, weights: np.ndarray) -> np.ndarray:
     better and ``+inf`` where smaller is."""
     if penalty is None:
         return np.where(weights > 0, -np.inf, np.inf)
-    value, why = _objectives(penalty, len(weights))
-    if value is None:
+    m = len(weights)
+    numbers_, _ = _numbers(penalty)
+    if numbers_ is not None and len(numbers_) != m:  # numbers, but not one per objective
+        k = len(numbers_)
+        example = ""
+        if isinstance(penalty, numbers.Real):  # the one value for each objective
+            example = ", e.g. (" + ", ".join([_short_repr(penalty)] * m) + ")"
         raise ValueError(
-            f"penalty must be {_EXPECTED.format(m=len(weights))}, got {penalty!r}: {why}"
+            f"penalty {_short_repr(penalty)} gives {k} value{'s' if k != 1 else ''} where "
+            f"there {'are' if m != 1 else 'is'} {m} objective{'s' if m != 1 else ''}: give one "
+            f"per objective{example}"
         )
+    value, why = _objectives(penalty, m)
+    if value is None:
+        raise ValueError(f"penalty must be {_EXPECTED.format(m=m)}, got {penalty!r}: {why}")
     return value
 
 
 _EXPECTED = "a number, or one number per objective ({m})"
+_TOO_LARGE = "too large for a float"  # (the start of the reason: a ValueError, as NaN's)
+
+
+def _numbers(raw: Any) -> tuple[np.ndarray | None, str]:
+    """``raw`` as a 1-D float array of the numbers it holds, or ``(None, why not)`` (see
+    :func:`_objectives`)."""
+    try:
+        if isinstance(raw, bool | np.bool_):
+            return None, "a bool is not a fitness (return float(flag) if 0/1 is meant)"
+        if isinstance(raw, numbers.Real):
+            return np.array([float(raw)]), ""
+        if isinstance(raw, np.ndarray):
+            if raw.dtype.kind not in "iuf" or raw.ndim > 1:
+                what = "bool" if raw.dtype.kind == "b" else str(raw.dtype)
+                return None, f"an array of {what}, shape {raw.shape}"
+            return raw.astype(np.float64).reshape(-1), ""
+        if isinstance(raw, list | tuple):
+            odd = [
+                x for x in raw if isinstance(x, bool | np.bool_) or not isinstance(x, numbers.Real)
+            ]
+            if odd:
+                return None, f"a {type(raw).__name__} holding a {type(odd[0]).__name__}"
+            return np.array([float(x) for x in raw], dtype=np.float64), ""
+    except OverflowError:  # float(10**400): a bad value like any other, not a crash
+        return None, f"{_TOO_LARGE} (floats end near 1.8e308; scale the objective down)"
+    return None, f"a {type(raw).__module__}.{type(raw).__qualname__}, not a number"
 
 
 def _objectives(raw: Any, m: int) -> tuple[np.ndarray | None, str]:
     """``raw`` as an ``(m,)`` float array, or ``(None, why not)``.
 
     Strict on purpose: a number (``int``, ``float``, numpy's integers and floats, any
-    ``numbers.Real``), or a list, tuple or 0/1-D numeric array of ``m`` of them; no NaN.  Strings,
-    bytes, ``None``, dicts, complex numbers and arrays of another shape are refused, and so are
-    bools (Python's and numpy's), although numpy would take them as 1.0 and 0.0: a fitness that
-    returns ``True``/``False`` nearly always returns a comparison or a feasibility flag where
-    it meant a value, and the run would then optimise that flag without a word.  (Return
-    ``float(flag)`` when 0/1 is meant.)
+    ``numbers.Real``), or a list, tuple or 0/1-D numeric array of ``m`` of them; no NaN, and
+    none beyond what a float holds (an ``int`` such as ``10**400``).  Strings, bytes, ``None``,
+    dicts, complex numbers and arrays of another shape are refused, and so are bools (Python's
+    and numpy's), although numpy would take them as 1.0 and 0.0: a fitness that returns
+    ``True``/``False`` nearly always returns a comparison or a feasibility flag where it meant a
+    value, and the run would then optimise that flag without a word.  (Return ``float(flag)``
+    when 0/1 is meant.)
     """
-    if isinstance(raw, bool | np.bool_):
-        return None, "a bool is not a fitness (return float(flag) if 0/1 is meant)"
-    if isinstance(raw, numbers.Real):
-        v = np.array([float(raw)])
-    elif isinstance(raw, np.ndarray):
-        if raw.dtype.kind not in "iuf" or raw.ndim > 1:
-            what = "bool" if raw.dtype.kind == "b" else str(raw.dtype)
-            return None, f"an array of {what}, shape {raw.shape}"
-        v = raw.astype(np.float64).reshape(-1)
-    elif isinstance(raw, list | tuple):
-        odd = [x for x in raw if isinstance(x, bool | np.bool_) or not isinstance(x, numbers.Real)]
-        if odd:
-            return None, f"a {type(raw).__name__} holding a {type(odd[0]).__name__}"
-        v = np.array([float(x) for x in raw], dtype=np.float64)
-    else:
-        return None, f"a {type(raw).__module__}.{type(raw).__qualname__}, not a number"
+    v, why = _numbers(raw)
+    if v is None:
+        return None, why
     if len(v) != m:
         return None, f"{len(v)} numbers where there are {m} objective(s)"
     if np.isnan(v).any():
@@ -529,7 +556,8 @@ class _Evaluator:
         naming the fitness, the task and what came back."""
         v, why = _objectives(raw, len(self.weights))
         if v is None:
-            kind = ValueError if why[:1].isdigit() or why.startswith("NaN") else TypeError
+            value = why[:1].isdigit() or why.startswith(("NaN", _TOO_LARGE))
+            kind = ValueError if value else TypeError
             raise kind(
                 f"the fitness {self.name} returned {_short_repr(raw)} for task {key}: {why}; "
                 f"it must return {_EXPECTED.format(m=len(self.weights))}"
@@ -765,15 +793,9 @@ def _start(
         # no fitness is NaN: NaN means not evaluated -- a state saved (or kept by an
         # EvaluationError) before its initial population was evaluated; evaluate it now
         return state, gen, (state.genomes if np.isnan(state.fitness).any() else None)
-    if not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    _check_whole("seed", seed, 0)
     gen = _master_rng(int(seed))
-    genomes = population(gen) if callable(population) else np.array(population)
-    if genomes.ndim != 2 or len(genomes) < 2:
-        raise ValueError(
-            f"the population must be a 2-D array (individuals x genes) of at least 2, got shape "
-            f"{genomes.shape}"
-        )
+    genomes = _initial(population, gen)
     state = State(
         algorithm=name,
         seed=int(seed),
@@ -784,6 +806,75 @@ def _start(
         rng=dict(gen.bit_generator.state),
     )
     return state, gen, genomes
+
+
+def _initial(population: Population, gen: np.random.Generator) -> np.ndarray:
+    """The initial genomes: ``population`` itself, or what it makes from ``gen``, as a 2-D
+    numpy array of at least 2 individuals (a list of lists, or any array-like, is taken).
+
+    Raises:
+        ValueError: not a 2-D array of at least 2 individuals.
+    """
+    made = population(gen) if callable(population) else population
+    try:
+        genomes = np.asarray(made) if callable(population) else np.array(made)
+    except ValueError as e:  # ragged: rows of different lengths
+        raise ValueError(
+            f"the population must be a 2-D array (individuals x genes), got a "
+            f"{type(made).__name__} numpy cannot make one array of ({e})"
+        ) from None
+    if genomes.ndim != 2 or len(genomes) < 2 or genomes.dtype == object:
+        what = f"shape {genomes.shape}" + (" of objects" if genomes.dtype == object else "")
+        raise ValueError(
+            "the population must be a 2-D array (individuals x genes) of at least 2 "
+            f"individuals, got {what}"
+            + ("" if isinstance(made, np.ndarray) else f" (from a {type(made).__name__})")
+        )
+    return genomes
+
+
+def _check_whole(name: str, value: Any, low: int) -> None:
+    """``value`` must be a whole number (an ``int`` or numpy integer, not a bool) >= ``low``.
+
+    Raises:
+        ValueError: naming the argument and the value.
+    """
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _check_counts(**counts: Any) -> None:
+    """Each of ``counts`` (``generations``, ``seed``, ``evaluations``...) must be an integer
+    >= 0: ``generations=2.5``, ``-1`` or ``seed=True`` are refused, naming the argument.
+
+    Raises:
+        ValueError: the first that is not.
+    """
+    for name, value in counts.items():
+        _check_whole(name, value, 0)
+
+
+def _setting(value: Any) -> Any:
+    """A loop's argument as a checkpoint records it, to be compared on resume: numbers as
+    numbers, operators by qualified name (through ``functools.partial``), sequences as lists."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if callable(value):
+        return _function_name(value)
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_setting(v) for v in value]
+    return f"{type(value).__module__}.{type(value).__qualname__}"
+
+
+def _shape(genomes: np.ndarray) -> str:
+    """``100 x 64 (bool)``: a population's size, genome shape and dtype, for a message."""
+    return " x ".join(str(n) for n in genomes.shape) + f" ({genomes.dtype})"
 
 
 def _stats(
@@ -893,6 +984,7 @@ class _Checkpointing:
         self.saved_at, self.saved_generation = time.monotonic(), -1
         self.every: float | None = None
         self.every_generations: int | None = None
+        self.identity: dict[str, Any] = {}  # what the entry records it belongs to (identify)
         launcher = _checkpoint.defaults()
         source = None  # resume=PATH: read there
         if isinstance(resume, str | os.PathLike):
@@ -921,11 +1013,91 @@ class _Checkpointing:
             mode = True
         elif _checkpoint.slurm_restarted() and (source or self.path).exists():
             mode = True  # SLURM requeued the job: resume where it stopped
+        self.read_from = source or self.path  # where the entry came from, for messages
         self.item, self.entry = _checkpoint.engine_slot(
             self.path, algorithm=name, seed=seed, resume=mode, source=source
         )
         self.signals = _checkpoint.StopSignals()
         self.waiting = self.signals.waiting
+
+    def identify(
+        self,
+        fitness: Fitness,
+        settings: dict[str, Any],
+        population: Population | None = None,
+        seed: int = 0,
+    ) -> None:
+        """Record what this loop's entry belongs to -- the job, the fitness's qualified name,
+        the ``settings`` that shape the run -- and refuse an entry of the checkpoint that
+        belongs to something else, naming what differs.  The population is compared by size,
+        genome shape and dtype with the checkpoint's (``population`` called once, on a
+        generator of its own, if it is a function: nothing of the run draws from it).
+
+        What does not shape the run is not compared: the backend, the number of workers, the
+        working directory (the job by its file's name), the checkpoint period, the statistics.
+        An entry written before these were recorded is not checked.
+
+        Raises:
+            CheckpointError: ``mismatch``.
+        """
+        if self.path is None:
+            return
+        mine = {k: _setting(v) for k, v in settings.items()}
+        ours: dict[str, Any] = {"job": _checkpoint.job_name(), "fitness": _function_name(fitness)}
+        self.identity = ours | {"settings": mine}
+        e = self.entry
+        if e is None:
+            return
+        differ: list[tuple[str, Any, Any]] = [
+            (name, e[name], ours[name])
+            for name in ("job", "fitness")
+            if e.get(name) is not None and ours[name] is not None and e[name] != ours[name]
+        ]
+        saved = e.get("settings") or {}
+        differ += [(k, saved[k], v) for k, v in mine.items() if k in saved and saved[k] != v]
+        state = e.get("state")
+        if population is not None and state is not None:
+            theirs = _shape(np.asarray(state["genomes"]))
+            this = _shape(_initial(population, _master_rng(int(seed))))
+            if theirs != this:
+                differ.append(("population", theirs, this))
+        if differ:
+            raise _checkpoint.CheckpointError(
+                "mismatch",
+                self.read_from or self.path,
+                f"loop {self.item + 1} of the run it holds is {self.name}() of "
+                + ", ".join(f"{k} {_quote(a)}" for k, a, _ in differ)
+                + "; this run's is of "
+                + ", ".join(f"{k} {_quote(b)}" for k, _, b in differ)
+                + ": resume it with the job and settings that wrote it, or start afresh "
+                "with another checkpoint path (or resume=False)",
+            )
+
+    def reached(self, until: int, what: str = "generations", done: int | None = None) -> None:
+        """Refuse to resume a run that has done more than ``until`` (``what=until`` asks for
+        fewer generations, or evaluations, iterations, than it holds: ``done``, by default the
+        generation of its state): continuing it to more is the feature, returning more than
+        asked for without a word is not.
+
+        Raises:
+            CheckpointError: ``mismatch``; ValueError: the same for ``resume=State``.
+        """
+        if self.given is not None and self.given.generation > until:
+            raise ValueError(
+                f"resume= is a state at generation {self.given.generation}, and this call asks "
+                f"for {what}={until}: ask for {self.given.generation} or more to go on from it"
+            )
+        state = self.entry.get("state") if self.entry is not None else None
+        if done is None:
+            done = state["generation"] if state is not None else 0
+        if done > until:
+            raise _checkpoint.CheckpointError(
+                "mismatch",
+                self.read_from or self.path or "",
+                f"{self.name}() had done {done} {what} in it, and this call asks for "
+                f"{what}={until}: ask for {done} or more to continue it (exactly {done}: its "
+                "result as saved), or start afresh (resume=False, or another checkpoint path)",
+            )
 
     def _periods(self, every: float | None, every_generations: int | None) -> None:
         _checkpoint.check_every(every, every_generations)
@@ -1015,6 +1187,7 @@ class _Checkpointing:
         }
         if result is not None:
             entry |= {"best": result.best.copy(), "best_fitness": result.best_fitness.copy()}
+        entry |= self.identity
         generation = state.generation if state is not None else 0
         _checkpoint.write_engine_slot(
             self.path,
@@ -1024,6 +1197,8 @@ class _Checkpointing:
                 "generation": generation,
                 "evaluations": state.evaluations if state is not None else 0,
                 "finished": result is not None,
+                "job": self.identity.get("job"),
+                "fitness": self.identity.get("fitness"),
             },
         )
         self.saved_at, self.saved_generation = time.monotonic(), generation
@@ -1077,6 +1252,10 @@ class _Checkpointing:
         if self.signals is not None and self.signals.signal is not None:
             self.stop(finished=result)
         return result
+
+
+def _quote(value: Any) -> str:
+    return value if isinstance(value, str) else repr(value)
 
 
 def _checkpointing(
@@ -1156,11 +1335,19 @@ def _generations(
     report: Report = None,
     on_error: str | None = None,
     penalty: Any = None,
+    settings: dict[str, Any] | None = None,
 ) -> Result:
     """The generational loops' driver: :func:`_begin`, then ``step(state, rng, ev)`` (make the
     next generation into ``state``, return the evaluations it needed) until ``generations``;
-    checkpoints between generations, a stop by a signal at any wait."""
-    done = ck.finished(generations)
+    checkpoints between generations, a stop by a signal at any wait.  ``settings``: what the
+    checkpoint records of the loop's arguments (see :meth:`_Checkpointing.identify`)."""
+    try:
+        ck.identify(fitness, (settings or {}) | {"weights": weights}, population, seed)
+        ck.reached(generations)
+        done = ck.finished(generations)
+    except BaseException as e:
+        ck.handle(e)  # (gives its place in the checkpoint's run back)
+        raise
     if done is not None:
         return done
     with ck:
@@ -1355,10 +1542,15 @@ def generational(
         :class:`Result`.
 
     Raises:
-        ValueError: bad arguments; EvaluationError: an evaluation failed (with the last state);
-        CheckpointError: the checkpoint cannot be resumed or written;
+        ValueError: bad arguments (``generations`` and ``seed`` are integers >= 0);
+        EvaluationError: an evaluation failed (with the last state);
+        CheckpointError: the checkpoint cannot be resumed (another job's, fitness', population
+        or settings; fewer generations than it holds) or written, or another run holds it;
         evocluster.checkpoint.Interrupted: a signal stopped the loop (checkpoint written).
     """
+
+    _check_counts(generations=generations, seed=seed)
+    _check_whole("elitism", elitism, 0)
 
     def step(state: State, rng: np.random.Generator, ev: _Evaluator) -> int:
         w, n = ev.weights, len(state.genomes)
@@ -1397,7 +1589,11 @@ def generational(
         check=functools.partial(_check_elitism, elitism),
         on_error=on_error,
         penalty=penalty,
-    )
+        settings={
+            "select": select, "crossover": crossover, "mutate": mutate, "cxpb": cxpb,
+            "mutpb": mutpb, "elitism": elitism,
+        },
+    )  # fmt: skip
 
 
 def best(scores: np.ndarray, k: int, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -1495,7 +1691,11 @@ def _evolution_strategy(
         check=functools.partial(_check_lambda, name, plus, lambda_),
         on_error=on_error,
         penalty=penalty,
-    )
+        settings={
+            "lambda": lambda_, "select": select, "crossover": crossover, "mutate": mutate,
+            "cxpb": cxpb, "mutpb": mutpb,
+        },
+    )  # fmt: skip
 
 
 def mu_plus_lambda(
@@ -1525,6 +1725,8 @@ def mu_plus_lambda(
     :func:`best`: the ``mu`` best).  ``mu`` is the initial population's size.  Other
     arguments (checkpoints and failure policies too), return value and errors as
     :func:`generational`."""
+    _check_counts(generations=generations, seed=seed)
+    _check_whole("lambda_", lambda_, 1)
     return _evolution_strategy(
         plus=True,
         fitness=fitness,
@@ -1578,6 +1780,8 @@ def mu_comma_lambda(
 ) -> Result:
     """(mu, lambda) evolution strategy: as :func:`mu_plus_lambda`, but the next population is
     chosen from the offspring only (``lambda_ >= mu``)."""
+    _check_counts(generations=generations, seed=seed)
+    _check_whole("lambda_", lambda_, 1)
     return _evolution_strategy(
         plus=False,
         fitness=fitness,
@@ -1642,7 +1846,12 @@ def nsga2(
 
     Returns:
         :class:`Result`; ``best`` is a member of the first front.
+
+    An objective may be ``+inf`` or ``-inf`` (an infeasible individual, say): it sorts as the
+    best or worst value there is, and the crowding distance measures the other members on the
+    finite values.
     """
+    _check_counts(generations=generations, seed=seed)
 
     def step(state: State, rng: np.random.Generator, ev: _Evaluator) -> int:
         w, n = ev.weights, len(state.genomes)
@@ -1677,6 +1886,7 @@ def nsga2(
         report=report,
         on_error=on_error,
         penalty=penalty,
+        settings={"crossover": crossover, "mutate": mutate, "cxpb": cxpb, "mutpb": mutpb},
     )
 
 
@@ -1750,8 +1960,10 @@ def steady_state(
     """
     w = _weights(weights)
     _check_probability("cxpb", cxpb)
-    if evaluations < 0:
-        raise ValueError(f"evaluations must be >= 0, got {evaluations}")
+    _check_counts(evaluations=evaluations, seed=seed)
+    for name, value in (("in_flight", in_flight), ("report_every", report_every)):
+        if value is not None:
+            _check_whole(name, value, 1)
     if isinstance(resume, State):
         raise TypeError(
             "steady_state() resumes from a checkpoint (resume=True, or its path), not from a "
@@ -1766,7 +1978,27 @@ def steady_state(
         checkpoint_every,
         checkpoint_every_generations,
     )
-    done = ck.finished()
+    try:
+        ck.identify(
+            fitness,
+            {
+                "select": select, "crossover": crossover, "mutate": mutate, "cxpb": cxpb,
+                "weights": weights, "deterministic": deterministic,
+            },
+            population,
+            seed,
+        )  # fmt: skip
+        e = ck.entry
+        if e is not None and e["state"] is not None and e["loop"] is not None:
+            # offspring sent so far (the initial members come first): those in flight are
+            # sent again on resume, and taken in
+            ck.reached(
+                evaluations, "evaluations", e["loop"]["submitted"] - len(e["state"]["genomes"])
+            )
+        done = ck.finished()
+    except BaseException as e:
+        ck.handle(e)  # (gives its place in the checkpoint's run back)
+        raise
     if done is not None:
         return done
     with ck:
@@ -2051,6 +2283,9 @@ def ask_tell(
     w = _weights(weights)
     if len(w) != 1:
         raise ValueError("ask_tell() optimises one objective")
+    _check_counts(seed=seed)
+    if iterations is not None:
+        _check_whole("iterations", iterations, 1)
     if iterations is None and not callable(getattr(optimizer, "stop", None)):
         raise ValueError("give iterations=, or an optimizer with a stop() method")
     if isinstance(resume, State):
@@ -2063,6 +2298,9 @@ def ask_tell(
     )
     with ck:
         try:
+            ck.identify(fitness, {"optimizer": type(optimizer), "weights": weights})
+            if iterations is not None:
+                ck.reached(iterations, "iterations")
             ev = _Evaluator(executor, fitness, seed, w, log, ck.waiting, on_error, penalty)
             loop = _AskTell(optimizer, ev, ck)
             if ck.entry is not None:  # finished or not: the optimiser passed in takes its state

@@ -13,6 +13,9 @@ Hierarchy::
      |                                   carried home as itself (its class cannot be pickled)
      |    +-- EvaluationError            the engine's fitness raised or returned a bad value;
      |                                   carries the last complete state to resume from
+     |    +-- EvaluationAborted          the fitness raised a BaseException that is not an
+     |                                   Exception (``sys.exit``, KeyboardInterrupt, ...): that
+     |                                   evaluation's failure, the original as ``__cause__``
      |    +-- EvaluationFailed           an evaluation did not return: it timed out
      |         +-- EvaluationTimeout     (``eval_timeout``), or the process evaluating it
      |         +-- EvaluationCrashed     died (isolation: a segfault, ``os._exit``, the OOM killer)
@@ -23,7 +26,11 @@ Hierarchy::
 Exceptions raised *by the fitness* on a worker are re-raised on the master as themselves (or as a
 :class:`RemoteError` stand-in), with a :class:`RemoteTraceback` attached as ``__cause__`` whose text
 is the worker's formatted traceback, labelled with the worker's rank and host -- the same device as
-CPython's ``concurrent.futures.process``.
+CPython's ``concurrent.futures.process``.  Except a ``BaseException`` that is not an
+``Exception`` (``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit``, a job's own subclass):
+re-raised as itself it would be taken for the master's own exit or Ctrl-C (the stdlib's
+``ProcessPoolExecutor`` does that), so it comes home as :class:`EvaluationAborted`, with the
+original (and its remote traceback) as ``__cause__``.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BrokenPool",
     "ConfigurationError",
+    "EvaluationAborted",
     "EvaluationCrashed",
     "EvaluationError",
     "EvaluationFailed",
@@ -119,6 +127,31 @@ class EvaluationError(EvoclusterError):
         super().__init__(message)
         self.state = state
         self.key = key
+
+
+class EvaluationAborted(EvoclusterError):
+    """The fitness raised a ``BaseException`` that is not an ``Exception`` (``sys.exit()``,
+    ``KeyboardInterrupt``, ``GeneratorExit``, a job's own subclass of ``BaseException``), or the
+    result's own unpickling code did.
+
+    That evaluation failed, under the ``on_error`` policy like any other failure; re-raised as
+    itself on the master it would end the run as if the master had called ``sys.exit`` or been
+    interrupted.  The original exception is ``__cause__`` (its own ``__cause__`` is the worker's
+    :class:`RemoteTraceback`).
+
+    Attributes:
+        item: the item's position in its map (0 for a submit).
+        worker: the label of the worker that evaluated it (empty when the master raised it,
+            loading the result).
+    """
+
+    def __init__(self, message: str, item: int = 0, worker: str = "") -> None:
+        super().__init__(message)
+        self.item = item
+        self.worker = worker
+
+    def __reduce__(self) -> tuple[type[EvaluationAborted], tuple[str, int, str]]:
+        return (type(self), (str(self), self.item, self.worker))
 
 
 class EvaluationFailed(EvoclusterError):

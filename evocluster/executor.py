@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
+import operator
 import os
 import signal
 import sys
@@ -86,6 +88,11 @@ class Executor(_StdExecutor):
             traceback), ``"penalize"`` (its result is ``penalty``) or ``"retry:N"`` (evaluated
             again up to N times, on another worker where there is one; then ``"penalize"`` if a
             penalty is set, else ``"raise"``).  Every failure is recorded in :attr:`failures`.
+            A fitness's ``BaseException`` that is not an ``Exception`` (``sys.exit()``,
+            ``KeyboardInterrupt``) is such a failure too, and reaches the caller as
+            :class:`~evocluster.EvaluationAborted` (the original as ``__cause__``): the stdlib's
+            ``ProcessPoolExecutor`` re-raises it as itself, as if the caller had exited or been
+            interrupted.
         penalty: the result of a penalized evaluation (any value; it never travels).
         eval_timeout: seconds one evaluation may run; a longer one is abandoned (interrupted in
             the worker, or its isolated process killed) and fails under ``on_error``.
@@ -295,9 +302,10 @@ class Executor(_StdExecutor):
 
         Args:
             fn: the callable; serialised once per run and cached by every worker.
-            *iterables: consumed at once, as ``concurrent.futures.Executor.map`` does.
+            *iterables: consumed at once, as ``concurrent.futures.Executor.map`` does (in
+                steps: Ctrl-C, or the ``timeout``, ends the reading of an endless one).
             timeout: seconds from this call after which a result not yet available raises
-                ``TimeoutError``.
+                ``TimeoutError`` (here already, if the input is still being read then).
             chunksize: items per message; ``None`` (default) adapts to the measured cost per
                 item: expensive calls go one by one, cheap ones in batches.
             serialization: the policy for this call (default: the executor's).
@@ -307,13 +315,14 @@ class Executor(_StdExecutor):
             SerializationError: ``fn`` or the first call's arguments cannot reach the workers
                 (checked before anything is dispatched); a later item that cannot, when its
                 result is reached (the message names the item's index).
+            TimeoutError: ``timeout`` passed while the iterables were still being read.
             Exception: the first exception raised by ``fn``, when its result is reached, with the
-                worker's traceback as ``__cause__``.
+                worker's traceback as ``__cause__`` (a ``BaseException`` that is not an
+                ``Exception``, such as ``SystemExit``, as :class:`~evocluster.EvaluationAborted`).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         star = len(iterables) != 1
-        # one iterable (the EA's population): keep its items as they are, no tuple per item
-        items = list(zip(*iterables)) if star else list(iterables[0])  # noqa: B905 (shortest)
+        items = _take_all(iterables, deadline)
         job = self._map_job(fn, items, star, chunksize, serialization)
         self._pool.step()
         return self._results(job, deadline)
@@ -329,7 +338,7 @@ class Executor(_StdExecutor):
         """Return an iterator over ``fn(*args)`` for ``args`` in ``iterable``, in order (as
         ``itertools.starmap`` and ``MPIPoolExecutor.starmap``).  Arguments as :meth:`map`."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        items = [tuple(args) for args in iterable]
+        items = [tuple(args) for args in _take_all((iterable,), deadline)]
         job = self._map_job(fn, items, True, chunksize, serialization)
         self._pool.step()
         return self._results(job, deadline)
@@ -364,8 +373,15 @@ class Executor(_StdExecutor):
         chunksize: int | None,
         policy: str | None,
     ) -> Job:
-        if chunksize is not None and chunksize < 1:
-            raise ValueError("chunksize must be >= 1")
+        if chunksize is not None:
+            # an int, or None: a float or a string reached the scheduler's thread as a slice
+            # bound and broke the pool (BrokenPool) instead of refusing this call
+            try:
+                chunksize = operator.index(chunksize)
+            except TypeError:
+                raise TypeError(f"chunksize must be an int or None, not {chunksize!r}") from None
+            if chunksize < 1:
+                raise ValueError("chunksize must be >= 1")
         with self._owner.lock:
             self._check_open()
         policy = (
@@ -559,6 +575,37 @@ def _die(signum: int) -> None:
     os._exit(code)
 
 
+#: Items read from a map's iterables at a time.  ``list(iterable)`` reads in C until the input
+#: ends: an endless iterator (``itertools.count()``) never returns, deaf to Ctrl-C and SIGTERM
+#: (Python runs signal handlers between bytecodes) while memory grows by gigabytes a second.
+_TAKE = 4096
+
+
+def _take_all(iterables: tuple[Iterable[Any], ...], deadline: float | None) -> list[Any]:
+    """The items of a map: each item of the one iterable (the EA's population: as it is, no
+    tuple per item), else the argument tuples ``zip(*iterables)`` makes.  Read in steps of
+    :data:`_TAKE` items, so that a signal ends an endless read and ``deadline`` (a map's
+    ``timeout``) bounds it.
+
+    Raises:
+        TimeoutError: the input was still being read at ``deadline``.
+    """
+    if all(type(it) in (list, tuple, range) for it in iterables):  # finite: read at once
+        return list(zip(*iterables)) if len(iterables) != 1 else list(iterables[0])  # noqa: B905
+    source = iter(iterables[0]) if len(iterables) == 1 else zip(*iterables)  # noqa: B905
+    items: list[Any] = []
+    while True:
+        step = list(itertools.islice(source, _TAKE))
+        items += step
+        if len(step) < _TAKE:
+            return items
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"map(timeout=...): the timeout passed while its input was still being read "
+                f"({len(items)} items so far): is an iterable endless?"
+            )
+
+
 def _launcher_defaults(serialization: str | None, options: dict[str, Any]) -> str | None:
     """Fill ``options`` with the launcher's fault options not given; return the serialisation
     policy (the launcher's ``--serialization`` unless given)."""
@@ -709,8 +756,7 @@ def map(  # noqa: A001 - a drop-in for the builtin, on purpose
     if not iterables:
         raise TypeError("map() must have at least two arguments.")  # the builtin's words
     star = len(iterables) != 1
-    items = list(zip(*iterables)) if star else list(iterables[0])  # noqa: B905 (shortest)
-    return get_executor()._map_list(fn, items, star, chunksize, serialization)
+    return get_executor()._map_list(fn, _take_all(iterables, None), star, chunksize, serialization)
 
 
 def starmap(
@@ -724,5 +770,5 @@ def starmap(
 
     Args and raises: as :func:`map`.
     """
-    items = [tuple(args) for args in iterable]
+    items = [tuple(args) for args in _take_all((iterable,), None)]
     return get_executor()._map_list(fn, items, True, chunksize, serialization)

@@ -1,13 +1,19 @@
 """Finding, checking and running a job: a file (``job.py``) or a module (``-m package.module``).
 
 On the master the job runs as ``__main__``.  On a worker it is imported as a module named
-``__worker__`` -- so its module-level definitions exist but its ``if __name__ == "__main__"`` block
-does not run -- and that module is also installed as ``sys.modules["__main__"]``, so that a function
-pickled by reference on the master as ``__main__.fitness`` resolves on the worker.
+``__mp_main__`` -- so its module-level definitions exist but its ``if __name__ == "__main__"``
+block does not run -- and that module is also installed as ``sys.modules["__main__"]``, so that a
+function pickled by reference on the master as ``__main__.fitness`` resolves on the worker.
+
+``__mp_main__`` is the name ``multiprocessing`` gives the main module in the processes it spawns,
+for the same reason: a fitness that starts a ``spawn`` or ``forkserver`` pool sends it the job's
+functions as ``__mp_main__.f``, which its processes find (under another name they could not:
+they re-run the job's file as ``__mp_main__``, and the pool waited for ever for processes that
+died unpickling their first task).
 
 The way back is aliased too, as ``multiprocessing`` aliases its main module: a worker pickles an
-instance of the job's class ``Score`` as ``__worker__.Score``, so on the master ``__worker__`` is a
-stand-in module (:func:`alias_worker_module`) whose names are looked up in whatever
+instance of the job's class ``Score`` as ``__mp_main__.Score``, so on the master ``__mp_main__``
+is a stand-in module (:func:`alias_worker_module`) whose names are looked up in whatever
 ``sys.modules["__main__"]`` is at that moment -- the job, also while the launcher runs it through
 ``runpy``, which swaps ``__main__`` for as long as the job runs.
 """
@@ -32,12 +38,14 @@ __all__ = [
     "alias_worker_module",
     "check",
     "import_for_worker",
+    "is_main_guard",
     "module_level_names",
     "run_as_main",
     "spec_for_current_main",
 ]
 
-WORKER_NAME = "__worker__"
+#: The job's module name on workers (and in the processes ``multiprocessing`` spawns from them).
+WORKER_NAME = "__mp_main__"
 
 #: True while (and after) a worker imports the job: creating a pool there would recurse.
 in_worker = False
@@ -110,6 +118,8 @@ def check(job: JobSpec) -> None:
     path = job.path
     if path is None:
         raise JobError("no job file or module was named")
+    if os.path.isdir(path):
+        raise JobError(_directory_job(path))
     if not os.path.isfile(path):
         raise JobError(f"job file {path!r} not found (current directory: {os.getcwd()})")
     with open(path, "rb") as fh:
@@ -125,7 +135,21 @@ def check(job: JobSpec) -> None:
         ) from e
 
 
-def _is_main_guard(test: ast.expr) -> bool:
+def _directory_job(path: str) -> str:
+    """What to say of a job named by a directory (``python job_dir/`` would run its
+    ``__main__.py``; a job here is a file or ``-m`` a module)."""
+    main = os.path.join(path, "__main__.py")
+    if not os.path.isfile(main):
+        return f"the job {path!r} is a directory, not a Python file: name the job's .py file"
+    package = os.path.basename(os.path.normpath(path))
+    return (
+        f"the job {path!r} is a directory, not a Python file: to run its __main__.py, name "
+        f"that file ({main}), or run the package as a module (-m {package}, from the "
+        "directory that contains it)"
+    )
+
+
+def is_main_guard(test: ast.expr) -> bool:
     """``__name__ == "__main__"`` (either way round)."""
     import ast
 
@@ -142,7 +166,7 @@ def _bound_names(body: list[ast.stmt]) -> set[str]:
 
     names: set[str] = set()
     for stmt in body:
-        if isinstance(stmt, ast.If) and _is_main_guard(stmt.test):
+        if isinstance(stmt, ast.If) and is_main_guard(stmt.test):
             names |= _bound_names(stmt.orelse)  # the guarded body never runs on a worker
             continue
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -161,7 +185,7 @@ def _bound_names(body: list[ast.stmt]) -> set[str]:
 
 def module_level_names(job: JobSpec) -> set[str]:
     """The names the job binds at module level outside its main guard: what a worker's
-    ``__main__`` (the job imported as ``__worker__``) will have.  Empty if there is no source."""
+    ``__main__`` (the job imported as ``__mp_main__``) will have.  Empty if there is no source."""
     source: str | bytes | None = None
     try:
         if job.path is not None:
@@ -213,7 +237,7 @@ def run_as_main(job: JobSpec) -> None:
 
 
 class _MainAlias(types.ModuleType):
-    """The master's ``__worker__``: ``__worker__.X`` is ``__main__.X``, looked up when asked.
+    """The master's ``__mp_main__``: ``__mp_main__.X`` is ``__main__.X``, looked up when asked.
 
     Only plain names are forwarded: the alias's own ``__file__``, ``__path__``, ... stay unset, so
     that tools scanning ``sys.modules`` (``inspect.getmodule``, ``pickle.whichmodule``) do not
@@ -227,10 +251,14 @@ class _MainAlias(types.ModuleType):
 
 
 def alias_worker_module() -> None:
-    """On the master: make the names workers pickle the job's objects under (``__worker__.X``)
+    """On the master: make the names workers pickle the job's objects under (``__mp_main__.X``)
     resolve to the job's ``__main__``.  Idempotent; does nothing in a worker, where
-    ``__worker__`` is the job itself."""
-    if in_worker or WORKER_NAME in sys.modules:
+    ``__mp_main__`` is the job itself.
+
+    ``import multiprocessing`` makes ``__mp_main__`` whatever ``__main__`` is then: under the
+    launcher, if it came first, evocluster's own ``__main__``, which is replaced here (a later
+    import makes it the job's, while the job runs: the same names)."""
+    if in_worker or isinstance(sys.modules.get(WORKER_NAME), _MainAlias):
         return
     sys.modules[WORKER_NAME] = _MainAlias(WORKER_NAME, "the master's alias of the job's __main__")
 

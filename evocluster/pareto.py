@@ -35,15 +35,18 @@ __all__ = [
 ]
 
 
-def _as_matrix(values: ArrayLike, name: str) -> NDArray[np.float64]:
-    """``values`` as a finite float64 array of shape (n, m) with m >= 1, else ValueError."""
+def _as_matrix(values: ArrayLike, name: str, *, infinite: bool = True) -> NDArray[np.float64]:
+    """``values`` as a float64 array of shape (n, m) with m >= 1 and no NaN (and, unless
+    ``infinite``, no infinity), else ValueError."""
     arr = np.asarray(values, dtype=np.float64)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array of shape (n, m), got {arr.ndim} dimension(s)")
     if arr.shape[1] < 1:
         raise ValueError(f"{name} must have at least one objective column")
-    if not np.all(np.isfinite(arr)):
+    if not infinite and not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must contain only finite values (no NaN or infinity)")
+    if np.isnan(arr).any():
+        raise ValueError(f"{name} must not contain NaN (+inf and -inf are values, NaN is not)")
     return arr
 
 
@@ -117,7 +120,7 @@ def non_dominated_fronts(scores: ArrayLike) -> list[NDArray[np.int64]]:
         they partition ``range(n)``.  An empty list when n == 0.
 
     Raises:
-        ValueError: ``scores`` is not 2-D, has no column, or holds NaN or infinity.
+        ValueError: ``scores`` is not 2-D, has no column, or holds NaN.
     """
     s = _as_matrix(scores, "scores")
     n = s.shape[0]
@@ -147,7 +150,7 @@ def ranks(scores: ArrayLike) -> NDArray[np.int64]:
         int64 array of length n: ``ranks(scores)[i]`` is the index of the front holding i.
 
     Raises:
-        ValueError: ``scores`` is not 2-D, has no column, or holds NaN or infinity.
+        ValueError: ``scores`` is not 2-D, has no column, or holds NaN.
     """
     s = _as_matrix(scores, "scores")
     return _ranks_from_fronts(non_dominated_fronts(s), s.shape[0])
@@ -170,14 +173,21 @@ def _crowding(front_scores: NDArray[np.float64]) -> NDArray[np.float64]:
         col = front_scores[:, j]
         # stable: equal values keep index order, so the result never depends on the sort's mood
         order = np.argsort(col, kind="stable")
-        span = col[order[-1]] - col[order[0]]
-        if span <= 0.0:
+        if not col[order[0]] < col[order[-1]]:
             # every point equal in this objective: it says nothing about spread, not even
             # which points are its boundaries (they would be picked by index alone)
             continue
         dist[order[0]] = np.inf
         dist[order[-1]] = np.inf
-        if n > 2:
+        finite = np.isfinite(col)
+        if not finite.all():
+            # an infinite value is an extreme, and is not a distance: the gaps are measured on
+            # the finite range, an infinite point counting as its end (no infinity: unchanged)
+            if finite.sum() < 2:
+                continue
+            col = np.clip(col, col[finite].min(), col[finite].max())
+        span = col[order[-1]] - col[order[0]]
+        if n > 2 and span > 0.0:
             inner = order[1:-1]
             dist[inner] += (col[order[2:]] - col[order[:-2]]) / span
     return dist
@@ -191,6 +201,9 @@ def crowding_distance(scores: ArrayLike) -> NDArray[np.float64]:
     point adds the gap between its two neighbours divided by the objective's range in the
     front.  An objective whose range is zero (all points equal in it) contributes nothing,
     and assigns no infinities either.  Larger means more isolated, hence more worth keeping.
+    An infinite value (``-inf``: an infeasible point, say) is an extreme of its objective; the
+    gaps there are measured on the objective's finite range, an infinite point counting as
+    the end of it it lies beyond.
 
     Args:
         scores: array of shape (n, m) holding the points of one front (larger is better; the
@@ -200,7 +213,7 @@ def crowding_distance(scores: ArrayLike) -> NDArray[np.float64]:
         float64 array of length n, each value >= 0 or ``inf``.
 
     Raises:
-        ValueError: ``scores`` is not 2-D, has no column, or holds NaN or infinity.
+        ValueError: ``scores`` is not 2-D, has no column, or holds NaN.
     """
     return _crowding(_as_matrix(scores, "scores"))
 
@@ -231,7 +244,7 @@ def nsga2_select(scores: ArrayLike, k: int) -> NDArray[np.int64]:
         ascending index order), then the chosen part of the cut front, most isolated first.
 
     Raises:
-        ValueError: ``scores`` is not 2-D, has no column, or holds NaN or infinity; ``k`` is
+        ValueError: ``scores`` is not 2-D, has no column, or holds NaN; ``k`` is
             negative or exceeds n.
         TypeError: ``k`` is not an integer.
     """
@@ -272,7 +285,7 @@ def crowded_tournament(scores: ArrayLike, k: int, rng: np.random.Generator) -> N
         int64 array of the k winners' indices, in tournament order (repeats possible).
 
     Raises:
-        ValueError: ``scores`` is not 2-D, has no column, or holds NaN or infinity; ``k`` is
+        ValueError: ``scores`` is not 2-D, has no column, or holds NaN; ``k`` is
             negative; k > 0 with no individual to draw from.
         TypeError: ``k`` is not an integer, or ``rng`` is not a ``numpy.random.Generator``.
     """
@@ -336,7 +349,7 @@ def hypervolume(points: ArrayLike, reference: ArrayLike) -> float:
             m other than 2 or 3; ``reference`` is not 1-D, its length is not m, or it holds
             NaN or infinity.
     """
-    p = _as_matrix(points, "points")
+    p = _as_matrix(points, "points", infinite=False)
     m = p.shape[1]
     if m not in (2, 3):
         raise ValueError(f"hypervolume supports only 2 and 3 objectives, got {m}")

@@ -5,9 +5,10 @@ Every record is a tuple whose first element is its kind; it is serialised with
 has.  The conversation of one worker::
 
     master                                   worker
-      | -- INIT (job, options) --------------> |  import the job under __worker__
+      | -- INIT (job, options) --------------> |  import the job under __mp_main__
       | <------------- READY (rank, host, pid) |  (or FAILED with the reason, then exit)
-      | -- TASK (id, fn key, [fn], items) ---> |  up to ``prefetch`` TASKs in flight
+      | -- TASK (id, fn key, [fn], items,      |  up to ``prefetch`` TASKs in flight
+      |          [shared versions]) ---------> |  (a shared version: once per worker)
       | <---- RESULT (id, values, errors, dt)  |  one RESULT per TASK, in any order across workers
       | -- STOP -----------------------------> |  leave the serve loop
       | <------------------------------- BYE  |  nothing more will come from this worker
@@ -82,6 +83,9 @@ class Task(NamedTuple):
     fn_payload: Any  # the serialised callable (frames), or None when the worker has it cached
     item_frames: Any  # the serialised (items, star, kwargs)
     limits: Limits | None = None  # how to evaluate; None: in the worker, with no time limit
+    # versions of shared objects the callable refers to and this worker lacks: (name, token,
+    # frames), frames None where the worker fetches them itself (SCOOP); None: nothing to add
+    shared: Any = None
 
 
 class Limits(NamedTuple):
@@ -132,7 +136,12 @@ def init(job: JobSpec, options: dict[str, Any]) -> Init:
 
 
 def task(
-    chunk_id: int, fn_key: bytes, fn_payload: Any, item_frames: Any, limits: Limits | None = None
+    chunk_id: int,
+    fn_key: bytes,
+    fn_payload: Any,
+    item_frames: Any,
+    limits: Limits | None = None,
+    shared: Any = None,
 ) -> Task:
     """Master -> worker: evaluate ``fn(*args, **kwargs)`` for each ``args`` of a chunk.
 
@@ -140,8 +149,11 @@ def task(
     else None.  ``item_frames`` is the serialised ``(items, star, kwargs)`` (``star``: each item
     is a tuple of positional arguments, else the one argument): it is loaded by the worker
     separately, so that an item that cannot be unpickled fails its chunk, not the conversation.
+    ``shared``: the versions of shared objects (:mod:`evocluster.sharing`) the callable refers
+    to that this worker does not hold yet, ``(name, token, frames)`` each; the worker keeps one
+    version per name.
     """
-    return Task(TASK, chunk_id, fn_key, fn_payload, item_frames, limits)
+    return Task(TASK, chunk_id, fn_key, fn_payload, item_frames, limits, shared)
 
 
 def stop() -> Stop:

@@ -1,115 +1,251 @@
-"""Large read-only data sent to every worker once: :func:`share` on the master, :func:`shared` in
-the fitness.
+"""Large read-only data sent to every worker once per version: :func:`share` on the master,
+:func:`shared` in the fitness.
 
-How it travels: while anything is shared, the executor sends each callable bound to the current
-:class:`Bundle` (:func:`bind`).  A worker caches callables by digest (the master mirrors each
-worker's cache, see ``worker.FunctionCache``), so the bundle crosses the wire once per worker and
-callable, not once per task; numpy arrays in it travel as out-of-band pickle buffers, not copies.
-On arrival the bundle becomes the worker's current one, and :func:`shared` reads it.
+A *version* is what one ``share(name, obj)`` makes: ``obj`` serialised at once (refused there,
+naming the share, when it cannot reach the workers), under a token unique to this master.  How
+it travels::
 
-Sharing again (the same name or another) makes a new bundle: the next tasks carry it, once per
-worker again.  Mapping two different fitness functions sends the bundle once with each.
+    master                                          worker
+      share(name, obj) -> Version(name, token, frames)
+      map(fn): fn bound to the current versions
+        (Bound: fn + (name, token) refs, no data)
+      TASK ..., fn payload, shared=(name, token,    install: the version replaces the name's
+        frames) only for a version this worker        older one (freed); the callable's refs
+        does not hold yet (its Mirror says)           say which version shared(name) returns
+
+* The callable's payload holds only references, so binding a new callable (a
+  ``functools.partial`` per generation, ``abs`` after a share) sends the references again, never
+  the data.  :class:`~evocluster.serialization.FunctionTable` returns the versions a callable
+  refers to with its payload (:func:`needs`), and the pool keeps, for each worker, which version
+  of each name it holds (:func:`outgoing`, keyed by the pool's mirror of that worker's function
+  cache), as it does for callables: a version crosses the wire once per worker.
+* A worker holds one version per name, the last one it was sent (:func:`install`).  A job
+  submitted before a new ``share`` of the same name still gets the version it was bound to: it is
+  sent again to a worker that moved on (rare: the maps of a DEAP loop never overlap).
+* SCOOP's broker hands tasks to whichever worker asks, so the origin cannot know who holds what:
+  each version is broadcast once as a SCOOP constant (:func:`scoop_constant`) and tasks carry only
+  references; a worker fetches a version it lacks and drops SCOOP's copy once loaded.
+* Under isolation the worker hands its child the versions it holds with the callable, under a key
+  that changes whenever they do (:func:`for_child`): the child, too, holds one version per name.
+
+Per-node shared memory (one copy per host rather than per worker) would replace :func:`install`'s
+store; nothing else here depends on where a worker keeps its versions.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import pickle
+import sys
 import threading
-from collections.abc import Callable
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["Bound", "Bundle", "bind", "share", "shared", "unshare"]
+from . import serialization as _wire
+from .errors import SerializationError
+
+__all__ = [
+    "SCOOP_PREFIX",
+    "Bound",
+    "Version",
+    "bind",
+    "for_child",
+    "install",
+    "needs",
+    "outgoing",
+    "pending_bytes",
+    "scoop_constant",
+    "share",
+    "shared",
+    "unshare",
+]
 
 _lock = threading.Lock()  # share() may be called from any master thread
 _tokens = itertools.count(1)
-_registry: dict[str, Any] = {}  # the master's shared objects, by name
-_bundle: Bundle | None = None  # the master's current bundle (None: nothing shared)
-_bound: dict[int, tuple[Callable[..., Any], Bound]] = {}  # id(fn) -> (fn, fn bound to _bundle)
-_received: Bundle | None = None  # on a worker: the bundle of the last task that carried one
+_registry: dict[str, Any] = {}  # the master's shared objects, by name (shared() on the master)
+_current: dict[str, Version] = {}  # the master's current version of each name
+_refs: tuple[tuple[str, bytes], ...] = ()  # the current versions, as the callables refer to them
+_bound: dict[int, tuple[Callable[..., Any], Bound]] = {}  # id(fn) -> (fn, fn bound to _current)
 _MAX_BOUND = 256
 
+# ---- worker side: the version of each name this process holds (a worker, an isolated child, or
+# the serial backend's scheduler thread), and the frames it came in, kept for an isolated child
+_held: dict[str, tuple[bytes, Any, Any]] = {}
+_installs = 0  # how often _held changed: names what an isolated child must hold (for_child)
+_calling = threading.local()  # .refs: the versions of the bound call running on this thread
 
-class Bundle:
-    """A snapshot of the shared objects, named by a token unique to the master process."""
 
-    __slots__ = ("objects", "token")
+class Version:
+    """One version of one shared object, on the master: its serialised frames, once."""
 
-    def __init__(self, objects: dict[str, Any], token: tuple[int, int]) -> None:
-        self.objects = objects
+    __slots__ = ("__weakref__", "frames", "name", "nbytes", "token")
+
+    def __init__(self, name: str, token: bytes, frames: _wire.Frames) -> None:
+        self.name = name
         self.token = token
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Bundle, (self.objects, self.token))
+        self.frames = frames
+        self.nbytes = _wire.frames_nbytes(frames)
 
 
 class Bound:
-    """``fn`` with the bundle it needs; calling it makes the bundle current, then calls ``fn``."""
+    """``fn`` with references to the versions of the shared objects it may read; calling it
+    makes them the ones :func:`shared` returns on this thread, then calls ``fn``.  Only the
+    references travel.  On the master it also refers, weakly, to the versions themselves (the
+    jobs that use them hold them; an old bound callable kept somewhere must not)."""
 
-    __slots__ = ("bundle", "fn")
+    __slots__ = ("__weakref__", "fn", "refs", "versions")
 
-    def __init__(self, fn: Callable[..., Any], bundle: Bundle) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        refs: tuple[tuple[str, bytes], ...],
+        versions: tuple[Version, ...] = (),
+    ) -> None:
         self.fn = fn
-        self.bundle = bundle
+        self.refs = refs
+        self.versions = tuple(weakref.ref(v) for v in versions)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        global _received
-        if _received is None or _received.token != self.bundle.token:
-            _received = self.bundle
-        return self.fn(*args, **kwargs)
+        previous = getattr(_calling, "refs", None)
+        _calling.refs = self.refs
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            _calling.refs = previous
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Bound, (self.fn, self.bundle))
+        if self.versions:  # serialised on the master: the payload needs them on each worker
+            versions = [ref() for ref in self.versions]
+            if any(v is None for v in versions):
+                raise pickle.PicklingError(
+                    f"{self!r} refers to a version of a shared object that a later share() "
+                    "replaced and nothing uses any more: bind the callable again (map it anew)"
+                )
+            _wire.note_needs(versions)
+        return (Bound, (self.fn, self.refs))
 
     def __repr__(self) -> str:
-        return f"{self.fn!r} (with shared {sorted(self.bundle.objects)})"
+        return f"{self.fn!r} (with shared {[name for name, _ in self.refs]})"
 
 
-def share(name: str, obj: Any) -> None:
-    """Send ``obj`` to every worker once; a fitness reads it with ``shared(name)``.
+def _policy_in_force() -> str:
+    """The serialisation policy maps use by default: the launcher's ``--serialization`` under
+    the launcher (looked up, not imported: the executor is a layer above), else the
+    environment's or the default."""
+    launcher = getattr(sys.modules.get("evocluster.executor"), "_launcher", None)
+    policy = getattr(launcher, "serialization", None)
+    if isinstance(policy, str):
+        return policy
+    from . import config
+
+    return config.resolve().serialization
+
+
+def share(name: str, obj: Any, *, serialization: str | None = None) -> None:
+    """Send ``obj`` to every worker, once per worker; a fitness reads it with ``shared(name)``.
 
     Call it on the master before evaluating (e.g. in the job's ``if __name__ == "__main__":``
-    block).  The object is pickled when the next task leaves, so do not modify it afterwards:
-    share it again instead.
+    block).  ``obj`` is serialised here, at once, so later changes to it do not travel: share it
+    again instead (the new version replaces the old one on the workers, which free it).
 
     Args:
         name: the name the fitness uses.
-        obj: any picklable object; numpy arrays travel without extra copies.
+        obj: any object the workers can load; numpy arrays travel without extra copies.
+        serialization: the policy to serialise ``obj`` with (default: the one maps use by
+            default: the launcher's ``--serialization``, else ``EVOCLUSTER_SERIALIZATION``,
+            else ``"upgrade"``).
 
     Raises:
         TypeError: ``name`` is not a string.
+        SerializationError: ``obj`` cannot reach the workers under that policy (the message
+            names the share and the part of ``obj`` at fault); nothing was shared.
+        RuntimeError: called inside a fitness (it would change what that worker alone sees).
+        ConfigurationError: an unknown ``serialization`` policy.
     """
     if not isinstance(name, str):
         raise TypeError(f"share() needs a name (str), got {type(name).__name__}")
-    global _bundle
+    _refuse_in_evaluation(f"share({name!r}, ...)")
+    if serialization is None:
+        policy = _policy_in_force()
+    else:
+        from . import config
+
+        policy = config.resolve(serialization=serialization).serialization
+    label = f"shared object {name!r}"
+    try:
+        frames = _wire.checked_dumps_args(obj, obj, label, policy)
+    except SerializationError as e:
+        raise SerializationError(f"evocluster.share({name!r}, ...) refused: {e}") from e
+    except Exception as e:  # the object's own pickling code (__reduce__, __getstate__)
+        raise SerializationError(
+            f"evocluster.share({name!r}, ...) refused: pickling the object raised "
+            f"{type(e).__name__}: {e} (its own __reduce__ / __getstate__ failed)"
+        ) from e
+    global _refs
     with _lock:
+        token = f"{os.getpid()}:{next(_tokens)}".encode()
         _registry[name] = obj
-        _bundle = Bundle(dict(_registry), (os.getpid(), next(_tokens)))
+        _current[name] = Version(name, token, frames)
+        _refs = tuple(sorted((n, v.token) for n, v in _current.items()))
         _bound.clear()
 
 
 def unshare(name: str | None = None) -> None:
-    """Forget ``name`` (``None``: everything shared); later tasks no longer carry it."""
-    global _bundle
+    """Forget ``name`` (``None``: everything shared); later tasks no longer refer to it.
+
+    Raises:
+        RuntimeError: called inside a fitness.
+    """
+    _refuse_in_evaluation("unshare()")
+    global _refs
     with _lock:
-        if name is None:
-            _registry.clear()
-        else:
-            _registry.pop(name, None)
-        _bundle = Bundle(dict(_registry), (os.getpid(), next(_tokens))) if _registry else None
+        for key in list(_registry) if name is None else [name]:
+            _registry.pop(key, None)
+            _current.pop(key, None)
+        _refs = tuple(sorted((n, v.token) for n, v in _current.items()))
         _bound.clear()
+
+
+def _refuse_in_evaluation(call: str) -> None:
+    """``share`` inside a fitness would change what one worker (or one isolated child) sees, and
+    nothing else: refused.  Read through ``sys.modules``: the worker module is a layer above."""
+    worker = sys.modules.get("evocluster.worker")
+    where = worker.in_evaluation() if worker is not None else None
+    if where is not None:
+        raise RuntimeError(
+            f"evocluster.{call} was called inside a fitness (on {where}): it would change "
+            "the data of that worker only; call it on the master, before the map or submit "
+            "whose evaluations read it"
+        )
 
 
 def shared(name: str) -> Any:
     """The object shared as ``name`` (call it inside a fitness, or on the master).
 
     Raises:
-        KeyError: nothing is shared under ``name``; the message says what is.
+        KeyError: nothing is shared under ``name`` for this evaluation; the message says what is.
     """
-    for objects in (_received.objects if _received is not None else {}, _registry):
-        if name in objects:
-            return objects[name]
-    known = sorted({*(_received.objects if _received is not None else ()), *_registry})
+    refs = getattr(_calling, "refs", None)
+    if refs is not None:  # inside a bound call: the versions the callable was bound to
+        for ref_name, token in refs:
+            if ref_name == name:
+                held = _held.get(name)
+                if held is None or held[0] != token:
+                    raise LookupError(
+                        f"internal error: version {token!r} of shared object {name!r} is not "
+                        "on this worker (please report)"
+                    )
+                if isinstance(held[1], _Unloadable):
+                    raise SerializationError(held[1].message)
+                return held[1]
+        known = [ref_name for ref_name, _ in refs]
+    else:
+        if name in _registry:
+            return _registry[name]
+        known = sorted(_registry)
     raise KeyError(
         f"nothing is shared as {name!r} (shared: {known or 'nothing'}): call "
         f"evocluster.share({name!r}, obj) on the master before the evaluations that read it"
@@ -117,17 +253,159 @@ def shared(name: str) -> Any:
 
 
 def bind(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` bound to the current bundle (the same object for the same ``fn`` until the next
+    """``fn`` bound to the current versions (the same object for the same ``fn`` until the next
     :func:`share`, so that it is serialised once); ``fn`` itself while nothing is shared."""
-    bundle = _bundle
-    if bundle is None or isinstance(fn, Bound):
+    refs = _refs
+    if not refs or isinstance(fn, Bound):
         return fn
     with _lock:
         entry = _bound.get(id(fn))
-        if entry is not None and entry[0] is fn and entry[1].bundle is bundle:
+        if entry is not None and entry[0] is fn and entry[1].refs is _refs:
             return entry[1]
-        bound = Bound(fn, bundle)
+        bound = Bound(fn, _refs, tuple(_current[n] for n, _ in _refs))
         if len(_bound) >= _MAX_BOUND:
             _bound.clear()
         _bound[id(fn)] = (fn, bound)
         return bound
+
+
+# ------------------------------------------------------------------ master: what a task carries
+def needs(payload: Any) -> tuple[Version, ...]:
+    """The versions a callable's payload refers to (from ``FunctionTable.lookup``)."""
+    found: tuple[Version, ...] = getattr(payload, "needs", ())
+    return found
+
+
+# each worker's versions, by name, as the master knows them: keyed by the pool's mirror of that
+# worker's function cache, which lives as long as the pool does
+_mirrors: weakref.WeakKeyDictionary[Any, dict[str, bytes]] = weakref.WeakKeyDictionary()
+
+
+def pending_bytes(mirror: Any, payload: Any) -> int:
+    """Bytes of the versions ``payload`` needs that the worker ``mirror`` stands for lacks
+    (``mirror``: any object that stands for one worker, as long as it lives)."""
+    held = _mirrors.get(mirror, {})
+    return sum(v.nbytes for v in needs(payload) if held.get(v.name) != v.token)
+
+
+def outgoing(mirror: Any, payload: Any) -> tuple[tuple[str, bytes, Any], ...] | None:
+    """What a task with ``payload`` carries to the worker ``mirror`` stands for: each version it
+    needs and the worker lacks, as ``(name, token, frames)``; None when nothing.  From here on,
+    the worker holds them."""
+    versions = needs(payload)
+    if not versions:
+        return None
+    held = _mirrors.setdefault(mirror, {})
+    out = []
+    for v in versions:
+        if held.get(v.name) != v.token:
+            held[v.name] = v.token
+            out.append((v.name, v.token, _wire.nest(v.frames)))
+    return tuple(out) or None
+
+
+#: How the SCOOP constants that carry shared versions are named (:func:`scoop_constant`).
+SCOOP_PREFIX = "evocluster_shared_"
+
+
+def scoop_constant(version_name: str, token: bytes) -> str:
+    """The name of the SCOOP constant a version of ``version_name`` is broadcast as."""
+    return f"{SCOOP_PREFIX}{token.hex()}_{version_name.encode().hex()}"
+
+
+# ------------------------------------------------------------------ worker: installing versions
+def install(
+    entries: Sequence[tuple[str, bytes, Any]] | None,
+    fetch: Callable[[str, bytes], Any] | None = None,
+    keep_frames: bool = False,
+) -> None:
+    """Hold the versions a task carries: each replaces the older version of its name, which is
+    freed first (one version in memory at a time).  An entry without frames (SCOOP) is fetched
+    with ``fetch(name, token)`` unless already held.  ``keep_frames``: keep the frames too, for
+    an isolated child (numpy data is shared with the loaded object, not copied).
+
+    Raises:
+        SerializationError: a version cannot be loaded here (its name and the reason).
+    """
+    global _installs
+    for name, token, sent in entries or ():
+        held = _held.get(name)
+        if held is not None and held[0] == token:
+            if keep_frames and held[2] is None and sent is not None:
+                _held[name] = (token, held[1], sent)
+            continue
+        _held.pop(name, None)
+        del held
+        _installs += 1
+        frames = sent
+        if frames is None:
+            if fetch is None:
+                raise LookupError(f"internal error: no way to fetch shared object {name!r}")
+            frames = fetch(name, token)
+        try:
+            obj = _wire.loads(frames)
+        except BaseException as e:  # the object's own unpickling code, SystemExit included
+            what = f"the shared object {name!r}"
+            message = _wire.explain_load_error(e, what)
+            # held as its failure: the master will not send this version here again
+            _held[name] = (token, _Unloadable(message), None)
+            raise SerializationError(message) from e
+        _held[name] = (token, obj, frames if keep_frames else None)
+
+
+class _Unloadable:
+    """A version this worker could not load: :func:`shared` raises why."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _load_for_child(fn_frames: Any, versions: tuple[tuple[str, bytes, Any], ...]) -> Any:
+    """Receiving side of :func:`for_child`, in an isolated child (module level: pickle finds it
+    by reference): hold the versions (each loaded once), then load the callable."""
+    install(versions)
+    return _wire.loads(fn_frames)
+
+
+_child_payloads: OrderedDict[tuple[bytes, int], list[Any]] = OrderedDict()
+
+
+def for_child(fn_key: bytes, fn_frames: Any) -> tuple[bytes, Any]:
+    """The key and frames to hand an isolated child for the callable ``fn_key`` (the frames are
+    sent only to a child that has not had that key): while anything is shared, ``fn_frames``
+    with the versions this worker holds (the task installed those the callable refers to), under
+    a key that names this worker's versions too.  The child then holds what the worker holds
+    when it evaluates a chunk: the chunks go to it in order, and whenever the worker's versions
+    change the next chunk's key is new, so its frames install them (once per version and
+    callable: the child keeps one version per name, as the worker does)."""
+    if not _held or fn_frames is None:
+        return fn_key, fn_frames
+    key = (fn_key, _installs)
+    found = _child_payloads.get(key)
+    if found is None:
+        versions = []
+        for name, (token, obj, kept) in list(_held.items()):
+            frames = kept
+            if frames is None:  # came with a task that was not isolated: serialised once more
+                frames = _wire.dumps_args(obj, "upgrade")
+                _held[name] = (token, obj, frames)
+            versions.append((name, token, _wire.nest(frames)))
+        found = _wire.dumps(_Carried(_wire.nest(list(fn_frames)), tuple(versions)))
+        _child_payloads[key] = found
+        while len(_child_payloads) > 8:
+            _child_payloads.popitem(last=False)
+    return fn_key + b"@%d" % _installs, found
+
+
+class _Carried:
+    """A callable and the versions it may read, on their way to an isolated child."""
+
+    __slots__ = ("fn_frames", "versions")
+
+    def __init__(self, fn_frames: Any, versions: tuple[tuple[str, bytes, Any], ...]) -> None:
+        self.fn_frames, self.versions = fn_frames, versions
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_load_for_child, (self.fn_frames, self.versions))

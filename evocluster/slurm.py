@@ -626,9 +626,12 @@ def _from_scontrol(jobid: str) -> list[Task] | None:
         timeout=60,
     )
     if done.returncode != 0:
-        if "Invalid job id" in done.stderr:
+        said = " ".join((done.stderr + " " + done.stdout).split())
+        # a job it never had or has forgotten: "slurm_load_jobs error: Invalid job id specified"
+        # (stderr); a task an array does not have: "Job 12_9 not found" (stdout, SLURM 22.05)
+        if "Invalid job id" in said or re.search(r"\bnot found\b", said):
             return None
-        raise RuntimeError(" ".join(done.stderr.split()) or f"scontrol: exit {done.returncode}")
+        raise RuntimeError(f"scontrol show job {jobid}: {said or f'exit {done.returncode}'}")
     tasks = []
     for line in done.stdout.splitlines():
         f = _fields(line)
@@ -677,6 +680,11 @@ def _from_sacct(jobid: str) -> list[Task]:
 
 _OWN = "evocluster batch:"
 _SCOOP_LOG = re.compile(r"^\[[\d\- :,]+\] launcher .*\bINFO\b")
+# what the launchers write as a run ends, after the job's last words: srun's and slurmstepd's
+# ("srun: error: localhost: task 0: Exited with exit code 3", "srun: launch/slurm: _step_signal:
+# Terminating StepId=12.0", "slurmstepd: error: *** STEP 12.0 ON n1 CANCELLED AT ..."), and
+# MPICH's hydra ("[mpiexec@n1] ...", its "BAD TERMINATION" box of "=" lines)
+_TEARDOWN = re.compile(r"^(srun|slurmstepd(-[\w.-]+)?): |^\[mpiexec@[^\]]*\] |^={10,}$|^=   [A-Z]")
 
 
 def _last_line(path: str) -> str:
@@ -692,9 +700,13 @@ def _last_line(path: str) -> str:
     except OSError:
         return f"(no output file {path} here)"
     # the job's own last line: the batch script's "evocluster batch:" lines say only how it ended,
-    # and SCOOP's launcher logs its shutdown after the job's last words
+    # and the launchers (srun, mpiexec, SCOOP's) log their teardown after the job's last words
     lines = [line.strip() for line in tail.splitlines() if line.strip()]
-    job = [line for line in lines if not (line.startswith(_OWN) or _SCOOP_LOG.match(line))]
+    job = [
+        line
+        for line in lines
+        if not (line.startswith(_OWN) or _SCOOP_LOG.match(line) or _TEARDOWN.match(line))
+    ]
     return (job or lines or ["(no output)"])[-1]
 
 
@@ -719,14 +731,11 @@ def status(jobid: str) -> int:
         tasks = _from_scontrol(jobid)
         if tasks is None:
             tasks = _from_sacct(jobid)
+        if not tasks:
+            _say(f"status: {_unknown(jobid)}")
+            return 1
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
         _say(f"status: {e}")
-        return 1
-    if not tasks:
-        _say(
-            f"status: SLURM does not know job {jobid} (finished jobs are forgotten after "
-            "MinJobAge, unless accounting keeps them for sacct)"
-        )
         return 1
     tasks.sort(key=_order)
     width = max(len("JOB"), *(len(t.id) for t in tasks))
@@ -743,6 +752,24 @@ def status(jobid: str) -> int:
         summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
         print(f"{jobid} ({tasks[0].name}): {summary}")
     return 0
+
+
+def _unknown(jobid: str) -> str:
+    """Why SLURM knows nothing of ``jobid``: for a task of an array it still knows, the tasks
+    the array has.
+
+    Raises:
+        RuntimeError, OSError, subprocess.TimeoutExpired: as :func:`_from_scontrol`.
+    """
+    forgotten = (
+        "finished jobs are forgotten after MinJobAge, unless accounting keeps them for sacct"
+    )
+    array, _, index = jobid.partition("_")
+    tasks = (_from_scontrol(array) or _from_sacct(array)) if index else []
+    if tasks:
+        have = ", ".join(t.id.partition("_")[2] or t.id for t in sorted(tasks, key=_order))
+        return f"job array {array} has no task {index} (its tasks: {have}; {forgotten})"
+    return f"SLURM does not know job {jobid} ({forgotten})"
 
 
 _STATUS_HELP = """\

@@ -23,9 +23,9 @@ from collections import OrderedDict, deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import jobfile, protocol
+from . import _leftovers, jobfile, protocol
 from .backends.base import Channel
-from .errors import EvaluationCrashed, EvaluationTimeout, SerializationError
+from .errors import EvaluationCrashed, EvaluationTimeout, SerializationError, WorkerError
 from .serialization import dumps, dumps_results, explain_load_error, loads, nest, pack_exception
 
 if TYPE_CHECKING:
@@ -198,7 +198,35 @@ class Worker:
         return True
 
     def run(self, record: protocol.Task) -> protocol.Result:
-        """Evaluate one TASK record; return the RESULT record (values still as frames)."""
+        """Evaluate one TASK record; return the RESULT record (values still as frames).  What
+        fails here outside the fitness fails the chunk (:meth:`failed_chunk`), never the
+        worker."""
+        try:
+            return self._run(record)
+        except BaseException as e:  # the worker's own code: the master must hear of it
+            return self.failed_chunk(record.chunk_id, e)
+
+    def failed_chunk(self, chunk_id: int, exc: BaseException) -> protocol.Result:
+        """The RESULT that fails every item of a chunk because this worker failed while serving
+        it, outside the fitness (a timer that cannot be set, an internal error): a
+        :class:`~evocluster.errors.WorkerError` naming ``exc``, with this traceback as its
+        cause.  A worker that died of it instead would leave the master a lost worker (under
+        MPI, the whole job) and no word of why."""
+        try:
+            what = f"{type(exc).__name__}: {exc}"
+        except BaseException:  # its __str__ may raise too
+            what = type(exc).__name__
+        err = WorkerError(
+            f"{self.label} failed outside the fitness while serving this chunk ({what}): the "
+            "chunk fails, the worker goes on.  The worker's traceback is the cause; unless the "
+            "job changed what the worker relies on (signal.setitimer, SIGALRM), please report it "
+            "as an evocluster bug"
+        )
+        info = pack_exception(err, self.label)
+        info["traceback"] = pack_exception(exc, self.label)["traceback"]
+        return protocol.result(chunk_id, nest(dumps([])), {-1: info}, 0.0)
+
+    def _run(self, record: protocol.Task) -> protocol.Result:
         limits = record.limits
         if limits is not None and (limits.isolate or not _can_alarm()):
             done = self.submit_isolated(record)  # a timeout outside the main thread: isolated
@@ -215,6 +243,10 @@ class Worker:
     def _prepare(self, record: protocol.Task) -> protocol.Result | tuple[list[Any], bool, Any]:
         """The task's callable loaded (and cached), and its ``(items, star, kwargs)``; or the
         RESULT that fails the whole chunk when either cannot be loaded."""
+        if record.shared:  # versions of shared objects this worker lacks: before the callable
+            failed = self._install_shared(record)
+            if failed is not None:
+                return failed
         try:
             fn = self._function(record.fn_key, record.fn_payload)
             if isinstance(fn, Unloadable):
@@ -225,6 +257,20 @@ class Worker:
             info = pack_exception(err, self.label)
             return protocol.result(record.chunk_id, nest(dumps([])), {-1: info}, 0.0)
         return items, star, kwargs
+
+    def _install_shared(self, record: protocol.Task) -> protocol.Result | None:
+        """Hold the shared versions ``record`` carries (:func:`evocluster.sharing.install`: one
+        version per name); the RESULT that fails the chunk if one cannot be loaded."""
+        from . import sharing
+
+        try:
+            isolate = record.limits is not None and record.limits.isolate
+            sharing.install(record.shared, keep_frames=isolate)
+        except BaseException as e:  # the object's own unpickling code
+            err = e if isinstance(e, SerializationError) else SerializationError(str(e))
+            info = pack_exception(err, self.label)
+            return protocol.result(record.chunk_id, nest(dumps([])), {-1: info}, 0.0)
+        return None
 
     def _result(
         self, chunk_id: int, values: list[Any], errors: dict[int, dict[str, Any]], elapsed: float
@@ -255,9 +301,11 @@ class Worker:
         limits = record.limits
         assert limits is not None
         child = self._child(limits.memory)
+        from . import sharing  # the callable with the shared versions it reads, for the child
+
+        key, fn_frames = sharing.for_child(record.fn_key, self.payloads.get(record.fn_key))
         child.submit(
-            record.fn_key, self.payloads.get(record.fn_key), items, star, kwargs, limits.timeout,
-            item_frames=record.item_frames,
+            key, fn_frames, items, star, kwargs, limits.timeout, item_frames=record.item_frames,
         )  # fmt: skip
         return None
 
@@ -394,6 +442,13 @@ def serve(channel: Channel, job: jobfile.JobSpec | None = None) -> int:
     ``job``: the job as this worker's own command line describes it.  It is imported at once,
     while the master starts up, rather than after INIT arrives (with many ranks on few cores the
     two overlap); if INIT then names another job, that one is imported instead."""
+    # before the job's code runs: what it leaves running is found and ended when this stops
+    _leftovers.adopt_orphans()
+    # the signals this worker ignores (its launcher's choice), for this process only: the
+    # processes a fitness starts must die of them (a pool's terminate() sends SIGTERM)
+    _leftovers.ignore_here(
+        *(s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is signal.SIG_IGN)
+    )
     early = _import_job(job) if job is not None else None
     record = loads(channel.recv())
     if record[0] == protocol.STOP:  # the master gave up before starting (bad command line)
@@ -420,10 +475,13 @@ def serve(channel: Channel, job: jobfile.JobSpec | None = None) -> int:
     serving = True
     worker = Worker(label, sent)
     held = None
+    stopped = False
     try:
         while True:
             record = loads(channel.recv()) if held is None else held
             if record[0] == protocol.STOP:
+                stopped = True
+                _stop(worker)  # before BYE: the master waits for it, and the line comes first
                 channel.send(dumps(protocol.bye()))
                 return 0
             if worker.pipelines(record):
@@ -431,8 +489,17 @@ def serve(channel: Channel, job: jobfile.JobSpec | None = None) -> int:
             else:
                 held = None
                 channel.send(dumps(worker.run(record)))
+                _leftovers.reap_zombies()
     finally:
-        worker.close()
+        if not stopped:  # the master is gone (or this worker failed): the same, without a BYE
+            _stop(worker)
+
+
+def _stop(worker: Worker) -> None:
+    """This process stops serving: its isolated child, then whatever the fitness left running
+    (ended and named: :func:`evocluster._leftovers.end_leftovers`)."""
+    worker.close()
+    _leftovers.end_leftovers(worker.label)
 
 
 class _Pipeline:
@@ -469,6 +536,19 @@ class _Pipeline:
         while self.order:
             self()  # what came while the last result was sent
             chunk_id, done = self.order.popleft()
-            result = done if done is not None else self.worker.isolated_result(chunk_id, self)
-            self.channel.send(dumps(result))
+            if done is None:
+                try:
+                    done = self.worker.isolated_result(chunk_id, self)
+                except (EOFError, ConnectionError):  # the master is gone: nothing to answer
+                    raise
+                except BaseException as e:  # the worker's own code, outside the fitness
+                    done = self.worker.failed_chunk(chunk_id, e)
+                    # the child's chunks were dropped with it: those queued behind fail alike
+                    worker = self.worker
+                    self.order = deque(
+                        (cid, r if r is not None else worker.failed_chunk(cid, e))
+                        for cid, r in self.order
+                    )
+            self.channel.send(dumps(done))
+            _leftovers.reap_zombies()
         return self.held

@@ -11,11 +11,18 @@
   before that.
 * **Nothing left behind**: at the end of the session (after every xdist worker has finished), no
   process of any session ``helpers.run`` started may be alive; if one is, it is killed and the
-  test session fails.
+  test session fails.  Nor may an MPI library's shared memory segment in ``/dev/shm`` that one of
+  those runs made (``helpers.SHM_PREFIXES``; MPICH's used to outlive every ``MPI_Abort``, and a
+  stale one hangs a later job of the same name in ``MPI_Init``): one that was not there when
+  the session began, that no live process maps, and that was made while a run of this session
+  was running is removed and fails the session.  (Another program's segments are told apart by
+  those three; on a machine where other test sessions run at the same time, one of theirs made
+  during a run of this session and left behind would be blamed here too.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -139,12 +146,16 @@ class _XdistGroups:
 _SESSIONS_DIR = pytest.StashKey[Path]()
 
 
+_SHM_BEFORE = pytest.StashKey[dict[str, int]]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if config.pluginmanager.hasplugin("timeout"):
         config.pluginmanager.register(_TimeoutWatch(), "evocluster-timeout-watch")
     if not hasattr(config, "workerinput"):  # the controller, or a run without xdist
         where = Path(tempfile.mkdtemp(prefix="evocluster-test-sessions-"))
         config.stash[_SESSIONS_DIR] = where
+        config.stash[_SHM_BEFORE] = helpers.shm_entries()
         os.environ[helpers.SESSIONS_ENV] = str(where)  # xdist workers inherit it
     elif os.environ.get(helpers.SESSIONS_ENV):
         where = Path(os.environ[helpers.SESSIONS_ENV])
@@ -171,6 +182,55 @@ def pytest_sessionfinish(session: pytest.Session) -> Generator[None, object, obj
 
 
 def _check_nothing_left(session: pytest.Session, where: Path) -> None:
+    try:
+        _check_no_process_left(session, where)
+        _check_no_shared_memory_left(session, where)
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+
+
+def _left_behind(session: pytest.Session, message: str) -> None:
+    """Fail the test session with ``message``, under a banner."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write("\n")
+        reporter.write_sep("!", "LEFT BEHIND", red=True, bold=True)
+        reporter.write_line(message, red=True)
+    else:
+        print(message, flush=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _check_no_shared_memory_left(session: pytest.Session, where: Path) -> None:
+    """The runs' processes are gone by now: an MPI segment one of them made is a leftover."""
+    before = session.config.stash.get(_SHM_BEFORE, {})
+    now = time.time()
+    windows = helpers.run_windows(where, until=now)
+    new = {n: i for n, i in helpers.shm_entries().items() if before.get(n) != i}
+    if not new or not windows:
+        return
+    mapped = helpers.shm_mapped()  # in use by a live process: not a leftover (yet)
+    left = []
+    for name in sorted(set(new) - mapped):
+        path = os.path.join(helpers.SHM, name)
+        try:
+            made = os.stat(path).st_ctime  # set as the segment is created and sized
+        except OSError:
+            continue
+        # a second's slack either side: ctime and time.time() tick apart
+        if any(start - 1 <= made <= end + 1 for start, end in windows):
+            left.append(name)
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # a stale one can hang a later job of the same name
+    if left:
+        _left_behind(
+            session,
+            f"{len(left)} MPI shared memory segment(s) made during the test session's runs "
+            f"outlived them (removed now): {', '.join(f'{helpers.SHM}/{n}' for n in left)}",
+        )
+
+
+def _check_no_process_left(session: pytest.Session, where: Path) -> None:
     sids = _recorded_sessions(where)
     deadline = time.monotonic() + 5  # a run's last processes may still be on their way out
     alive = {sid: helpers.session_processes(sid) for sid in sids}
@@ -179,20 +239,12 @@ def _check_nothing_left(session: pytest.Session, where: Path) -> None:
         alive = {sid: helpers.session_processes(sid) for sid in sids}
     left = {sid: helpers.kill_session(sid) for sid, pids in alive.items() if pids}
     left = {sid: pids for sid, pids in left.items() if pids}
-    shutil.rmtree(where, ignore_errors=True)
     if left:
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        message = (
+        _left_behind(
+            session,
             f"processes of {len(left)} of the {len(sids)} runs the tests started outlived the "
-            f"test session (killed now): {left}"
+            f"test session (killed now): {left}",
         )
-        if reporter is not None:
-            reporter.write("\n")
-            reporter.write_sep("!", "LEFT BEHIND", red=True, bold=True)
-            reporter.write_line(message, red=True)
-        else:
-            print(message, flush=True)
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 # ---------------------------------------------------------------------------- executors

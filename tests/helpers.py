@@ -4,8 +4,12 @@ clean environment, and leave nothing of it behind.
 * Every run gets a timeout that ends before the test's own pytest timeout (``run`` caps it at the
   test's remaining time less ``MARGIN``), so ``run`` always kills a hung run itself; its
   ``finally`` kills the run's whole session even when pytest-timeout interrupts the test.
-* Every session ``run`` starts is recorded (``SESSIONS_ENV``); ``conftest.py`` checks at the end
-  of the test session that none of their processes is alive.
+* Every session ``run`` starts is recorded (``SESSIONS_ENV``), with when it ran; ``conftest.py``
+  checks at the end of the test session that none of their processes is alive, and that none of
+  them left an MPI library's shared memory in ``/dev/shm``.
+* Every process a test starts begins with the signals it relies on at their defaults
+  (``default_signals``), whatever the test process inherited: under ``nohup`` SIGHUP is ignored,
+  in a script's background job (``bash .ci/run &``) SIGINT, and a run would inherit that.
 * A missing prerequisite (``mpiexec``, the system Open MPI environment, SLURM) goes through
   ``prerequisite``: a skip with the reason on a developer's machine, a failure under CI.
 * A test that launches ``mpiexec``/``srun``/SCOOP must carry the ``mpi``/``slurm``/``scoop``
@@ -23,6 +27,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
@@ -53,6 +58,26 @@ OPENMPI_FLAGS = ["--allow-run-as-root", "--oversubscribe", "--mca", "btl", "self
 #: Where ``run`` records the session id of every run it starts, one file per pytest process
 #: (xdist workers included); ``conftest.py`` sets it up and checks the sessions at the end.
 SESSIONS_ENV = "PYTEST_EVOCLUSTER_SESSIONS"
+
+#: The signals the tests send to the processes they start (or rely on at their defaults there):
+#: each begins every such process at its default disposition (``default_signals``).  An ignored
+#: signal stays ignored across fork and exec, and a test process may have inherited one: under
+#: ``nohup`` (over ssh) SIGHUP, in a script's background job (``bash .ci/run &``) SIGINT and
+#: SIGQUIT.  Runs then ignored what their tests sent them, and the tests waited 60-120 s and
+#: failed.
+DEFAULT_SIGNALS = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
+
+#: /dev/shm entries of the MPI libraries (MPICH's ``mpich_shm_*`` and ``mpich_vci_*``, Open
+#: MPI 4's ``vader_segment.*``, 5's ``sm_segment.*``), which a run must not leave behind.
+SHM = "/dev/shm"
+SHM_PREFIXES = ("mpich_shm_", "mpich_vci_", "vader_segment.", "sm_segment.")
 
 #: Variables that would change which backend a child chooses, or make it think it is an MPI rank.
 _FOREIGN = ("EVOCLUSTER_", "PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCALNRANKS", SESSIONS_ENV)
@@ -203,12 +228,63 @@ def kill_session(sid: int) -> list[int]:
     return left
 
 
-def _record_session(sid: int) -> None:
-    """Note ``sid`` for the end-of-session check, before anything can go wrong with the run."""
+def default_signals() -> None:
+    """The ``preexec_fn`` of every process a test starts: ``DEFAULT_SIGNALS`` at their defaults,
+    as a shell started from a terminal would give them (runs in the child, before exec)."""
+    for signum in DEFAULT_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+
+
+def _record_session(sid: int, started: float | None = None) -> None:
+    """Note ``sid`` for the end-of-session check, before anything can go wrong with the run, and
+    when it started (``time.time()``; now if not given): what MPI leaves in /dev/shm is told
+    from what other programs leave there by when it was made."""
     where = os.environ.get(SESSIONS_ENV)
     if where:
         with open(os.path.join(where, f"{os.getpid()}.sids"), "a") as fh:
             fh.write(f"{sid}\n")
+        with open(os.path.join(where, f"{os.getpid()}.runs"), "a") as fh:
+            fh.write(f"{sid} start {time.time() if started is None else started}\n")
+
+
+def _record_end(sid: int) -> None:
+    """Note that the run of session ``sid`` has ended (its processes killed)."""
+    where = os.environ.get(SESSIONS_ENV)
+    if where:
+        with open(os.path.join(where, f"{os.getpid()}.runs"), "a") as fh:
+            fh.write(f"{sid} end {time.time()}\n")
+
+
+def run_windows(where: str | os.PathLike[str], until: float) -> list[tuple[float, float]]:
+    """``(start, end)`` (``time.time()``) of every run recorded under ``where``; a run whose end
+    was not recorded ends at ``until``."""
+    starts: dict[str, float] = {}
+    ends: dict[str, float] = {}
+    for path in Path(where).glob("*.runs"):
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                sid, what, when = line.split()
+                (starts if what == "start" else ends)[f"{path.stem}:{sid}"] = float(when)
+    return [(t, ends.get(key, until)) for key, t in starts.items()]
+
+
+def shm_entries() -> dict[str, int]:
+    """The MPI libraries' entries in ``/dev/shm`` (``SHM_PREFIXES``): name -> inode."""
+    with contextlib.suppress(OSError):
+        return {e.name: e.inode() for e in os.scandir(SHM) if e.name.startswith(SHM_PREFIXES)}
+    return {}
+
+
+def shm_mapped() -> set[str]:
+    """The ``/dev/shm`` names some live process maps: in use, not left behind (yet)."""
+    found = set()
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/maps") as fh:
+                for line in fh:
+                    if f"{SHM}/" in line:
+                        found.add(line.split(f"{SHM}/", 1)[1].split()[0])
+    return found
 
 
 def run_timeout(requested: float) -> float:
@@ -241,18 +317,7 @@ def run(
             pytrace=False,
         )
     limit = run_timeout(timeout)
-    proc = subprocess.Popen(
-        cmd,
-        cwd=cwd,
-        env=clean_env() if env is None else env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # one session and group: mpiexec, its proxies and every rank
-    )
-    try:
-        _record_session(proc.pid)
+    with started(cmd, cwd=cwd, env=env) as proc:
         try:
             out, err = proc.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
@@ -277,9 +342,37 @@ def run(
         if no_leftovers and (left := kill_session(proc.pid)):
             pytest.fail(f"{cmd} left processes {left} behind\n{output(result)}")
         return result
+
+
+@contextlib.contextmanager
+def started(
+    cmd: list[str],
+    *,
+    cwd: os.PathLike[str] | str | None = None,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] = default_signals,
+) -> Iterator[subprocess.Popen[str]]:
+    """Start ``cmd`` in a session of its own, for a test that acts on it while it runs (``run``
+    uses it too).  On leaving, whatever happened (pytest-timeout's exception and Ctrl-C
+    included), its whole session is killed and its pipes closed: nothing of the run survives."""
+    begun = time.time()
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=clean_env() if env is None else env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # one session and group: mpiexec, its proxies and every rank
+        preexec_fn=preexec_fn,  # noqa: PLW1509 (only signal.signal runs in the child)
+    )
+    try:
+        _record_session(proc.pid, begun)
+        yield proc
     finally:
-        # every path, pytest-timeout's exception inside communicate() included
         kill_session(proc.pid)
+        _record_end(proc.pid)
         if proc.poll() is None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
@@ -287,6 +380,16 @@ def run(
             if pipe is not None:
                 with contextlib.suppress(OSError):
                     pipe.close()
+
+
+def wait_for(path: Path, proc: subprocess.Popen[str], what: str, timeout: float = 60) -> None:
+    """Wait until ``path`` exists (the job wrote it); fail with ``what`` and the run's output if
+    the run ends first or ``timeout`` passes (capped by ``run_timeout``)."""
+    deadline = time.monotonic() + run_timeout(timeout)
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
 
 
 def output(r: subprocess.CompletedProcess[str]) -> str:

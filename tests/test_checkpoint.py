@@ -10,11 +10,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import clean_env, launcher, mpi_command, output, run
+from helpers import clean_env, default_signals, kill_session, launcher, mpi_command, output, run
 
 import evocluster
 from evocluster import checkpoint
@@ -169,8 +170,9 @@ def test_sigkill_at_any_instant_leaves_a_loadable_checkpoint(tmp_path: Path) -> 
     seen = []
     for delay in (0.05, 0.13, 0.21, 0.34, 0.5, 0.77):
         with subprocess.Popen(
-            [sys.executable, str(script), str(path)], env=env, stdout=subprocess.PIPE, text=True
-        ) as proc:
+            [sys.executable, str(script), str(path)], env=env, stdout=subprocess.PIPE, text=True,
+            preexec_fn=default_signals,  # noqa: PLW1509 (signal.signal only)
+        ) as proc:  # fmt: skip
             try:
                 assert proc.stdout is not None and proc.stdout.readline().strip() == "first"
                 time.sleep(delay)  # somewhere in a write, or between two
@@ -266,8 +268,9 @@ def test_onemax_stopped_by_sigusr1_resumes_elsewhere_with_the_same_population(
     path = tmp_path / "onemax.ckpt"
     cmd = launcher("--workers", "2", ONEMAX, *args, "--checkpoint", str(path))
     with subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as proc:
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=default_signals,  # noqa: PLW1509 (the SIGUSR1 sent below: at its default)
+    ) as proc:  # fmt: skip
         try:
             assert proc.stdout is not None
             for line in proc.stdout:  # the batch system's warning, in generation 5
@@ -331,3 +334,226 @@ def test_an_engine_loop_checkpoints_where_the_environment_says(tmp_path: Path) -
     )
     assert r.returncode == 0, output(r)
     assert checkpoint.read_header(target)["algorithm"]
+
+
+# ---------------------------------------------------------------------------- issue 20
+def test_an_edited_body_with_a_matching_checksum_is_called_tampering_not_intact(
+    tmp_path: Path,
+) -> None:
+    """An edit to the body with its SHA-256 recomputed in the header was refused as "tampered
+    ... although its body is intact": header and body were both changed.  Each message must be
+    true: the tampering one names the body as a possibility, the checksum one an edit."""
+    import hashlib
+
+    path = written(tmp_path)
+    data = path.read_bytes()
+    header = checkpoint.read_header(path)
+    body = data[-header["body_bytes"] :]
+    edited_body = body.replace(b"history", b"hystory")
+    assert edited_body != body and len(edited_body) == len(body)
+    forged = data[: -len(body)].replace(
+        header["body_sha256"].encode(), hashlib.sha256(edited_body).hexdigest().encode()
+    )
+    path.write_bytes(forged + edited_body)
+    err = refused(path, "tampered")
+    assert "intact" not in str(err) and "body" in str(err) and "changed" in str(err), str(err)
+    path.write_bytes(data[: -len(body)] + edited_body)  # the checksum left as it was
+    err = refused(path, "corrupted")
+    assert "edited" in str(err), str(err)
+
+
+def test_a_directory_is_not_a_checkpoint_file(tmp_path: Path) -> None:
+    """``--checkpoint adir`` said "exists already ... remove it": a directory is named as one."""
+    adir = tmp_path / "adir"
+    adir.mkdir()
+    err = refused(adir, "not-a-checkpoint")
+    assert "directory" in str(err), str(err)
+    with pytest.raises(CheckpointError, match="is a directory: give the path of a file"):
+        checkpoint.hold(adir)
+
+
+@pytest.fixture
+def read_only(tmp_path: Path) -> Iterator[Path]:
+    """A directory on a file system mounted read-only (a tmpfs, remounted ro), unmounted after."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a read-only file system needs root")
+    where = tmp_path / "ro"
+    where.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)]
+    if subprocess.run(mount, check=False, capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True)
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_a_read_only_file_system_gives_one_checkpoint_error(read_only: Path) -> None:
+    """The write's cleanup (unlink of a temporary it never created) raised EROFS and replaced
+    the real error, under chained tracebacks: the caller gets CheckpointError, the path and the
+    reason, and no OSError in its chain."""
+    path = read_only / "run.ckpt"
+    with pytest.raises(CheckpointError) as info:
+        checkpoint.save(path, STATE, algorithm="generational", seed=3)
+    err = info.value
+    assert err.reason == "unwritable" and err.path == str(path)
+    assert "read-only" in str(err) and str(path) in str(err), str(err)
+    assert err.__cause__ is None and err.__suppress_context__, "one traceback, not a chain"
+    with pytest.raises(CheckpointError) as info:
+        checkpoint.hold(path)  # the lock file cannot be created either
+    assert info.value.reason == "unwritable" and "read-only" in str(info.value)
+
+
+RO_JOB = """
+import sys
+import evocluster
+from evocluster import engine, operators as ops
+with evocluster.Executor(backend="serial") as ex:
+    engine.generational(lambda g: float(g.sum()), lambda r: ops.random_bits(8, 8, r),
+        executor=ex, generations=2, seed=1, crossover=ops.uniform,
+        mutate=lambda x, r: ops.bit_flip(x, r, p=0.1), log=None, checkpoint=sys.argv[1])
+"""
+
+
+def test_an_engine_loop_on_a_read_only_file_system_fails_with_one_traceback(
+    read_only: Path, tmp_path: Path
+) -> None:
+    r = run(
+        [sys.executable, "-c", RO_JOB, str(read_only / "run.ckpt")],
+        env=clean_env(EVOCLUSTER_KEY=KEY),
+        cwd=tmp_path,
+    )
+    assert r.returncode == 1, output(r)
+    assert r.stderr.count("Traceback (most recent call last)") == 1, output(r)
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("evocluster.checkpoint.CheckpointError: checkpoint "), output(r)
+    assert str(read_only / "run.ckpt") in last and "read-only" in last, output(r)
+
+
+HOLDER = """
+import os, sys, time
+from evocluster import checkpoint
+checkpoint.REQUEUE_WAIT = float(os.environ.get("WAIT", checkpoint.REQUEUE_WAIT))
+try:
+    checkpoint.hold(sys.argv[1])
+except checkpoint.CheckpointError as e:
+    print(f"refused {e.reason}: {e}", flush=True)
+    sys.exit(3)
+print(f"holding {os.getpid()}", flush=True)
+sys.stdin.read()  # until the test closes it (or kills this process)
+"""
+
+
+class Holder:
+    """A process holding a checkpoint path (``checkpoint.hold``) until it is killed."""
+
+    def __init__(self, path: Path, **env: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(path)],
+            env=clean_env(EVOCLUSTER_KEY=KEY, **env), stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+            preexec_fn=default_signals,  # noqa: PLW1509 (signal.signal only)
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        self.first = self.proc.stdout.readline().strip()
+
+    def close(self) -> None:
+        kill_session(self.proc.pid)
+        self.proc.communicate(timeout=30)
+
+
+@pytest.fixture
+def holders() -> Iterator[list[Holder]]:
+    made: list[Holder] = []
+    try:
+        yield made
+    finally:
+        for h in made:
+            h.close()
+
+
+def test_a_path_is_held_by_one_process_until_it_dies(tmp_path: Path, holders: list[Holder]) -> None:
+    path = tmp_path / "run.ckpt"
+    first = Holder(path)
+    holders.append(first)
+    assert first.first == f"holding {first.proc.pid}", first.first
+    record = json.loads(checkpoint.lock_path(path).read_text())
+    assert record["pid"] == first.proc.pid and record["host"] and record["since"]
+    second = Holder(path)
+    holders.append(second)
+    assert second.first.startswith("refused locked:"), second.first
+    assert f"pid {first.proc.pid} on {record['host']}" in second.first
+    assert second.proc.wait(timeout=30) == 3
+    first.proc.kill()  # SIGKILL: the kernel releases its lock
+    first.proc.wait(timeout=30)
+    third = Holder(path)
+    holders.append(third)
+    assert third.first == f"holding {third.proc.pid}", third.first
+
+
+def test_a_requeued_slurm_job_waits_for_its_previous_runs_lock(
+    tmp_path: Path, holders: list[Holder]
+) -> None:
+    """SLURM requeued the job (same job id, SLURM_RESTART_COUNT > 0) while its previous run's
+    lock is still held (a dead node's NFS lease): it waits, bounded, instead of being refused.
+    Another job is refused at once."""
+    path = tmp_path / "run.ckpt"
+    old = Holder(path, SLURM_JOB_ID="4242")
+    holders.append(old)
+    assert old.first.startswith("holding")
+    other = Holder(path, SLURM_JOB_ID="77", SLURM_RESTART_COUNT="1")
+    holders.append(other)
+    assert other.first.startswith("refused locked:") and "SLURM job 4242" in other.first
+    gave_up = Holder(path, SLURM_JOB_ID="4242", SLURM_RESTART_COUNT="1", WAIT="0.1")
+    holders.append(gave_up)
+    assert gave_up.first.startswith("refused locked:") and "still held" in gave_up.first
+    requeued = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path)],
+        env=clean_env(EVOCLUSTER_KEY=KEY, SLURM_JOB_ID="4242", SLURM_RESTART_COUNT="1"),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True, preexec_fn=default_signals,  # noqa: PLW1509 (signal.signal only)
+    )  # fmt: skip
+    try:
+        assert requeued.stderr is not None and requeued.stdout is not None
+        waiting = requeued.stderr.readline()
+        assert "previous run" in waiting and "waiting up to" in waiting, waiting
+        old.proc.kill()  # the lease expires: the lock is released
+        assert requeued.stdout.readline().strip() == f"holding {requeued.pid}"
+    finally:
+        kill_session(requeued.pid)
+        requeued.communicate(timeout=30)
+
+
+LEFTOVER = """
+import sys
+from pathlib import Path
+from evocluster import checkpoint
+
+def parts():
+    yield b"x" * 1000
+    print("writing", flush=True)
+    sys.stdin.read()  # in the middle of the write until killed
+    yield b"never"
+
+checkpoint._write_atomically(Path(sys.argv[1]), parts())
+"""
+
+
+def test_temporaries_of_a_killed_write_are_removed_by_the_next_holder(tmp_path: Path) -> None:
+    path = tmp_path / "run.ckpt"
+    with subprocess.Popen(
+        [sys.executable, "-c", LEFTOVER, str(path)], env=clean_env(EVOCLUSTER_KEY=KEY),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        preexec_fn=default_signals,  # noqa: PLW1509 (signal.signal only)
+    ) as proc:  # fmt: skip
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
+        finally:
+            proc.kill()  # SIGKILL in the middle of a write
+    left = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(left) == 1 and left[0].startswith(".run.ckpt."), left
+    other = tmp_path / ".other.ckpt.123.abcdef12.tmp"  # another path's: not ours to remove
+    other.write_bytes(b"")
+    checkpoint.hold(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "run.ckpt.lock"]

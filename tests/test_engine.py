@@ -468,3 +468,131 @@ def test_shared_names_what_is_missing() -> None:
         sharing.unshare()
     with pytest.raises(TypeError, match="name"):
         evocluster.share(3, 1)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ issue 20
+def _opt() -> Any:
+    class Opt:
+        def ask(self) -> list[np.ndarray]:
+            return [np.zeros(2), np.ones(2)]
+
+        def tell(self, xs: Any, values: Any) -> None:
+            pass
+
+    return Opt()
+
+
+def two_spheres(x: np.ndarray) -> tuple[float, float]:
+    return float(np.sum(x * x)), float(np.sum((x - 1) ** 2))
+
+
+def _loops(serial: Any) -> dict[str, Any]:
+    """One call per loop, every argument overridable."""
+    reals = functools.partial(ops.random_reals, 6, 3, low=0.0, high=1.0)
+    ga = {
+        "executor": serial, "seed": 1, "log": None, "crossover": ops.blend,
+        "mutate": functools.partial(ops.gaussian, sigma=0.1),
+    }  # fmt: skip
+    es = ga | {"generations": 2, "lambda_": 6}
+
+    def call(loop: Any, *args: Any, **defaults: Any) -> Any:
+        return lambda **kw: loop(*args, **defaults | kw)
+
+    return {
+        "generational": call(engine.generational, sphere, reals, **ga, generations=2),
+        "mu_plus_lambda": call(engine.mu_plus_lambda, sphere, reals, **es),
+        "mu_comma_lambda": call(engine.mu_comma_lambda, sphere, reals, **es),
+        "nsga2": call(engine.nsga2, two_spheres, reals, **ga, generations=2, weights=(-1, -1)),
+        "steady_state": call(engine.steady_state, sphere, reals, **ga, evaluations=6),
+        "ask_tell": call(
+            engine.ask_tell, _opt(), sphere, executor=serial, seed=1, log=None, iterations=2
+        ),
+    }
+
+
+BAD_COUNTS = {
+    "generational": ["generations"],
+    "mu_plus_lambda": ["generations", "lambda_"],
+    "mu_comma_lambda": ["generations", "lambda_"],
+    "nsga2": ["generations"],
+    "steady_state": ["evaluations", "in_flight", "report_every"],
+    "ask_tell": ["iterations"],
+}
+
+
+@pytest.mark.parametrize("loop", sorted(BAD_COUNTS))
+def test_counts_and_seeds_that_are_not_whole_numbers_are_refused(serial: Any, loop: str) -> None:
+    """``generations=-1`` or ``2.5`` and ``seed=True`` were accepted: each is refused with a
+    ValueError naming the argument, in every loop."""
+    call = _loops(serial)[loop]
+    call()  # the call itself is right
+    for name in ["seed", *BAD_COUNTS[loop]]:
+        low = 1 if name in ("in_flight", "report_every", "iterations", "lambda_") else 0
+        for bad in (low - 1, 2.5, True, "3"):
+            with pytest.raises(ValueError, match=rf"^{name} must be an integer >= \d, got "):
+                call(**{name: bad})
+
+
+def test_a_population_function_may_return_a_list(serial: Any) -> None:
+    """A list of lists gave "'list' object has no attribute 'ndim'": any array-like is taken,
+    and what cannot be one array is explained."""
+    array = engine.generational(
+        noisy_onemax, lambda rng: ops.random_bits(30, 20, rng), executor=serial, generations=3,
+        seed=7, crossover=ops.two_point, mutate=BITS, log=None,
+    )  # fmt: skip
+    listed = engine.generational(
+        noisy_onemax, lambda rng: ops.random_bits(30, 20, rng).tolist(), executor=serial,
+        generations=3, seed=7, crossover=ops.two_point, mutate=BITS, log=None,
+    )  # fmt: skip
+    assert listed.digest() == array.digest()
+    with pytest.raises(ValueError, match=r"2-D array .* got a list numpy cannot make one"):
+        engine.generational(
+            noisy_onemax, lambda rng: [[1, 0], [1]], executor=serial, generations=1, seed=7,
+            crossover=ops.two_point, mutate=BITS, log=None,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match=r"at least 2 individuals, got shape \(3,\)"):
+        engine.generational(
+            noisy_onemax, lambda rng: [1, 0, 1], executor=serial, generations=1, seed=7,
+            crossover=ops.two_point, mutate=BITS, log=None,
+        )  # fmt: skip
+
+
+def test_a_fitness_too_large_for_a_float_is_a_bad_value(serial: Any) -> None:
+    """``10**400`` gave a bare OverflowError: it is a bad value like NaN, named in the
+    EvaluationError (with the state kept), and penalized under on_error="penalize"."""
+    huge = functools.partial(_constant, 10**400)
+    with pytest.raises(evocluster.EvaluationError) as info:
+        onemax_run(serial, fitness=huge)
+    err = info.value
+    assert isinstance(err.__cause__, ValueError) and err.state is not None
+    assert "returned 1000000000" in str(err) and "too large for a float" in str(err), str(err)
+    r = onemax_run(serial, fitness=huge, on_error="penalize", penalty=-1.0)
+    assert r.failed == len(r.failures) > 0 and "too large" in r.failures[0].message
+
+
+def infeasible_zdt1(x: np.ndarray) -> np.ndarray:
+    """ZDT1, with ``+inf`` (minimised: the worst) for a point whose x[1] is above 0.5, as the
+    engine's NaN message suggests for an infeasible individual."""
+    f = pareto.zdt1(x)
+    return np.array([f[0], np.inf]) if x[1] > 0.5 else f
+
+
+def test_nsga2_takes_infinite_objectives(serial: Any) -> None:
+    """``nsga2`` with an infinite objective failed after generation 0 with a bare ValueError
+    from pareto.py: it runs, infeasible members sort last, and the result is reproducible."""
+
+    def go(executor: Any) -> engine.Result:
+        return engine.nsga2(
+            infeasible_zdt1, functools.partial(ops.random_reals, 24, 6, low=0.0, high=1.0),
+            executor=executor, generations=8, seed=4, weights=(-1.0, -1.0),
+            crossover=functools.partial(ops.sbx, eta=15.0, low=0.0, high=1.0),
+            mutate=functools.partial(ops.polynomial, eta=20.0, low=0.0, high=1.0, p=0.2),
+            log=None,
+        )  # fmt: skip
+
+    r = go(serial)
+    assert r.state.generation == 8
+    assert np.isinf(r.history[0]["max"][1])  # generation 0 had infeasible members
+    assert np.isfinite(r.best_fitness).all()  # the first front's first is a feasible one
+    with cf.ThreadPoolExecutor(3) as threads:
+        assert go(threads).digest() == r.digest()

@@ -31,7 +31,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import clean_env, kill_session, launch_on, launcher, output, require_module, run
+from helpers import (
+    clean_env,
+    default_signals,
+    kill_session,
+    launch_on,
+    launcher,
+    output,
+    require_module,
+    run,
+)
 
 import evocluster
 from evocluster import checkpoint, engine, pareto
@@ -614,7 +623,7 @@ def test_sigterm_while_a_worker_holds_an_evaluation(job: Path, tmp_path: Path, w
     cmd = launch(where, "--checkpoint", "t.ckpt", str(job), "--stop", "2,4", "--action", "gate")
     with subprocess.Popen(
         cmd, env=ENV, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=default_signals,  # noqa: PLW1509 (signal.signal only)
     ) as proc:  # fmt: skip
         try:
             assert proc.stdout is not None
@@ -763,3 +772,320 @@ def test_under_scoop_a_stopped_loop_resumes_bit_identically(
     resumed = run([*scoop, "--ckpt", "run.ckpt", "--resume"], env=ENV, cwd=tmp_path)
     assert resumed.returncode == 0, output(resumed)
     assert digests(resumed.stdout) == reference(job, "--loop", loop)
+
+
+# ---------------------------------------------------------------------------- issue 20
+def hold_in_an_evaluation(cmd: list[str], cwd: Path) -> subprocess.Popen[str]:
+    """Start ``cmd`` (the job above with ``--action gate``) and return once it holds an
+    evaluation (its checkpoint is written and its path held)."""
+    proc = subprocess.Popen(
+        cmd, env=ENV, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True, preexec_fn=default_signals,  # noqa: PLW1509 (signal.signal only)
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:  # bounded: the gate opens by itself after 60 s
+        if line.startswith("waiting at"):
+            return proc
+    kill_session(proc.pid)
+    pytest.fail(f"the first run did not reach its evaluation: {proc.communicate(timeout=30)}")
+
+
+def test_two_runs_on_one_checkpoint_path_the_second_is_refused(job: Path, tmp_path: Path) -> None:
+    """Issue 20: two runs started together with one ``--checkpoint`` overwrote each other.  The
+    second is refused at start (exit 2) naming the first's pid; once the first is killed
+    (SIGKILL: its lock dies with it) the path can be resumed, to the uninterrupted result."""
+    first = hold_in_an_evaluation(
+        launch("serial", "--checkpoint", "same.ckpt", str(job), "--stop", "2,3", "--action",
+               "gate"),
+        tmp_path,
+    )  # fmt: skip
+    try:
+        second = run(
+            launch("local-2", "--checkpoint", "same.ckpt", "--resume", str(job), "--seed", "3"),
+            env=ENV, cwd=tmp_path,
+        )  # fmt: skip
+        assert second.returncode == 2, output(second)
+        assert f"pid {first.pid} on " in second.stderr and "same.ckpt" in second.stderr
+        assert "in use by another run" in second.stderr and "Traceback" not in second.stderr
+        assert not second.stdout, output(second)  # refused before the job ran
+        first.kill()  # SIGKILL, between two checkpoints
+        first.communicate(timeout=30)
+    finally:
+        kill_session(first.pid)
+        if first.poll() is None:
+            first.wait(30)
+    (tmp_path / "gate").touch()
+    resumed = run(
+        launch("local-2", "--checkpoint", "same.ckpt", "--resume", str(job)), env=ENV,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert resumed.returncode == 0, output(resumed)
+    assert digests(resumed.stdout) == reference(job)
+
+
+@pytest.mark.mpi
+def test_under_mpi_a_run_on_a_held_path_is_refused_and_every_rank_stops(
+    job: Path, tmp_path: Path
+) -> None:
+    """Under MPI the lock is taken once MPI has started, before the workers are started: a path
+    another run holds is a usage error (exit 2, one line naming the holder's pid), every rank
+    released (no hang, nothing left)."""
+    first = hold_in_an_evaluation(
+        launch("serial", "--checkpoint", "m.ckpt", str(job), "--stop", "1,0", "--action", "gate"),
+        tmp_path,
+    )
+    try:
+        second = run(
+            launch("mpi-3", "--checkpoint", "m.ckpt", "--resume", str(job)), env=ENV,
+            cwd=tmp_path, no_leftovers=True,
+        )  # fmt: skip
+        assert second.returncode == 2, output(second)
+        assert f"pid {first.pid} on " in second.stderr and "Traceback" not in second.stderr
+        assert second.stderr.count("evocluster:") == 1, output(second)
+    finally:
+        kill_session(first.pid)
+        first.communicate(timeout=30)
+
+
+OTHER_JOB = '''\
+"""Another GA job: the same algorithm and seed as onemax_builtin.py, 100 x 64, another fitness."""
+import evocluster
+from evocluster import engine, operators as ops
+
+
+def zeros(genome):
+    return float((~genome).sum())
+
+
+if __name__ == "__main__":
+    engine.generational(
+        zeros, lambda rng: ops.random_bits(100, 64, rng), executor=evocluster.get_executor(),
+        generations=3, seed=7, crossover=ops.two_point,
+        mutate=lambda x, rng: ops.bit_flip(x, rng, p=0.01), elitism=2,
+    )
+'''
+ONEMAX_BUILTIN = str(Path(__file__).resolve().parents[1] / "jobs" / "onemax_builtin.py")
+
+
+def test_a_checkpoint_of_another_job_is_refused_naming_what_differs(tmp_path: Path) -> None:
+    """Issue 20's case: a checkpoint of another GA job (same algorithm and seed, 100 x 64
+    genomes, another fitness) was resumed by onemax_builtin.py (200 x 100): exit 0, a wrong
+    result.  It is refused, naming the job, fitness and population of each."""
+    (tmp_path / "a.py").write_text(OTHER_JOB)
+    other = run(launch("serial", "--checkpoint", "it.ckpt", "a.py"), env=ENV, cwd=tmp_path)
+    assert other.returncode == 0, output(other)
+    header = checkpoint.read_header(tmp_path / "it.ckpt")
+    assert (header["job"], header["fitness"]) == ("a.py", "__main__.zeros"), header
+    resumed = run(
+        launch("serial", "--checkpoint", "it.ckpt", "--resume", ONEMAX_BUILTIN, "--seed", "7"),
+        env=ENV, cwd=tmp_path,
+    )  # fmt: skip
+    assert resumed.returncode == 1, output(resumed)
+    assert "resumed generational()" not in resumed.stdout, output(resumed)
+    message = next(
+        line for line in resumed.stderr.splitlines() if line.startswith("evocluster.checkpoint")
+    )
+    for words in (
+        "it.ckpt", "job a.py", "fitness __main__.zeros", "population 100 x 64 (bool)",
+        "job onemax_builtin.py", "fitness __main__.onemax", "population 200 x 100 (bool)",
+    ):  # fmt: skip
+        assert words in message, message
+    assert "elitism" not in message, message  # the same in both: not named
+    assert checkpoint.read_header(tmp_path / "it.ckpt") == header  # left as it was
+
+
+def test_the_same_job_resumes_from_another_directory_and_a_copy_of_it(
+    job: Path, tmp_path: Path
+) -> None:
+    """What identifies a job is its file's name, not where it is: a copy of the project in
+    another directory, run from there (and on another backend), resumes its checkpoint."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    for where in (one, two):
+        where.mkdir()
+        (where / job.name).write_text(job.read_text())
+    stopped = run(
+        launch("serial", "--checkpoint", "run.ckpt", job.name, "--stop", "3,2"), env=ENV, cwd=one
+    )
+    assert stopped.returncode == 75, output(stopped)
+    resumed = run(
+        launch("local-2", "--checkpoint", "../one/run.ckpt", "--resume", job.name), env=ENV,
+        cwd=two,
+    )  # fmt: skip
+    assert resumed.returncode == 0, output(resumed)
+    assert digests(resumed.stdout) == reference(job)
+
+
+def ga(executor: cf.Executor, **kw: Any) -> engine.Result:
+    """A small GA on sphere, every argument overridable."""
+    args: dict[str, Any] = {
+        "executor": executor, "seed": 3, "log": None, "generations": 6,
+        "crossover": functools.partial(ops.blend, alpha=0.3),
+        "mutate": functools.partial(ops.gaussian, sigma=0.2, p=0.5), "elitism": 1,
+        "weights": (-1.0,),
+        "population": functools.partial(ops.random_reals, 12, 4, low=-2.0, high=2.0),
+    } | kw  # fmt: skip
+    return engine.generational(args.pop("fitness", sphere), args.pop("population"), **args)
+
+
+def cube(x: np.ndarray) -> float:
+    return float(np.sum(np.abs(x) ** 3))
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"fitness": cube}, ["fitness test_engine_checkpoint.sphere",
+                             "fitness test_engine_checkpoint.cube"]),
+        ({"population": functools.partial(ops.random_reals, 12, 5, low=-2.0, high=2.0)},
+         ["population 12 x 4 (float64)", "population 12 x 5 (float64)"]),
+        ({"population": functools.partial(ops.random_reals, 20, 4, low=-2.0, high=2.0)},
+         ["population 12 x 4", "population 20 x 4"]),
+        ({"mutate": functools.partial(ops.polynomial, eta=20.0, low=-2.0, high=2.0)},
+         ["mutate evocluster.operators.gaussian", "mutate evocluster.operators.polynomial"]),
+        ({"cxpb": 0.5, "elitism": 2}, ["cxpb 0.9", "cxpb 0.5", "elitism 1", "elitism 2"]),
+        ({"weights": (1.0,)}, ["weights [-1.0]", "weights [1.0]"]),
+    ],
+    ids=["fitness", "genome", "size", "operator", "probabilities", "weights"],
+)  # fmt: skip
+def test_a_resume_with_other_settings_is_refused_naming_them(
+    serial: evocluster.Executor, tmp_path: Path, change: dict[str, Any], named: list[str]
+) -> None:
+    path = tmp_path / "run.ckpt"
+    ga(serial, checkpoint=path)
+    engine_runs_forget(path)
+    with pytest.raises(CheckpointError) as info:
+        ga(serial, checkpoint=path, resume=True, **change)
+    err = info.value
+    assert err.reason == "mismatch" and str(path) in str(err)
+    for words in named:
+        assert words in str(err), str(err)
+    differs = str(err).split(" is generational() of ")[1].split(": resume it")[0]
+    assert "seed" not in differs and "job" not in differs, differs  # only what differs
+    engine_runs_forget(path)
+    again = ga(serial, checkpoint=path, resume=True)  # refused without taking its place
+    assert again.state.generation == 6
+
+
+def test_fewer_generations_than_the_checkpoint_holds_are_refused(
+    serial: evocluster.Executor, tmp_path: Path, guarded: list[int]
+) -> None:
+    """Issue 20: a checkpoint at generation 12 resumed with generations=10 returned 12 without
+    a word.  Continuing to more is the feature; asking for fewer names both numbers."""
+    path = tmp_path / "run.ckpt"
+    finished = ga(serial, checkpoint=path)
+    engine_runs_forget(path)
+    with pytest.raises(CheckpointError) as info:
+        ga(serial, checkpoint=path, resume=True, generations=4)
+    assert info.value.reason == "mismatch"
+    assert "6 generations" in str(info.value) and "generations=4" in str(info.value)
+    engine_runs_forget(path)
+    assert ga(serial, checkpoint=path, resume=True).digest() == finished.digest()  # as many
+    engine_runs_forget(path)
+    # stopped after generation 3 (a signal in generation 4): resumed asking for 2
+    stopped = tmp_path / "stopped.ckpt"
+    with pytest.raises(Interrupted):
+        ga(serial, checkpoint=stopped, fitness=functools.partial(signalling, sphere, (4, 1)))
+    assert checkpoint.read_header(stopped)["generation"] == 3
+    with pytest.raises(CheckpointError, match=r"3 generations in it.*generations=2"):
+        ga(serial, checkpoint=stopped, resume=True, generations=2,
+           fitness=functools.partial(signalling, sphere, None))  # fmt: skip
+    engine_runs_forget(stopped)
+    with pytest.raises(ValueError, match=r"state at generation 6.*generations=5"):
+        ga(serial, resume=finished.state, generations=5)
+    # the other loops count what they count: steady_state offspring, ask_tell iterations
+    steady = tmp_path / "steady.ckpt"
+    run_loop("steady_state", serial, checkpoint=steady)  # 60 offspring
+    engine_runs_forget(steady)
+    with pytest.raises(CheckpointError, match=r"60 evaluations in it.*evaluations=10"):
+        engine.steady_state(
+            functools.partial(signalling, sphere, None),
+            functools.partial(ops.random_reals, 12, 4, low=-2.0, high=2.0),
+            executor=serial, seed=3, log=None, evaluations=10, crossover=ops.blend,
+            mutate=functools.partial(ops.gaussian, sigma=0.2, p=0.5), weights=(-1.0,),
+            deterministic=True, in_flight=5, report_every=6, checkpoint=steady, resume=True,
+        )  # fmt: skip
+    engine_runs_forget(steady)
+    asked = tmp_path / "ask.ckpt"
+    run_loop("ask_tell", serial, checkpoint=asked)  # 7 iterations
+    engine_runs_forget(asked)
+    with pytest.raises(CheckpointError, match=r"7 iterations in it.*iterations=3"):
+        engine.ask_tell(
+            GlobalRandomSearch([1.5, -1.0, 0.5]), functools.partial(signalling, sphere, None),
+            executor=serial, seed=3, log=None, iterations=3, checkpoint=asked, resume=True,
+        )  # fmt: skip
+    engine_runs_forget(asked)
+
+
+def test_a_checkpoint_written_before_these_records_still_resumes(
+    serial: evocluster.Executor, tmp_path: Path, guarded: list[int]
+) -> None:
+    """A checkpoint of an older evocluster (no job, fitness or settings in its entries)
+    resumes as it did: unchecked, to the uninterrupted result."""
+    whole = ga(serial, fitness=functools.partial(signalling, sphere, None))
+    path = tmp_path / "old.ckpt"
+    with pytest.raises(Interrupted):
+        ga(serial, checkpoint=path, fitness=functools.partial(signalling, sphere, (3, 2)))
+    header, body = checkpoint.load(path)
+    for entry in body["loops"]:
+        for name in ("job", "fitness", "settings"):
+            entry.pop(name, None)  # (absent from an old one)
+    old = {k: v for k, v in header.items() if k in ("generation", "evaluations", "finished")}
+    checkpoint.save(path, body, algorithm=header["algorithm"], seed=header["seed"], extra=old)
+    resumed = ga(serial, checkpoint=path, resume=True,
+                 fitness=functools.partial(signalling, sphere, None))  # fmt: skip
+    assert resumed.digest() == whole.digest()
+    engine_runs_forget(path)
+
+
+EARLY = """\
+import os, signal, sys
+import evocluster
+from evocluster import engine, operators as ops
+
+os.kill(os.getpid(), getattr(signal, sys.argv[1]))  # before any loop has its handler
+print("the job goes on", flush=True)
+if sys.argv[2] == "loop":
+    engine.generational(
+        lambda g: float(g.sum()), lambda r: ops.random_bits(8, 8, r),
+        executor=evocluster.get_executor(), generations=3, seed=1, crossover=ops.uniform,
+        mutate=lambda x, r: ops.bit_flip(x, r, p=0.1), log=None,
+    )
+    print("not reached", flush=True)
+"""
+
+
+@pytest.mark.parametrize("signame", ["SIGUSR1", "SIGTERM"])
+def test_a_stop_signal_before_the_first_loop_is_honoured_by_it(
+    tmp_path: Path, signame: str
+) -> None:
+    """A stop signal in the first moments of a ``--checkpoint`` run (before the loop installs
+    its handler) ended it with 138 (SIGUSR1) and no message.  The first loop takes it: its
+    checkpoint written, exit 75 and the usual line; without a loop, one line says so."""
+    (tmp_path / "early.py").write_text(EARLY)
+    r = run(launch("local-2", "--checkpoint", "e.ckpt", "early.py", signame, "loop"), env=ENV,
+            cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 75, output(r)
+    assert "the job goes on" in r.stdout and "not reached" not in r.stdout, output(r)
+    assert f"{signame}: generational() stopped" in r.stderr and "e.ckpt" in r.stderr, output(r)
+    assert checkpoint.read_header(tmp_path / "e.ckpt")["evaluations"] == 0
+    r = run(launch("serial", "--checkpoint", "n.ckpt", "early.py", signame, "none"), env=ENV,
+            cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, output(r)
+    said = [line for line in r.stderr.splitlines() if line.startswith("evocluster:")]
+    assert len(said) == 1 and signame in said[0] and "no engine loop" in said[0], output(r)
+
+
+def test_a_directory_given_as_the_checkpoint_is_named_as_one(
+    job: Path, tmp_path: Path, serial: evocluster.Executor
+) -> None:
+    """``--checkpoint adir`` said "exists already ... remove it"."""
+    (tmp_path / "adir").mkdir()
+    for extra in ((), ("--resume",)):
+        r = run(launch("serial", "--checkpoint", "adir", *extra, str(job)), env=ENV,
+                cwd=tmp_path)  # fmt: skip
+        assert r.returncode == 2, output(r)
+        assert "adir is a directory: give the path of a file" in r.stderr, output(r)
+        assert "remove it" not in r.stderr, output(r)
+    for resume in (None, True):
+        with pytest.raises(CheckpointError, match="is a directory: give the path of a file"):
+            run_loop("generational", serial, checkpoint=tmp_path / "adir", resume=resume)

@@ -161,11 +161,23 @@ def test_policy_arguments_are_checked(serial: Any) -> None:
         onemax_run(serial, onemax_failing, on_error="raise", penalty=-1.0)
     with pytest.raises(ValueError, match="penalty must be"):
         onemax_run(serial, onemax_failing, on_error="penalize", penalty=True)
-    with pytest.raises(ValueError, match=r"penalty must be .*one number per objective \(2\)"):
+    # issue 20: "penalty must be a number ..., got -1.0: 1 numbers where there are 2" read as if
+    # -1.0 were not a number: the arity leads, with the fix
+    with pytest.raises(ValueError) as info:
         engine.nsga2(
             onemax_failing, lambda rng: ops.random_bits(6, 8, rng), executor=serial,
             generations=1, seed=0, crossover=ops.two_point, mutate=BITS, weights=(1.0, -1.0),
             on_error="penalize", penalty=-1.0, log=None,
+        )  # fmt: skip
+    assert str(info.value) == (
+        "penalty -1.0 gives 1 value where there are 2 objectives: give one per objective, "
+        "e.g. (-1.0, -1.0)"
+    )
+    with pytest.raises(ValueError, match=r"penalty \[1, 2, 3\] gives 3 values where there are 2"):
+        engine.nsga2(
+            onemax_failing, lambda rng: ops.random_bits(6, 8, rng), executor=serial,
+            generations=1, seed=0, crossover=ops.two_point, mutate=BITS, weights=(1.0, -1.0),
+            on_error="penalize", penalty=[1, 2, 3], log=None,
         )  # fmt: skip
 
 

@@ -6,7 +6,6 @@ process is checked by PID afterwards."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -17,15 +16,16 @@ from pathlib import Path
 import pytest
 from helpers import (
     TESTS,
-    _record_session,
     clean_env,
-    kill_session,
+    default_signals,
     launcher,
     mpi_command,
     output,
     require_mpiexec,
     run,
     run_timeout,
+    started,
+    wait_for,
 )
 
 JOBS = TESTS / "jobs"
@@ -86,22 +86,8 @@ def interrupt(cmd: list[str], where: Path, signum: int, group: bool = False) -> 
     """Run ``cmd`` (an ``exit_stuck.py ... wait`` job), send ``signum`` to its master (``group``:
     to its whole process group, as Ctrl-C in a terminal does) once a worker is stuck in the
     evaluation; return (exit code, stdout, stderr, the worker's PID, every PID of the run)."""
-    proc = subprocess.Popen(
-        cmd,
-        env=clean_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        _record_session(proc.pid)
-        deadline = time.monotonic() + run_timeout(60)
-        while not (where / "master").exists():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no worker started the evaluation"
-            time.sleep(0.05)
+    with started(cmd) as proc:
+        wait_for(where / "master", proc, "no worker started the evaluation")
         children = subprocess.run(
             ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=False
         ).stdout.split()
@@ -111,13 +97,6 @@ def interrupt(cmd: list[str], where: Path, signum: int, group: bool = False) -> 
             os.kill(proc.pid, signum)
         out, err = proc.communicate(timeout=run_timeout(60))
         return proc.returncode, out, err, stuck_workers(where), [int(c) for c in children]
-    finally:
-        kill_session(proc.pid)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
 
 
 @pytest.mark.parametrize("how", ["plain-python", "launcher-local"])
@@ -299,3 +278,44 @@ def test_fault_options_reach_the_launchers_options(tmp_path: Path) -> None:
     assert "OPTIONS retry:2 (-1000000000.0, 1000000000.0) 2.5 True 536870912 True" in r.stdout, (
         output(r)
     )
+
+
+# ------------------------------------------------------------------ started under nohup
+NOHUP_JOB = """
+import os, sys, time
+import evocluster
+
+def slow(x):
+    time.sleep(0.05)
+    return x
+
+if __name__ == "__main__":
+    where = sys.argv[1]
+    ex = evocluster.get_executor()
+    futures = [ex.submit(slow, i) for i in range(10)]
+    open(os.path.join(where, "master"), "w").close()
+    while not os.path.exists(os.path.join(where, "hung-up")):  # the test's SIGHUP has been sent
+        time.sleep(0.01)
+    print("RESULTS", [f.result() for f in futures], flush=True)
+"""
+
+
+def _as_under_nohup() -> None:
+    default_signals()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def test_a_sighup_ignored_at_start_stays_ignored_as_nohup_means(tmp_path: Path) -> None:
+    """``nohup python -m evocluster job.py``: a hangup (the ssh session closing) must not stop
+    the run; the launcher leaves an ignored SIGHUP ignored, in the master and its workers."""
+    job = tmp_path / "job.py"
+    job.write_text(NOHUP_JOB)
+    cmd = launcher("--backend", "local", "--workers", "2", str(job), str(tmp_path))
+    with started(cmd, preexec_fn=_as_under_nohup) as proc:
+        wait_for(tmp_path / "master", proc, "the job did not start")
+        os.killpg(proc.pid, signal.SIGHUP)  # a hangup reaches the whole session
+        (tmp_path / "hung-up").touch()
+        out, err = proc.communicate(timeout=run_timeout(60))
+    printed = f"exit code {proc.returncode}\n--- stdout\n{out}\n--- stderr\n{err}"
+    assert proc.returncode == 0, printed
+    assert f"RESULTS {list(range(10))}" in out and "evocluster:" not in err, printed

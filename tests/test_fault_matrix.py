@@ -33,6 +33,8 @@ RAISES = {
     "exits": ("EvaluationCrashed",),
     "segfaults": ("EvaluationCrashed",),
     "allocates": ("MemoryError", "EvaluationCrashed"),
+    "exits_0": ("EvaluationAborted",),
+    "interrupts": ("EvaluationAborted",),
 }
 
 BACKENDS = {

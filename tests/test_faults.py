@@ -103,3 +103,27 @@ def test_failing_job_with_a_worker_stuck_in_an_evaluation_ends_now(mpi: str) -> 
     assert proc.returncode != 0, output(proc)
     assert "the job gives up" in proc.stderr, output(proc)
     assert time.monotonic() - started < 60, output(proc)  # ended now, not after the evaluation
+
+
+@pytest.mark.parametrize("flavour", ["mpich-wheel", "openmpi"])
+def test_worker_rank_alive_without_its_serve_loop_the_master_ends_the_job(flavour: str) -> None:
+    """A worker's own loop fails (not its fitness) and its process lives on in MPI_Finalize: the
+    MPI launcher, which ends a job when a rank dies, never ends this one.  The master said "the
+    MPI launcher ends the job"; seconds later it ends it itself, and says so (f035c23 ran until
+    killed, as with ``--eval-timeout inf``)."""
+    proc = run(mpi_command(flavour, 3, str(JOBS / "worker_loop_fails.py")), 90, no_leftovers=True)
+    # (backends/mpi.py's LOST_WORKER_CODE and LAUNCHER_GRACE: importing it here would start MPI)
+    assert proc.returncode == 1, output(proc)
+    assert "STARTED 2 workers" in proc.stdout and "results:" not in proc.stdout, output(proc)
+    breaking = re.search(r"^BREAKING rank (\d+) pid (\d+)$", proc.stderr, re.M)
+    assert breaking, output(proc)
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("evocluster:")]
+    assert len(ours) == 2, output(proc)
+    died = rf"evocluster: MPI worker rank {breaking[1]} of 3 on host \S+ \(pid {breaking[2]}\) "
+    assert re.match(died + r"ended without a word .*; the MPI launcher ends the job", ours[0]), (
+        output(proc)
+    )
+    assert ours[1] == (
+        "evocluster: the MPI launcher has not ended the job 5 s after MPI "
+        f"worker rank {breaking[1]} of 3 ended: evocluster ends it (MPI_Abort, exit code 1)"
+    ), output(proc)

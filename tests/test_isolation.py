@@ -471,7 +471,7 @@ def test_the_job_is_imported_as_a_worker_imports_it(tmp_path: Path) -> None:
     with Isolated(job, LABEL) as iso:
         values, errors, _ = iso.run(b"f", MAIN_FITNESS, [1, 2], False, None, None)
     assert errors == {}
-    assert values == [(3, "__worker__", "__worker__"), (6, "__worker__", "__worker__")]
+    assert values == [(3, "__mp_main__", "__mp_main__"), (6, "__mp_main__", "__mp_main__")]
 
 
 def test_a_job_that_cannot_be_imported_fails_every_item_once_per_run(tmp_path: Path) -> None:

@@ -165,6 +165,43 @@ def test_crowding_ties_are_stable() -> None:
     np.testing.assert_array_equal(out, crowding_distance(_tied_scores(3, 40, 2)))
 
 
+def test_infinite_objectives_sort_as_extremes_and_crowd_on_the_finite_range() -> None:
+    """+/-inf (an infeasible individual, as the engine's NaN message suggests) is a value: the
+    best or worst there is.  Issue 20: every function here refused it with a bare ValueError,
+    and nsga2() failed after generation 0."""
+    scores = np.array(
+        [
+            [1.0, -INF],  # infeasible in objective 1, best in 0: front 0 with 1 and 2
+            [0.5, 1.0],
+            [0.0, 2.0],
+            [-INF, -INF],  # worst in both: dominated by every other
+            [0.4, 0.5],  # dominated by 1 only
+        ]
+    )
+    assert [f.tolist() for f in non_dominated_fronts(scores)] == [[0, 1, 2], [4], [3]]
+    assert [f.tolist() for f in non_dominated_fronts(scores)] == _fronts_py(scores)
+    assert ranks(scores).tolist() == [0, 0, 0, 2, 1]
+    # objective 0 ranges over [0, 1], objective 1 over its finite values [1, 2]: the middle
+    # point's gaps are (1 - 0)/1 and (2 - 1)/1, with -inf counted as the finite minimum 1
+    dist = crowding_distance(scores[[0, 1, 2]])
+    np.testing.assert_allclose(dist, [INF, 2.0, INF])
+    assert not np.isnan(crowding_distance(scores)).any()
+    # nothing finite in an objective but its ends: no gap is measured there
+    np.testing.assert_allclose(
+        crowding_distance([[0.0, -INF], [1.0, 5.0], [2.0, INF]]), [INF, 1.0, INF]
+    )
+    # all equally infinite: no spread, as for equal finite values
+    np.testing.assert_array_equal(crowding_distance([[-INF], [-INF]]), [0.0, 0.0])
+    assert nsga2_select(scores, 4).tolist() == [0, 1, 2, 4]
+    # index 3 (the last front, -inf everywhere) wins only against itself: 1/25
+    won = crowded_tournament(scores, 20000, np.random.default_rng(1))
+    assert abs(_freq(won, 3) - 1 / 25) < 0.01
+    with pytest.raises(ValueError, match="NaN"):
+        non_dominated_fronts([[0.0, np.nan]])
+    with pytest.raises(ValueError, match="points must contain only finite"):
+        hypervolume([[0.0, INF]], [1.0, 1.0])
+
+
 # ---------------------------------------------------------------- environmental selection
 
 
@@ -368,9 +405,8 @@ def test_zdt1_front_lies_on_zdt1() -> None:
         np.zeros((2, 2, 2)),  # 3-D
         np.zeros((3, 0)),  # no objective
         np.array([[0.0, np.nan]]),
-        np.array([[0.0, np.inf]]),
     ],
-    ids=["1d", "3d", "no-column", "nan", "inf"],
+    ids=["1d", "3d", "no-column", "nan"],
 )
 def test_bad_scores_are_refused(bad: np.ndarray) -> None:
     with pytest.raises(ValueError, match="scores"):

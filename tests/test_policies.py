@@ -3,6 +3,7 @@ per evaluation, on real local workers (and the serial backend where it matters).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -385,3 +386,150 @@ def test_the_timeout_is_per_evaluation_within_a_chunk() -> None:
         assert out == [0.6, 0.6, -1.0, 0.1]
         (record,) = pen.failures
         assert record.item == 2 and 0.9 <= record.seconds < 5.0
+
+
+# ---------------------------------------------------------------- a fitness's BaseException
+BASE_EXIT_JOB = """\
+import json, sys
+import evocluster
+
+def f(x):
+    if x == 5:
+        if sys.argv[1] == "exit":
+            sys.exit(0)
+        raise KeyboardInterrupt("from the fitness")
+    return x
+
+if __name__ == "__main__":
+    ex = evocluster.get_executor()
+    print(json.dumps(evocluster.map(f, range(8))), flush=True)
+    print(json.dumps([[r.item, r.error, r.attempt, r.action, r.worker] for r in ex.failures]))
+"""
+
+#: the launcher's options per backend (MPI: 3 ranks)
+BASE_WHERE = {
+    "serial": ["--backend", "serial"],
+    "local": ["--backend", "local", "--workers", "2"],
+    "local-isolate": ["--backend", "local", "--workers", "2", "--isolate"],
+    "mpich-wheel": [],
+}
+
+
+def _base_exit_run(tmp_path: Path, where: str, kind: str, *options: str) -> Any:
+    job = tmp_path / "job.py"
+    job.write_text(BASE_EXIT_JOB)
+    args = [*BASE_WHERE[where], *options, str(job), kind]
+    return run(launcher(*args, mpi=3 if where.startswith("mpich") else None), cwd=tmp_path)
+
+
+@pytest.mark.parametrize("where", list(BASE_WHERE))
+@pytest.mark.parametrize("kind", ["exit", "interrupt"])
+def test_a_fitness_s_exit_or_interrupt_is_not_the_master_s(
+    tmp_path: Path, where: str, kind: str
+) -> None:
+    """``sys.exit(0)`` in a fitness used to end the whole run with exit code 0 (a batch job read
+    COMPLETED) and its results were lost; a ``KeyboardInterrupt`` ended it with "interrupted
+    (SIGINT)" and 130, though nobody pressed Ctrl-C.  It is that evaluation's failure: uncaught,
+    an ``EvaluationAborted`` naming the item and the worker, and the run exits 1."""
+    r = _base_exit_run(tmp_path, where, kind)
+    assert r.returncode == 1, output(r)
+    original = "SystemExit(0)" if kind == "exit" else "KeyboardInterrupt('from the fitness')"
+    found = re.search(rf"EvaluationAborted: item 5 of __main__\.f raised {re.escape(original)} "
+                      r"on (\S.*?): it fails that evaluation only", r.stderr)  # fmt: skip
+    assert found, output(r)
+    assert "worker" in found[1], output(r)
+    assert re.search(r"raised EvaluationAborted( on the master \(rank 0\))?; the run stops "
+                     "with exit code 1", r.stderr), output(r)  # fmt: skip
+    assert "interrupted" not in r.stderr, output(r)
+    # the cause is the original, with the worker's traceback
+    assert f'job.py", line {7 if kind == "exit" else 8}, in f' in r.stderr, output(r)
+
+
+@pytest.mark.parametrize("where", list(BASE_WHERE))
+def test_a_fitness_s_base_exception_goes_through_the_policy(tmp_path: Path, where: str) -> None:
+    r = _base_exit_run(tmp_path, where, "exit", "--on-error", "retry:1", "--penalty=-1")
+    assert r.returncode == 0, output(r)
+    values, records = (json.loads(line) for line in r.stdout.splitlines()[:2])
+    assert values == [0, 1, 2, 3, 4, -1, 6, 7], output(r)
+    assert [rec[:4] for rec in records] == [
+        [5, "builtins.SystemExit", 1, "retried"],
+        [5, "builtins.SystemExit", 2, "penalized"],
+    ], output(r)
+    assert all("worker" in rec[4] for rec in records), output(r)
+
+
+def exits_with(code: object) -> int:
+    sys.exit(code)
+
+
+def test_an_aborted_evaluation_names_the_item_and_the_worker_with_the_cause(local2: Any) -> None:
+    exc = local2.submit(exits_with, 0).exception(timeout=60)
+    assert isinstance(exc, evocluster.EvaluationAborted), repr(exc)
+    assert exc.item == 0 and exc.worker.startswith("local worker"), repr(exc)
+    assert isinstance(exc.__cause__, SystemExit) and exc.__cause__.code == 0
+    assert isinstance(exc.__cause__.__cause__, evocluster.RemoteTraceback)
+    assert "sys.exit(code)" in str(exc.__cause__.__cause__)  # the worker's traceback
+    with pytest.raises(evocluster.EvaluationAborted, match=r"item 1 of \S*base_exceptions rai"):
+        list(local2.map(base_exceptions, [0, 1, 2]))
+    assert local2.submit(abs, -3).result(timeout=60) == 3  # the worker goes on
+
+
+@pytest.mark.parametrize("backend", ["local", "serial"])
+def test_an_isolated_failure_records_how_long_it_ran(backend: str) -> None:
+    """``Failure.seconds`` of an isolated evaluation that timed out was 0.0 (its process was
+    killed: no reply said how long it ran); it is the time it ran, its timeout at least."""
+    with evocluster.Executor(
+        backend=backend, workers=1, eval_timeout=1.0, isolate=True, on_error="penalize",
+        penalty=PENALTY,
+    ) as ex:  # fmt: skip
+        assert list(ex.map(sleeps_on_3, [1, 3, 4])) == [1, PENALTY, 4]
+        assert list(ex.map(fails_on_multiples_of_7, [6, 7])) == [36, PENALTY]
+        timeout, raised = ex.failures
+    assert timeout.error.endswith("EvaluationTimeout") and timeout.item == 1
+    assert timeout.seconds >= 0.99  # it ran until its 1 s were up, then it was killed
+    assert raised.error == "builtins.ValueError" and raised.seconds > 0.0
+
+
+TIMER_JOB = """\
+import signal
+import evocluster
+
+real = signal.setitimer
+
+
+def breaks_the_timer(x):
+    def broken(*args):
+        signal.setitimer = real  # once: the worker's next chunk has its timer again
+        raise OverflowError("the job broke the timer")
+
+    signal.setitimer = broken  # the worker disarms its timer after the chunk, outside the fitness
+    return x
+
+
+if __name__ == "__main__":
+    ex = evocluster.Executor(eval_timeout=30)
+    try:
+        list(ex.map(breaks_the_timer, [1]))
+    except evocluster.WorkerError as e:
+        print("WorkerError:", e, flush=True)
+        print("cause:", "OverflowError: the job broke the timer" in str(e.__cause__), flush=True)
+    print(evocluster.map(abs, [-1, -2]), list(ex.map(abs, [-3])), flush=True)
+"""
+
+
+@pytest.mark.parametrize("where", ["local", "mpich-wheel"])
+def test_a_worker_failing_outside_the_fitness_fails_the_chunk_and_goes_on(
+    tmp_path: Path, where: str
+) -> None:
+    """What the worker's own code raises while serving a chunk (here ``setitimer``, which the
+    job broke) ended the worker (the pool broke: "was lost: the process exited with code 1");
+    the chunk fails with a WorkerError that says so, and the same worker serves on."""
+    job = tmp_path / "job.py"
+    job.write_text(TIMER_JOB)
+    cmd = launcher("--backend", "local", "--workers", "1") if where == "local" else launcher(mpi=2)
+    r = run([*cmd, str(job)], cwd=tmp_path)
+    assert r.returncode == 0, output(r)
+    said = [line for line in r.stdout.splitlines() if line.startswith("WorkerError:")]
+    assert len(said) == 1 and "failed outside the fitness while serving this chunk" in said[0]
+    assert "(OverflowError: the job broke the timer)" in said[0], output(r)
+    assert "cause: True" in r.stdout and "[1, 2] [3]" in r.stdout, output(r)

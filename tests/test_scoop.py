@@ -94,6 +94,46 @@ def test_a_failed_job_exits_non_zero_with_one_message(mode: str, says: str, key_
 
 
 @pytest.mark.scoop
+@pytest.mark.parametrize("name", ["fail_scoop.py", "scoop.job.py"])
+def test_the_exit_guard_holds_whatever_the_job_file_is_called(
+    name: str, key_home: Path, tmp_path: Path
+) -> None:
+    # the guard found SCOOP's launcher by its command line, and took any argument holding
+    # "scoop." for one of SCOOP's own children: a job named so exited 0 after it failed
+    job = tmp_path / name
+    job.write_text(Path(EXIT_JOB).read_text())
+    r = scoop_run(["-n", "2", str(job), "raise"], key_home)
+    assert r.returncode == FAILED, output(r)
+    (line,) = evocluster_lines(r.stderr)
+    assert "the job raised RuntimeError" in line and "exit code 143" in line, line
+
+
+@pytest.mark.parametrize(
+    ("args", "launcher"),
+    [
+        (["python", "-m", "scoop", "-n", "2", "fail_scoop.py"], True),
+        (["python", "-m", "scoop", "scoop.launch.py", "-m", "x"], True),
+        (["/usr/bin/python3", "-u", "-W", "ignore", "-X", "dev", "-m", "scoop", "job.py"], True),
+        (["python", "-mscoop", "job.py"], True),
+        (["python", "-m", "scoop.__main__", "job.py"], True),
+        (["python", "-m", "scoop.launch.__main__", "2", "--workerName", "job.py"], False),
+        (["python", "-m", "scoop.bootstrap.__main__", "job.py"], False),
+        (["python", "job.py", "-m", "scoop"], False),
+        (["python", "-c", "import x", "-m", "scoop"], False),
+        (["python", "-W", "-m", "scoop"], False),  # -m is the value of -W here
+        (["bash", "run_scoop.sh"], False),
+        ([], False),
+    ],
+)
+def test_the_launcher_is_recognised_by_the_module_python_runs(
+    args: list[str], launcher: bool
+) -> None:
+    from evocluster.backends.scoop.guard import is_launcher_command
+
+    assert is_launcher_command(args) is launcher
+
+
+@pytest.mark.scoop
 @pytest.mark.parametrize("how", ["kill", "exit"])
 def test_a_worker_dying_mid_run_ends_the_run_non_zero(how: str, key_home: Path) -> None:
     r = scoop_run(["-n", "3", str(SCOOP_JOBS / "crash.py"), how], key_home)

@@ -30,7 +30,15 @@ from pathlib import Path
 
 import multihost
 import pytest
-from helpers import TESTS, _record_session, clean_env, kill_session, prerequisite, run_timeout
+from helpers import (
+    TESTS,
+    _record_session,
+    clean_env,
+    default_signals,
+    kill_session,
+    prerequisite,
+    run_timeout,
+)
 
 pytestmark = [pytest.mark.scoop, pytest.mark.slow, pytest.mark.xdist_group("scoop-multihost")]
 
@@ -98,7 +106,7 @@ def scoop_run(
     with out.open("w") as fo, err.open("w") as fe:
         proc = subprocess.Popen(
             cmd, cwd=where, env=env, stdin=subprocess.DEVNULL, stdout=fo, stderr=fe,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=default_signals,  # noqa: PLW1509 (signal.signal)
         )  # fmt: skip
     try:
         _record_session(proc.pid)

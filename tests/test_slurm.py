@@ -456,6 +456,54 @@ def test_a_job_array_runs_each_task_with_its_own_seed(
     assert status[4] == f"{jobid} (seeded): 3 COMPLETED", status
 
 
+#: a job that says its last words and exits with the code it is given
+LAST_WORDS_JOB = """
+import sys
+import evocluster
+
+if __name__ == "__main__":
+    print(evocluster.map(abs, [-1, -2]))
+    print("the last words of the job", flush=True)
+    sys.exit(int(sys.argv[1]))
+"""
+
+
+@pytest.mark.mpi
+def test_status_of_a_task_of_an_array_and_of_a_task_it_does_not_have(jobs: Jobs) -> None:
+    job = jobs.where / "words.py"
+    job.write_text(LAST_WORDS_JOB)
+    jobid = jobs.submit(str(job), "-n", "2", "-t", "00:05:00", "--array", "0-1", "--", "0")
+    for task in (0, 1):
+        jobs.finished(f"{jobid}_{task}")
+    lines = jobs.status(f"{jobid}_1").splitlines()
+    assert len(lines) == 2 and lines[1].split()[:4] == [f"{jobid}_1", "COMPLETED", "0", "0"]
+    assert lines[1].endswith("the last words of the job"), lines
+    # f035c23 printed only "evocluster: status: scontrol: exit 1" (scontrol says "Job J_9 not
+    # found" on its stdout)
+    r = run([sys.executable, "-m", "evocluster", "status", f"{jobid}_9"], env=jobs.env, timeout=60)
+    assert r.returncode == 1, output(r)
+    assert r.stderr.splitlines() == [
+        f"evocluster: status: job array {jobid} has no task 9 (its tasks: 0, 1; finished jobs "
+        "are forgotten after MinJobAge, unless accounting keeps them for sacct)"
+    ], output(r)
+
+
+@pytest.mark.mpi
+def test_status_shows_the_jobs_last_line_not_the_launchers_teardown(jobs: Jobs) -> None:
+    job = jobs.where / "words.py"
+    job.write_text(LAST_WORDS_JOB)
+    jobid = jobs.submit(str(job), "-n", "2", "-t", "00:05:00", "--", "3")
+    info = jobs.finished(jobid)
+    out = jobs.output(f"words-{jobid}.out")
+    assert info["JobState"] == "FAILED", out
+    # srun's teardown comes after the job's last words (f035c23's status showed it)
+    assert "srun: error: localhost: task 0: Exited with exit code 3" in out, out
+    assert out.index("the last words of the job") < out.index("srun: error:"), out
+    (line,) = jobs.status(jobid).splitlines()[1:]
+    assert line.split()[:4] == [jobid, "FAILED", "3", "0"], line
+    assert line.endswith("the last words of the job"), line
+
+
 def test_status_of_a_job_slurm_does_not_know(cluster: dict[str, str]) -> None:
     r = run([sys.executable, "-m", "evocluster", "status", "999999"], env=cluster, timeout=60)
     assert r.returncode == 1, output(r)

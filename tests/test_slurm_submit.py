@@ -274,6 +274,34 @@ def test_status_without_scontrol(tmp_path: Path) -> None:
     assert r.returncode == 2 and "scontrol is not on PATH" in r.stderr, output(r)
 
 
+@pytest.mark.parametrize(
+    "teardown",
+    [
+        "srun: error: localhost: task 0: Exited with exit code 3\n"
+        "srun: launch/slurm: _step_signal: Terminating StepId=12.0\n",
+        "slurmstepd: error: *** STEP 12.0 ON n1 CANCELLED AT 2026-12-07T06:00:00 ***\n"
+        "slurmstepd-n1: error: *** JOB 12 ON n1 CANCELLED AT 2026-12-07T06:00:00 ***\n",
+        "[mpiexec@n1] HYDU_sock_write (lib/utils/sock.c:250): write error (Bad file descriptor)\n"
+        + "=" * 83
+        + "\n=   BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES\n"
+        + "=   RANK 0 PID 4242 RUNNING AT n1\n=   KILLED BY SIGNAL: 9 (Killed)\n"
+        + "=" * 83
+        + "\n",
+        "[2026-12-07 06:00:00,000] launcher  INFO    Finished cleaning spawned subprocesses.\n",
+    ],
+)
+def test_the_last_line_is_the_jobs_not_the_launchers(teardown: str, tmp_path: Path) -> None:
+    from evocluster import slurm
+
+    out = tmp_path / "job.out"
+    out.write_text(
+        "evocluster batch: job 12, run 1, 2 task(s) on n1\n"
+        "gen 10 ...\n= the job's own line, with equals signs =\n"
+        f"{teardown}evocluster batch: the run ended with exit code 3\n"
+    )
+    assert slurm._last_line(str(out)) == "= the job's own line, with equals signs ="
+
+
 def test_run_seed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
     assert evocluster.run_seed(42) == 42

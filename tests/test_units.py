@@ -27,6 +27,7 @@ PUBLIC_API = sorted(
         "Checkpoint",
         "CheckpointError",
         "ConfigurationError",
+        "EvaluationAborted",
         "EvaluationCrashed",
         "EvaluationError",
         "EvaluationFailed",

@@ -44,7 +44,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .. import protocol
+from .. import _leftovers, protocol
 from ..serialization import Frames, dumps, loads
 from ..worker import Worker, serve
 from .base import Channel, Event, Transport, assemble, decode_envelope, encode_envelope
@@ -98,6 +98,9 @@ class InlineTransport(Transport):
     def close(self, stop_frames: Frames) -> None:
         self._closed = True
         self._out.clear()
+        # its isolated child, if it has one: stopped and waited for here, in the thread that
+        # started it, rather than dropped (it would run on until collected)
+        self._worker.close()
 
     def describe(self, worker: int) -> str:
         return "the serial worker (in the master process)"
@@ -434,7 +437,7 @@ class ProcessTransport(Transport):
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                proc.kill()
+                _leftovers.kill_tree(proc.pid)  # with what its fitness started
                 proc.wait()
         for w in range(self.n_workers):
             if self._alive[w]:
@@ -462,7 +465,8 @@ class ProcessTransport(Transport):
 
     def abort(self, code: int) -> None:
         for proc in self._procs:
-            proc.kill()
+            if proc.poll() is None:  # (reaped, its pid may be another process's)
+                _leftovers.kill_tree(proc.pid)  # with what its fitness started
 
 
 class LocalChannel(Channel):

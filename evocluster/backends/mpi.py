@@ -71,6 +71,58 @@ TAG_ENVELOPE = 0x3EC0
 TAG_PART = 0x3EC1
 
 
+#: MPICH's shared memory (ch4's POSIX channel, ``MPL_initshm``; PyPI's wheel 5.0.2): one 3 MB
+#: ``/dev/shm/mpich_shm_<world id>_<node>`` per node, created by whichever local rank gets there
+#: first, opened by name by the others, and unlinked in ``MPI_Finalize`` only.  So every exit
+#: through ``MPI_Abort`` (or SIGKILL) left it behind (46 after a session of tests), and under srun,
+#: which derives the world id from the job step, a requeued job opened the stale one and spun in
+#: ``MPI_Init`` until cancelled.  ``MPI_Init`` returns on a rank only once every rank of its node
+#: has mapped it (each waits there for every other's ready flag in it; measured too: a rank held
+#: back 3 s before MPI_Init holds every other rank's MPI_Init 3 s, and each finds the segment
+#: mapped by every local rank when it returns).  So every rank unlinks it as MPI starts (below):
+#: the memory lives on while mapped, the name is gone, and no exit can leave it.
+_SEGMENTS_AT_INIT = ("mpich_shm_",)
+#: What an abort unlinks (a segment MPICH may create after ``MPI_Init``: its per-VCI one).  Not
+#: Open MPI's ``vader_segment.*``: its launcher removes them when a job aborts or a rank dies (a
+#: SIGKILLed worker, a rank that exits without MPI_Finalize, MPI_Abort: none left, measured with
+#: Debian's 4.1.4), and its MPI_Finalize complains of one unlinked before ("A system call failed
+#: during shared memory initialization ... unlink(2)").
+_SEGMENTS = ("mpich_shm_", "mpich_vci_")
+
+
+def _mapped_segments(prefixes: tuple[str, ...]) -> dict[str, int]:
+    """The ``/dev/shm`` files named ``prefix...`` that this process maps and that still have
+    their name: path -> inode."""
+    found: dict[str, int] = {}
+    # no /proc (not Linux): nothing found, nothing unlinked
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/maps") as fh:
+        for line in fh:
+            fields = line.split(None, 5)
+            path = fields[5].rstrip("\n") if len(fields) == 6 else ""
+            if (
+                path.startswith("/dev/shm/")
+                and path[9:].startswith(prefixes)
+                and not path.endswith(" (deleted)")  # unlinked already
+            ):
+                found[path] = int(fields[4])
+    return found
+
+
+def release_shared_memory(prefixes: tuple[str, ...] = _SEGMENTS) -> None:
+    """Unlink the MPI library's ``/dev/shm`` segments this process maps (named ``prefixes``), so
+    that none outlives the job, however it ends.  The mappings stay valid until the processes
+    exit; only the names go.  Never fails."""
+    for path, inode in _mapped_segments(prefixes).items():
+        with contextlib.suppress(OSError):  # another rank of this node unlinked it first
+            if os.stat(path).st_ino == inode:  # that very file, not a namesake made since
+                os.unlink(path)
+
+
+# MPI started with the import of MPI above (mpi4py's MPI_Init_thread): every local rank maps
+# MPICH's segment by now, so its name can go (_SEGMENTS_AT_INIT)
+release_shared_memory(_SEGMENTS_AT_INIT)
+
+
 def world() -> tuple[int, int]:
     """``(rank, size)`` of ``MPI.COMM_WORLD`` (starts MPI if it was not started)."""
     comm = MPI.COMM_WORLD
@@ -78,7 +130,10 @@ def world() -> tuple[int, int]:
 
 
 def abort(code: int) -> None:
-    """End every rank of the job now (after a fatal error on this one)."""
+    """End every rank of the job now (after a fatal error on this one).  The MPI library's
+    shared memory segments this rank maps are unlinked first: MPI_Abort kills every rank before
+    any can remove them."""
+    release_shared_memory()
     MPI.COMM_WORLD.Abort(code)
 
 
@@ -159,6 +214,9 @@ class MPITransport(Transport):
         # set by user threads (submit, cancel, shutdown): ends the scheduler's current sleep
         self._wake = threading.Event()
         self._bells: doorbell.Doorbells | None = None
+        # armed at the first worker death the launcher is to end the job for (_died)
+        self._overdue: threading.Timer | None = None
+        self._ending = False  # close() or abort() has begun: a death now is the run's own end
         if options.doorbell and self.n_workers:
             try:
                 self._bells = doorbell.Doorbells(self.n_workers, on_death=self._died)
@@ -181,7 +239,8 @@ class MPITransport(Transport):
         signal (``lingering``: its fault report written, it waits a few seconds before it ends).
         Say so now, in one line; then, if it lingers, end the job at once with 128 + the signal,
         as a shell reports a process killed by it.  (Once a worker has ended, the MPI launcher
-        kills every rank at once, this one included: a line not yet printed is lost.)"""
+        kills every rank at once, this one included: a line not yet printed is lost.  If it has
+        not within ``LAUNCHER_GRACE`` seconds, this process ends the job: ``_launcher_overdue``.)"""
         lines = [ln.strip() for ln in report.splitlines() if ln.strip()]
         fault = lines[0].removeprefix("Fatal Python error: ") if lines else ""
         code = 128 + _FAULTS.get(fault, signal.SIGSEGV)
@@ -193,6 +252,28 @@ class MPITransport(Transport):
         self._say_died(worker, fault, lines, ends)
         if lingering:
             self.abort(code)
+        elif self._overdue is None:  # the first death: hold the launcher to what was just said
+            self._overdue = threading.Timer(LAUNCHER_GRACE, self._launcher_overdue, (worker,))
+            self._overdue.daemon = True
+            self._overdue.start()
+
+    def _launcher_overdue(self, worker: int) -> None:
+        """``LAUNCHER_GRACE`` seconds after a worker's death was said, this process still runs:
+        the launcher has not ended the job, and may never.  It ends a job when a rank is killed
+        or exits without finalising, but not when a rank's process lives on without its serve
+        loop: a worker whose own code raised sits in ``MPI_Finalize`` waiting for the others
+        (f035c23: every worker died of ``setitimer``'s OverflowError and the run hung until
+        killed).  So end the job now, with one more line, unless the run is already ending."""
+        if self._ending or MPI.Is_finalized():
+            return
+        print(
+            f"evocluster: the MPI launcher has not ended the job {LAUNCHER_GRACE:g} s after "
+            f"MPI {self.describe(worker)} ended: evocluster ends it (MPI_Abort, exit code "
+            f"{LOST_WORKER_CODE})",
+            file=sys.stderr,
+            flush=True,
+        )
+        self.abort(LOST_WORKER_CODE)
 
     def _say_died(self, worker: int, fault: str, lines: list[str], ends: str) -> None:
         # the innermost frame of the job's code: the one just above evocluster's own frames
@@ -284,6 +365,7 @@ class MPITransport(Transport):
         self._wake.clear()
 
     def close(self, stop_frames: Frames) -> None:
+        self._ending = True
         for w in range(self.n_workers):
             self.send(w, stop_frames)
         _wait_sent([r for p in self._pending for r in p[0]], self._opts)
@@ -293,6 +375,7 @@ class MPITransport(Transport):
             self._bells.close()
 
     def abort(self, code: int) -> None:
+        self._ending = True
         if self._bells is not None:
             self._bells.quiet = True  # the ranks' deaths that follow are this abort's
         # the launcher forwards this rank's output: give it what was just printed (the line that
@@ -309,6 +392,12 @@ class MPITransport(Transport):
 #: Seconds between the last line the master printed and the MPI_Abort that ends the job (a dying
 #: worker lingers 4 s or more: ``doorbell._linger_after_fault``).
 ABORT_AFTER = 0.5
+#: Seconds the MPI launcher has, after the master said a worker died, to end the job before the
+#: master ends it itself (hydra and Open MPI's launcher kill every rank within a second of a
+#: rank's death when they notice it at all).
+LAUNCHER_GRACE = 5.0
+#: The exit code of a job the master ends because the launcher did not after a worker's death.
+LOST_WORKER_CODE = 1
 #: ``faulthandler``'s names of the fatal signals it reports (``Fatal Python error: <name>``).
 _FAULTS = {
     "Segmentation fault": signal.SIGSEGV,

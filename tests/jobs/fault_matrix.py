@@ -29,6 +29,9 @@ FAULTS: dict[str, tuple[frozenset[int], bool]] = {
     "exits": (frozenset({57}), True),  # 1 %: os._exit(3)
     "segfaults": (frozenset({61}), True),  # 1 %: a read of address 0 through ctypes
     "allocates": (frozenset({77}), True),  # 1 %: until the memory limit stops it
+    # a BaseException is that evaluation's failure, never the master's exit or Ctrl-C
+    "exits_0": (frozenset({23}), False),  # 1 %: sys.exit(0)
+    "interrupts": (frozenset({88}), True),  # 1 %: KeyboardInterrupt
 }
 POLICIES = ("raise", "penalize", "retry:2")
 
@@ -47,6 +50,10 @@ def fitness(fault: str, i: int) -> int:
             blocks = []
             while True:
                 blocks.append(bytearray(64 << 20))
+        elif fault == "exits_0":
+            sys.exit(0)
+        elif fault == "interrupts":
+            raise KeyboardInterrupt(f"injected at {i}")
     return i * i
 
 

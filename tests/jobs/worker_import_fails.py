@@ -2,7 +2,7 @@
 
 import evocluster
 
-if __name__ == "__worker__":
+if __name__ == "__mp_main__":  # a worker's name for the job (multiprocessing's)
     raise RuntimeError("the licence server is not reachable from this node")
 
 

@@ -55,6 +55,7 @@ from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+from ..._scheduling import GuardedFuture
 from ...errors import ConfigurationError
 
 #: The CPython versions (major, minor) whose ``concurrent/futures/_base.py`` was checked against
@@ -102,7 +103,7 @@ class _Driver(Protocol):
         ...
 
 
-class _ScoopFuture(Future[Any]):
+class _ScoopFuture(GuardedFuture):
     """A stdlib Future whose waits drive SCOOP.
 
     ``result`` and ``exception`` drive until this future is settled or their timeout passes.

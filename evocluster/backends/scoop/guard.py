@@ -238,10 +238,28 @@ def _find_launcher() -> int | None:
     grand = proc.parent_of(parent)
     if grand is None or grand <= 1:
         return None
-    args = proc.cmdline(grand)
-    if "scoop" not in args or "-m" not in args or any("scoop." in a for a in args):
-        return None
-    return grand
+    return grand if is_launcher_command(proc.cmdline(grand)) else None
+
+
+# Python's options that take the next argument as their value (``python -W ignore -m scoop``)
+_OPTIONS_WITH_VALUE = ("-W", "-X", "--check-hash-based-pycs")
+
+
+def is_launcher_command(args: list[str]) -> bool:
+    """Whether ``args`` (a process's command line) runs SCOOP's launcher, ``python [options] -m
+    scoop ...``: the module the interpreter runs is ``scoop`` itself, not ``scoop.launch`` or
+    ``scoop.bootstrap`` (SCOOP's own children), whatever the job's file or arguments are called."""
+    rest = iter(args[1:])
+    for arg in rest:
+        if arg in _OPTIONS_WITH_VALUE:
+            next(rest, None)
+        elif arg == "-m":
+            return next(rest, None) in ("scoop", "scoop.__main__")
+        elif arg.startswith("-m"):  # -mscoop
+            return arg[2:] in ("scoop", "scoop.__main__")
+        elif not arg.startswith("-") or arg == "-" or arg.startswith("-c"):
+            return False  # a script, stdin or -c: the interpreter runs no module
+    return False
 
 
 # ====================================================================== failure reports

@@ -25,6 +25,12 @@ module adds how chunks travel through SCOOP and who drives them: whoever waits, 
   benchmarks/RESULTS.md F15, 2026-12-02) it rides along with each chunk and each worker loads it
   once; a larger one (a closure over a big array) is broadcast once to every worker through
   SCOOP's shared constants, and chunks carry only its digest.
+* **Shared objects** (:func:`evocluster.share`).  The broker hands a task to whichever worker asks,
+  so the origin cannot know which version of a shared object a worker holds: each version is
+  broadcast once as a SCOOP constant, sent once rather than by ``shared.setConst`` (which sends
+  it again every 0.1 s until its own copy comes back: a large object many times over), and
+  chunks carry only references to it.  The copies SCOOP keeps of it (the origin's, of its own
+  broadcast; a worker's, once it loaded the version) are dropped; the broker's is not.
 * **SCOOP's TCP backend** (``--backend TCP``, which imports ``asyncore``, gone in Python 3.12) is
   refused: evocluster needs the default ZMQ backend.
 """
@@ -45,7 +51,7 @@ import scoop
 from scoop import _control, futures, shared
 from scoop._comm import Shutdown
 
-from ... import config, jobfile, protocol, serialization, signing
+from ... import config, jobfile, protocol, serialization, sharing, signing
 from ..._scheduling import PENDING, Chunk, Job, Scheduling
 from ...errors import BrokenPool, ConfigurationError, JobError, WorkerError
 from ...serialization import dumps, frames_nbytes, loads, nest
@@ -107,6 +113,7 @@ class _ScoopPool(Scheduling):
         self._inflight: dict[int, tuple[Any, Chunk]] = {}  # chunk id -> (SCOOP future, chunk)
         self._ids = itertools.count()
         self._broadcast: dict[bytes, str] = {}  # function key -> SCOOP constant name
+        self._published: set[bytes] = set()  # tokens of the shared versions broadcast
         self._labels: dict[int, str] = {}  # pid -> label, of workers on this host that answered
         self._busy = False
         self._main = threading.main_thread()
@@ -235,7 +242,12 @@ class _ScoopPool(Scheduling):
                 if const is None:
                     return
         payload = nest(job.fn_payload) if inline_fn else None
-        record = protocol.task(chunk.cid, job.fn_key, payload, chunk.frames, job.rules.limits)
+        shared = self._shared(job.fn_payload)
+        if self.broken is not None:
+            return
+        record = protocol.task(
+            chunk.cid, job.fn_key, payload, chunk.frames, job.rules.limits, shared
+        )
         frames = dumps((self.token, chunk.cid, record, const))
         sealed = (signing.sign(self.key, frames), nest(frames))
         self._count_sent(frames, chunk, inline_fn)
@@ -246,13 +258,37 @@ class _ScoopPool(Scheduling):
             sf = futures.submit(_evaluate, sealed)
             self._inflight[chunk.cid] = (sf, chunk)
 
+    def _shared(self, payload: Any) -> tuple[tuple[str, bytes, Any], ...] | None:
+        """What a task with ``payload`` carries of the shared versions it needs: under ``-n 1``
+        the frames of those the origin's side lacks; else references only, each version
+        broadcast once first (a worker fetches what it lacks)."""
+        needed = sharing.needs(payload)
+        if not needed:
+            return None
+        if self._local is not None:  # -n 1: the origin's own side holds what it was sent
+            return sharing.outgoing(self._local, payload)
+        for version in needed:
+            if version.token not in self._published:
+                self._publish_shared(version)
+        return tuple((v.name, v.token, None) for v in needed)
+
+    def _publish_shared(self, version: sharing.Version) -> None:
+        """Broadcast a version of a shared object once, sealed, as a SCOOP constant."""
+        name = sharing.scoop_constant(version.name, version.token)
+        frames = list(version.frames)
+        sealed = (signing.sign(self.key, frames), nest(frames))
+        with _scoop_errors(self):
+            _send_constant(name, sealed)
+            self._published.add(version.token)
+            self._count_sent(frames, None, 0)
+
     def _publish(self, fn_key: bytes, payload: Any) -> str | None:
         """Broadcast a large callable once, sealed, through SCOOP's shared constants."""
-        name = f"evocluster_fn_{fn_key.hex()}"
+        name = f"{_FN_PREFIX}{fn_key.hex()}"
         frames = list(payload)
         sealed = (signing.sign(self.key, frames), nest(frames))
         with _scoop_errors(self):
-            shared.setConst(**{name: sealed})  # returns once the broker relayed it
+            _send_constant(name, sealed)
             self._broadcast[fn_key] = name
             self._count_sent(frames, None, 1)
             return name
@@ -262,6 +298,10 @@ class _ScoopPool(Scheduling):
         """Wait up to ``timeout`` s for messages (blocking in zmq), then take in the results."""
         ready = self._watch.poll(timeout)
         self._comm.pumpInfoSocket()  # SCOOP's SHUTDOWN broadcast raises Shutdown here
+        if self._published or self._broadcast:  # the broker's echo of our own broadcasts
+            mine = (shared.elements or {}).get(scoop.worker) or {}
+            for name in [n for n in mine if n.startswith(_OWN_CONSTANTS)]:
+                del mine[name]  # (a large object's copy, which this process never reads)
         lost = self._watch.lost(ready, self._labels)
         if lost is not None:  # a report, if the worker sent one, says more: give it a moment
             self._watch.poll(0.1)
@@ -310,6 +350,20 @@ class _ScoopPool(Scheduling):
         self._jobs.clear()
         self._inflight.clear()
         self._fail(jobs, reason)
+
+
+#: The SCOOP constants the origin broadcasts: large callables, and versions of shared objects.
+_FN_PREFIX = "evocluster_fn_"
+_OWN_CONSTANTS = (_FN_PREFIX, sharing.SCOOP_PREFIX)
+
+
+def _send_constant(name: str, sealed: Any) -> None:
+    """Broadcast a SCOOP constant, once.  ``shared.setConst`` sends it again every 0.1 s until the
+    broker's copy comes back to this process (a large object many times over: a 1 GB shared
+    object took 36.5 s to its first result, issue 20); the broker relays it to every worker
+    whatever, a task sent after it reaches the broker after it, and a worker waits for a
+    constant it lacks (``shared.getConst`` with a timeout)."""
+    _control.execQueue.socket.sendVariable(name, sealed)
 
 
 @contextlib.contextmanager

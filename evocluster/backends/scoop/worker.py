@@ -21,8 +21,8 @@ from typing import Any
 
 from scoop import _control, shared
 
-from ... import jobfile, protocol, signing
-from ...errors import ConfigurationError, WorkerError
+from ... import jobfile, protocol, sharing, signing
+from ...errors import ConfigurationError, SerializationError, WorkerError
 from ...serialization import dumps, loads, nest, pack_exception
 from ...worker import Worker
 from . import proc
@@ -74,26 +74,81 @@ class _WorkerSide:
             )
         token, cid, record, const = loads(frames)
         fn_key = record.fn_key
+        failure = None
         if const is not None and not self.worker.functions.touch(fn_key):
             failure = self._load_broadcast(fn_key, const)
-            if failure is not None:
-                return self.reply((token, cid, self.label, _failed(cid, failure, self.label)))
+        if failure is None and record.shared:
+            failure = self._fetch_shared(record)
+        if failure is not None:
+            return self.reply((token, cid, self.label, _failed(cid, failure, self.label)))
         return self.reply((token, cid, self.label, self.worker.run(record)))
 
+    def _fetch_shared(self, record: protocol.Task) -> BaseException | None:
+        """Hold the shared versions ``record`` refers to, each fetched from its SCOOP constant
+        the first time (the worker's :meth:`~evocluster.worker.Worker.run` then finds them)."""
+        isolate = record.limits is not None and record.limits.isolate
+        try:
+            sharing.install(record.shared, fetch=self._constant, keep_frames=isolate)
+        except (SerializationError, WorkerError) as e:
+            return e
+        return None
+
+    def _constant(self, name: str, token: bytes) -> Any:
+        """The frames of a shared version, from the SCOOP constant it was broadcast as; SCOOP's
+        copies of it, and of the older versions of ``name`` this worker never needed, dropped.
+
+        Raises:
+            WorkerError: it did not arrive in time, or its signature does not verify.
+        """
+        const = sharing.scoop_constant(name, token)
+        frames = self._sealed(const, f"the shared object {name!r}", f"({const})")
+        for values in (shared.elements or {}).values():
+            for other in [k for k in values if _replaced(k, name, token)]:
+                del values[other]  # the loaded object keeps the buffers it uses
+        return frames
+
     def _load_broadcast(self, fn_key: bytes, name: str) -> BaseException | None:
-        sealed = shared.getConst(name, timeout=CONST_TIMEOUT)
+        try:
+            frames = self._sealed(name, "the broadcast callable", repr(name))
+        except WorkerError as e:
+            return e
+        self.worker.touch_or_load(fn_key, frames)
+        return None
+
+    def _sealed(self, const: str, what: str, which: str) -> list[Any]:
+        """The frames of SCOOP constant ``const`` (``what``, ``which`` name it in messages),
+        its signature verified.
+
+        Raises:
+            WorkerError: it did not arrive in time, or its signature does not verify.
+        """
+        sealed = shared.getConst(const, timeout=CONST_TIMEOUT)
         if sealed is None:
-            return WorkerError(
-                f"the callable broadcast as SCOOP constant {name!r} did not reach {self.label} "
+            raise WorkerError(
+                f"{what} broadcast as SCOOP constant {const!r} did not reach {self.label} "
                 f"within {CONST_TIMEOUT:g} s"
             )
         tag, frames = sealed
         frames = list(frames)
         if self.key is None or not signing.verify(self.key, tag, frames):
-            proc.say(f"{self.label} refused the broadcast callable {name!r}: bad signature")
-            return WorkerError(f"{self.label} refused the broadcast callable: bad signature")
-        self.worker.touch_or_load(fn_key, frames)
-        return None
+            proc.say(f"{self.label} refused {what} {which}: bad signature")
+            raise WorkerError(f"{self.label} refused {what}: bad signature")
+        return frames
+
+
+def _replaced(constant: Any, name: str, token: bytes) -> bool:
+    """Whether SCOOP constant ``constant`` carries version ``token`` of shared object ``name``,
+    or an older one (tokens are ``pid:counter``, counting up on the origin)."""
+    suffix = "_" + name.encode().hex()
+    if not (isinstance(constant, str) and constant.startswith(sharing.SCOOP_PREFIX)):
+        return False
+    if not constant.endswith(suffix):
+        return False
+    try:
+        other = bytes.fromhex(constant[len(sharing.SCOOP_PREFIX) : -len(suffix)])
+        return int(other.split(b":")[1]) <= int(token.split(b":")[1])
+    except (ValueError, IndexError):
+        return False
 
 
 def _failed(cid: int, exc: BaseException, label: str) -> tuple[Any, ...]:
@@ -154,8 +209,8 @@ def _adopt_job_module() -> None:
     """Make a SCOOP worker look like every other evocluster worker.
 
     SCOOP's bootstrap imports the job as module ``SCOOP_WORKER`` and copies its names into its own
-    ``__main__`` once.  evocluster's workers import the job as ``__worker__`` and *are* its
-    ``__main__``: the job's ``__name__`` becomes ``__worker__`` and ``sys.modules["__main__"]`` the
+    ``__main__`` once.  evocluster's workers import the job as ``__mp_main__`` and *are* its
+    ``__main__``: the job's ``__name__`` becomes ``__mp_main__`` and ``sys.modules["__main__"]`` the
     job itself, so that ``__main__.fitness``, pickled by reference on the origin, is looked up in
     the job as it is now.  Classes keep ``__module__ == "SCOOP_WORKER"``, which SCOOP aliases to
     ``__main__`` on the origin, so their instances still travel home by reference.
