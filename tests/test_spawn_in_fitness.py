@@ -7,11 +7,14 @@ died unpickling its first task ("No module named '__worker__'") and the pool wai
 Workers now import the job as ``__mp_main__``, multiprocessing's own name for it, and the job's
 classes come back from those processes as the same classes.  Under MPI the pool's processes also
 inherited the rank's ignored SIGTERM, so ``Pool.terminate()`` could not end them and the pool hung
-at its ``with`` block's end, one run in three.
+at its ``with`` block's end, one run in three.  Under SCOOP the job is SCOOP's module
+``SCOOP_WORKER``, which a spawned process looked for by that name ("No module named
+SCOOP_WORKER"), and the pool waited for ever, too.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,6 +62,7 @@ WHERE = {
     "local": ["--backend", "local", "--workers", "2"],
     "local-isolate": ["--backend", "local", "--workers", "2", "--isolate"],
     "mpich-wheel": [],
+    "scoop": [sys.executable, "-m", "scoop", "-n", "2"],
 }
 
 
@@ -67,7 +71,10 @@ WHERE = {
 def test_a_spawn_or_forkserver_pool_inside_a_fitness_works(tmp_path: Path, where: str) -> None:
     job = tmp_path / "job.py"
     job.write_text(JOB)
-    cmd = launcher(*WHERE[where], mpi=3 if where.startswith("mpich") else None)
+    if where == "scoop":  # SCOOP imported the job as SCOOP_WORKER, which spawn looked for
+        cmd = WHERE[where]
+    else:
+        cmd = launcher(*WHERE[where], mpi=3 if where.startswith("mpich") else None)
     r = run([*cmd, str(job), "spawn", "forkserver"], timeout=90, cwd=tmp_path, no_leftovers=True)
     assert r.returncode == 0, output(r)
     assert r.stdout.strip() == str([[1, 4, 9, 16, 25, 6]] * 2), output(r)

@@ -15,8 +15,10 @@ On its first task a worker also adopts the job module as its ``__main__``
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
+import types
 from typing import Any
 
 from scoop import _control, shared
@@ -212,13 +214,24 @@ def _adopt_job_module() -> None:
     ``__main__`` once.  evocluster's workers import the job as ``__mp_main__`` and *are* its
     ``__main__``: the job's ``__name__`` becomes ``__mp_main__`` and ``sys.modules["__main__"]`` the
     job itself, so that ``__main__.fitness``, pickled by reference on the origin, is looked up in
-    the job as it is now.  Classes keep ``__module__ == "SCOOP_WORKER"``, which SCOOP aliases to
-    ``__main__`` on the origin, so their instances still travel home by reference.
+    the job as it is now.  The job's module-level functions and classes are renamed into
+    ``__mp_main__`` too: a process pool a fitness starts with the ``spawn`` or ``forkserver``
+    method re-runs the job as ``__mp_main__`` and finds them there (as ``SCOOP_WORKER.f`` it
+    could not, and waited for ever); on the origin ``__mp_main__`` is the job's ``__main__``
+    (:func:`evocluster.jobfile.alias_worker_module`), so their instances still travel home by
+    reference.
     """
     module = sys.modules.get(_SCOOP_WORKER_MODULE)
     if module is None:
         return
+    for value in list(vars(module).values()):
+        if isinstance(value, (type, types.FunctionType)) and (
+            getattr(value, "__module__", None) == _SCOOP_WORKER_MODULE
+        ):
+            with contextlib.suppress(AttributeError, TypeError):  # a class that refuses it
+                value.__module__ = jobfile.WORKER_NAME
     module.__name__ = jobfile.WORKER_NAME
+    module.__spec__ = None  # so that spawn re-runs it from its __file__, not as SCOOP_WORKER
     sys.modules[jobfile.WORKER_NAME] = module
     sys.modules["__main__"] = module
     jobfile.in_worker = True
