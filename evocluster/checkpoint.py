@@ -951,12 +951,17 @@ class StopSignals:
         global _WAIT_LINES
         if threading.current_thread() is not threading.main_thread():
             return self
-        self.signal = _take_early_signal()  # one that came before any loop had started
         if _WAIT_LINES is None:
             _WAIT_LINES = _wait_lines()
         for signum in self.signals:
             if signal.getsignal(signum) is not None:
                 self._previous[signum] = signal.signal(signum, self._handler)
+        # one that came before any loop had started; taken once this loop's handler is in
+        # place: a signal in between is noted by one or the other, never left to the default
+        # action (death by the signal, 138 or 143 and no word)
+        early = _take_early_signal()
+        if early is not None:
+            self.signal = early
         if self._previous:
             self._pipe = os.pipe()
             os.set_blocking(self._pipe[1], False)  # the handler never waits on a full pipe

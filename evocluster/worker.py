@@ -89,20 +89,28 @@ class _Alarm:
     more than a cheap fitness (W1 ran at half its rate, benchmarks/RESULTS.md, 2026-12-02).  Each
     evaluation only notes when it started; when the timer rings, an evaluation that has not yet
     had its ``timeout`` gets the timer set again for what it has left, and between evaluations
-    the timer just starts over."""
+    the timer just starts over.  A ring between evaluations never raises: it only notes that the
+    timer is no longer set, and the next evaluation sets it again (as after a timeout), so that
+    every evaluation of the chunk has its limit, and a limit shorter than the worker's own steps
+    between evaluations (``eval_timeout=1e-6``) never fails the chunk outside the fitness."""
 
     def __init__(self) -> None:
         self.timeout = 0.0
         self.started = 0.0  # time.monotonic() when the running evaluation started
         self.running = False  # an evaluation is running (the ring may interrupt it)
+        self.stopped = False  # the timer is not set: the next evaluation sets it
         signal.signal(signal.SIGALRM, self._ring)
 
     def _ring(self, signum: int, frame: Any) -> None:
-        left = self.started + self.timeout - time.monotonic() if self.running else self.timeout
+        if not self.running:
+            self.stopped = True
+            return
+        left = self.started + self.timeout - time.monotonic()
         if left > 1e-3:
             signal.setitimer(signal.ITIMER_REAL, left)
             return
         self.running = False
+        self.stopped = True
         raise EvaluationTimeout(
             f"the evaluation ran longer than {self.timeout:g} s (eval_timeout) and was interrupted"
         )
@@ -111,7 +119,16 @@ class _Alarm:
         """Before a chunk's first evaluation."""
         self.timeout = timeout
         self.running = False
+        self.stopped = False
         signal.setitimer(signal.ITIMER_REAL, timeout)
+
+    def start(self) -> None:
+        """Before each evaluation."""
+        self.started = time.monotonic()
+        self.running = True
+        if self.stopped:
+            self.stopped = False
+            signal.setitimer(signal.ITIMER_REAL, self.timeout)
 
     def disarm(self) -> None:
         """After its last."""
@@ -365,22 +382,21 @@ class Worker:
         """One evaluation: its value, or None and its packed failure."""
         started = time.perf_counter()
         try:
-            if alarm is not None:
-                alarm.started = time.monotonic()
-                alarm.running = True
-            value = apply_item(fn, item, star, kwargs)
+            try:
+                if alarm is not None:
+                    alarm.start()
+                value = apply_item(fn, item, star, kwargs)
+            finally:  # a ring until the alarm knows the evaluation is over is its timeout
+                if alarm is not None:
+                    alarm.running = False
         # any BaseException (SystemExit, KeyboardInterrupt, GeneratorExit, a class of the job's):
         # that evaluation's failure, reported; one bad individual never kills the worker (a
         # worker that left its loop would leave the master waiting for ever)
         except BaseException as e:
-            if alarm is not None:
-                alarm.running = False
             self._check_fork()
             info = pack_exception(e, self.label)
             info["seconds"] = time.perf_counter() - started
             return None, info
-        if alarm is not None:
-            alarm.running = False
         self._check_fork()
         return value, None
 
