@@ -36,15 +36,43 @@ __all__ = ["main"]
 
 USAGE = "python -m evocluster [options] (JOB.py | -m MODULE) [job args...]"
 
-_EPILOG = """\
-launch:
-  python -m evocluster job.py                    local process pool (os.cpu_count() workers)
-  mpiexec -n 64 python -m evocluster job.py      MPI: rank 0 runs job.py, ranks 1..63 evaluate
-  srun -n 64 python -m evocluster job.py         the same inside a SLURM allocation
-options can also be set as EVOCLUSTER_BACKEND, EVOCLUSTER_WORKERS, EVOCLUSTER_SERIALIZATION,
-EVOCLUSTER_ON_ERROR, EVOCLUSTER_PENALTY, EVOCLUSTER_EVAL_TIMEOUT, EVOCLUSTER_ISOLATE,
-EVOCLUSTER_EVAL_MEMORY, EVOCLUSTER_FORCE_WORKERS.
-"""
+#: The subcommands (``main`` hands them to :mod:`evocluster.slurm`): name -> (arguments, what).
+_SUBCOMMANDS = {
+    "submit": (
+        "JOB.py --ntasks N --time HH:MM:SS [options] [-- job args]",
+        "write a SLURM batch script (checkpoints, requeue) and sbatch it; --dry-run prints it",
+    ),
+    "status": ("JOBID", "state, exit code, restarts and last output line of a SLURM job"),
+}
+
+
+#: How a job is launched, for ``--help`` (docs/launching.md has them all).
+_LAUNCH = (
+    ("python -m evocluster job.py", "local process pool (os.cpu_count() workers)"),
+    ("mpiexec -n 64 python -m evocluster job.py", "MPI: rank 0 runs job.py, ranks 1..63 evaluate"),
+    ("srun -n 64 python -m evocluster job.py", "the same inside a SLURM allocation"),
+    ("python -m scoop -n 16 job.py", "SCOOP: its origin runs job.py, 15 processes evaluate"),
+)
+
+
+def _epilog() -> str:
+    """``--help``'s text after the options: the subcommands, how to launch, and every
+    ``EVOCLUSTER_*`` variable with its default (``config.environment``, the one table)."""
+    lines = ["subcommands (python -m evocluster SUBCOMMAND --help says more):"]
+    for name, (args, what) in _SUBCOMMANDS.items():
+        lines += [f"  python -m evocluster {name} {args}", f"        {what}"]
+    lines += ["", "launch:"]
+    lines += [f"  {cmd:<44} {what}" for cmd, what in _LAUNCH]
+    lines += [
+        "",
+        "environment (an option or Executor keyword wins over its variable, which wins over the "
+        "default):",
+    ]
+    rows = config.environment()
+    width = max(len(name) for name, _, _ in rows)
+    dwidth = max(len(default) for _, default, _ in rows)
+    lines += [f"  {n:<{width}}  {d:<{dwidth}}  {what}" for n, d, what in rows]
+    return "\n".join(lines) + "\n"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m evocluster",
         usage=USAGE,
         description="Run an evolutionary-algorithm job whose evaluations run on workers.",
-        epilog=_EPILOG,
+        epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -297,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     the master starts its workers, runs the job as ``__main__``, and ends the run by the exit
     path its outcome calls for."""
     args = sys.argv[1:] if argv is None else argv
-    if args and args[0] in ("submit", "status"):  # SLURM: python -m evocluster submit|status ...
+    if args and args[0] in _SUBCOMMANDS:  # SLURM: python -m evocluster submit|status ...
         from . import slurm
 
         return slurm.main(args)

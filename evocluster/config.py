@@ -15,9 +15,11 @@ __all__ = [
     "BACKENDS",
     "EVAL_TIMEOUT_MAX",
     "ON_ERROR",
+    "OTHER_VARIABLES",
     "POLICIES",
     "Options",
     "check",
+    "environment",
     "mpi_rank_from_env",
     "mpi_world_size_from_env",
     "resolve",
@@ -159,29 +161,91 @@ def _flag(raw: str) -> bool:
     raise ValueError(raw)
 
 
-_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "backend": ("EVOCLUSTER_BACKEND", str),
-    "serialization": ("EVOCLUSTER_SERIALIZATION", str),
-    "workers": ("EVOCLUSTER_WORKERS", int),
-    "prefetch": ("EVOCLUSTER_PREFETCH", int),
-    "prefetch_max_bytes": ("EVOCLUSTER_PREFETCH_MAX_BYTES", int),
-    "prefetch_spread": ("EVOCLUSTER_PREFETCH_SPREAD", float),
-    "poll_min": ("EVOCLUSTER_POLL_MIN", float),
-    "poll_max": ("EVOCLUSTER_POLL_MAX", float),
-    "master_poll_max": ("EVOCLUSTER_MASTER_POLL_MAX", float),
-    "poll_fraction": ("EVOCLUSTER_POLL_FRACTION", float),
-    "result_latency": ("EVOCLUSTER_RESULT_LATENCY", float),
-    "doorbell": ("EVOCLUSTER_DOORBELL", _flag),
-    "chunk_target": ("EVOCLUSTER_CHUNK_TARGET", float),
-    "chunk_min": ("EVOCLUSTER_CHUNK_MIN", float),
-    "chunk_max_bytes": ("EVOCLUSTER_CHUNK_MAX_BYTES", int),
-    "on_error": ("EVOCLUSTER_ON_ERROR", str),
-    "penalty": ("EVOCLUSTER_PENALTY", literal),
-    "eval_timeout": ("EVOCLUSTER_EVAL_TIMEOUT", float),
-    "isolate": ("EVOCLUSTER_ISOLATE", _flag),
-    "eval_memory": ("EVOCLUSTER_EVAL_MEMORY", memory),
-    "force_workers": ("EVOCLUSTER_FORCE_WORKERS", _flag),
+class _Variable(NamedTuple):
+    """An option's environment variable: its name, how its text is read, what it sets (for
+    ``--help``), and its default as ``--help`` shows it where :class:`Options`' own (``None``)
+    would say nothing."""
+
+    name: str
+    conv: Callable[[str], Any]
+    what: str
+    default: str | None = None
+
+
+#: Every option's ``EVOCLUSTER_*`` variable, in one place: ``resolve`` reads them, ``--help`` lists
+#: them (``environment()``) with :class:`Options`' defaults.
+_ENV: dict[str, _Variable] = {
+    "backend": _Variable("EVOCLUSTER_BACKEND", str, "|".join(BACKENDS)),
+    "serialization": _Variable("EVOCLUSTER_SERIALIZATION", str, "|".join(POLICIES)),
+    "workers": _Variable("EVOCLUSTER_WORKERS", int, "local pool size", "os.cpu_count()"),
+    "prefetch": _Variable("EVOCLUSTER_PREFETCH", int, "chunks in flight per worker"),
+    "prefetch_max_bytes": _Variable(
+        "EVOCLUSTER_PREFETCH_MAX_BYTES", int, "a larger chunk goes to an idle worker only"
+    ),
+    "prefetch_spread": _Variable(
+        "EVOCLUSTER_PREFETCH_SPREAD", float, "no prefetch for durations spread more than this"
+    ),
+    "poll_min": _Variable("EVOCLUSTER_POLL_MIN", float, "shortest sleep of a waiting rank (s)"),
+    "poll_max": _Variable("EVOCLUSTER_POLL_MAX", float, "longest sleep of a waiting worker (s)"),
+    "master_poll_max": _Variable(
+        "EVOCLUSTER_MASTER_POLL_MAX", float, "longest sleep of the waiting master (s)"
+    ),
+    "poll_fraction": _Variable(
+        "EVOCLUSTER_POLL_FRACTION", float, "each sleep: this fraction of the time waited"
+    ),
+    "result_latency": _Variable(
+        "EVOCLUSTER_RESULT_LATENCY", float, "master's look for results, fraction of a chunk"
+    ),
+    "doorbell": _Variable("EVOCLUSTER_DOORBELL", _flag, "MPI: wake workers by TCP (0: poll)"),
+    "chunk_target": _Variable("EVOCLUSTER_CHUNK_TARGET", float, "target chunk duration (s)"),
+    "chunk_min": _Variable(
+        "EVOCLUSTER_CHUNK_MIN", float, "smallest chunk as a map ends (s of work)"
+    ),
+    "chunk_max_bytes": _Variable(
+        "EVOCLUSTER_CHUNK_MAX_BYTES", int, "largest serialised chunk (bytes)"
+    ),
+    "on_error": _Variable("EVOCLUSTER_ON_ERROR", str, "raise|penalize|retry:N"),
+    "penalty": _Variable(
+        "EVOCLUSTER_PENALTY", literal, "a penalized evaluation's result (a literal)", "none"
+    ),
+    "eval_timeout": _Variable(
+        "EVOCLUSTER_EVAL_TIMEOUT", float, "seconds one evaluation may run", "none"
+    ),
+    "isolate": _Variable("EVOCLUSTER_ISOLATE", _flag, "evaluate in a child of each worker"),
+    "eval_memory": _Variable(
+        "EVOCLUSTER_EVAL_MEMORY", memory, "address space of that child (2G, 512M)", "none"
+    ),
+    "force_workers": _Variable(
+        "EVOCLUSTER_FORCE_WORKERS", _flag, "allow more than 4 local workers per core"
+    ),
 }
+
+#: The variables read elsewhere than :func:`resolve` (their modules name them too: a test holds
+#: every ``EVOCLUSTER_*`` name of the package to this list and ``_ENV``): name -> (default, what).
+OTHER_VARIABLES = {
+    "EVOCLUSTER_CHECKPOINT": ("none", "checkpoint path of every engine loop (submit sets it)"),
+    "EVOCLUSTER_KEY": (
+        "key file",
+        "signing key, >= 32 chars, the same on every host (else ~/.config/evocluster/key)",
+    ),
+}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return "none" if value is None else str(value)
+
+
+def environment() -> list[tuple[str, str, str]]:
+    """Every ``EVOCLUSTER_*`` variable evocluster reads: ``(name, default, what)``, for
+    ``--help``."""
+    rows = [
+        (v.name, v.default or _shown(Options._field_defaults[option]), v.what)
+        for option, v in _ENV.items()
+    ]
+    rows += [(name, default, what) for name, (default, what) in OTHER_VARIABLES.items()]
+    return rows
 
 
 def resolve(**kwargs: Any) -> Options:
@@ -196,7 +260,7 @@ def resolve(**kwargs: Any) -> Options:
             raise ConfigurationError(f"unknown option {name!r}; known: {', '.join(sorted(_ENV))}")
         if value is not None:
             values[name] = value
-    for name, (var, conv) in _ENV.items():
+    for name, (var, conv, _, _) in _ENV.items():
         if name in values or var not in os.environ:
             continue
         raw = os.environ[var]
@@ -251,8 +315,18 @@ def _validate(o: Options) -> None:
         raise ConfigurationError(
             f"EVOCLUSTER_RESULT_LATENCY ({o.result_latency}) must be > 0 and <= 1"
         )
-    if o.master_poll_max <= 0 or o.chunk_target <= 0 or o.chunk_min <= 0:
-        raise ConfigurationError("master_poll_max, chunk_target and chunk_min must be > 0")
+    _validate_positive(o)
+
+
+def _validate_positive(o: Options) -> None:
+    """NaN fails every comparison: ``not x > 0``, never ``x <= 0``.  The chunk sizes must be
+    finite too (the scheduler's thread divides by them and rounds: NaN or inf broke the pool)."""
+    if not o.master_poll_max > 0:
+        raise ConfigurationError(f"master_poll_max must be > 0, not {o.master_poll_max!r}")
+    for name in ("chunk_target", "chunk_min"):
+        value = getattr(o, name)
+        if not 0 < value < math.inf:
+            raise ConfigurationError(f"{name} must be > 0 and finite, not {value!r}")
 
 
 def _seconds(value: Any) -> float:
