@@ -85,7 +85,8 @@ def steady_state(
     Args:
         evaluations: offspring evaluations after the initial population.
         in_flight: evaluations kept submitted.  Default: ``deterministic=False``: three times
-            the executor's workers (on evocluster's pools each worker holds one running and one
+            the executor's workers (its ``max_workers``; a stdlib pool, which does not say:
+            the machine's CPUs) (on evocluster's pools each worker holds one running and one
             prefetched, and the master one more, sent at once to the worker that frees first:
             on W3, 16 workers, utilisation 0.84-0.85 with twice, 0.86-0.87 with three times);
             ``deterministic=True``: 64, independent of the workers (a number that depends on
