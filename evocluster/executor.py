@@ -163,6 +163,11 @@ class Executor(_StdExecutor):
         return self._pool.n_workers
 
     @property
+    def max_workers(self) -> int:
+        """:attr:`n_workers`, under the name the engine asks for (``engine.PolicyExecutor``)."""
+        return self._pool.n_workers
+
+    @property
     def num_workers(self) -> int:
         """:attr:`n_workers`, under ``MPIPoolExecutor``'s name."""
         return self._pool.n_workers

@@ -168,13 +168,28 @@ def _below_backends(name: str) -> bool:
     return name.startswith("evocluster.backends")
 
 
-@pytest.mark.parametrize("module", sorted(FORBIDDEN))
+def _rules(module: str) -> tuple[str, ...]:
+    """What ``module`` must never import: its own rule, or its package's (``evocluster.engine``'s
+    for each module of the engine)."""
+    while module not in FORBIDDEN:
+        module = module.rsplit(".", 1)[0]
+    return FORBIDDEN[module]
+
+
+ENGINE = sorted(m for m in GRAPH if m.startswith("evocluster.engine."))
+
+
+def test_the_engine_is_a_package() -> None:
+    assert {"evocluster.engine.evaluation", "evocluster.engine.checkpointing"} <= set(ENGINE)
+
+
+@pytest.mark.parametrize("module", sorted(FORBIDDEN) + ENGINE)
 def test_no_module_reaches_up(module: str) -> None:
     imp = GRAPH[module]
     wrong = sorted(
         t
         for t in imp.top | imp.lazy
-        for banned in FORBIDDEN[module]
+        for banned in _rules(module)
         if (t == banned or t.startswith(banned + "."))
         and not (banned == "evocluster" and t in ("evocluster.errors",))
     )
