@@ -5,6 +5,7 @@ the default.  Every option is validated here, once, with a message that says wha
 from __future__ import annotations
 
 import math
+import operator
 import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -39,6 +40,11 @@ ON_ERROR = ("raise", "penalize", "retry:N")
 #: environment, ``Executor(eval_timeout=)`` or ``with_policy`` (f035c23 accepted ``inf``, and
 #: every worker died of OverflowError in setitimer).
 EVAL_TIMEOUT_MAX = 1_000_000.0
+
+
+#: The most chunks in flight per worker: more keeps no worker busier, and the scheduler keeps a
+#: queue per level (EVOCLUSTER_PREFETCH=1000000000 made the master allocate until it was killed).
+PREFETCH_MAX = 64
 
 
 class Options(NamedTuple):
@@ -297,10 +303,13 @@ def _validate(o: Options) -> None:
         raise ConfigurationError(
             f"serialization must be one of {', '.join(POLICIES)}, not {o.serialization!r}"
         )
-    if o.workers is not None and o.workers < 1:
-        raise ConfigurationError(f"workers must be >= 1, not {o.workers}")
-    if o.prefetch < 1:
-        raise ConfigurationError(f"prefetch must be >= 1, not {o.prefetch}")
+    if o.workers is not None and not (_whole(o.workers) and o.workers >= 1):
+        raise ConfigurationError(f"workers must be a whole number >= 1, not {o.workers!r}")
+    if not (_whole(o.prefetch) and 1 <= o.prefetch <= PREFETCH_MAX):
+        raise ConfigurationError(
+            f"prefetch must be a whole number from 1 to {PREFETCH_MAX} (chunks in flight per "
+            f"worker), not {o.prefetch!r}"
+        )
     if not 0 < o.poll_min <= min(o.poll_max, o.master_poll_max):
         raise ConfigurationError(
             f"EVOCLUSTER_POLL_MIN ({o.poll_min}) must be > 0 and no larger than "
@@ -316,6 +325,17 @@ def _validate(o: Options) -> None:
             f"EVOCLUSTER_RESULT_LATENCY ({o.result_latency}) must be > 0 and <= 1"
         )
     _validate_positive(o)
+
+
+def _whole(value: Any) -> bool:
+    """An integer (numpy's too), not a bool, a float or a string."""
+    if isinstance(value, bool):
+        return False
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _validate_positive(o: Options) -> None:

@@ -131,8 +131,17 @@ def test_options_precedence_and_validation(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.delenv("EVOCLUSTER_WORKERS")
     with pytest.raises(ConfigurationError, match="backend must be one of"):
         config.resolve(backend="yarn")
-    with pytest.raises(ConfigurationError, match="workers must be >= 1"):
+    with pytest.raises(ConfigurationError, match="workers must be a whole number >= 1"):
         config.resolve(workers=0)
+    # not whole numbers: they failed later, naming nothing (workers=True lost a local pool)
+    for bad in ("2", 2.5, True):
+        with pytest.raises(ConfigurationError, match="workers must be a whole number"):
+            config.resolve(workers=bad)
+    # a queue per level: EVOCLUSTER_PREFETCH=1000000000 made the master allocate until killed
+    for bad in (0, 65, 10**9, 2.5, "2"):
+        with pytest.raises(ConfigurationError, match="prefetch must be a whole number from 1"):
+            config.resolve(prefetch=bad)
+    assert config.resolve(prefetch=config.PREFETCH_MAX).prefetch == config.PREFETCH_MAX
     with pytest.raises(ConfigurationError, match="unknown option"):
         config.resolve(colour="blue")
 
