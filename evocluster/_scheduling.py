@@ -509,15 +509,31 @@ class Scheduling:
                 spread = self._spread.get(job.fn_key)
                 self._spread[job.fn_key] = dev if spread is None else 0.8 * spread + 0.2 * dev
         excs: dict[int, BaseException] = {i: unpack_exception(info) for i, info in errors.items()}
+        split = n > 1 and bool(errors.get(-1, {}).get("split"))
         try:
             values = loads(value_frames)
         except BaseException as e:  # a result's __reduce__ may even raise SystemExit: that chunk's
-            values, excs = [], {-1: e}  # failure, never the scheduler's
+            values, excs, split = [], {-1: e}, n > 1  # failure, never the scheduler's
+        if split:
+            self._split(chunk)
+            return
         if not excs:
             self._settle(job, chunk.start, chunk.stop, values, excs)
             return
         values, excs, again = self._apply_rules(chunk, values, excs, errors)
         self._settle(job, chunk.start, chunk.stop, values, excs, again)
+
+    def _split(self, chunk: Chunk) -> None:
+        """Send the items of ``chunk`` again one by one: one of them could not be loaded (its
+        arguments on the worker, or its result here), and which one is not known.  Each then
+        succeeds or fails on its own, under the job's rules; before, every item of the chunk
+        failed with the one bad item's error (under ``penalize``, healthy neighbours silently
+        got the penalty).  No attempt is counted: none was made."""
+        job = chunk.job
+        for i in range(chunk.start, chunk.stop):
+            self._retry.append((job, i, -1))
+        n = chunk.stop - chunk.start
+        self._settle(job, chunk.start, chunk.stop, [None] * n, {}, set(range(n)))
 
     def _apply_rules(
         self,

@@ -272,6 +272,7 @@ class Worker:
         except BaseException as e:  # whatever the arguments' own unpickling code raises
             err = SerializationError(explain_load_error(e, "the task's arguments"))
             info = pack_exception(err, self.label)
+            info["split"] = True  # the master sends the chunk's items again one by one
             return protocol.result(record.chunk_id, nest(dumps([])), {-1: info}, 0.0)
         return items, star, kwargs
 

@@ -474,15 +474,6 @@ def by_reference(shape: str) -> bool:
     return fc.SHAPES[shape][1] if shape in fc.SHAPES else fc.JOB_SHAPES[shape]
 
 
-#: EXCLUDED, a known defect (reported, not fixed here): arguments that pickle but that the worker
-#: cannot rebuild (``bad_exception``: an exception whose constructor wants two arguments) fail
-#: every item of their chunk, not only their own: its healthy neighbours in the chunk end as the
-#: same SerializationError ("the worker cannot load the task's arguments", naming no item), so
-#: under on_error="penalize" they silently get the penalty instead of their value.  Such payloads
-#: are drawn only where each item travels alone (``submit``, ``chunksize=1``) until it is fixed.
-UNLOADABLE = "bad_exception"
-
-
 @st.composite
 def map_cases(draw: Any, backend: str) -> dict[str, Any]:
     shape = draw(st.sampled_from(ALL_SHAPES))
@@ -495,8 +486,6 @@ def map_cases(draw: Any, backend: str) -> dict[str, Any]:
     if shape == "builtin_repr":  # reprs that hold an address, or a set's order (which depends on
         # the order its members were inserted in), differ between processes
         pay = pay.filter(lambda p: not fc.kinds(p) & REPR_VARIES)
-    if chunksize not in ("none", 1):
-        pay = pay.filter(lambda p: UNLOADABLE not in fc.kinds(p))  # EXCLUDED: see UNLOADABLE
     items = draw(st.lists(st.tuples(beh, pay).map(list), max_size=6))
     case = {"kind": "map", "api": api, "shape": shape, "items": items, "options": opts}
     case["extra"] = draw(st.sampled_from([0] * 8 + [3, 40, 300, 1500]))

@@ -533,3 +533,53 @@ def test_a_worker_failing_outside_the_fitness_fails_the_chunk_and_goes_on(
     assert len(said) == 1 and "failed outside the fitness while serving this chunk" in said[0]
     assert "(OverflowError: the job broke the timer)" in said[0], output(r)
     assert "cause: True" in r.stdout and "[1, 2] [3]" in r.stdout, output(r)
+
+
+# ------------------------------------------------------------------ one item that cannot travel
+UNLOADABLE_JOB = """\
+import evocluster
+
+
+class TwoArgs(Exception):  # pickles, but its unpickling calls TwoArgs(a): a TypeError
+    def __init__(self, a, b):
+        super().__init__(a)
+        self.b = b
+
+
+class Unloadable:  # a result that pickles on the worker and fails to load on the master
+    def __reduce__(self):
+        return (int, ("not a number",))
+
+
+def length(x):
+    return len(x) if isinstance(x, list) else x
+
+
+def result(x):
+    return Unloadable() if x == 2 else x
+
+
+if __name__ == "__main__":
+    ex = evocluster.Executor(on_error="penalize", penalty=-1)
+    print("ARGS", list(ex.map(length, [1, 2, [TwoArgs("a", 4)], 4, 5, 6], chunksize=2)))
+    print("RESULTS", list(ex.map(result, [1, 2, 3, 4, 5, 6], chunksize=3)))
+    print("FAILED", sorted(f.item for f in ex.failures), flush=True)
+"""
+
+
+@pytest.mark.parametrize("where", ["serial", "local", "mpich-wheel"])
+def test_an_item_that_cannot_be_loaded_fails_alone_not_its_chunk(
+    tmp_path: Path, where: str
+) -> None:
+    """An argument the worker cannot rebuild, or a result the master cannot, failed every item of
+    its chunk: under penalize, its healthy neighbours silently got the penalty (found by the fuzz
+    suite).  The chunk's items are now sent again one by one: only that item fails."""
+    job = tmp_path / "job.py"
+    job.write_text(UNLOADABLE_JOB)
+    opts = {"serial": ["--backend", "serial"], "local": ["--backend", "local", "--workers", "2"]}
+    cmd = launcher(*opts.get(where, []), mpi=3 if where.startswith("mpich") else None)
+    r = run([*cmd, str(job)], timeout=90, cwd=tmp_path)
+    assert r.returncode == 0, output(r)
+    assert "ARGS [1, 2, -1, 4, 5, 6]" in r.stdout, output(r)
+    assert "RESULTS [1, -1, 3, 4, 5, 6]" in r.stdout, output(r)
+    assert "FAILED [1, 2]" in r.stdout, output(r)  # item 2 of the first map, 1 of the second
