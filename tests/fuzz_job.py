@@ -295,6 +295,10 @@ def run_batch(path: str, out_path: str, guard: dict[str, Any]) -> None:
             record.update(id=case["id"], seconds=round(time.monotonic() - t0, 3), pid=os.getpid())
             out.write(json.dumps(record) + "\n")
             out.flush()
+    if markers:  # what a fitness left finishes after this only if the run's end waited for it
+        os.makedirs(markers, exist_ok=True)
+        with open(os.path.join(markers, "DONE"), "w") as fh:
+            fh.write(f"{time.time()}\n")
     print("FUZZ DONE", flush=True)
 
 

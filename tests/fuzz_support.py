@@ -917,11 +917,16 @@ def run_problems(
 
 def left_behind(markers: Path, stderr: str) -> list[str]:
     """Children and threads left by a fitness that lived out their time (their marker file holds
-    their pid): the run waited for them, or left them running; unless stderr names them."""
+    their pid) after the job's last case (``markers/DONE``): the run's end waited for them, or
+    left them running; unless stderr names them.  One that lived out its time while the job was
+    still running cases is not left behind: its worker was alive and serving (a batch's later
+    cases can take longer than LEFT_BEHIND_SECONDS)."""
     found = []
+    done_file = markers / "DONE"
+    done = float(done_file.read_text()) if done_file.exists() else 0.0
     for path in sorted(markers.glob("*-*")) if markers.exists() else ():
         text = path.read_text().split()
-        if text and text[0] not in stderr:
+        if text and text[0] not in stderr and path.stat().st_mtime >= done:
             found.append(
                 f"case {path.name.replace('-', ' item ')}: what the fitness left behind (pid "
                 f"{text[0]}) lived its {fc.LEFT_BEHIND_SECONDS:g} s, and no line names it (issue "
