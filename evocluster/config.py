@@ -33,6 +33,21 @@ BACKENDS = ("auto", "mpi", "local", "serial", "scoop")
 POLICIES = ("upgrade", "strict", "cloudpickle")
 #: What a failed evaluation becomes (``--on-error``): ``raise``, ``penalize`` or ``retry:N``.
 ON_ERROR = ("raise", "penalize", "retry:N")
+
+
+def retries_of(on_error: object) -> int | None:
+    """The one reading of an ``on_error`` value (the launcher's, the Executor's and the engine
+    loops'): N of ``"retry:N"``, 0 for ``"raise"`` and ``"penalize"``, ``None`` for anything
+    else (``"retry:"``, ``"retry:-1"``, ``"Raise"``, not a string)."""
+    if on_error in ("raise", "penalize"):
+        return 0
+    if isinstance(on_error, str) and on_error.startswith("retry:"):
+        n = on_error[6:]
+        if n.isascii() and n.isdigit():
+            return int(n)
+    return None
+
+
 #: The longest ``eval_timeout`` (seconds, 11.6 days).  Every timer that counts it holds this:
 #: the isolated worker's ``poll()`` takes whole milliseconds in a C int (2**31 - 1 ms, 24.8 days;
 #: beyond, OverflowError), ``signal.setitimer`` (the in-process alarm) and ``threading`` waits
@@ -119,7 +134,7 @@ class Options(NamedTuple):
     @property
     def retries(self) -> int:
         """N of ``on_error="retry:N"``; 0 otherwise."""
-        return int(self.on_error[6:]) if self.on_error.startswith("retry:") else 0
+        return retries_of(self.on_error) or 0
 
     @property
     def fallback(self) -> str:
@@ -360,8 +375,7 @@ def _seconds(value: Any) -> float:
 
 
 def _validate_faults(o: Options) -> None:
-    retry = o.on_error.startswith("retry:")
-    if o.on_error not in ("raise", "penalize") and not (retry and o.on_error[6:].isdigit()):
+    if retries_of(o.on_error) is None:
         raise ConfigurationError(
             f"on_error must be raise, penalize or retry:N (N a whole number), not {o.on_error!r}"
         )

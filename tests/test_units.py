@@ -275,3 +275,25 @@ def test_submit_pickles_its_arguments_once() -> None:
         arg = _CountsPickling()
         assert ex.submit(_kind, arg).result(timeout=60) == "_Plain"
         assert _CountsPickling.pickled == 1
+
+
+def test_on_error_has_one_reading_for_the_executor_and_the_engine() -> None:
+    """``retry:N`` was parsed twice (config.py and the engine); both now ask config.retries_of,
+    so a value one accepts the other accepts, with the same N."""
+    from evocluster.engine.policy import policy_of
+
+    cases = {"raise": 0, "penalize": 0, "retry:0": 0, "retry:3": 3, "retry:12": 12}
+    bad = ["retry:", "retry:-1", "retry:x", "Raise", "retry:\u0663", "", 3, None]
+    for value, n in cases.items():
+        assert config.retries_of(value) == n
+        assert config.resolve(on_error=value).retries == n
+        if value != "raise":
+            assert policy_of(value, -1.0, np.array([1.0]), None).retries == n
+    for value in bad:
+        assert config.retries_of(value) is None
+        if value is None:  # None given to either: not given (the default, or the executor's)
+            continue
+        with pytest.raises(ConfigurationError, match="on_error must be"):
+            config.resolve(on_error=value)
+        with pytest.raises(ValueError, match="on_error must be"):
+            policy_of(value, None, np.array([1.0]), None)

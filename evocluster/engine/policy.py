@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..config import retries_of
+
 if TYPE_CHECKING:
     from .evaluation import FailureOptions
 
@@ -56,10 +58,8 @@ def policy_of(
             return Policy(follow=True)
         if penalty is None:
             penalty = own.penalty if own is not None else None
-    if not isinstance(on_error, str):
-        raise ValueError(f"on_error must be 'raise', 'penalize' or 'retry:N', not {on_error!r}")
-    retry = on_error.startswith("retry:")
-    if on_error not in ("raise", "penalize") and not (retry and on_error[6:].isdigit()):
+    retries = retries_of(on_error)
+    if retries is None:
         raise ValueError(
             f"on_error must be 'raise', 'penalize' or 'retry:N' (N a whole number), not "
             f"{on_error!r}"
@@ -71,7 +71,6 @@ def policy_of(
                 "'retry:N': it has no use with on_error='raise'"
             )
         return Policy()
-    retries = int(on_error[6:]) if retry else 0
     if on_error == "penalize" or penalty is not None:
         return Policy(on_error, retries, "penalize", penalty_of(penalty, weights))
     return Policy(on_error, retries, "raise")
