@@ -25,7 +25,7 @@ from collections import deque
 from typing import Any
 
 from . import config, protocol, sharing
-from ._scheduling import PENDING, Chunk, Job, Scheduling
+from ._scheduling import PENDING, Chunk, Job, PoolBase
 from .backends.base import Transport
 from .errors import BrokenPool
 from .serialization import dumps, frames_nbytes, loads, nest
@@ -36,7 +36,7 @@ __all__ = ["Pool"]
 IDLE_POLL = 0.05  # while nothing is in flight, still look for unexpected worker messages
 
 
-class Pool(Scheduling):
+class Pool(PoolBase):
     """A scheduler thread, its transport, and the jobs waiting for them."""
 
     def __init__(self, transport: Transport, options: config.Options, name: str) -> None:
@@ -252,7 +252,7 @@ class Pool(Scheduling):
             # the shared versions the callable refers to, for a worker that lacks them
             shared = sharing.outgoing(self._known[w], job.fn_payload)
             frames = dumps(
-                protocol.task(cid, job.fn_key, payload, chunk.frames, job.rules.limits, shared)
+                protocol.task(cid, job.fn_key, payload, chunk.frames, job.limits, shared)
             )
             self.transport.send(w, frames, idle=self._load[w] == 0)
             self._count_sent(frames, chunk, include)

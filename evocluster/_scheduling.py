@@ -4,34 +4,36 @@ that drives it (:mod:`evocluster._pool`'s scheduler thread, or SCOOP's main thre
 
 * A ``map`` call is one :class:`Job`, not one future per item: 20,000 cheap evaluations cost
   20,000 list slots, and the policy cuts them into chunks whose size follows the measured cost per
-  item (:meth:`Scheduling._chunksize`).
+  item (:meth:`PoolBase._chunksize`).
 * Each worker holds at most ``prefetch`` chunks, so it starts its next chunk while the result of
   the last one travels home; a chunk larger than ``prefetch_max_bytes`` goes only to an idle
   worker on a transport without asynchronous sends, because it would wait for the busy one, tied
   to it, while another may be idle sooner.  A long, uneven ``map`` item waits for an idle worker
-  too (:meth:`Scheduling.may_prefetch`).
+  too (:meth:`PoolBase.may_prefetch`).
 * Which worker ran what never changes a result: results are put back in submission order.
-* A submit's future is handed to ``set_running_or_notify_cancel`` once (:meth:`Scheduling._claim`):
+* A submit's future is handed to ``set_running_or_notify_cancel`` once (:meth:`PoolBase._claim`):
   by the driver as it starts the task, or by whoever cancels it first, who also tells its waiters.
-* Every job belongs to an :class:`Owner` (one per ``Executor``): the executor's own state that the
-  policy must reach, when that executor's initializer fails on a worker.
+* Every job belongs to an :class:`ExecutorState` (one per ``Executor``): the executor's own state
+  that the policy must reach, when that executor's initializer fails on a worker.
 * A failed evaluation (the fitness raised, timed out, or its process died) becomes what the job's
-  :class:`Rules` say (:meth:`Scheduling._apply_rules`): the caller's exception, the penalty, or
-  a retry on another worker; each one is recorded as a :class:`~evocluster.errors.Failure` in
-  its owner's ``failures``.
+  :class:`~evocluster._failures.FailurePolicy` says (:meth:`PoolBase._apply_policy`): the
+  caller's exception, the penalty, or a retry on another worker; each one is recorded as a
+  :class:`~evocluster.errors.Failure` in its owner's ``failures``.
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import math
 import threading
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
-from typing import Any, NamedTuple
+from typing import Any
 
 from . import config, protocol, serialization
+from ._failures import RAISE, FailurePolicy, function_name
 from .errors import BrokenPool, EvaluationAborted, Failure, SerializationError
 from .serialization import FunctionTable, dumps_args, frames_nbytes, loads, nest, unpack_exception
 
@@ -42,11 +44,11 @@ __all__ = [
     "Chunk",
     "GuardedFuture",
     "Job",
-    "Owner",
-    "Rules",
-    "Scheduling",
+    "ExecutorState",
+    "PoolBase",
     "args_label",
     "check_args",
+    "limits_of",
     "unsendable",
 ]
 
@@ -88,38 +90,11 @@ FAILED = object()  # a map slot whose evaluation raised; the exception is in job
 CANCELLED = object()  # a map slot that will never be evaluated
 
 
-class Rules(NamedTuple):
-    """What becomes of a job's failed evaluations, and how its items are evaluated."""
-
-    retries: int = 0  # evaluate a failed item again, up to this many more times...
-    fallback: str = "raise"  # ...then "raise" (the caller gets the exception) or "penalize"
-    penalty: Any = None  # a penalized item's result (master-side: never sent)
-    limits: protocol.Limits | None = None  # how workers evaluate (timeout, isolation)
-
-    @classmethod
-    def from_options(cls, options: config.Options) -> Rules:
-        limits = protocol.Limits(options.eval_timeout, options.isolate, options.eval_memory)
-        return cls(
-            options.retries,
-            options.fallback,
-            options.penalty,
-            None if limits == protocol.Limits() else limits,
-        )
-
-
-RAISE = Rules()
-
-
-def function_name(fn: Any) -> str:
-    """``module.qualname`` of a callable (through ``functools.partial`` and wrappers)."""
-    for _ in range(8):
-        inner = getattr(fn, "func", None) or getattr(fn, "fn", None)
-        if inner is None or not callable(inner):
-            break
-        fn = inner
-    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-    module = getattr(fn, "__module__", None)
-    return f"{module}.{name}" if module else str(name)
+def limits_of(options: config.Options) -> protocol.Limits | None:
+    """How workers evaluate a job of an executor with ``options`` (timeout, isolation, memory):
+    ``None`` when none of them is set (a task then carries no limits)."""
+    limits = protocol.Limits(options.eval_timeout, options.isolate, options.eval_memory)
+    return None if limits == protocol.Limits() else limits
 
 
 class Job:
@@ -131,6 +106,7 @@ class Job:
         "chunksize",
         "done",
         "errors",
+        "failure_policy",
         "fn",
         "fn_key",
         "fn_payload",
@@ -139,12 +115,12 @@ class Job:
         "item_bytes",
         "items",
         "kwargs",
+        "limits",
         "n",
         "next",
         "owner",
         "policy",
         "remaining",
-        "rules",
         "star",
         "started",
         "values",
@@ -160,11 +136,13 @@ class Job:
         chunksize: int | None,
         future: Future[Any] | None,
         policy: str,
-        rules: Rules = RAISE,
+        failure_policy: FailurePolicy = RAISE,
+        limits: protocol.Limits | None = None,
     ) -> None:
         self.fn_key = fn_key
         self.fn: Any = None  # the callable itself, named only in a failure's record (if set)
-        self.rules = rules
+        self.failure_policy = failure_policy  # what becomes of a failed item
+        self.limits = limits  # how workers evaluate (timeout, isolation): sent with each task
         self.attempts: dict[int, int] = {}  # item index -> failed attempts so far
         self.policy = policy
         self.star = star  # items are argument tuples (else each item is the one argument)
@@ -184,7 +162,7 @@ class Job:
         # the driver has handed the future to set_running_or_notify_cancel (once only: a second
         # call raises); a future cancelled before that is notified when its job is retired
         self.started = False
-        self.owner: Owner | None = None  # whose job: an initializer's failure breaks it
+        self.owner: ExecutorState | None = None  # whose job: an initializer's failure breaks it
         # settled: set under the pool's condition, which is notified then (no Event per job: a
         # submit would pay for two Conditions instead of its Future's one)
         self.done = self.n == 0
@@ -215,7 +193,7 @@ class Chunk:
         self.avoid = -1  # a retry: the worker whose attempt failed (another one, if there is)
 
 
-class Owner:
+class ExecutorState:
     """What the scheduler knows of the executor that submitted a job (one per ``Executor``): its
     jobs, whether it takes work, and why its initializer broke it."""
 
@@ -245,7 +223,7 @@ class Owner:
             return [job for job in self.jobs if not job.done]
 
 
-class Scheduling:
+class PoolBase(abc.ABC):
     """What every pool does with jobs, whatever carries them: the queue, chunk sizes, results.
 
     Subclasses (:class:`evocluster._pool.Pool`, the SCOOP pool in ``backends/scoop``) add how
@@ -295,21 +273,21 @@ class Scheduling:
         )
 
     # ------------------------------------------------------------------ the executor's interface
+    @abc.abstractmethod
     def put(self, job: Job) -> None:
         """Queue ``job``; raise :class:`BrokenPool` or ``RuntimeError`` if it cannot run."""
-        raise NotImplementedError
 
     def new_future(self) -> Future[Any]:
         """The Future of one ``submit``."""
         return GuardedFuture()
 
+    @abc.abstractmethod
     def wait_slot(self, job: Job, i: int, deadline: float | None) -> Any:
         """Block until map slot ``i`` of ``job`` is settled; return it (sentinels included)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def wait_jobs(self, jobs: list[Job]) -> None:
         """Block until every job in ``jobs`` is done."""
-        raise NotImplementedError
 
     def stats(self) -> dict[str, int]:
         """A copy of :attr:`counters` (and of a transport's own, where it has some)."""
@@ -319,19 +297,19 @@ class Scheduling:
         """Tell the driver that jobs were cancelled (it retires them when it next runs)."""
         self._sweep = True
 
-    def step(self) -> None:
+    def step(self) -> None:  # noqa: B027 - optional hook, default does nothing
         """Make progress after a ``put`` (none by default: a scheduler thread does it alone)."""
 
+    @abc.abstractmethod
     def close(self, wait: bool = True, cancel: bool = False, timeout: float | None = None) -> bool:
         """Stop the workers (a pool an executor owns); return whether the pool ended."""
-        raise NotImplementedError
 
     def abandoned_only(self) -> bool:
         """Whether every job still held was abandoned by its caller (a pool that cannot tell:
         no)."""
         return False
 
-    def kill(self) -> None:
+    def kill(self) -> None:  # noqa: B027 - optional hook, default does nothing
         """End the workers of a pool an executor owns at once, evaluations and all (the
         interpreter is exiting and the pool was shut down without waiting)."""
 
@@ -520,7 +498,7 @@ class Scheduling:
         if not excs:
             self._settle(job, chunk.start, chunk.stop, values, excs)
             return
-        values, excs, again = self._apply_rules(chunk, values, excs, errors)
+        values, excs, again = self._apply_policy(chunk, values, excs, errors)
         self._settle(job, chunk.start, chunk.stop, values, excs, again)
 
     def _split(self, chunk: Chunk) -> None:
@@ -535,17 +513,18 @@ class Scheduling:
         n = chunk.stop - chunk.start
         self._settle(job, chunk.start, chunk.stop, [None] * n, {}, set(range(n)))
 
-    def _apply_rules(
+    def _apply_policy(
         self,
         chunk: Chunk,
         values: list[Any],
         excs: dict[int, BaseException],
         infos: dict[int, dict[str, Any]],
     ) -> tuple[list[Any], dict[int, BaseException], set[int]]:
-        """The job's :class:`Rules` on a chunk's failures: each failed item is recorded, then
-        retried (its position is in the returned set, its slot stays pending), penalized (its
-        value is the penalty) or left to raise.  A broken initializer always raises."""
-        job, rules, n = chunk.job, chunk.job.rules, chunk.stop - chunk.start
+        """The job's :class:`~evocluster._failures.FailurePolicy` on a chunk's failures: each
+        failed item is recorded, then retried (its position is in the returned set, its slot
+        stays pending), penalized (its value is the penalty) or left to raise.  A broken
+        initializer always raises."""
+        job, rules, n = chunk.job, chunk.job.failure_policy, chunk.stop - chunk.start
         if len(values) != n:
             values = [None] * n
         whole = excs.get(-1)
@@ -664,7 +643,7 @@ class Scheduling:
             else:
                 job.values[i] = values[i - start]
 
-    def _check_initializer(self, owner: Owner, exc: BaseException) -> None:
+    def _check_initializer(self, owner: ExecutorState, exc: BaseException) -> None:
         """An evaluation of ``owner``'s failed with ``exc``: if its initializer failed on a worker,
         ``owner`` is broken, and every pending task of it fails with that :class:`BrokenPool`."""
         if owner.broken is None and isinstance(exc, BrokenPool):

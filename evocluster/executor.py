@@ -31,17 +31,18 @@ from concurrent.futures import Executor as _StdExecutor
 from typing import Any, NoReturn
 
 from . import backends, config, jobfile, serialization, sharing
+from ._failures import FailurePolicy
 from ._initializer import Initialized
 from ._pool import Pool
 from ._scheduling import (
     CANCELLED,
     FAILED,
+    ExecutorState,
     Job,
-    Owner,
-    Rules,
-    Scheduling,
+    PoolBase,
     args_label,
     check_args,
+    limits_of,
     unsendable,
 )
 from .backends.base import Transport
@@ -136,8 +137,9 @@ class Executor(_StdExecutor):
         )
         self._policy = opts.serialization
         self._options = opts
-        self._rules = Rules.from_options(opts)
-        self._owner = Owner(has_initializer=initializer is not None)
+        self._failure_policy = FailurePolicy.of(opts.on_error, opts.penalty)
+        self._limits = limits_of(opts)
+        self._owner = ExecutorState(has_initializer=initializer is not None)
         self._initializer = initializer
         self._initargs = tuple(initargs)
         if initializer is not None:
@@ -204,15 +206,17 @@ class Executor(_StdExecutor):
         handle = object.__new__(type(self))
         handle.__dict__.update(self.__dict__)
         handle._options = opts
-        handle._rules = Rules.from_options(opts)
-        handle._owner = Owner(has_initializer=self._initializer is not None)
+        handle._failure_policy = FailurePolicy.of(opts.on_error, opts.penalty)
+        handle._limits = limits_of(opts)
+        handle._owner = ExecutorState(has_initializer=self._initializer is not None)
         handle._owns_pool = False
         handle._wrapped = {}
         return handle
 
-    def _checked_rules(self) -> Rules:
-        """This executor's rules for a call (refused if it would penalize without a penalty)."""
-        rules = self._rules
+    def _checked_policy(self) -> FailurePolicy:
+        """This executor's failure policy for a call (refused if it would penalize without a
+        penalty)."""
+        rules = self._failure_policy
         if rules.fallback == "penalize" and self._options.penalty is None:
             raise ConfigurationError(
                 "on_error='penalize' needs the value a failed evaluation gets: give penalty= "
@@ -286,9 +290,9 @@ class Executor(_StdExecutor):
             raise
         except Exception as e:
             raise unsendable("args", e) from e
-        rules = self._checked_rules()
+        rules = self._checked_policy()
         future = self._pool.new_future()
-        job = Job(key, payload, [args], True, kw, 1, future, self._policy, rules)
+        job = Job(key, payload, [args], True, kw, 1, future, self._policy, rules, self._limits)
         job.frames = frames
         job.fn = fn
         self._put(job)
@@ -392,9 +396,9 @@ class Executor(_StdExecutor):
         policy = (
             self._policy if policy is None else config.resolve(serialization=policy).serialization
         )
-        rules = self._checked_rules()
+        rules = self._checked_policy()
         key, payload = self._function(fn, policy)
-        job = Job(key, payload, items, star, None, chunksize, None, policy, rules)
+        job = Job(key, payload, items, star, None, chunksize, None, policy, rules, self._limits)
         job.fn = fn
         if items:  # the first call is checked here, before anything is dispatched
             check_args(items[0], args_label(job, 0), policy)
@@ -456,7 +460,7 @@ _launcher: config.Options | None = None  # the launcher's options: defaults of t
 _default: Executor | None = None
 _default_lock = threading.Lock()
 #: pools of executors' own that have not ended, and their executor's state
-_owned: dict[Scheduling, Owner] = {}
+_owned: dict[PoolBase, ExecutorState] = {}
 #: set when the interpreter begins to exit: submit and map then raise RuntimeError
 _interpreter_exiting = False
 
@@ -496,7 +500,7 @@ def _note_abandoned() -> None:
     )
 
 
-def _finish(pool: Scheduling, grace: float) -> bool:
+def _finish(pool: PoolBase, grace: float) -> bool:
     """Close ``pool`` once the work still wanted is done; return ``False`` instead when only work
     the job abandoned (a cancelled map or future) has been left running for ``grace`` seconds:
     the caller then kills it.  Work still wanted (a future not waited for) is waited for, as the
@@ -633,7 +637,7 @@ def _refuse_nested() -> None:
         )
 
 
-def _open_pool(opts: config.Options) -> tuple[Scheduling, bool]:
+def _open_pool(opts: config.Options) -> tuple[PoolBase, bool]:
     """The pool an Executor with ``opts`` uses, and whether it is its own (stopped on shutdown):
     the launcher's, SCOOP's, or a new one of a thread-driven backend."""
     _refuse_nested()

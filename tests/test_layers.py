@@ -148,6 +148,10 @@ FORBIDDEN = {
     "evocluster.rng": ("evocluster.executor", "evocluster.backends", "evocluster.engine"),
     "evocluster.checkpoint": ("evocluster.executor", "evocluster.backends", "evocluster.engine",
                               "evocluster._pool", "evocluster.cli"),
+    # one model of a failure, below both the engine and the executor
+    "evocluster._failures": ("evocluster.engine", "evocluster.executor", "evocluster._pool",
+                             "evocluster._scheduling", "evocluster.backends", "evocluster.worker",
+                             "evocluster.protocol", "evocluster.serialization", "evocluster.cli"),
     # the policy knows no thread and no transport
     "evocluster._scheduling": ("evocluster._pool", "evocluster.executor", "evocluster.backends",
                                "evocluster.cli", "evocluster.engine"),

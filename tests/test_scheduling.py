@@ -94,9 +94,12 @@ def _chunks(cost: float, n: int, workers: int) -> list[int]:
     """The chunk sizes the scheduler cuts a map of ``n`` items into, whose cost per item it has
     measured as ``cost`` seconds (pure logic: no pool, no transport)."""
     from evocluster import config
-    from evocluster._scheduling import Job, Scheduling
+    from evocluster._scheduling import Job, PoolBase
 
-    s = Scheduling(config.resolve(), "test", workers)
+    class Policy(PoolBase):  # the policy alone: nothing to queue, wait on or close
+        put = wait_slot = wait_jobs = close = None  # type: ignore[assignment]
+
+    s = Policy(config.resolve(), "test", workers)
     s._cost[b"f"] = cost
     job = Job(b"f", None, [None] * n, False, None, None, None, "raise")
     sizes = []

@@ -24,7 +24,7 @@ from ..config import Options
 from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from .._scheduling import Scheduling
+    from .._scheduling import PoolBase
     from ..jobfile import JobSpec
     from .base import Transport
 
@@ -102,7 +102,7 @@ def scoop_running() -> bool:
     return bool(getattr(sys.modules.get("scoop"), "IS_RUNNING", False))
 
 
-def open_scoop_pool(options: Options) -> Scheduling:
+def open_scoop_pool(options: Options) -> PoolBase:
     """The pool of SCOOP's workers, shared by every executor of the run (the origin only).
 
     Raises:

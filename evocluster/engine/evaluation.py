@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from .._failures import function_name
 from ..errors import EvaluationError, Failure
 from ..rng import call as _seeded_call
 from .policy import (
     EXPECTED,
     TOO_LARGE,
-    function_name,
     objectives,
     policy_of,
     qualified,

@@ -1,15 +1,17 @@
-"""What a failed evaluation does (:class:`Policy`, from a loop's ``on_error`` and ``penalty``),
-and the strict check of what a fitness returns."""
+"""What a failed evaluation does (a :class:`~evocluster._failures.FailurePolicy`, from a loop's
+``on_error`` and ``penalty``), and the strict check of what a fitness returns."""
 
 from __future__ import annotations
 
-import functools
 import numbers
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._failures import (
+    FailurePolicy,
+    function_name,  # noqa: F401 - engine.checkpointing imports it here
+)
 from ..config import retries_of
 
 if TYPE_CHECKING:
@@ -19,34 +21,12 @@ if TYPE_CHECKING:
 _REPR_MAX = 120  # characters of a bad value's repr quoted in a message
 
 
-@dataclass(frozen=True)
-class Policy:
-    """What a loop does with a failed evaluation (the fitness raised, timed out, crashed, or
-    returned something that is not one number per objective).
-
-    ``on_error`` is ``"raise"``, ``"penalize"`` or ``"retry:N"``; a failure that is not (or no
-    longer) retried is penalized when ``fallback`` says so, with ``penalty`` (one value per
-    objective), and raised otherwise.  ``follow``: ``on_error`` was not given and the executor's
-    own policy applies unchanged (its failures are then not counted by the engine).
-    """
-
-    on_error: str = "raise"
-    retries: int = 0
-    fallback: str = "raise"
-    penalty: np.ndarray | None = None
-    follow: bool = False
-
-    @property
-    def tolerant(self) -> bool:
-        return self.on_error != "raise" and not self.follow
-
-
 def policy_of(
     on_error: str | None, penalty: Any, weights: np.ndarray, own: FailureOptions | None
-) -> Policy:
-    """The loop's :class:`Policy` from its keywords; ``on_error=None``: the executor's ``own``
-    options where it has them (evocluster's: the launcher's ``--on-error``/``--penalty``), else
-    ``"raise"``.
+) -> FailurePolicy:
+    """The loop's :class:`~evocluster._failures.FailurePolicy` from its keywords;
+    ``on_error=None``: the executor's ``own`` options where it has them (evocluster's: the
+    launcher's ``--on-error``/``--penalty``), else ``"raise"``.
 
     Raises:
         ValueError: an unknown ``on_error``, or a penalty that is not one number per objective
@@ -55,7 +35,7 @@ def policy_of(
     if on_error is None:
         on_error = own.on_error if own is not None else None  # (the stdlib's have none)
         if not isinstance(on_error, str) or on_error == "raise":
-            return Policy(follow=True)
+            return FailurePolicy(follow=True)
         if penalty is None:
             penalty = own.penalty if own is not None else None
     retries = retries_of(on_error)
@@ -70,10 +50,10 @@ def policy_of(
                 "penalty= is what a failed evaluation gets under on_error='penalize' or "
                 "'retry:N': it has no use with on_error='raise'"
             )
-        return Policy()
+        return FailurePolicy()
     if on_error == "penalize" or penalty is not None:
-        return Policy(on_error, retries, "penalize", penalty_of(penalty, weights))
-    return Policy(on_error, retries, "raise")
+        return FailurePolicy(on_error, retries, "penalize", penalty_of(penalty, weights))
+    return FailurePolicy(on_error, retries, "raise")
 
 
 def penalty_of(penalty: Any, weights: np.ndarray) -> np.ndarray:
@@ -156,15 +136,6 @@ def short_repr(x: Any) -> str:
     except Exception as e:  # a user's object whose __repr__ fails: still name it
         text = f"<{type(x).__qualname__} whose repr raised {type(e).__name__}>"
     return text if len(text) <= _REPR_MAX else text[: _REPR_MAX - 3] + "..."
-
-
-def function_name(fn: Any) -> str:
-    """``module.qualname`` of the fitness (through ``functools.partial``)."""
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-    module = getattr(fn, "__module__", None) or type(fn).__module__
-    return f"{module}.{name}"
 
 
 def qualified(exc: BaseException) -> str:

@@ -1,7 +1,7 @@
 """The origin's pool of SCOOP's workers: dispatch, collect, and the waits that drive both.
 
 :func:`shared_pool` makes one per run, shared by every ``Executor`` of it; the scheduling policy
-(jobs, chunk sizes, settling results) is :class:`~evocluster._scheduling.Scheduling`'s, and this
+(jobs, chunk sizes, settling results) is :class:`~evocluster._scheduling.PoolBase`'s, and this
 module adds how chunks travel through SCOOP and who drives them: whoever waits, on the main thread
 (:mod:`~evocluster.backends.scoop.futures` for the futures of ``submit``).
 
@@ -52,7 +52,7 @@ from scoop import _control, futures, shared
 from scoop._comm import Shutdown
 
 from ... import config, jobfile, protocol, serialization, sharing, signing
-from ..._scheduling import PENDING, Chunk, Job, Scheduling
+from ..._scheduling import PENDING, Chunk, Job, PoolBase
 from ...errors import BrokenPool, ConfigurationError, JobError, WorkerError
 from ...serialization import dumps, frames_nbytes, loads, nest
 from . import guard, proc
@@ -94,14 +94,14 @@ def open_result(key: bytes, token: bytes, cid: int, sealed: Any) -> tuple[str, p
     return label, record
 
 
-class _ScoopPool(Scheduling):
+class _ScoopPool(PoolBase):
     """The origin's view of the SCOOP workers, shared by every Executor handle.
 
     Main thread only (SCOOP's sockets and greenlets belong to it); ``_busy`` marks that evocluster
     itself is at work on it (a done callback may run meanwhile), so that a wait started meanwhile
     does not drive again.
     The job bookkeeping (chunk sizes, serialising chunks, settling results) is the scheduler's
-    (:class:`~evocluster._scheduling.Scheduling`); its lock is uncontended here.
+    (:class:`~evocluster._scheduling.PoolBase`); its lock is uncontended here.
     """
 
     def __init__(self, options: config.Options) -> None:
@@ -169,6 +169,11 @@ class _ScoopPool(Scheduling):
 
     def wait_jobs(self, jobs: list[Job]) -> None:
         self.drive(lambda: all(j.done for j in jobs), None)
+
+    def close(self, wait: bool = True, cancel: bool = False, timeout: float | None = None) -> bool:
+        """Never called: SCOOP's workers belong to the run, not to an executor (none owns this
+        pool); it stops nothing and says the pool did not end."""
+        return False
 
     def step(self) -> None:
         """Make progress without blocking: dispatch what fits, collect what has arrived."""
@@ -245,9 +250,7 @@ class _ScoopPool(Scheduling):
         shared = self._shared(job.fn_payload)
         if self.broken is not None:
             return
-        record = protocol.task(
-            chunk.cid, job.fn_key, payload, chunk.frames, job.rules.limits, shared
-        )
+        record = protocol.task(chunk.cid, job.fn_key, payload, chunk.frames, job.limits, shared)
         frames = dumps((self.token, chunk.cid, record, const))
         sealed = (signing.sign(self.key, frames), nest(frames))
         self._count_sent(frames, chunk, inline_fn)
