@@ -49,12 +49,12 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import _leftovers
+from . import _calls, _leftovers
+from ._calls import FN_CACHE_SIZE, FunctionCache, Unloadable, apply_item, unpicklable_result
 from .errors import EvaluationCrashed, EvaluationTimeout, SerializationError, WorkerError
 from .jobfile import JobSpec
 from .serialization import dumps, dumps_args, dumps_results, explain_load_error, loads
 from .serialization import pack_exception as _pack_exception
-from .worker import FN_CACHE_SIZE, FunctionCache, Unloadable, apply_item, unpicklable_result
 
 if TYPE_CHECKING:  # the child never needs it: ~8 ms less to start one
     import subprocess
@@ -763,11 +763,9 @@ class _Child:
     """The child's serve loop: chunks in, one reply per item out."""
 
     def __init__(self, sock: socket.socket, reader: _Reader, label: str) -> None:
-        from . import worker  # its evaluation marker: a fitness calling evocluster.map is refused
-
         self.sock, self.reader, self.label = sock, reader, label
         self.pid = os.getpid()
-        self.marker = worker._evaluating
+        self.marker = _calls.evaluating  # a fitness calling evocluster.map is refused
         self.fns = FunctionCache(FN_CACHE_SIZE)
 
     def reply(self, kind: int, index: int, seconds: float, frames: Sequence[Any] = ()) -> None:
@@ -838,18 +836,6 @@ class _Child:
         self.reply(VALUE, i, dt, out)
 
 
-def _die_with(parent: int) -> None:
-    """Be killed when the worker ends, even by SIGKILL (Linux); exit if it already has."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            import ctypes
-
-            pr_set_pdeathsig = 1
-            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:
-        os._exit(0)
-
-
 def _limit_memory(memory: int) -> None:
     import resource
 
@@ -881,7 +867,7 @@ def main() -> None:
     sys.argv = sys.argv[:1]
     # Ctrl-C is the worker's to handle (not the fitness's processes': ignored here only)
     _leftovers.ignore_here(signal.SIGINT)
-    _die_with(parent)
+    _leftovers.die_with(parent)  # killed when the worker ends (its thread that started us)
     # what the fitness leaves running is ended when this child stops (killed: by its worker)
     _leftovers.adopt_orphans()
     label = "an isolated evaluation process"
@@ -900,9 +886,7 @@ def main() -> None:
         if failure is not None:
             _send(sock, [_REPLY.pack(NOJOB, 0, 0.0, 0.0), failure.encode()])
             return
-        from . import worker
-
-        worker.serving = True  # this process only evaluates (evocluster.rng reads it)
+        _calls.serving = True  # this process only evaluates (evocluster.rng reads it)
         child = _Child(sock, reader, label)
         _send(sock, [_REPLY.pack(READY, 0, 0.0, 0.0)])
         child.serve()

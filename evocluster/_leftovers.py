@@ -38,6 +38,7 @@ __all__ = [
     "GRACE",
     "REAP_EVERY",
     "adopt_orphans",
+    "die_with",
     "end_leftovers",
     "ignore_here",
     "kill_tree",
@@ -50,6 +51,8 @@ GRACE = 1.0
 REAP_EVERY = 10.0
 #: prctl(2) option: orphaned descendants are reparented to this process.
 _PR_SET_CHILD_SUBREAPER = 36
+#: prctl(2) option: the signal this process gets when its parent (thread) ends.
+_PR_SET_PDEATHSIG = 1
 #: Processes named in the line (the rest are counted).
 _NAMED = 5
 
@@ -70,6 +73,25 @@ def adopt_orphans() -> bool:
         _adopting = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
         _next_look = time.monotonic() + REAP_EVERY
     return _adopting
+
+
+def die_with(parent: int) -> None:
+    """Get SIGKILL when process ``parent`` (this one's parent) ends, however it ends, SIGKILL
+    included (Linux, ``PR_SET_PDEATHSIG``); exit at once if it already has (its death came before
+    the request).  ``parent`` 0: not tied to it (nothing done).
+
+    The signal comes when the parent's *thread* that started this process ends: only a process
+    started from its parent's main thread lives exactly as long as its parent.  Used by a local
+    worker (tied to the master) and an isolated child (tied to its worker)."""
+    if not parent:
+        return
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):  # no libc to call: the closed socket still tells
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(0)
 
 
 def ignore_here(*signums: int) -> None:

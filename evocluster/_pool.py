@@ -25,11 +25,11 @@ from collections import deque
 from typing import Any
 
 from . import config, protocol, sharing
+from ._calls import FN_CACHE_SIZE, FunctionCache
 from ._scheduling import PENDING, Chunk, Job, PoolBase
 from .backends.base import Transport
 from .errors import BrokenPool
 from .serialization import dumps, frames_nbytes, loads, nest
-from .worker import FN_CACHE_SIZE, FunctionCache
 
 __all__ = ["Pool"]
 

@@ -31,6 +31,7 @@ from concurrent.futures import Executor as _StdExecutor
 from typing import Any, NoReturn
 
 from . import backends, config, jobfile, serialization, sharing
+from ._calls import in_evaluation
 from ._failures import FailurePolicy
 from ._initializer import Initialized
 from ._pool import Pool
@@ -47,7 +48,6 @@ from ._scheduling import (
 )
 from .backends.base import Transport
 from .errors import BrokenPool, ConfigurationError, Failure, JobError, SerializationError
-from .worker import in_evaluation
 
 __all__ = [
     "Executor",

@@ -96,8 +96,8 @@ def _dedicated_worker() -> bool:
     """Whether this process is an evocluster worker serving a master (it only evaluates, so no
     one else reads its ``random`` state).  Looked up, not imported: a fitness evaluated in the
     master's process must not import the worker's modules."""
-    worker = sys.modules.get("evocluster.worker")
-    return worker is not None and bool(getattr(worker, "serving", False))
+    calls = sys.modules.get("evocluster._calls")  # the worker's marks
+    return calls is not None and bool(getattr(calls, "serving", False))
 
 
 def rng() -> np.random.Generator:

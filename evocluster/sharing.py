@@ -212,8 +212,8 @@ def unshare(name: str | None = None) -> None:
 def _refuse_in_evaluation(call: str) -> None:
     """``share`` inside a fitness would change what one worker (or one isolated child) sees, and
     nothing else: refused.  Read through ``sys.modules``: the worker module is a layer above."""
-    worker = sys.modules.get("evocluster.worker")
-    where = worker.in_evaluation() if worker is not None else None
+    calls = sys.modules.get("evocluster._calls")  # the worker's marks
+    where = calls.in_evaluation() if calls is not None else None
     if where is not None:
         raise RuntimeError(
             f"evocluster.{call} was called inside a fitness (on {where}): it would change "

@@ -19,65 +19,20 @@ import signal
 import threading
 import time
 import traceback
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import _leftovers, jobfile, protocol
-from .backends.base import Channel
+from . import _calls, _leftovers, jobfile, protocol
+from ._calls import FunctionCache, Unloadable, apply_item, in_evaluation, unpicklable_result
+from ._channel import Channel
 from .errors import EvaluationCrashed, EvaluationTimeout, SerializationError, WorkerError
 from .serialization import dumps, dumps_results, explain_load_error, loads, nest, pack_exception
 
 if TYPE_CHECKING:
     from ._isolation import Isolated, Wake
 
-__all__ = ["FN_CACHE_SIZE", "FunctionCache", "Unloadable", "Worker", "in_evaluation", "serve"]
-
-#: Callables a worker keeps (least recently used out).  The master mirrors this cache per worker
-#: (same size, same order of use), so it knows without asking whether to send a callable again.
-FN_CACHE_SIZE = 128
-
-#: The evaluation running on this thread, if any (its worker's label): a fitness that calls
-#: evocluster.map or submit would wait for itself (serial: in the scheduler thread) or start a pool
-#: inside a worker; the executor refuses that with a clear error (:func:`in_evaluation`).
-_evaluating = threading.local()
-
-#: True once this process serves a master (:func:`serve`): it then only evaluates.  Read by
-#: ``evocluster.rng``, which skips restoring Python's ``random`` state after each evaluation here.
-serving = False
-
-
-class Unloadable:
-    """A cached callable whose payload failed to load: every chunk using it reports the failure."""
-
-    def __init__(self, info: dict[str, Any]) -> None:
-        self.info = info
-
-
-class FunctionCache:
-    """A bounded, least-recently-used map from function key to callable (or mirror of one)."""
-
-    def __init__(self, maxsize: int = FN_CACHE_SIZE) -> None:
-        self.maxsize = maxsize
-        self._d: OrderedDict[bytes, Any] = OrderedDict()
-
-    def touch(self, key: bytes) -> bool:
-        """Mark ``key`` used; return whether it was present."""
-        if key in self._d:
-            self._d.move_to_end(key)
-            return True
-        return False
-
-    def put(self, key: bytes, value: Any) -> None:
-        self._d[key] = value
-        if len(self._d) > self.maxsize:
-            self._d.popitem(last=False)
-
-    def get(self, key: bytes) -> Any:
-        return self._d[key]
-
-    def clear(self) -> None:
-        self._d.clear()
+__all__ = ["Worker", "in_evaluation", "serve"]
 
 
 class _Alarm:
@@ -154,27 +109,6 @@ class _ExitGuard:
         )
 
 
-def unpicklable_result(value: Any, exc: BaseException) -> SerializationError:
-    """The error of a result that pickling refused with ``exc`` (the master adds the function and
-    the item, which a worker does not know)."""
-    what = type(value).__module__ + "." + type(value).__qualname__
-    return SerializationError(
-        f"the fitness returned a {what}, which cannot be pickled ({type(exc).__name__}: {exc}): "
-        "return what pickle can store (numbers, tuples, lists, dicts, numpy arrays, instances of "
-        "the job's classes), not open files, locks, sockets, generators or objects that hold them"
-    )
-
-
-def apply_item(fn: Any, item: Any, star: bool, kwargs: Any) -> Any:
-    """``fn(item)``, or ``fn(*item, **kwargs)`` for a starred call: one evaluation (here, and in
-    an isolated child)."""
-    if not star:
-        return fn(item)
-    if kwargs:
-        return fn(*item, **kwargs)
-    return fn(*item)
-
-
 def _can_alarm() -> bool:
     return threading.current_thread() is threading.main_thread()
 
@@ -191,7 +125,7 @@ class Worker:
         self.pid = os.getpid()  # a fitness that forks: its copy must never go on serving
         self._alarm: _Alarm | None = None
         # a worker process's os._exit while a fitness runs (never the serial master's)
-        self._guard = _ExitGuard() if serving else None
+        self._guard = _ExitGuard() if _calls.serving else None
         self._isolated: Isolated | None = None
 
     def _function(self, key: bytes, payload: Any) -> Any:
@@ -361,14 +295,14 @@ class Worker:
     def _evaluating(self) -> Iterator[None]:
         """While fitness code runs here: a nested map is refused (:func:`in_evaluation`), and in a
         worker process ``os._exit`` is that evaluation's failure (never in the serial master)."""
-        _evaluating.label = self.label
+        _calls.evaluating.label = self.label
         guard = self._guard
         if guard is not None:
             os._exit = guard  # type: ignore[assignment]
         try:
             yield
         finally:
-            _evaluating.label = None
+            _calls.evaluating.label = None
             if guard is not None:
                 os._exit = guard.real
 
@@ -438,12 +372,6 @@ class Worker:
         return dumps_results(values)
 
 
-def in_evaluation() -> str | None:
-    """The label of the worker evaluating a fitness on this thread now, else ``None``."""
-    label: str | None = getattr(_evaluating, "label", None)
-    return label
-
-
 def _import_job(job: jobfile.JobSpec) -> str | None:
     """Import the job as a worker does; return the formatted traceback if that fails."""
     try:
@@ -488,8 +416,7 @@ def serve(channel: Channel, job: jobfile.JobSpec | None = None) -> int:
         channel.send(dumps(protocol.bye()))
         return 0
     channel.send(dumps(protocol.ready(channel.rank, channel.host, os.getpid())))
-    global serving
-    serving = True
+    _calls.serving = True
     worker = Worker(label, sent)
     held = None
     stopped = False

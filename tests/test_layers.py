@@ -158,8 +158,16 @@ FORBIDDEN = {
     "evocluster._pool": ("evocluster.executor", "evocluster.cli", "evocluster.engine"),
     # what workers run, and what travels: below the executor
     "evocluster.worker": ("evocluster.executor", "evocluster._pool", "evocluster._scheduling",
-                          "evocluster.engine", "evocluster.cli", "evocluster.backends.local",
-                          "evocluster.backends.mpi", "evocluster.backends.scoop"),
+                          "evocluster.engine", "evocluster.cli", "evocluster.backends"),
+    # what a worker and its isolated child share, and the worker's side of a backend: below both
+    "evocluster._calls": ("evocluster.worker", "evocluster._isolation", "evocluster.backends",
+                          "evocluster.executor", "evocluster._pool", "evocluster.engine"),
+    "evocluster._channel": ("evocluster.worker", "evocluster.backends", "evocluster.executor",
+                            "evocluster._pool", "evocluster.engine"),
+    # the isolated child sits below the worker that starts it
+    "evocluster._isolation": ("evocluster.worker", "evocluster.backends", "evocluster.executor",
+                              "evocluster._pool", "evocluster._scheduling", "evocluster.engine",
+                              "evocluster.cli"),
     "evocluster.protocol": ("evocluster",),
     "evocluster.errors": ("evocluster.executor", "evocluster.backends", "evocluster.config"),
     "evocluster.config": ("evocluster.executor", "evocluster.backends", "evocluster.serialization"),

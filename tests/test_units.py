@@ -17,7 +17,7 @@ import evocluster
 from evocluster import config, operators, pareto, protocol, serialization
 from evocluster.backends import base
 from evocluster.errors import ConfigurationError, RemoteError, RemoteTraceback
-from evocluster.worker import FunctionCache
+from evocluster._calls import FunctionCache
 
 #: The public surface of ``import evocluster``, pinned once: adding or removing a name is a
 #: decision made here, in the same change.

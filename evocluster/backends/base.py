@@ -5,7 +5,8 @@ A backend has two halves:
 * a :class:`Transport`, on the master, that moves frames to and from ``n_workers`` workers and
   waits for incoming frames without spinning a core;
 * a :class:`Channel`, in each worker, that receives and sends frames for the serve loop in
-  :mod:`evocluster.worker`.
+  :mod:`evocluster.worker` (defined below the worker, in :mod:`evocluster._channel`, and
+  re-exported here).
 
 Neither half knows what the frames mean: :mod:`evocluster.protocol` and the scheduler in
 :mod:`evocluster.executor` do.  A message of frames ``[head, *buffers]`` travels as an *envelope*
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .._channel import Channel
 from ..serialization import Frames
 
 __all__ = [
@@ -172,33 +174,3 @@ class Transport(abc.ABC):
 
     def abort(self, code: int) -> None:  # noqa: B027 - optional hook, default does nothing
         """End every worker at once after a fatal error (MPI: ``MPI_Abort``)."""
-
-
-class Channel(abc.ABC):
-    """Worker side of a backend."""
-
-    rank: int
-    size: int
-    host: str
-
-    @abc.abstractmethod
-    def recv(self) -> Frames:
-        """Wait, without spinning a core, for the next message from the master."""
-
-    @abc.abstractmethod
-    def send(self, frames: Frames) -> None:
-        """Send a message to the master; returns when its buffers may be reused."""
-
-    def fileno(self) -> int:
-        """A descriptor that turns readable when a message from the master arrives, for a worker
-        that waits for something else meanwhile (its isolated child); -1: none, and the worker
-        looks with :meth:`ready` only between evaluations."""
-        return -1
-
-    def ready(self) -> bool:
-        """Whether a message from the master is waiting now (never blocks; False if the
-        backend cannot tell): :meth:`recv` would return it at once."""
-        return False
-
-    def label(self) -> str:
-        return f"worker rank {self.rank} of {self.size} on host {self.host}"

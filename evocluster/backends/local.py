@@ -497,23 +497,6 @@ class LocalChannel(Channel):
         return bool(self._poll.poll(0))
 
 
-#: prctl(2) option: the signal this process gets when its parent (thread) ends.
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with(master: int) -> None:
-    """Get SIGKILL when the master process ends, however it ends (Linux); exit now if it has
-    already (its death came before the request)."""
-    if not master or not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(Exception):  # no libc to call: the closed socket still tells
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != master:
-        os._exit(0)
-
-
 def main(argv: list[str]) -> int:
     """Entry point of a local worker process: ``FD RANK SIZE [MASTER_PID]`` (0: not tied to the
     master's life)."""
@@ -522,7 +505,7 @@ def main(argv: list[str]) -> int:
     # (a traceback from each worker would bury its one line); so does a terminal's hangup
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    _die_with(master[0] if master else 0)
+    _leftovers.die_with(master[0] if master else 0)
     try:
         return serve(LocalChannel(fd, rank, size))
     except (EOFError, ConnectionError):  # the master is gone: nothing left to serve
