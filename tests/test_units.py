@@ -15,9 +15,9 @@ import pytest
 
 import evocluster
 from evocluster import config, operators, pareto, protocol, serialization
+from evocluster._calls import FunctionCache
 from evocluster.backends import base
 from evocluster.errors import ConfigurationError, RemoteError, RemoteTraceback
-from evocluster._calls import FunctionCache
 
 #: The public surface of ``import evocluster``, pinned once: adding or removing a name is a
 #: decision made here, in the same change.
