@@ -5,7 +5,7 @@ and reuses it for every chunk; it is replaced only after it died or was killed. 
 segfaults, calls ``os._exit``, runs out of memory or never returns costs that one evaluation::
 
     worker (Isolated)                                   child (main)
-      spawn: python -c ... main() FD PPID  ----------->  PR_SET_PDEATHSIG, SIGINT ignored
+      spawn: python -c ... main() FD PPID  ----------->  die_with(PPID), SIGINT ignored
       SETUP (job, label, memory)  -------------------->  RLIMIT_AS; import the job as a worker does
                                   <--------------------  READY, or NOJOB (the import's traceback)
       CHUNK (start, fn key, [fn], item frames)  ------>  load fn (cached by key), load the items
@@ -22,7 +22,7 @@ it never waits for the worker between chunks.  A child lost in one chunk takes t
 after it along: they are sent again, in order, to the next child.
 
 Messages are lists of frames on a Unix stream socket: a ``<I`` frame count, a ``<Q`` size per
-frame, then the frames; the first frame of a reply is :data:`_REPLY` (kind, item index, seconds,
+frame, then the frames; the first frame of a reply is :data:`REPLY` (kind, item index, seconds,
 and when it was sent: the next item's start).
 
 While a chunk has more than one item to go, the worker does not listen to the child's socket
@@ -35,7 +35,6 @@ The child's end (its pidfd), a deadline and the master's messages still wake the
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 import os
 import pickle
@@ -49,46 +48,30 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import _calls, _leftovers
-from ._calls import FN_CACHE_SIZE, FunctionCache, Unloadable, apply_item, unpicklable_result
+from . import _leftovers
+from ._calls import FN_CACHE_SIZE, FunctionCache
+from ._framing import Outbox, ProtocolError, Reader, send
+from ._isolation_child import CHUNK, ERROR, FAILED_ALL, READY, REPLY, VALUE, pack
 from .errors import EvaluationCrashed, EvaluationTimeout, SerializationError, WorkerError
 from .jobfile import JobSpec
-from .serialization import dumps, dumps_args, dumps_results, explain_load_error, loads
-from .serialization import pack_exception as _pack_exception
+from .serialization import dumps, dumps_args, explain_load_error, loads
 
-if TYPE_CHECKING:  # the child never needs it: ~8 ms less to start one
+if TYPE_CHECKING:
     import subprocess
 
-__all__ = ["Isolated", "Wake", "main"]
-
-#: Callables a child keeps, least recently used out; the worker mirrors the child's cache (same
-#: size, same order of use) to know whether a chunk must carry the callable.
+__all__ = ["Isolated", "Wake"]
 
 #: Seconds a child asked to stop (its socket closed), or found at end of file, may take to exit
 #: before it is killed: time to end what its fitness left running (``_leftovers.GRACE``, then
 #: SIGKILL) and to say so.
 STOP_GRACE = 1.0 + 2 * _leftovers.GRACE
 
-# worker -> child, first frame of a CHUNK: the item to start at, how many frames the callable has
-# (0: the child has it cached).  Then the callable's key, its frames, and the items' frames.
-_CHUNK = struct.Struct("<II")
-# child -> worker, first frame of every reply: kind, item index, seconds in the fitness, and
-# time.monotonic() when it was sent (the next item's start; CLOCK_MONOTONIC is the host's)
-_REPLY = struct.Struct("<BIdd")
 #: the worker does not wait on the child's socket while more than this many reply bytes are
 #: expected before the chunk's last item (a full socket would stop the child)...
 _QUIET_MAX_BYTES = 64 * 1024
 #: ...and it listens again after at most this many seconds: the cost it expects may be another
 #: function's, or wrong (items of this cost or more are each worth a wake-up anyway)
 _QUIET_MAX = 0.1
-READY, NOJOB, VALUE, ERROR, FAILED_ALL = range(5)
-
-_COUNT = struct.Struct("<I")
-_MAX_FRAMES = 1 << 16  # more frames than this in one message: the stream is corrupt
-_IOV_MAX = 512  # buffers per sendmsg call (Linux allows 1024)
-_RECV_SIZE = 256 * 1024
-_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)  # EPIPE rather than SIGPIPE, whatever MPI set
-_DONTWAIT = _NOSIGNAL | socket.MSG_DONTWAIT
 
 # the MPI launcher's variables: the child is not a rank, and a job that imports mpi4py must not
 # make it join (or wait for) its worker's MPI job
@@ -97,135 +80,6 @@ _NOT_INHERITED = ("PMI_", "PMIX_", "HYDRA_", "MPI_LOCAL", "OMPI_")
 # results of waiting for a reply, besides a reply
 _LATE = "late"
 _DEAD = "dead"
-
-
-class _ProtocolError(Exception):
-    """The byte stream from the child is not made of messages (a fitness wrote on its socket)."""
-
-
-def _pack(exc: BaseException, where: str) -> dict[str, Any]:
-    """:func:`pack_exception`, which never raises (an exception whose ``__str__`` raises)."""
-    try:
-        return _pack_exception(exc, where)
-    except BaseException:
-        name = f"{type(exc).__module__}.{type(exc).__qualname__}"
-        return {
-            "type": name,
-            "message": "(str() of the exception failed)",
-            "traceback": f'\n"""\n{where}:\n{name} (its traceback could not be formatted)\n"""',
-            "pickled": None,
-        }
-
-
-# ---------------------------------------------------------------------------- framing
-def _head(count: int) -> struct.Struct:
-    """The header of a message of ``count`` frames: the count, then each frame's size."""
-    head = _HEADS.get(count)
-    if head is None:
-        head = _HEADS[count] = struct.Struct(f"<I{count}Q")
-    return head
-
-
-_HEADS: dict[int, struct.Struct] = {}
-
-
-def _send(sock: socket.socket, frames: Sequence[Any]) -> None:
-    """Send one message (blocking until the kernel took all of it)."""
-    sizes = [len(f) if type(f) is bytes else memoryview(f).nbytes for f in frames]
-    head = _head(len(sizes)).pack(len(sizes), *sizes)
-    total = len(head) + sum(sizes)
-    sent = 0
-    if len(frames) < _IOV_MAX:
-        sent = sock.sendmsg([head, *frames], [], _NOSIGNAL)
-        if sent == total:  # all of it at once: always, for a small message
-            return
-    _send_rest(sock, [memoryview(head), *(memoryview(f).cast("B") for f in frames)], sent)
-
-
-def _message(frames: Sequence[Any]) -> list[memoryview]:
-    """One message as the buffers to write, in order."""
-    views = [memoryview(f).cast("B") for f in frames]
-    sizes = [v.nbytes for v in views]
-    return [memoryview(_head(len(sizes)).pack(len(sizes), *sizes)), *views]
-
-
-def _send_rest(sock: socket.socket, pending: list[memoryview], sent: int) -> None:
-    """Send what is left of a message after a partial send of ``sent`` bytes."""
-    while True:
-        while pending and sent >= pending[0].nbytes:
-            sent -= pending.pop(0).nbytes
-        if not pending:
-            return
-        if sent:
-            pending[0] = pending[0][sent:]
-        sent = sock.sendmsg(pending[:_IOV_MAX], [], _NOSIGNAL)
-
-
-class _Reader:
-    """Messages from a socket: ``fill`` reads what is there, ``next`` cuts one message off."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = bytearray()
-        self.pos = 0
-        self.eof = False
-        self._chunk = memoryview(bytearray(_RECV_SIZE))
-
-    def fill(self, flags: int = 0) -> bool:
-        """One read; False at end of file (or when nothing was there, with MSG_DONTWAIT)."""
-        try:
-            n = self.sock.recv_into(self._chunk, 0, flags)
-        except BlockingIOError:
-            return False
-        except OSError:  # ECONNRESET: the child died with unread data
-            n = 0
-        if n == 0:
-            self.eof = True
-            return False
-        self.buf += self._chunk[:n]
-        return True
-
-    def drain(self) -> None:
-        """Read what is already there without waiting (the child has exited)."""
-        while not self.eof and self.fill(socket.MSG_DONTWAIT):
-            pass
-
-    def next(self) -> list[memoryview] | None:
-        """The next complete message, as writable frames, or None."""
-        buf, pos = self.buf, self.pos
-        avail = len(buf) - pos
-        if avail < 4:
-            return None
-        (count,) = _COUNT.unpack_from(buf, pos)
-        if count > _MAX_FRAMES:
-            raise _ProtocolError(f"a message of {count} frames")
-        head = 4 + 8 * count
-        if avail < head:
-            return None
-        sizes = _head(count).unpack_from(buf, pos)[1:]
-        total = head + sum(sizes)
-        if avail < total:
-            return None
-        msg = memoryview(buf[pos + head : pos + total])  # a copy: the buffer moves on
-        self.pos = pos + total
-        if self.pos == len(buf):
-            buf.clear()
-            self.pos = 0
-        elif self.pos > _RECV_SIZE:
-            del buf[: self.pos]
-            self.pos = 0
-        frames, off = [], 0
-        for size in sizes:
-            frames.append(msg[off : off + size])
-            off += size
-        return frames
-
-    def recv(self) -> list[memoryview] | None:
-        """The next message, waiting for it; None at end of file."""
-        while (frames := self.next()) is None:
-            if not self.fill():
-                return None
-        return frames
 
 
 # ---------------------------------------------------------------------------- the worker's side
@@ -253,7 +107,7 @@ def _command(fd: int) -> list[str]:
     """The child's command line: this interpreter, its flags, and this copy of evocluster."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     boot = (
-        f"import sys; sys.path.insert(0, {root!r}); import evocluster._isolation as m; "
+        f"import sys; sys.path.insert(0, {root!r}); import evocluster._isolation_child as m; "
         f"sys.path.remove({root!r}); m.main()"
     )
     import subprocess
@@ -321,7 +175,7 @@ class Isolated:
         self.starts = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
-        self._reader: _Reader | None = None
+        self._reader: Reader | None = None
         self._pidfd = -1
         self._poller: Any = None
         self._ready = False
@@ -330,7 +184,7 @@ class Isolated:
         self._chunks: deque[_Chunk] = deque()  # submitted, their results not yet taken
         # chunks for the child not yet written: written as it reads, while its replies are read
         # (a blocking write of a chunk while the child blocks writing its replies would hang)
-        self._out: deque[memoryview] = deque()
+        self._out = Outbox()
         # seconds per evaluation and bytes per reply, moving averages: when to listen again
         self._cost = 0.0
         self._reply_bytes = 0.0
@@ -364,12 +218,12 @@ class Isolated:
         except OSError as e:
             parent.close()
             err = WorkerError(f"{self.label} could not start its evaluation process: {e}")
-            self._start_error = _pack(err, self.label)
+            self._start_error = pack(err, self.label)
             return
         finally:
             child.close()
         self.starts += 1
-        self._proc, self._sock, self._reader = proc, parent, _Reader(parent)
+        self._proc, self._sock, self._reader = proc, parent, Reader(parent)
         self._ready = False
         self._fns.clear()
         self._poller = select.poll()
@@ -380,7 +234,7 @@ class Isolated:
         except (AttributeError, OSError):  # before Linux 5.3: end of file, and a periodic check
             self._pidfd = -1
         with contextlib.suppress(OSError):  # a child that died at once: seen when waited for
-            _send(parent, dumps((self.job, self.label, self.memory)))
+            send(parent, dumps((self.job, self.label, self.memory)))
 
     def _forget(self) -> None:
         """Release what belongs to the (reaped) child; what was sent to it goes to the next."""
@@ -452,7 +306,7 @@ class Isolated:
 
     def _wait_reply(
         self,
-        reader: _Reader,
+        reader: Reader,
         sock: socket.socket,
         deadline: float | None,
         wake: Wake | None,
@@ -519,22 +373,22 @@ class Isolated:
         reaped.  No deadline: the job's import took as long in the worker itself."""
         try:
             got = self._receive(None)
-        except _ProtocolError as e:
+        except ProtocolError as e:
             got = f"broke the protocol ({e})"
             self._kill()
         if isinstance(got, list):
-            kind = _REPLY.unpack(got[0])[0]
+            kind = REPLY.unpack(got[0])[0]
             if kind == READY:
                 self._ready = True
                 return None
             where = self.where
             self._reap()
             text = bytes(got[1]).decode("utf-8", "replace") if len(got) > 1 else "?"
-            return _pack(WorkerError(f"{where} could not import the job:\n{text}"), where)
+            return pack(WorkerError(f"{where} could not import the job:\n{text}"), where)
         where = self.where
         why = got if self._proc is None else _describe_exit(self._reap(), self.memory)
         err = WorkerError(f"{where}: the evaluation process ended before it was ready ({why})")
-        return _pack(err, where)
+        return pack(err, where)
 
     def _ensure_child(self) -> dict[str, Any] | None:
         """A ready child, started if need be (once per run); else why there is none."""
@@ -637,7 +491,7 @@ class Isolated:
             return dumps_args((list(items), star, kwargs), "upgrade"), None
         except BaseException as e:  # an item's own pickling code
             err = SerializationError(f"the chunk cannot be pickled for the evaluation process: {e}")
-            return None, _pack(err, self.label)
+            return None, pack(err, self.label)
 
     def _send_chunk(self, chunk: _Chunk) -> None:
         """Send the rest of ``chunk`` (from its first item without a reply) to the child."""
@@ -650,29 +504,16 @@ class Isolated:
         if not self._fns.touch(chunk.key) and chunk.fn_frames is not None:
             fn = chunk.fn_frames  # the child caches it, as this mirror does
             self._fns.put(chunk.key, None)
-        self._out.extend(
-            _message([_CHUNK.pack(chunk.next, len(fn)), chunk.key, *fn, *chunk.payload])
-        )
+        self._out.put([CHUNK.pack(chunk.next, len(fn)), chunk.key, *fn, *chunk.payload])
         self._flush()
 
     def _flush(self) -> None:
         """Write what the child takes now of the chunks queued for it; never waits."""
-        out, sock = self._out, self._sock
-        assert sock is not None
-        while out:
-            try:
-                n = sock.sendmsg(list(itertools.islice(out, _IOV_MAX)), [], _DONTWAIT)
-            except BlockingIOError:
-                return
-            except OSError:  # the child died: seen when its reply is waited for
-                out.clear()
-                return
-            # ``>=``: the empty frames at the head go too (an empty array's buffer), or a send
-            # of nothing but empty frames would take nothing, and this loop would spin forever
-            while out and n >= out[0].nbytes:
-                n -= out.popleft().nbytes
-            if n:
-                out[0] = out[0][n:]
+        assert self._sock is not None
+        try:
+            self._out.flush(self._sock)
+        except OSError:  # the child died: seen when its reply is waited for
+            self._out.clear()
 
     def _collect(self, chunk: _Chunk, wake: Wake | None) -> tuple[int, float]:
         """Receive the chunk's replies from its first item without one on; return where to go
@@ -694,10 +535,10 @@ class Isolated:
             try:
                 got = self._receive(deadline, wake, quiet)
                 if isinstance(got, list):
-                    kind, index, dt, sent = _REPLY.unpack(got[0])
+                    kind, index, dt, sent = REPLY.unpack(got[0])
                     if index != i or kind not in (VALUE, ERROR, FAILED_ALL):
-                        raise _ProtocolError(f"reply {kind} for item {index}, not item {i}")
-            except (_ProtocolError, struct.error) as e:
+                        raise ProtocolError(f"reply {kind} for item {index}, not item {i}")
+            except (ProtocolError, struct.error) as e:
                 self._kill()
                 got = f"the evaluation's process broke its protocol ({e}): killed"
             if not isinstance(got, list):
@@ -738,7 +579,7 @@ class Isolated:
         where = self.where
         if why == _LATE:
             self._kill()
-            return _pack(
+            return pack(
                 EvaluationTimeout(
                     f"the evaluation ran longer than {timeout:g} s: its process was killed"
                 ),
@@ -746,7 +587,7 @@ class Isolated:
             )
         if why == _DEAD:
             why = _describe_exit(self._reap(), self.memory)
-        return _pack(EvaluationCrashed(why), where)
+        return pack(EvaluationCrashed(why), where)
 
     def _load_value(
         self, i: int, frames: Sequence[Any], values: list[Any], errors: dict[int, dict[str, Any]]
@@ -755,146 +596,4 @@ class Isolated:
             values[i] = loads(frames)
         except BaseException as e:  # the result's own unpickling code
             err = SerializationError(explain_load_error(e, "the result of this call"))
-            errors[i] = _pack(err, self.label)
-
-
-# ---------------------------------------------------------------------------- the child's side
-class _Child:
-    """The child's serve loop: chunks in, one reply per item out."""
-
-    def __init__(self, sock: socket.socket, reader: _Reader, label: str) -> None:
-        self.sock, self.reader, self.label = sock, reader, label
-        self.pid = os.getpid()
-        self.marker = _calls.evaluating  # a fitness calling evocluster.map is refused
-        self.fns = FunctionCache(FN_CACHE_SIZE)
-
-    def reply(self, kind: int, index: int, seconds: float, frames: Sequence[Any] = ()) -> None:
-        for stream in (sys.stdout, sys.stderr):  # a fitness's prints before a later crash
-            with contextlib.suppress(Exception):
-                stream.flush()
-        _send(self.sock, [_REPLY.pack(kind, index, seconds, time.monotonic()), *frames])
-
-    def serve(self) -> None:
-        while (frames := self.reader.recv()) is not None:
-            self.chunk(frames)
-            _leftovers.reap_zombies()
-
-    def function(self, key: bytes, frames: Sequence[Any]) -> Any:
-        if not frames:
-            if not self.fns.touch(key):  # the worker had no frames for it: cannot happen
-                err: Exception = LookupError(
-                    "internal error: function key unknown to the evaluation process"
-                )
-                return Unloadable(_pack(err, self.label))
-            return self.fns.get(key)
-        try:
-            fn = loads(frames)
-        except BaseException as e:  # SystemExit from a __reduce__ too
-            err = SerializationError(explain_load_error(e, "the function"))
-            fn = Unloadable(_pack(err, self.label))
-        self.fns.put(key, fn)
-        return fn
-
-    def chunk(self, frames: list[memoryview]) -> None:
-        start, nfn = _CHUNK.unpack(frames[0])
-        key = bytes(frames[1])
-        try:
-            fn = self.function(key, frames[2 : 2 + nfn])
-            if isinstance(fn, Unloadable):
-                self.reply(FAILED_ALL, start, 0.0, [pickle.dumps(fn.info)])
-                return
-            items, star, kwargs = loads(frames[2 + nfn :])
-        except BaseException as e:  # the items' own unpickling code
-            err = SerializationError(explain_load_error(e, "the task's arguments"))
-            self.reply(FAILED_ALL, start, 0.0, [pickle.dumps(_pack(err, self.label))])
-            return
-        for i in range(start, len(items)):
-            self.evaluate(i, fn, items[i], star, kwargs)
-
-    def evaluate(self, i: int, fn: Any, item: Any, star: bool, kwargs: Any) -> None:
-        self.marker.label = self.label
-        t0 = time.perf_counter()
-        try:
-            try:
-                value = apply_item(fn, item, star, kwargs)
-            finally:
-                if os.getpid() != self.pid:  # a forked copy of this process returned: it must
-                    os._exit(0)  # never reply, nor go on serving
-                self.marker.label = None
-        # anything, SystemExit and KeyboardInterrupt included: that evaluation's failure
-        except BaseException as e:
-            dt = time.perf_counter() - t0
-            self.reply(ERROR, i, dt, [pickle.dumps(_pack(e, self.label))])
-            return
-        dt = time.perf_counter() - t0
-        try:
-            out = dumps_results(value)
-        except BaseException as e:  # the result's own pickling code
-            err = unpicklable_result(value, e)
-            self.reply(ERROR, i, dt, [pickle.dumps(_pack(err, self.label))])
-            return
-        self.reply(VALUE, i, dt, out)
-
-
-def _limit_memory(memory: int) -> None:
-    import resource
-
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-
-
-def _import_job(job: JobSpec | None, memory: int | None) -> str | None:
-    """Import the job as a worker does; the formatted traceback if that fails."""
-    from . import jobfile
-
-    try:
-        if job is not None:
-            jobfile.import_for_worker(job)
-        jobfile.in_worker = True
-    except BaseException as e:  # anything, SystemExit from the job's module level too
-        import traceback
-
-        text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-        if memory is not None:
-            text += f"(the evaluation process is limited to {memory / (1 << 20):g} MiB)\n"
-        return text
-    return None
-
-
-def main() -> None:
-    """The child: ``python -c '... main()' FD PARENT_PID``.  Never returns."""
-    fd, parent = int(sys.argv[1]), int(sys.argv[2])
-    sys.argv = sys.argv[:1]
-    # Ctrl-C is the worker's to handle (not the fitness's processes': ignored here only)
-    _leftovers.ignore_here(signal.SIGINT)
-    _leftovers.die_with(parent)  # killed when the worker ends (its thread that started us)
-    # what the fitness leaves running is ended when this child stops (killed: by its worker)
-    _leftovers.adopt_orphans()
-    label = "an isolated evaluation process"
-    sock = socket.socket(fileno=fd)
-    sock.set_inheritable(False)  # not into the fitness's own subprocesses
-    reader = _Reader(sock)
-    try:
-        setup = reader.recv()
-        if setup is None:
-            return
-        job, label, memory = loads(setup)
-        label = f"{label} (isolated, pid {os.getpid()})"
-        if memory is not None:
-            _limit_memory(memory)
-        failure = _import_job(job, memory)
-        if failure is not None:
-            _send(sock, [_REPLY.pack(NOJOB, 0, 0.0, 0.0), failure.encode()])
-            return
-        _calls.serving = True  # this process only evaluates (evocluster.rng reads it)
-        child = _Child(sock, reader, label)
-        _send(sock, [_REPLY.pack(READY, 0, 0.0, 0.0)])
-        child.serve()
-    except OSError:  # the worker is gone
-        pass
-    finally:
-        _leftovers.end_leftovers(label)
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        os._exit(0)  # not joining threads a fitness left behind, nor running its atexit hooks
+            errors[i] = pack(err, self.label)

@@ -16,8 +16,8 @@ Who may block on what::
     send():  write what the socket takes now, queue the rest -> recv(): waits for a message
     poll():  select: readable (every live worker),
                      writable (workers with queued output) -> write more of the queue
-             read what has arrived, each part straight
-             into its final buffer; return whole messages <- send(): waits until all is read
+             read what has arrived (a large part straight
+             into its final buffer); return whole messages <- send(): waits until all is read
 
 A worker blocks while it sends a result the master has not read, and while it waits for a task.
 So the master must block on neither: were it blocked sending a chunk to a worker that was itself
@@ -25,18 +25,18 @@ blocked sending a result, neither would ever read again (a long ``map`` of cheap
 chunks and results each outgrow a socket's buffer, did exactly that).  The master therefore never
 blocks on a send or a read, and reads whatever arrives, always; then a worker's blocking send
 always completes, and the worker keeps its simple blocking loop.
+
+Messages are framed by :mod:`evocluster._framing` (the isolated child's socket uses the same).
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import select
 import selectors
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -44,10 +44,11 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .. import _leftovers, protocol
+from .. import _framing, _leftovers, protocol
+from .._framing import Outbox, ProtocolError, Reader
 from ..serialization import Frames, dumps, loads
 from ..worker import Worker, serve
-from .base import Channel, Event, Transport, assemble, decode_envelope, encode_envelope
+from .base import Channel, Event, Transport
 
 if TYPE_CHECKING:
     from ..jobfile import JobSpec
@@ -113,82 +114,26 @@ def _cwd() -> str | None:
         return None
 
 
-_LEN = struct.Struct("<Q")
-#: Most buffers handed to one ``sendmsg`` (the kernel refuses more than IOV_MAX, 1024 on Linux).
-_IOV_MAX = 512
-
-
-class _Socket:
-    """A worker's end of its socket pair: blocking, length-prefixed messages.
-
-    Plain ``sendall`` / ``recv_into``: a part is received straight into its final buffer (the
-    stdlib ``multiprocessing.Connection`` would first gather it in a ``BytesIO``, a second copy
-    that costs 1.5-4 s on a 2 GiB array: benchmarks/RESULTS.md F23, 2026-12-02)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def send(self, frames: Frames) -> None:
-        env, parts = encode_envelope(frames)
-        self.sock.sendall(_LEN.pack(len(env)) + env)
-        for part in parts:  # sizes are in the envelope; no pieces needed on a stream
-            self.sock.sendall(part)
-
-    def _read_into(self, view: memoryview) -> None:
-        while view.nbytes:
-            n = self.sock.recv_into(view)
-            if n == 0:
-                raise EOFError("the other end closed the connection")
-            view = view[n:]
-
-    def recv(self) -> Frames:
-        head = bytearray(_LEN.size)
-        self._read_into(memoryview(head))
-        env = bytearray(_LEN.unpack(head)[0])
-        self._read_into(memoryview(env))
-        inline, sizes = decode_envelope(env)
-        parts: list[Any] = []
-        for size in sizes:
-            buf = bytearray(size)
-            self._read_into(memoryview(buf))
-            parts.append(buf)
-        return assemble(inline, parts)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 class _Link:
     """The master's end of one worker's socket pair: non-blocking, never waits.
 
-    Output the socket does not take at once waits in an in-order queue of memoryviews (views of
-    the caller's frames, which they keep alive: a large numpy buffer is never copied), written on
-    as the socket becomes writable.  Input is read by a small state machine -- length, envelope,
-    then each part -- that takes whatever has arrived, straight into the buffer the message will
-    be built from, and hands back each message once it is whole."""
+    Output the socket does not take at once waits in an :class:`~evocluster._framing.Outbox`
+    (views of the caller's frames: a large numpy buffer is never copied), written on as the
+    socket becomes writable.  Input is whatever has arrived, cut into messages by a
+    :class:`~evocluster._framing.Reader` (many small results in one read; a large part straight
+    into its own buffer)."""
 
-    __slots__ = ("_env", "_head", "_inline", "_out", "_parts", "_sizes", "_view", "sock")
+    __slots__ = ("_in", "_out", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self.sock = sock
-        self._out: deque[memoryview] = deque()  # bytes not yet written, in order
-        # the message being read: its length prefix, then (once the length is known) its
-        # envelope, then (once that is decoded) its parts, each read into its own buffer
-        self._head = bytearray(_LEN.size)
-        self._env: bytearray | None = None
-        self._inline: memoryview | None = None
-        self._sizes: list[int] | None = None
-        self._parts: list[Any] = []
-        self._view = memoryview(self._head)  # what the next read fills
+        self._out = Outbox()
+        self._in = Reader(sock)
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    # ------------------------------------------------------------------ output
     @property
     def queued(self) -> bool:
         """Whether output waits for the socket to become writable."""
@@ -196,66 +141,27 @@ class _Link:
 
     def send(self, frames: Frames) -> None:
         """Write ``frames`` as far as the socket takes them now; queue the rest."""
-        env, parts = encode_envelope(frames)
-        was_queued = bool(self._out)
-        self._out.append(memoryview(_LEN.pack(len(env)) + env))
-        self._out.extend(p for p in parts if p.nbytes)  # sizes are in the envelope
-        if not was_queued:  # else the socket is full: poll() writes on once it is writable
-            self.flush()
+        self._out.send(self.sock, frames)
 
     def flush(self) -> None:
         """Write queued output until it is all written or the socket is full."""
-        out = self._out
-        while out:
-            try:
-                n = self.sock.sendmsg(list(itertools.islice(out, _IOV_MAX)))
-            except BlockingIOError:
-                return
-            while n:
-                if n >= out[0].nbytes:
-                    n -= out.popleft().nbytes
-                else:
-                    out[0] = out[0][n:]
-                    n = 0
+        self._out.flush(self.sock)
 
-    # ------------------------------------------------------------------ input
     def receive(self, messages: list[Frames]) -> None:
         """Read what has arrived; append each message it completes to ``messages``.
 
         Raises:
             EOFError: the worker closed its end (messages read before that are appended).
-            OSError: the connection failed.
+            ProtocolError: the stream is not made of messages.
         """
+        reader = self._in
         while True:
-            view = self._view
-            try:
-                n = self.sock.recv_into(view)
-            except BlockingIOError:
-                return
-            if n == 0:
-                raise EOFError("the other end closed the connection")
-            if n < view.nbytes:
-                self._view = view[n:]
-            else:
-                self._advance(messages)
-
-    def _advance(self, messages: list[Frames]) -> None:
-        """The current buffer is full: set up the next one (parts of 0 bytes are skipped)."""
-        if self._env is None:  # the length prefix: the envelope comes next
-            self._env = bytearray(_LEN.unpack(self._head)[0])
-            self._view = memoryview(self._env)
-            return
-        if self._sizes is None:  # the envelope: now the parts' sizes are known
-            self._inline, self._sizes = decode_envelope(self._env)
-        while len(self._parts) < len(self._sizes):
-            buf = bytearray(self._sizes[len(self._parts)])
-            self._parts.append(buf)
-            if buf:
-                self._view = memoryview(buf)
-                return
-        messages.append(assemble(self._inline, self._parts))
-        self._env, self._inline, self._sizes, self._parts = None, None, None, []
-        self._view = memoryview(self._head)
+            while (frames := reader.next()) is not None:
+                messages.append(frames)
+            if not reader.fill():  # the socket is non-blocking: nothing more there now
+                break
+        if reader.eof:
+            raise EOFError("the other end closed the connection")
 
     def close(self) -> None:
         self._out.clear()
@@ -389,7 +295,7 @@ class ProcessTransport(Transport):
                 messages: list[Frames] = []
                 try:
                     self._on_ready(w, mask, messages)
-                except (EOFError, OSError):
+                except (EOFError, OSError, ProtocolError):
                     self._mark_lost(w)
                 events += [(w, frames, None) for frames in messages]
             events += self._lost
@@ -460,7 +366,7 @@ class ProcessTransport(Transport):
             for key, mask in self._selector.select(left):
                 try:
                     self._on_ready(key.data, mask, [])
-                except (EOFError, OSError):  # hung up: after its BYE, or it died
+                except (EOFError, OSError, ProtocolError):  # hung up: after its BYE, or it died
                     self._drop(key.data)
 
     def abort(self, code: int) -> None:
@@ -470,10 +376,12 @@ class ProcessTransport(Transport):
 
 
 class LocalChannel(Channel):
-    """A local worker's end of its socket pair."""
+    """A local worker's end of its socket pair: blocking (the process sleeps in the kernel)."""
 
     def __init__(self, fd: int, rank: int, size: int) -> None:
-        self._conn = _Socket(socket.socket(fileno=fd))
+        self._sock = socket.socket(fileno=fd)
+        self._reader = Reader(self._sock)
+        self._ahead: Frames | None = None  # a whole message read ahead of its turn
         self.rank, self.size, self.host = rank, size, socket.gethostname()
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
@@ -482,19 +390,26 @@ class LocalChannel(Channel):
         return f"local worker {self.rank} of {self.size} on host {self.host} (pid {os.getpid()})"
 
     def recv(self) -> Frames:
-        return self._conn.recv()  # a blocking read: the process sleeps in the kernel
+        frames, self._ahead = self._ahead, None
+        if frames is None:
+            frames = self._reader.recv()  # a blocking read: the process sleeps in the kernel
+        if frames is None:
+            raise EOFError("the other end closed the connection")
+        return frames
 
     def send(self, frames: Frames) -> None:
         # a blocking write: it always completes, since the master reads whatever arrives
-        self._conn.send(frames)
+        _framing.send(self._sock, frames)
 
     def fileno(self) -> int:
-        return self._conn.fileno()
+        return self._sock.fileno()
 
     def ready(self) -> bool:
-        # the socket is read message by message, nothing ahead: readable means a message (or
-        # the master's end, which recv() then reports)
-        return bool(self._poll.poll(0))
+        # a message the last read took in along with the one before it; else the socket:
+        # readable means a message (or the master's end, which recv() then reports)
+        if self._ahead is None:
+            self._ahead = self._reader.next()
+        return self._ahead is not None or bool(self._poll.poll(0))
 
 
 def main(argv: list[str]) -> int:
