@@ -26,7 +26,8 @@ from typing import Any
 
 from . import config, protocol, sharing
 from ._calls import FN_CACHE_SIZE, FunctionCache
-from ._scheduling import PENDING, Chunk, Job, PoolBase
+from ._jobs import PENDING, Chunk, Job
+from ._scheduling import PoolBase
 from .backends.base import Transport
 from .errors import BrokenPool
 from .serialization import dumps, frames_nbytes, loads, nest

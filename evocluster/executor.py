@@ -5,6 +5,7 @@ the process-wide default executor, which the launcher installs (:func:`install_s
 Layers, each importing only the one below::
 
     executor.py     this module: the API, argument checks, which pool an Executor uses
+    _ending.py      how the run's pools end: at interpreter exit, and on SIGINT/SIGTERM/SIGHUP
     _pool.py        the scheduler thread that drives a transport (local, serial, MPI)
     _scheduling.py  the policy: jobs, chunks, sizes, prefetch, settling results
     backends/       the transports (and SCOOP's own pool), by name: backends/__init__.py
@@ -20,7 +21,6 @@ import contextlib
 import itertools
 import operator
 import os
-import signal
 import sys
 import threading
 import time
@@ -30,22 +30,13 @@ from concurrent.futures import CancelledError, Future
 from concurrent.futures import Executor as _StdExecutor
 from typing import Any, NoReturn
 
-from . import backends, config, jobfile, serialization, sharing
+from . import _ending, backends, config, jobfile, serialization, sharing
 from ._calls import in_evaluation
 from ._failures import FailurePolicy
 from ._initializer import Initialized
+from ._jobs import CANCELLED, FAILED, ExecutorState, Job, limits_of
 from ._pool import Pool
-from ._scheduling import (
-    CANCELLED,
-    FAILED,
-    ExecutorState,
-    Job,
-    PoolBase,
-    args_label,
-    check_args,
-    limits_of,
-    unsendable,
-)
+from ._scheduling import PoolBase, args_label, check_args, unsendable
 from .backends.base import Transport
 from .errors import BrokenPool, ConfigurationError, Failure, JobError, SerializationError
 
@@ -149,7 +140,7 @@ class Executor(_StdExecutor):
         self._token = os.urandom(8).hex()  # names this executor's initializer on the workers
         self._pool, self._owns_pool = _open_pool(opts)
         if self._owns_pool:
-            _owned[self._pool] = self._owner
+            _ending.owned[self._pool] = self._owner
             # dropped without shutdown: its pool finishes the work submitted, then stops (as the
             # stdlib's executors do when collected)
             weakref.finalize(self, self._pool.close, False)
@@ -250,7 +241,7 @@ class Executor(_StdExecutor):
         _refuse_nested()
         if self._owner.broken is not None:
             raise BrokenPool(self._owner.broken)
-        if _interpreter_exiting:  # first: the exit hook also shuts executors down
+        if _ending.interpreter_exiting:  # first: the exit hook also shuts executors down
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
         if self._owner.shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
@@ -447,7 +438,7 @@ class Executor(_StdExecutor):
             self._pool.wakeup()  # the driver notifies the waiters of what it cancelled
         if self._owns_pool:
             if self._pool.close(wait=wait, cancel=cancel_futures):
-                _owned.pop(self._pool, None)
+                _ending.owned.pop(self._pool, None)
         elif wait and jobs:
             self._pool.wait_jobs(jobs)
 
@@ -455,135 +446,9 @@ class Executor(_StdExecutor):
 # ---------------------------------------------------------------------- backends and defaults
 #: options an Executor under the launcher takes from the launcher when not given
 _LAUNCHER_DEFAULTS = ("on_error", "penalty", "eval_timeout", "isolate", "eval_memory")
-_shared: dict[str, Pool] = {}  # pools started by the launcher, used by every Executor
 _launcher: config.Options | None = None  # the launcher's options: defaults of the job's executors
 _default: Executor | None = None
 _default_lock = threading.Lock()
-#: pools of executors' own that have not ended, and their executor's state
-_owned: dict[PoolBase, ExecutorState] = {}
-#: set when the interpreter begins to exit: submit and map then raise RuntimeError
-_interpreter_exiting = False
-
-
-#: Seconds an ended job's abandoned evaluations (of a map or result it stopped waiting for) may
-#: still run before their workers are killed: they may be writing something, but nobody can
-#: collect what they return.
-EXIT_GRACE = 3.0
-
-
-def _at_interpreter_exit() -> None:
-    """Before the interpreter joins its threads (as the stdlib's executors do): no new work; an
-    executor shut down with ``wait=False`` whose pool still runs is stopped, its evaluations
-    killed, so that it never holds the exit; one never shut down finishes its work first, except
-    the evaluations the job abandoned (:func:`_finish`)."""
-    global _interpreter_exiting
-    _interpreter_exiting = True
-    for pool, owner in list(_owned.items()):
-        if owner.shutdown:
-            pool.kill()
-        elif not _finish(pool, EXIT_GRACE):
-            _note_abandoned()
-            pool.kill()
-            pool.close(wait=True, timeout=5.0)  # the scheduler ends on the killed workers' EOFs
-
-
-# threading's own exit hook runs before atexit's and before non-daemon threads are joined
-getattr(threading, "_register_atexit", atexit.register)(_at_interpreter_exit)
-
-
-def _note_abandoned() -> None:
-    print(
-        f"evocluster: the job ended while evaluations it had stopped waiting for (a timeout) were "
-        f"still running after {EXIT_GRACE:g} s: their workers were killed",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
-def _finish(pool: PoolBase, grace: float) -> bool:
-    """Close ``pool`` once the work still wanted is done; return ``False`` instead when only work
-    the job abandoned (a cancelled map or future) has been left running for ``grace`` seconds:
-    the caller then kills it.  Work still wanted (a future not waited for) is waited for, as the
-    stdlib's executors do; a signal ends that wait (:func:`_install_exit_signals`)."""
-    since: float | None = None
-    # joins with a short timeout: between them, look whether what is left is wanted at all
-    while not pool.close(wait=True, timeout=0.1):
-        if not pool.abandoned_only():
-            since = None
-        elif since is None:
-            since = time.monotonic()
-        elif time.monotonic() - since > grace:
-            return False
-    return True
-
-
-class _Interrupted(KeyboardInterrupt):
-    """SIGINT, SIGTERM or SIGHUP in the main thread: the job unwinds as from Ctrl-C, and the run
-    ends with one line and exit code 128 + ``signum`` (the launcher, or :func:`_excepthook`)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-#: The signals that end a run whose master holds workers; each is taken over only if it has its
-#: default handler (a job's own handler, or SIGHUP ignored under nohup, is left alone).
-_EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-_signals_installed = False
-
-
-def _install_exit_signals() -> None:
-    """The master of workers (the launcher's, or a job that started a pool): SIGINT, SIGTERM and
-    SIGHUP raise :class:`_Interrupted` in the main thread; uncaught, it prints one line, kills
-    every pool's workers and exits 128 + the signal's number.  Once the interpreter exits (no
-    code left to unwind) a signal does that at once.  Main thread only (where signals are
-    handled); an engine loop that checkpoints replaces the SIGTERM handler while it runs."""
-    global _signals_installed
-    if _signals_installed or threading.current_thread() is not threading.main_thread():
-        return
-    _signals_installed = True
-    for signum in _EXIT_SIGNALS:
-        default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
-        if signal.getsignal(signum) is default:
-            signal.signal(signum, _on_exit_signal)
-    previous = sys.excepthook
-
-    def _excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
-        if isinstance(value, KeyboardInterrupt):
-            _die(getattr(value, "signum", signal.SIGINT))
-        previous(kind, value, tb)
-
-    sys.excepthook = _excepthook
-
-
-def _on_exit_signal(signum: int, frame: Any) -> None:
-    if _interpreter_exiting:  # in the exit hooks: nothing of the job's left to unwind
-        _die(signum)
-    raise _Interrupted(signum)
-
-
-# the handler of a process that ends on the signal: a stopped engine loop, on its way out with
-# exit code 75, ignores what would end it so (checkpoint.StopSignals)
-_on_exit_signal.ends_process = True  # type: ignore[attr-defined]
-
-
-def _die(signum: int) -> None:
-    """One line, every pool's workers killed (MPI: ``MPI_Abort`` with the code), exit now with
-    128 + ``signum``."""
-    code = 128 + signum
-    with contextlib.suppress(Exception):
-        sys.stdout.flush()
-    if (config.mpi_rank_from_env() or 0) == 0:
-        name = signal.Signals(signum).name
-        print(f"evocluster: interrupted ({name})", file=sys.stderr, flush=True)
-    for pool in [*_shared.values(), *_owned]:
-        transport = getattr(pool, "transport", None)
-        if transport is not None:
-            with contextlib.suppress(Exception):
-                transport.abort(code)  # MPI: does not return; local: SIGKILL
-    os._exit(code)
-
-
 #: Items read from a map's iterables at a time.  ``list(iterable)`` reads in C until the input
 #: ends: an endless iterator (``itertools.count()``) never returns, deaf to Ctrl-C and SIGTERM
 #: (Python runs signal handlers between bytecodes) while memory grows by gigabytes a second.
@@ -643,9 +508,9 @@ def _open_pool(opts: config.Options) -> tuple[PoolBase, bool]:
     _refuse_nested()
     name = opts.backend
     if name == "auto":
-        name = next(iter(_shared), "scoop" if backends.scoop_running() else "local")
-    if name in _shared:
-        return _shared[name], False
+        name = next(iter(_ending.shared), "scoop" if backends.scoop_running() else "local")
+    if name in _ending.shared:
+        return _ending.shared[name], False
     if name == "scoop":  # SCOOP's workers belong to the run, not to this executor
         return backends.open_scoop_pool(opts), False
     if name == "mpi":
@@ -659,12 +524,12 @@ def _open_pool(opts: config.Options) -> tuple[PoolBase, bool]:
             "evolution under `if __name__ == '__main__':` so that workers only import definitions"
         )
     size = config.mpi_world_size_from_env()
-    if size is not None and size > 1 and not _shared:
+    if size is not None and size > 1 and not _ending.shared:
         _refuse_plain_mpi(size)
     job = jobfile.spec_for_current_main()
     serialization.set_worker_main_names(jobfile.module_level_names(job))
     pool = Pool(backends.open_transport(name, opts, job), opts, name)
-    _install_exit_signals()
+    _ending.install_exit_signals()
     return pool, True
 
 
@@ -688,9 +553,9 @@ def install_shared(name: str, transport: Transport, opts: config.Options) -> Exe
     """Launcher only: make ``transport`` the pool every Executor uses; return the default one."""
     global _default, _launcher
     _launcher = opts
-    _shared[name] = Pool(transport, opts, name)
+    _ending.shared[name] = Pool(transport, opts, name)
     _default = Executor(backend=name)
-    _install_exit_signals()
+    _ending.install_exit_signals()
     return _default
 
 
@@ -706,12 +571,12 @@ def close_shared(
     seconds (the caller then kills the workers, and calls this again)."""
     global _default
     if grace is not None and wait:
-        ended = all(_finish(pool, grace) for pool in list(_shared.values()))
+        ended = all(_ending.finish(pool, grace) for pool in list(_ending.shared.values()))
         if not ended:
             return False
     else:
-        ended = all(pool.close(wait, cancel, timeout) for pool in list(_shared.values()))
-    _shared.clear()
+        ended = all(pool.close(wait, cancel, timeout) for pool in list(_ending.shared.values()))
+    _ending.shared.clear()
     _default = None
     return ended
 
@@ -720,7 +585,7 @@ def shared_stats() -> dict[str, int]:
     """Launcher only: the counters of the run's shared pools, summed (``failed``, ``retried``,
     messages and bytes)."""
     total: dict[str, int] = {}
-    for pool in _shared.values():
+    for pool in _ending.shared.values():
         for k, v in pool.stats().items():
             total[k] = total.get(k, 0) + v
     return total

@@ -152,6 +152,13 @@ FORBIDDEN = {
     "evocluster._failures": ("evocluster.engine", "evocluster.executor", "evocluster._pool",
                              "evocluster._scheduling", "evocluster.backends", "evocluster.worker",
                              "evocluster.protocol", "evocluster.serialization", "evocluster.cli"),
+    # how a master's pools end: below the executor, above nothing it registers
+    "evocluster._ending": ("evocluster.executor", "evocluster.engine", "evocluster.cli",
+                           "evocluster.backends"),
+    # the records of the work: below the policy and the pools
+    "evocluster._jobs": ("evocluster._scheduling", "evocluster._pool", "evocluster.executor",
+                         "evocluster.backends", "evocluster.worker", "evocluster.engine",
+                         "evocluster.cli"),
     # the policy knows no thread and no transport
     "evocluster._scheduling": ("evocluster._pool", "evocluster.executor", "evocluster.backends",
                                "evocluster.cli", "evocluster.engine"),
@@ -168,6 +175,13 @@ FORBIDDEN = {
     "evocluster._isolation": ("evocluster.worker", "evocluster.backends", "evocluster.executor",
                               "evocluster._pool", "evocluster._scheduling", "evocluster.engine",
                               "evocluster.cli"),
+    "evocluster._isolation_child": ("evocluster.worker", "evocluster._isolation",
+                                    "evocluster.backends", "evocluster.executor",
+                                    "evocluster._pool", "evocluster.engine", "evocluster.cli"),
+    # one framing of messages on a stream socket: below whatever sends them
+    "evocluster._framing": ("evocluster.worker", "evocluster._isolation", "evocluster.backends",
+                            "evocluster.executor", "evocluster._pool", "evocluster.engine",
+                            "evocluster.serialization", "evocluster.protocol"),
     "evocluster.protocol": ("evocluster",),
     "evocluster.errors": ("evocluster.executor", "evocluster.backends", "evocluster.config"),
     "evocluster.config": ("evocluster.executor", "evocluster.backends", "evocluster.serialization"),

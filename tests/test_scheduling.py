@@ -94,7 +94,8 @@ def _chunks(cost: float, n: int, workers: int) -> list[int]:
     """The chunk sizes the scheduler cuts a map of ``n`` items into, whose cost per item it has
     measured as ``cost`` seconds (pure logic: no pool, no transport)."""
     from evocluster import config
-    from evocluster._scheduling import Job, PoolBase
+    from evocluster._jobs import Job
+    from evocluster._scheduling import PoolBase
 
     class Policy(PoolBase):  # the policy alone: nothing to queue, wait on or close
         put = wait_slot = wait_jobs = close = None  # type: ignore[assignment]

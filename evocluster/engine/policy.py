@@ -8,10 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._failures import (
-    FailurePolicy,
-    function_name,  # noqa: F401 - engine.checkpointing imports it here
-)
+from .._failures import FailurePolicy
+from .._failures import function_name as function_name  # noqa: PLC0414 - engine.checkpointing
 from ..config import retries_of
 
 if TYPE_CHECKING:

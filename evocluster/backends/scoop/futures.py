@@ -55,7 +55,7 @@ from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from ..._scheduling import GuardedFuture
+from ..._jobs import GuardedFuture
 from ...errors import ConfigurationError
 
 #: The CPython versions (major, minor) whose ``concurrent/futures/_base.py`` was checked against

@@ -52,7 +52,8 @@ from scoop import _control, futures, shared
 from scoop._comm import Shutdown
 
 from ... import config, jobfile, protocol, serialization, sharing, signing
-from ..._scheduling import PENDING, Chunk, Job, PoolBase
+from ..._jobs import PENDING, Chunk, Job
+from ..._scheduling import PoolBase
 from ...errors import BrokenPool, ConfigurationError, JobError, WorkerError
 from ...serialization import dumps, frames_nbytes, loads, nest
 from . import guard, proc
