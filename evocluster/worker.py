@@ -429,7 +429,7 @@ def serve(channel: Channel, job: jobfile.JobSpec | None = None) -> int:
                 channel.send(dumps(protocol.bye()))
                 return 0
             if worker.pipelines(record):
-                held = _Pipeline(worker, channel).run(record)
+                held = _ChannelWake(worker, channel).run(record)
             else:
                 held = None
                 channel.send(dumps(worker.run(record)))
@@ -446,14 +446,13 @@ def _stop(worker: Worker) -> None:
     _leftovers.end_leftovers(worker.label)
 
 
-class _Pipeline:
-    """An isolated worker's chunks in flight.  A TASK that comes while the child evaluates goes
-    to the child at once, so the child finds its next chunk waiting when it is done instead of
-    waiting for a round trip through this worker (what that costs: benchmarks/RESULTS.md,
-    "Isolation with chunks pipelined to the child", 2026-12-02); the RESULTs go back in order.
-
-    It is the :class:`~evocluster._isolation.Wake` of the child's waits: the channel's
-    descriptor turns readable when the master sends more."""
+class _ChannelWake:
+    """What wakes an isolated worker that waits on its child (the child's
+    :class:`~evocluster._isolation.Wake`): the master's channel turned readable, and the TASKs
+    that came go to the child at once, so the child finds its next chunk waiting when it is done
+    instead of waiting for a round trip through this worker (what that costs:
+    benchmarks/RESULTS.md, "Isolation with chunks pipelined to the child", 2026-12-02).  It
+    keeps the chunks in flight, and their RESULTs go back in order (:meth:`run`)."""
 
     def __init__(self, worker: Worker, channel: Channel) -> None:
         self.worker, self.channel = worker, channel
