@@ -393,7 +393,7 @@ def transfers() -> list[Row]:
             "F23",
             "receiving 512 MiB from a child: `multiprocessing` `Connection.recv_bytes` vs "
             "`recv_into` one buffer (the difference x 4: the extra cost at 2 GiB)",
-            "backends/local.py (`_Socket`)",
+            "_framing.py (module docstring, `DIRECT`)",
             f"{conn:.2f} s vs {into:.2f} s (2 GiB: ~{(conn - into) * 4:.1f} s more)",
         ),
     ]
