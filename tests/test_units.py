@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import select
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
 
 import evocluster
-from evocluster import config, operators, pareto, protocol, serialization
+from evocluster import _framing, config, operators, pareto, protocol, serialization
 from evocluster._calls import FunctionCache
 from evocluster.backends import base
 from evocluster.errors import ConfigurationError, RemoteError, RemoteTraceback
@@ -94,6 +98,78 @@ def test_envelope_round_trip(head_size: int) -> None:
     assert sizes == [p.nbytes for p in parts]
     rebuilt = base.assemble(inline, [bytes(p) for p in parts])
     assert [bytes(f) for f in rebuilt] == [bytes(memoryview(f).cast("B")) for f in frames]
+
+
+def _framed(messages: list[list[Any]], blocking: bool) -> list[list[bytes]]:
+    """``messages`` through a socket pair: :func:`_framing.send` in a thread, a
+    :class:`_framing.Reader` on the other end (blocking ``recv``, or non-blocking ``fill`` and
+    ``next`` as the local master reads)."""
+    a, b = socket.socketpair()
+    a.settimeout(30)  # a test that fails, never one that hangs
+    b.settimeout(30)
+
+    def write() -> None:
+        for m in messages:
+            _framing.send(a, m)
+        a.close()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    reader = _framing.Reader(b)
+    got: list[list[bytes]] = []
+    try:
+        while True:
+            if blocking:
+                frames = reader.recv()
+                if frames is None:
+                    break
+                got.append([bytes(f) for f in frames])
+                continue
+            while (frames := reader.next()) is not None:
+                got.append([bytes(f) for f in frames])
+            if not reader.fill(socket.MSG_DONTWAIT) and reader.eof:
+                break
+            select.select([b], [], [], 1.0)
+    finally:
+        writer.join()
+        b.close()
+    return got
+
+
+@pytest.mark.parametrize("blocking", [True, False])
+def test_framing_round_trip(blocking: bool) -> None:
+    """Many small messages (several per read), empty frames, a frame far larger than the receive
+    buffer (read straight into its own), more frames than one sendmsg takes, a header larger
+    than the receive buffer."""
+    big = np.arange(3 * _framing.RECV_SIZE, dtype=np.uint8).data
+    messages: list[list[Any]] = [[b"x" * i, b"", b"yy"] for i in range(200)]
+    messages += [[b"head", big, b"tail"], [b""], [b"a"] * (_framing.IOV_MAX + 3)]
+    messages += [[b"z"] * (_framing.RECV_SIZE // 8 + 10), [bytearray(b"last")]]
+    got = _framed(messages, blocking)
+    assert got == [[bytes(memoryview(f).cast("B")) for f in m] for m in messages]
+
+
+def test_framing_frames_are_writable_and_their_own() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        _framing.send(a, [b"abc", b"def"])
+        _framing.send(a, [b"ghi"])
+        reader = _framing.Reader(b)
+        first = reader.recv()
+        second = reader.recv()
+        assert first is not None and second is not None
+        first[0][0] = ord("A")  # writable (numpy arrays loaded from it are)
+        assert [bytes(f) for f in first + second] == [b"Abc", b"def", b"ghi"]
+
+
+def test_framing_refuses_a_stream_that_is_not_messages() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(b"\xff\xff\xff\xff" + b"\0" * 8)
+        reader = _framing.Reader(b)
+        reader.fill()
+        with pytest.raises(_framing.ProtocolError):
+            reader.next()
 
 
 def test_pieces_cover_a_part_without_gaps() -> None:
