@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from typing import TYPE_CHECKING, Any
 
@@ -36,8 +37,7 @@ def policy_of(
             return FailurePolicy(follow=True)
         if penalty is None:
             penalty = own.penalty if own is not None else None
-    retries = retries_of(on_error)
-    if retries is None:
+    if retries_of(on_error) is None:
         raise ValueError(
             f"on_error must be 'raise', 'penalize' or 'retry:N' (N a whole number), not "
             f"{on_error!r}"
@@ -49,9 +49,10 @@ def policy_of(
                 "'retry:N': it has no use with on_error='raise'"
             )
         return FailurePolicy()
-    if on_error == "penalize" or penalty is not None:
-        return FailurePolicy(on_error, retries, "penalize", penalty_of(penalty, weights))
-    return FailurePolicy(on_error, retries, "raise")
+    policy = FailurePolicy.of(on_error, penalty)  # (the one rule of when a failure is penalized)
+    if policy.fallback == "penalize":  # one value per objective; by default the worst
+        return dataclasses.replace(policy, penalty=penalty_of(penalty, weights))
+    return policy
 
 
 def penalty_of(penalty: Any, weights: np.ndarray) -> np.ndarray:
