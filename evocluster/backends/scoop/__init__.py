@@ -45,7 +45,7 @@ from __future__ import annotations
 from .guard import install_guards
 from .pool import INLINE_MAX, shared_pool
 
-# reached by the tests, which send forged tasks and answers (tests/jobs/scoop_forged.py)
+# reached by the tests, which send forged tasks and answers (tests/fixtures/jobs/scoop_forged.py)
 from .pool import open_result as open_result
 from .worker import _evaluate as _evaluate
 
