@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
 from .errors import (
     ConfigurationError,
     EvaluationAborted,
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
     from .errors import BrokenPool
     from .executor import Executor, get_executor, map, starmap  # noqa: A004 - a drop-in
     from .slurm import run_seed
-
-__version__ = "0.1.0"
 
 _LAZY = frozenset({"Executor", "get_executor", "map", "starmap"})
 

@@ -26,7 +26,8 @@ import threading
 import traceback
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
-from . import __version__, config, jobfile, serialization
+from . import config, jobfile, serialization
+from ._version import __version__
 from .errors import ConfigurationError, JobError
 
 if TYPE_CHECKING:
