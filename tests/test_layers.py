@@ -262,7 +262,7 @@ def test_backends_never_import_the_executor_or_the_pool() -> None:
 
 def test_only_the_registry_the_launcher_and_the_executor_choose_a_backend() -> None:
     """A concrete backend is imported by the registry (and its own package), by ``cli`` and
-    ``executor`` -- and by ``evocluster/__init__``, which installs SCOOP's exit guard once."""
+    ``executor`` -- and by ``evocluster/__init__``, which starts SCOOP's guards in a SCOOP run."""
     allowed = {"evocluster.backends", "evocluster.cli", "evocluster.executor", "evocluster"}
     for backend in ("local", "mpi", "scoop"):
         target = f"evocluster.backends.{backend}"
