@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from helpers import FIXTURES, declare, launcher, output, run
 
-from evocluster import SerializationError, serialization
+from evocluster import SerializationError, _picklers, serialization
 
 JOB = FIXTURES / "jobs" / "carried_generators.py"
 POLICIES = ["upgrade", "strict", "cloudpickle"]
@@ -176,6 +176,6 @@ def test_the_check_is_a_dispatch_table_not_a_hook_per_object() -> None:
     """The fast path stays the C pickler's: no Python call per object (W1's cost)."""
     chunk = ([list(range(10))] * 3, False, None)
     assert serialization.loads(serialization.dumps_args(chunk, "upgrade")) == chunk
-    assert "reducer_override" not in vars(serialization._GuardedPickler)
-    table = serialization._guard_table_now()
-    assert table[np.random.Generator] is table[Dice] is serialization._refuse_generator
+    assert "reducer_override" not in vars(_picklers._GuardedPickler)
+    table = _picklers._guard_table_now()
+    assert table[np.random.Generator] is table[Dice] is _picklers._refuse_generator

@@ -205,6 +205,42 @@ def test_importing_evocluster_does_not_import_scoop() -> None:
     assert r.stdout.strip() == "False", output(r)
 
 
+#: Imports scoop without running it, then evocluster; prints whether evocluster changed anything a
+#: guard changes (atexit, excepthook, signal handlers, threads, profile and trace hooks).  With
+#: "forced", scoop.IS_RUNNING is set first: the control that shows the check sees a guard.
+GUARD_PROBE = """
+import atexit, json, signal, sys, threading
+import scoop, scoop.futures
+def state():
+    handlers = {}
+    for signum in signal.valid_signals():
+        try:
+            handlers[int(signum)] = signal.getsignal(signum)
+        except (OSError, ValueError):
+            pass
+    return (atexit._ncallbacks(), sys.excepthook, handlers, sys.getprofile(), sys.gettrace(),
+            sorted(t.name for t in threading.enumerate()))
+if sys.argv[1] == "forced":
+    scoop.IS_RUNNING = True
+before = state()
+import evocluster
+after = state()
+print(json.dumps({"changed": [i for i, (b, a) in enumerate(zip(before, after)) if b != a],
+                  "guard loaded": "evocluster.backends.scoop.guard" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize("how", ["not running", "forced"])
+def test_import_evocluster_starts_no_guard_outside_a_scoop_run(how: str) -> None:
+    r = run([sys.executable, "-c", GUARD_PROBE, how], 60)
+    assert r.returncode == 0, output(r)
+    got = json.loads(r.stdout)
+    if how == "not running":  # scoop imported but no SCOOP run: evocluster only defines names
+        assert got == {"changed": [], "guard loaded": False}, got
+    else:  # what start_guards does in a (here pretended) worker of a SCOOP run: its excepthook
+        assert got["guard loaded"] and 1 in got["changed"], got
+
+
 @pytest.mark.scoop
 def test_n1_evaluates_on_the_origin_with_a_warning(key_home: Path) -> None:
     r = scoop_run(["-n", "1", EXIT_JOB, "n1"], key_home)

@@ -48,8 +48,9 @@ def test_the_templates_are_what_submit_renders(at_root: Path, name: str) -> None
     on_disk = (ROOT / "slurm" / name).read_text()
     command = shlex.join(["python -m evocluster submit", *TEMPLATES[name], "--dry-run"])
     assert rendered == on_disk, (
-        f"slurm/{name} is not what submit renders: change evocluster/slurm.py, then write the "
-        f"template again with `{command}` (PYTHON=python3 in the file)"
+        f"slurm/{name} is not what submit renders: change evocluster/slurm.py or "
+        f"evocluster/templates/slurm_batch.sh, then write the template again with `{command}` "
+        "(PYTHON=python3 in the file)"
     )
 
 

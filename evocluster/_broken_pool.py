@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from concurrent.futures import BrokenExecutor
 
-from .errors import EvoclusterError
+from ._error_base import EvoclusterError
 
 __all__ = ["BrokenPool"]
 
