@@ -94,7 +94,7 @@ def ask_tell(
         ck.identify(fitness, {"optimizer": type(optimizer), "weights": weights})
         if iterations is not None:
             ck.reached(iterations, "iterations")
-        loop = _AskTell(optimizer, Evaluator(run, ck.waiting), ck)
+        loop = _AskTell(optimizer, Evaluator(run, ck.waits), ck)
         if ck.entry is not None:  # finished or not: the optimiser passed in takes its state
             loop.restore(ck.entry["loop"], ck.entry["state"])
         loops.append(loop)

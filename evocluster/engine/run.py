@@ -130,7 +130,7 @@ def begin(
     )
     if loop.check is not None:
         loop.check(len(state.genomes))
-    ev = Evaluator(run, ck.waiting)
+    ev = Evaluator(run, ck.waits)
     ck.track(lambda: (state, None))  # the loops change this state only once a step is complete
     if fresh is not None:
         evaluate_initial(ev, state, rng, fresh, run.report)

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import operators
 from .checkpointing import Checkpointing
-from .evaluation import Evaluator
+from .evaluation import Evaluator, finished
 from .run import check_counts, check_probability, check_whole, start
 from .settings import RunSettings
 from .state import (
@@ -147,7 +147,7 @@ def steady_state(
             w,
             State.from_dict(entry["state"]) if entry is not None else None,
         )
-        ev = Evaluator(run, ck.waiting)
+        ev = Evaluator(run, ck.waits)
         window = in_flight if in_flight is not None else (64 if deterministic else 3 * ev.workers)
         if window < 1:
             raise ValueError(f"in_flight must be >= 1, got {window}")
@@ -304,9 +304,10 @@ class _SteadyState:
         if self.deterministic:
             return [self.order.popleft()]
         done = _drain(self.finished)
-        if not done:  # nothing yet: block (under SCOOP, waiting drives it)
-            with self.ev.waiting:
-                done = list(cf.wait(self.futures, return_when=cf.FIRST_COMPLETED)[0])
+        if not done:  # nothing yet: wait, in steps (under SCOOP, waiting drives it)
+            with self.ev.waits:
+                self.ev.waits.until(lambda step: finished(self.futures, step))
+            done = [f for f in self.futures if f.done()]
         return sorted({f for f in done if f in self.futures}, key=self.futures.__getitem__)
 
     def take(self, f: cf.Future[Any]) -> None:
