@@ -468,10 +468,13 @@ class MapResults(Iterator[Any]):
         job, i = self._job, self._next
         if i >= job.n:
             return True
+        deadline = time.monotonic() + timeout
         try:  # only the wait: a fitness's own TimeoutError is in the slot, raised by next()
-            self._executor._pool.wait_slot(job, i, time.monotonic() + timeout)
+            self._executor._pool.wait_slot(job, i, deadline)
         except TimeoutError:
-            return False
+            # before the deadline: the pool cannot wait here (SCOOP's, off the main thread or
+            # with nothing left in flight); next() then does what map's iterator does
+            return time.monotonic() < deadline
         return True
 
     def __next__(self) -> Any:

@@ -198,6 +198,8 @@ class Evaluator:
             self.handle, self.target = handle, handle
         elif p.tolerant:
             self.task = _Guarded(self.call, p.retries, raise_last=p.fallback == "raise")
+        # the target's map_results (evocluster's executor and its handles), if it has one
+        self.stepped = self.handle if self.handle is not None else own
 
     # ---------------------------------------------------------------- values
     def value(self, raw: Any, key: tuple[int, ...]) -> np.ndarray:
@@ -325,8 +327,8 @@ class Evaluator:
         thread and process pools), what that ``map`` does -- one ``submit`` per item, in order
         -- with the futures waited for in steps; on any other, its own ``map``, waited for
         without steps (a stop signal then takes effect at the next generation)."""
-        if isinstance(self.target, PolicyExecutor):
-            return self.target.map_results(self.task, keys, list(genomes))
+        if self.stepped is not None:
+            return self.stepped.map_results(self.task, keys, list(genomes))
         if type(self.target).map in _STDLIB_MAPS:
             return _Submitted(self.target, self.task, keys, list(genomes))
         return _Unstepped(iter(self.target.map(self.task, keys, list(genomes))))

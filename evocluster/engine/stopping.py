@@ -172,4 +172,4 @@ class Waits:
     ) -> None:
         s = self.signals
         if kind is not None and s is not None and s.signal is not None:
-            s.failed = True  # an error in a wait after the signal: part of the stop
+            s.failed = True  # an error in a wait after the signal (or the stop): the stop
