@@ -189,6 +189,10 @@ FORBIDDEN = {
     "evocluster.rng": ("evocluster.executor", "evocluster.backends", "evocluster.engine"),
     "evocluster.checkpoint": ("evocluster.executor", "evocluster.backends", "evocluster.engine",
                               "evocluster._pool", "evocluster.cli"),
+    # the launcher's options and the early-signal window: below the checkpoint file
+    "evocluster._checkpoint_options": ("evocluster.checkpoint", "evocluster.engine",
+                                       "evocluster.executor", "evocluster.backends",
+                                       "evocluster._pool", "evocluster.cli"),
     # the policy knows no thread and no transport
     "evocluster._scheduling": ("evocluster._pool", "evocluster.executor", "evocluster.backends",
                                "evocluster.cli", "evocluster.engine"),
@@ -233,7 +237,12 @@ ENGINE = sorted(m for m in GRAPH if m.startswith("evocluster.engine."))
 
 
 def test_the_engine_is_a_package() -> None:
-    assert {"evocluster.engine.evaluation", "evocluster.engine.checkpointing"} <= set(ENGINE)
+    assert {
+        "evocluster.engine.evaluation",
+        "evocluster.engine.checkpointing",
+        "evocluster.engine.loop_entries",
+        "evocluster.engine.stopping",
+    } <= set(ENGINE)
 
 
 @pytest.mark.parametrize("module", sorted(FORBIDDEN) + ENGINE)
