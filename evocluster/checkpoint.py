@@ -68,9 +68,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from . import __version__, config, signing
 from . import _checkpoint_options as _options
+from . import config, signing
 from ._checkpoint_options import CHECKPOINT_ENV, DEFAULT_EVERY, Defaults, defaults
+from ._version import __version__
 from .errors import ConfigurationError, EvoclusterError
 
 __all__ = [
