@@ -466,7 +466,7 @@ ELSEWHERE = [
         "CPU of idle MPI worker ranks (sleep-polling on their doorbells)",
         "backends/mpi.py (module docstring)",
         "python benchmarks/run.py --only W6 --systems evocluster-mpi (8 workers, 5 s); "
-        "mpiexec -n 9 python -m evocluster tests/jobs/idle_cpu.py 5",
+        "mpiexec -n 9 python -m evocluster tests/fixtures/jobs/idle_cpu.py 5",
     ),
     (
         "F21",

@@ -8,9 +8,10 @@ ranks evaluate) or ``python -m evocluster job.py`` (a local process pool); in th
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
+from .backends import scoop_running as _scoop_running
 from .errors import (
     ConfigurationError,
     EvaluationAborted,
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
     from .errors import BrokenPool
     from .executor import Executor, get_executor, map, starmap  # noqa: A004 - a drop-in
     from .slurm import run_seed
-
-__version__ = "0.1.0"
 
 _LAZY = frozenset({"Executor", "get_executor", "map", "starmap"})
 
@@ -66,12 +65,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'evocluster' has no attribute {name!r}")
 
 
-if getattr(sys.modules.get("scoop"), "IS_RUNNING", False):
-    # under `python -m scoop`: make a failing run exit non-zero (SCOOP's launcher would exit 0),
-    # installed here, once, because every process of the run imports evocluster before it can fail
-    from .backends.scoop import install_guards
+if _scoop_running():
+    # A process of a SCOOP run (`python -m scoop job.py`), and only then: start the guards that make
+    # a failing run exit non-zero (SCOOP's launcher would exit 0).  Here, because SCOOP has no
+    # start-up hook: the job's `import evocluster` is the first evocluster code to run in each of
+    # its processes, before the job can fail.  Anywhere else, importing evocluster starts nothing.
+    from .backends.scoop import start_guards
 
-    install_guards()
+    start_guards()
 
 __all__ = [
     "BrokenPool",

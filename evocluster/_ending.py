@@ -137,7 +137,7 @@ def _on_exit_signal(signum: int, frame: Any) -> None:
 
 
 # the handler of a process that ends on the signal: a stopped engine loop, on its way out with
-# exit code 75, ignores what would end it so (checkpoint.StopSignals)
+# exit code 75, ignores what would end it so (engine.stopping.StopSignals)
 _on_exit_signal.ends_process = True  # type: ignore[attr-defined]
 
 

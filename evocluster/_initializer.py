@@ -48,7 +48,7 @@ class Initialized:
         if failure is _NOT_YET:
             failure = self._initialize()
         if failure is not None:
-            from ._broken import BrokenPool  # only now: workers never load concurrent.futures
+            from ._broken_pool import BrokenPool  # only now: workers never load concurrent.futures
 
             raise BrokenPool(failure)
         return self.fn(*args, **kwargs)

@@ -28,10 +28,11 @@ the loop when SIGUSR1 or SIGTERM (a batch system's warning) asked it to stop.
 The engine's loops (:mod:`evocluster.engine`) checkpoint themselves: ``checkpoint=PATH`` on the
 loop, or the launcher's ``--checkpoint PATH`` (:func:`set_defaults`, read by every loop whose own
 keyword is not given).  Their file holds one entry per loop the job ran with that path, in order
-(a job that runs 30 seeds one after the other resumes in the loop it was in; the finished ones
-return their stored result without evaluating anything).  While such a loop runs,
-:class:`StopSignals` turns SIGUSR1 and SIGTERM into a stop at the next safe point, and the loop
-raises :class:`Interrupted` (exit code :data:`EXIT_TEMPFAIL`) once its checkpoint is written.
+(:mod:`evocluster.engine.loop_entries`).  While such a loop runs, SIGUSR1 and SIGTERM ask it to
+stop at the next safe point (:mod:`evocluster.engine.stopping`), and the loop raises
+:class:`Interrupted` (exit code :data:`EXIT_TEMPFAIL`) once its checkpoint is written.  The
+launcher's options themselves, and the signal that comes before the first loop, are
+:mod:`evocluster._checkpoint_options`'s.
 
 One run writes a path at a time: the launcher's ``--checkpoint``, an engine loop's
 ``checkpoint=`` and :class:`Checkpoint` hold it (:func:`hold`, a POSIX lock on ``<path>.lock``,
@@ -44,7 +45,6 @@ refused, naming what differs.  Entries written before these were recorded resume
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import datetime
 import errno
@@ -57,7 +57,6 @@ import pickle
 import random
 import re
 import secrets
-import select
 import signal
 import socket
 import struct
@@ -66,10 +65,13 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import Any, NamedTuple
+from types import FrameType
+from typing import Any
 
-from . import __version__, config, signing
+from . import _checkpoint_options as _options
+from . import config, signing
+from ._checkpoint_options import CHECKPOINT_ENV, DEFAULT_EVERY, Defaults, defaults
+from ._version import __version__
 from .errors import ConfigurationError, EvoclusterError
 
 __all__ = [
@@ -81,7 +83,6 @@ __all__ = [
     "CheckpointError",
     "Defaults",
     "Interrupted",
-    "StopSignals",
     "defaults",
     "hold",
     "load",
@@ -634,170 +635,6 @@ def _remove_stale_temporaries(target: Path) -> None:
                     os.unlink(entry.path)
 
 
-# ---------------------------------------------------------------------------- engine loops
-#: Seconds between an engine loop's checkpoints when neither its keywords nor the launcher say
-#: (besides the one written when it starts, at a stop, and when it ends).
-DEFAULT_EVERY = 60.0
-
-
-class Defaults(NamedTuple):
-    """The launcher's checkpoint options, read by every engine loop whose own keyword is not
-    given (``checkpoint=``, ``checkpoint_every=``, ``checkpoint_every_generations=``,
-    ``resume=``).
-
-    Attributes:
-        path: ``--checkpoint PATH``; ``None``: loops checkpoint only when asked by keyword.
-        every: ``--checkpoint-every SECONDS``.
-        every_generations: ``--checkpoint-every-generations N``.
-        resume: ``--resume``: continue the run checkpointed at ``path``.
-    """
-
-    path: str | None = None
-    every: float | None = None
-    every_generations: int | None = None
-    resume: bool = False
-
-
-_defaults = Defaults()
-
-
-def check_every(every: float | None, every_generations: int | None) -> None:
-    """Validate a checkpoint period.
-
-    Raises:
-        ConfigurationError: (a ``ValueError``) a negative period, or fewer than 1 generation.
-    """
-    if every is not None and not every >= 0:
-        raise ConfigurationError(f"checkpoint_every must be >= 0 seconds, not {every!r}")
-    if every_generations is not None and every_generations < 1:
-        raise ConfigurationError(
-            f"checkpoint_every_generations must be >= 1, not {every_generations!r}"
-        )
-
-
-def set_defaults(
-    path: os.PathLike[str] | str | None = None,
-    *,
-    every: float | None = None,
-    every_generations: int | None = None,
-    resume: bool = False,
-) -> None:
-    """Set the process-wide checkpoint options of engine loops (the launcher does, from its
-    command line; see :class:`Defaults`).  ``set_defaults()`` clears them.
-
-    Raises:
-        ConfigurationError: a bad period, or ``resume`` without ``path``.
-    """
-    global _defaults
-    check_every(every, every_generations)
-    if path is None and (resume or every is not None or every_generations is not None):
-        raise ConfigurationError("--resume and --checkpoint-every* need --checkpoint PATH")
-    _defaults = Defaults(
-        None if path is None else os.fspath(path), every, every_generations, bool(resume)
-    )
-    if path is None:
-        _early_signals(False)
-        return
-    _early_signals(True)
-    # Held from now on when it can be.  Not raised here: the launcher takes it itself, to
-    # refuse a path in use as a usage error before any worker starts (cli._checkpoint_options,
-    # or _start_master under MPI); elsewhere the first loop that uses the path takes it again
-    # and raises then.
-    with contextlib.suppress(CheckpointError):
-        hold(path)
-
-
-# A stop signal (SIGUSR1, SIGTERM) that arrives after the launcher has set the options of a
-# checkpointing run but before its first engine loop has installed its own handler
-# (StopSignals) would end the process with 138 or 143 and no word.  From set_defaults until
-# the first loop starts, it is noted instead, and that loop takes it: it writes its checkpoint
-# and stops with exit code 75.  A job that ends without any loop having started says so in one
-# line at exit.  Once a loop has started, the signal goes where it would have gone without this.
-_EARLY = (signal.SIGUSR1, signal.SIGTERM)
-_early_before: dict[int, Any] = {}  # signal -> its handler before _on_early_signal took it
-_early_open = False  # between set_defaults and the first loop
-_early_pending: int | None = None  # the first stop signal of that window, not yet taken
-_early_atexit = False
-
-
-def _early_signals(install: bool) -> None:
-    """Note stop signals until the first loop starts (``install``), or stop noting them."""
-    global _early_open, _early_pending, _early_atexit
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for signum, before in list(_early_before.items()):  # give back what was taken
-        if signal.getsignal(signum) is _on_early_signal:
-            signal.signal(signum, before)
-        del _early_before[signum]
-    _early_open, _early_pending = install, None
-    if not install:
-        return
-    for signum in _EARLY:
-        before = signal.getsignal(signum)
-        if before in (signal.SIG_DFL, signal.SIG_IGN):  # a job's own handler is left alone
-            _early_before[signum] = before
-            signal.signal(signum, _on_early_signal)
-    if not _early_atexit:
-        _early_atexit = True
-        atexit.register(_say_unheeded)
-
-
-def _on_early_signal(signum: int, frame: FrameType | None) -> None:
-    global _early_pending
-    if _early_open:
-        if _early_pending is None:
-            _early_pending = signum
-        return
-    before = _early_before.get(signum, signal.SIG_DFL)
-    if before == signal.SIG_IGN:
-        return
-    # Without this handler the signal would have ended the process; for SIGTERM, the launcher's
-    # own exit handler would have taken it over (it takes over SIGINT, SIGTERM and SIGHUP where
-    # they have their default action, and is marked ``ends_process``): the run ends as it does.
-    launcher = signal.getsignal(signal.SIGINT)
-    if signum == signal.SIGTERM and callable(launcher) and getattr(launcher, "ends_process", False):
-        launcher(signum, frame)
-        return
-    signal.signal(signum, signal.SIG_DFL)
-    signal.raise_signal(signum)
-
-
-# a stopped loop on its way out with 75 ignores this signal then (StopSignals.__exit__)
-_on_early_signal.ends_process = True  # type: ignore[attr-defined]
-
-
-def _take_early_signal() -> int | None:
-    """The first loop starts (in the main thread): the stop signal noted before, if any."""
-    global _early_open, _early_pending
-    signum, _early_open, _early_pending = _early_pending, False, None
-    return signum
-
-
-def _say_unheeded() -> None:
-    if _early_pending is not None:
-        name = signal.Signals(_early_pending).name
-        with contextlib.suppress(Exception):
-            print(
-                f"evocluster: {name} arrived while no engine loop was running, and none started "
-                "after it: nothing was checkpointed for it (the job ran to its end)",
-                file=sys.stderr,
-                flush=True,
-            )
-
-
-#: The checkpoint path of a run that was not started by evocluster's launcher (under SCOOP, say):
-#: what ``python -m evocluster submit --checkpoint PATH`` exports to the job.
-CHECKPOINT_ENV = "EVOCLUSTER_CHECKPOINT"
-
-
-def defaults() -> Defaults:
-    """The options :func:`set_defaults` set (the launcher's ``--checkpoint``...); without them,
-    a path in ``EVOCLUSTER_CHECKPOINT``; else none."""
-    if _defaults.path is None and os.environ.get(CHECKPOINT_ENV):
-        return Defaults(path=os.environ[CHECKPOINT_ENV])
-    return _defaults
-
-
 class Interrupted(SystemExit):
     """An engine loop stopped on SIGUSR1 or SIGTERM after writing its checkpoint.
 
@@ -824,373 +661,28 @@ class Interrupted(SystemExit):
         return self.message
 
 
-class _Stop(BaseException):
-    """Raised by :class:`StopSignals`' handler in the main thread, only while it is blocked
-    waiting for evaluations.  A ``BaseException``, so that no ``except Exception`` on the way
-    (the evaluator's, the executor's) mistakes it for a failed evaluation."""
-
-
-def _wait_lines() -> frozenset[int]:
-    """Line numbers of ``threading.Condition.wait`` inside its ``try`` (the blocking
-    ``waiter.acquire``): an exception raised there is undone by the method's own ``finally``
-    (it is written for KeyboardInterrupt).  Anywhere else in a wait -- between releasing the
-    lock and the ``try``, in the ``finally`` re-acquiring it, in ``_AcquireFutures`` taking
-    several locks one by one -- an exception would leave a lock released twice or held for ever.
-    Empty if the source cannot be read: then a stop waits for the next safe point."""
-    import inspect
-
-    try:
-        lines, first = inspect.getsourcelines(threading.Condition.wait)
-    except (OSError, TypeError):
-        return frozenset()
-    inside, found = False, set()
-    for number, line in enumerate(lines, first):
-        text = line.strip()
-        if text.startswith("finally:"):
-            break
-        if inside and "waiter.acquire(" in text:
-            found.add(number)
-        inside = inside or text.startswith("try:")
-    return frozenset(found)
-
-
-_WAIT_CODE = threading.Condition.wait.__code__
-_WAIT_LINES: frozenset[int] | None = None  # found once, by the first StopSignals (not in a handler)
-
-
-def _blocked_in_wait(frame: FrameType | None) -> bool:
-    """Whether the main thread, interrupted in ``frame``, was blocked in a condition's wait."""
-    if frame is None or frame.f_code is not _WAIT_CODE or _WAIT_LINES is None:
-        return False
-    return frame.f_lineno in _WAIT_LINES
-
-
-class _Waiting:
-    """The context of a wait for evaluations (``with signals.waiting:``), reusable."""
-
-    __slots__ = ("_signals",)
-
-    def __init__(self, signals: StopSignals) -> None:
-        self._signals = signals
-
-    def __enter__(self) -> None:
-        s = self._signals
-        s.armed = True
-        if s.signal is not None and not s.raised:
-            # asked before this wait began (looked at after arming: no gap): delivered again
-            # once the wait blocks, inside the executor's iterator or future, whose own
-            # clean-up then cancels what it holds (an iterator not yet started has none)
-            s.poke()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        s = self._signals
-        s.armed = False
-        if kind is not None and s.signal is not None:
-            s.failed = True  # an error in a wait after the signal: part of the stop
-
-
-def _leaving(signum: int, frame: FrameType | None) -> None:
-    """The handler of a stop signal once a loop has stopped and the process leaves with 75: the
-    checkpoint is written, so the signal has nothing more to ask.  (A Python handler, not
-    ``SIG_IGN``, which programs the process starts would inherit.)"""
-
-
-class StopSignals:
-    """SIGUSR1 and SIGTERM, while an engine loop runs (``with StopSignals() as s:``), ask it to
-    stop at the next safe point instead of ending the process.
-
-    Outside a wait for evaluations the handler only notes the signal (:attr:`signal`); the loop
-    looks at it between generations.  Inside ``with s.waiting:`` (the loop is waiting for the
-    workers) the handler raises a private ``BaseException`` in the main thread, but only while
-    that thread is blocked in ``threading.Condition.wait`` -- the one place an exception there is
-    cleaned up after (the wait's own ``finally``, as for Ctrl-C); the executor's map iterator or
-    future is abandoned and its evaluations not yet started are cancelled.  A signal that finds
-    the main thread busy elsewhere in a wait, or that came before the wait began, is delivered
-    again to it by a helper thread (woken through a pipe: the handler takes no lock), after
-    10 ms and then less and less often, until the wait is interrupted or over.  A second signal
-    while the checkpoint is written is only noted: the handler never raises outside a wait.
-
-    Only the main thread can install signal handlers: elsewhere this does nothing (the loop
-    still writes its periodic checkpoints).  A signal whose handler was not installed from
-    Python (``signal.getsignal`` is ``None``) is left alone.  The previous handlers are
-    restored on exit, with one exception: when the loop leaves with :class:`Interrupted` (its
-    checkpoint written, the process on its way out with 75), a signal whose previous action
-    was to end the process (the default, or evocluster's exit handler, marked ``ends_process``)
-    is ignored from then on.  Another SIGUSR1 or SIGTERM on the way out (a second warning, an
-    evaluation still running that signals) would otherwise end it with 138 or 143, not 75, and
-    a batch script would not requeue the job.
-
-    Attributes:
-        signal: the first signal received, or ``None``.
-        raised: whether the stop was raised in a wait.
-        failed: whether an exception left a wait after the signal (part of the stop).
-    """
-
-    #: Seconds before a pending stop is delivered again to a main thread not yet blocked in a
-    #: wait, doubled after each attempt up to RETRY_MAX (a wait that never blocks in a
-    #: condition -- SCOOP's, which drives SCOOP -- is not signalled 100 times a second; its stop
-    #: comes at the next safe point).
-    RETRY = 0.01
-    RETRY_MAX = 1.0
-
-    def __init__(self, signals: Iterable[int] = (signal.SIGUSR1, signal.SIGTERM)) -> None:
-        self.signals = tuple(signals)
-        self.signal: int | None = None
-        self.raised = False
-        self.failed = False
-        self.armed = False  # in a wait for evaluations: the handler may raise
-        self.waiting = _Waiting(self)
-        self._previous: dict[int, Any] = {}
-        self._pipe: tuple[int, int] | None = None  # wakes the helper thread
-        self._helper: threading.Thread | None = None
-        self._closing = False
-
-    def __enter__(self) -> StopSignals:
-        global _WAIT_LINES
-        if threading.current_thread() is not threading.main_thread():
-            return self
-        if _WAIT_LINES is None:
-            _WAIT_LINES = _wait_lines()
-        for signum in self.signals:
-            if signal.getsignal(signum) is not None:
-                self._previous[signum] = signal.signal(signum, self._handler)
-        # one that came before any loop had started; taken once this loop's handler is in
-        # place: a signal in between is noted by one or the other, never left to the default
-        # action (death by the signal, 138 or 143 and no word)
-        early = _take_early_signal()
-        if early is not None:
-            self.signal = early
-        if self._previous:
-            self._pipe = os.pipe()
-            os.set_blocking(self._pipe[1], False)  # the handler never waits on a full pipe
-            main = threading.main_thread().ident
-            assert main is not None
-            self._helper = threading.Thread(
-                target=self._redeliver, args=(main,), name="evocluster-stop", daemon=True
-            )
-            self._helper.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.armed = False
-        self._closing = True  # first: the helper delivers nothing more...
-        if self._pipe is not None and self._helper is not None:
-            with contextlib.suppress(OSError):
-                os.write(self._pipe[1], b"q")
-            self._helper.join(5)  # ...and has stopped before the old handlers come back
-            for fd in self._pipe:
-                os.close(fd)
-            self._pipe = None
-        leaving = isinstance(exc, Interrupted)
-        for signum, previous in self._previous.items():
-            ends = previous == signal.SIG_DFL or getattr(previous, "ends_process", False)
-            # a late signal must not turn exit 75 into death by signal
-            signal.signal(signum, _leaving if leaving and ends else previous)
-        self._previous.clear()
-
-    def _handler(self, signum: int, frame: FrameType | None) -> None:
-        if self.signal is None:
-            self.signal = signum
-        if not self.armed or self.raised:
-            return
-        if _blocked_in_wait(frame):
-            self.armed = False
-            self.raised = True
-            raise _Stop(self.signal)
-        self.poke()  # busy in the wait: deliver it again in a moment
-
-    def poke(self) -> None:
-        """Have the helper thread deliver the signal again to the main thread (no lock: safe
-        in the handler)."""
-        if self._pipe is not None:
-            with contextlib.suppress(OSError):
-                os.write(self._pipe[1], b"s")
-
-    def _redeliver(self, main: int) -> None:
-        """The helper thread: on each wake-up, deliver the signal to the main thread again after
-        :attr:`RETRY` seconds, then less and less often, until it is raised, the wait is over,
-        or the loop ends."""
-        assert self._pipe is not None
-        with contextlib.suppress(OSError, ValueError):  # the pipe closed: the loop has ended
-            self._serve(self._pipe[0], main)
-
-    def _serve(self, reader: int, main: int) -> None:
-        while True:
-            data = os.read(reader, 64)
-            if not data or b"q" in data:
-                return
-            delay = self.RETRY
-            while True:
-                until = time.monotonic() + delay  # more pokes (one per delivery) do not hurry it
-                while (left := until - time.monotonic()) > 0:
-                    if select.select([reader], [], [], left)[0] and b"q" in os.read(reader, 64):
-                        return  # the loop ends
-                if self._closing or self.raised or not self.armed or self.signal is None:
-                    break
-                signal.pthread_kill(main, self.signal)
-                delay = min(2 * delay, self.RETRY_MAX)
-
-    def is_stop(self, exc: BaseException) -> bool:
-        """Whether ``exc``, leaving the loop, is its stop: the handler's, or an error that left
-        a wait after the signal (a lost worker, say, when the whole job was sent SIGTERM)."""
-        return isinstance(exc, _Stop) or (
-            self.signal is not None and self.failed and isinstance(exc, Exception)
-        )
-
-
-# The runs of engine loops, by checkpoint file: a file holds one entry per loop the job ran
-# with it, in order, {"engine": 1, "loops": [entry, ...]}; an entry is a dict with at least
-# "algorithm", "seed" and "finished" (None: that loop wrote nothing).
-_ENGINE_LAYOUT = 1
-
-
-class _Run:
-    __slots__ = ("entries", "next")
-
-    def __init__(self, entries: list[dict[str, Any] | None]) -> None:
-        self.entries = entries
-        self.next = 0  # the index of the next loop that uses this file
-
-
-_runs: dict[str, _Run] = {}  # absolute path -> the run this process writes there
-_runs_lock = threading.Lock()  # loops may start in threads of the job (without signals, then)
-
-
-def job_name() -> str | None:
-    """The job this process runs, as an engine checkpoint records it: its file's name (not its
-    directory: the same job resumed from another working directory, or from a copy of the
-    project, is itself) or its ``-m`` module; ``None`` without either (``python -c``, an
-    interactive session), which is then not compared."""
-    from . import jobfile  # the master's: its job runs as __main__ (the launcher's, SCOOP's...)
-
-    spec = jobfile.spec_for_current_main()
-    if spec.module is not None:
-        return spec.module
-    return os.path.basename(spec.path) if spec.path is not None else None
-
-
-def slurm_restarted() -> bool:
-    """Whether SLURM started this job again (``SLURM_RESTART_COUNT`` > 0: requeued)."""
-    return config.slurm_restart_count() > 0
-
-
-def engine_slot(
-    path: os.PathLike[str] | str,
+def set_defaults(
+    path: os.PathLike[str] | str | None = None,
     *,
-    algorithm: str,
-    seed: int,
-    resume: bool | None,
-    source: os.PathLike[str] | str | None = None,
-) -> tuple[int, dict[str, Any] | None]:
-    """Take the next loop's place in the run checkpointed at ``path``; return its index and the
-    entry saved there (``None``: the loop starts afresh).
-
-    The first loop of this process that uses ``path`` decides: ``resume`` true reads the run from
-    ``source`` (default ``path``); false starts afresh, overwriting it; ``None`` starts afresh
-    but refuses to overwrite an existing file.
-
-    Raises:
-        CheckpointError: ``missing``, damaged or foreign (see :func:`load`); ``mismatch``: not
-            an engine run, or its loop at this index is another algorithm or seed; ``exists``;
-            ``locked``: another run holds ``path`` (:func:`hold`, taken here).
-    """
-    hold(path)
-    key = os.path.abspath(os.fspath(path))
-    with _runs_lock:
-        run = _runs.get(key)
-        if run is None:
-            run = _Run(_read_run(Path(source or path)) if resume else [])
-            if resume is None and os.path.exists(key):
-                raise _exists(Path(path))
-        index = run.next
-        entry = run.entries[index] if index < len(run.entries) else None
-        if entry is not None and (entry["algorithm"], entry["seed"]) != (algorithm, seed):
-            raise CheckpointError(  # nothing is recorded: the call may be made again
-                "mismatch",
-                source or path,
-                f"loop {index + 1} of the run it holds is {entry['algorithm']}() with seed "
-                f"{entry['seed']}, not {algorithm}() with seed {seed}: resume the job that wrote "
-                "it with its seed, or start afresh with another checkpoint path",
-            )
-        _runs[key] = run
-        run.next += 1
-    return index, entry
-
-
-def _read_run(path: Path) -> list[dict[str, Any] | None]:
-    header, body = load(path)
-    if not (
-        isinstance(body, dict)
-        and body.get("engine") == _ENGINE_LAYOUT
-        and isinstance(body.get("loops"), list)
-    ):
-        raise CheckpointError(
-            "mismatch",
-            path,
-            f"it was written by {header.get('algorithm')!r}, not by evocluster's engine loops: "
-            "resume it with what wrote it (evocluster.Checkpoint for a job's own loop)",
-        )
-    return list(body["loops"])
-
-
-def _exists(path: Path) -> CheckpointError:
-    try:
-        h = read_header(path)
-        what = f" (a run of {h.get('algorithm')}() with seed {h.get('seed')}, {h.get('created')})"
-    except CheckpointError:
-        what = ""
-    return CheckpointError(
-        "exists",
-        path,
-        f"it exists already{what}: continue that run with --resume (resume=True), or remove "
-        "it or choose another path to start afresh (resume=False overwrites it)",
-    )
-
-
-def release_engine_slot(path: os.PathLike[str] | str, index: int) -> None:
-    """Give back loop ``index``'s place (taken by :func:`engine_slot`) if no later loop took
-    one: it failed before writing anything, and the next call is that loop again."""
-    with _runs_lock:
-        run = _runs.get(os.path.abspath(os.fspath(path)))
-        if run is not None and run.next == index + 1:
-            run.next = index
-
-
-def forget_engine_run(path: os.PathLike[str] | str) -> None:
-    """End this process's run at ``path``: the next loop that uses it is the first of a new
-    run, as in a new process (an engine loop calls it when a signal stopped it)."""
-    with _runs_lock:
-        _runs.pop(os.path.abspath(os.fspath(path)), None)
-
-
-def write_engine_slot(
-    path: os.PathLike[str] | str,
-    index: int,
-    entry: dict[str, Any],
-    *,
-    extra: dict[str, Any] | None = None,
+    every: float | None = None,
+    every_generations: int | None = None,
+    resume: bool = False,
 ) -> None:
-    """Store ``entry`` as loop ``index`` of the run at ``path`` (see :func:`engine_slot`) and
-    write the whole run atomically; the header names this loop's algorithm and seed.
+    """Set the process-wide checkpoint options of engine loops (the launcher does, from its
+    command line; see :class:`Defaults`).  ``set_defaults()`` clears them.
+
+    From then until the first engine loop starts, a SIGUSR1 or SIGTERM is noted, and that loop
+    takes it (it writes its checkpoint and stops with exit code 75).
 
     Raises:
-        CheckpointError: ``unwritable`` (the previous file is kept).
+        ConfigurationError: a bad period, or ``resume`` without ``path``.
     """
-    key = os.path.abspath(os.fspath(path))
-    with _runs_lock:
-        run = _runs.setdefault(key, _Run([]))
-        while len(run.entries) <= index:
-            run.entries.append(None)
-        run.entries[index] = entry
-        loops = list(run.entries)
-    save(
-        path,
-        {"engine": _ENGINE_LAYOUT, "loops": loops},
-        algorithm=entry["algorithm"],
-        seed=entry["seed"],
-        extra={**(extra or {}), "loop": index + 1, "loops": len(loops)},
-    )
+    _options.set_defaults(path, every=every, every_generations=every_generations, resume=resume)
+    if path is None:
+        return
+    # Held from now on when it can be.  Not raised here: the launcher takes it itself, to
+    # refuse a path in use as a usage error before any worker starts (cli._checkpoint_options,
+    # or _start_master under MPI); elsewhere the first loop that uses the path takes it again
+    # and raises then.
+    with contextlib.suppress(CheckpointError):
+        hold(path)

@@ -26,7 +26,8 @@ import threading
 import traceback
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
-from . import __version__, config, jobfile, serialization
+from . import config, jobfile
+from ._version import __version__
 from .errors import ConfigurationError, JobError
 
 if TYPE_CHECKING:
@@ -490,7 +491,7 @@ def _start_master(launch: _Launch) -> Transport:
             checkpoint.hold(launch.checkpoint["path"])
         except checkpoint.CheckpointError as e:
             raise ConfigurationError(str(e)) from None
-    serialization.set_worker_main_names(jobfile.module_level_names(launch.job))
+    jobfile.prepare_master(launch.job)
     from . import backends, executor  # the master only: worker ranks never need the executor
 
     transport = backends.open_transport(launch.backend, launch.options, launch.job)

@@ -31,14 +31,19 @@ CPython's ``concurrent.futures.process``.  Except a ``BaseException`` that is no
 re-raised as itself it would be taken for the master's own exit or Ctrl-C (the stdlib's
 ``ProcessPoolExecutor`` does that), so it comes home as :class:`EvaluationAborted`, with the
 original (and its remote traceback) as ``__cause__``.
+
+``EvoclusterError`` is defined in ``_error_base`` and ``BrokenPool`` in ``_broken_pool`` (which
+imports the base, not this module); both are named ``evocluster.errors.X``, and found here.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ._error_base import EvoclusterError
+
 if TYPE_CHECKING:
-    from ._broken import BrokenPool
+    from ._broken_pool import BrokenPool
 
 __all__ = [
     "BrokenPool",
@@ -56,10 +61,6 @@ __all__ = [
     "SerializationError",
     "WorkerError",
 ]
-
-
-class EvoclusterError(Exception):
-    """Base class of the errors evocluster raises itself."""
 
 
 class ConfigurationError(EvoclusterError, ValueError):
@@ -186,12 +187,12 @@ class Failure(NamedTuple):
 
 
 def __getattr__(name: str) -> Any:
-    """``BrokenPool`` is defined on first use (in ``_broken``, as ``evocluster.errors.BrokenPool``):
-    its base, ``concurrent.futures.BrokenExecutor``, loads ``concurrent.futures`` and ``logging``,
-    imports that a worker rank, which only evaluates, never needs (~6 ms per rank:
-    benchmarks/RESULTS.md F1, 2026-12-02)."""
+    """``BrokenPool`` is defined on first use (in ``_broken_pool``, as
+    ``evocluster.errors.BrokenPool``): its base, ``concurrent.futures.BrokenExecutor``, loads
+    ``concurrent.futures`` and ``logging``, imports that a worker rank, which only evaluates,
+    never needs (~6 ms per rank: benchmarks/RESULTS.md F1, 2026-12-02)."""
     if name == "BrokenPool":
-        from ._broken import BrokenPool
+        from ._broken_pool import BrokenPool
 
         return BrokenPool
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

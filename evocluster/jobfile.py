@@ -13,9 +13,9 @@ died unpickling their first task).
 
 The way back is aliased too, as ``multiprocessing`` aliases its main module: a worker pickles an
 instance of the job's class ``Score`` as ``__mp_main__.Score``, so on the master ``__mp_main__``
-is a stand-in module (:func:`alias_worker_module`) whose names are looked up in whatever
-``sys.modules["__main__"]`` is at that moment -- the job, also while the launcher runs it through
-``runpy``, which swaps ``__main__`` for as long as the job runs.
+is a stand-in module (:func:`alias_worker_module`, in :mod:`evocluster._main_names` with the rest
+of the serialisation layer's handling of ``__main__`` names, below this module).  A master calls
+:func:`prepare_master` once, before its pool starts.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from . import serialization
+from ._main_names import WORKER_NAME, alias_worker_module, is_main_guard
 from .errors import JobError
 
 if TYPE_CHECKING:
@@ -40,12 +42,10 @@ __all__ = [
     "import_for_worker",
     "is_main_guard",
     "module_level_names",
+    "prepare_master",
     "run_as_main",
     "spec_for_current_main",
 ]
-
-#: The job's module name on workers (and in the processes ``multiprocessing`` spawns from them).
-WORKER_NAME = "__mp_main__"
 
 #: True while (and after) a worker imports the job: creating a pool there would recurse.
 in_worker = False
@@ -149,18 +149,6 @@ def _directory_job(path: str) -> str:
     )
 
 
-def is_main_guard(test: ast.expr) -> bool:
-    """``__name__ == "__main__"`` (either way round)."""
-    import ast
-
-    if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
-        return False
-    sides = [test.left, test.comparators[0]]
-    names = [s.id for s in sides if isinstance(s, ast.Name)]
-    consts = [s.value for s in sides if isinstance(s, ast.Constant)]
-    return isinstance(test.ops[0], ast.Eq) and names == ["__name__"] and consts == ["__main__"]
-
-
 def _bound_names(body: list[ast.stmt]) -> set[str]:
     import ast
 
@@ -207,6 +195,14 @@ def module_level_names(job: JobSpec) -> set[str]:
         return set()
 
 
+def prepare_master(job: JobSpec) -> None:
+    """On the master, before its pool starts: tell the serialisation layer which of the job's
+    ``__main__`` names the workers will have (those :func:`module_level_names` finds), and make the
+    names workers give the job's objects (``__mp_main__.X``) resolve here
+    (:func:`alias_worker_module`, which ``set_worker_main_names`` calls)."""
+    serialization.set_worker_main_names(module_level_names(job))
+
+
 def same_job(a: JobSpec, b: JobSpec) -> bool:
     """Whether two specs run the same code (their import paths may differ)."""
     return a._replace(sys_path=()) == b._replace(sys_path=())
@@ -234,33 +230,6 @@ def run_as_main(job: JobSpec) -> None:
         runpy.run_module(job.module, run_name="__main__", alter_sys=True)
     elif job.path is not None:
         runpy.run_path(job.path, run_name="__main__")
-
-
-class _MainAlias(types.ModuleType):
-    """The master's ``__mp_main__``: ``__mp_main__.X`` is ``__main__.X``, looked up when asked.
-
-    Only plain names are forwarded: the alias's own ``__file__``, ``__path__``, ... stay unset, so
-    that tools scanning ``sys.modules`` (``inspect.getmodule``, ``pickle.whichmodule``) do not
-    take it for the job's module."""
-
-    def __getattr__(self, name: str) -> Any:
-        main = sys.modules.get("__main__")
-        if main is None or main is self or (name.startswith("__") and name.endswith("__")):
-            raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
-        return getattr(main, name)
-
-
-def alias_worker_module() -> None:
-    """On the master: make the names workers pickle the job's objects under (``__mp_main__.X``)
-    resolve to the job's ``__main__``.  Idempotent; does nothing in a worker, where
-    ``__mp_main__`` is the job itself.
-
-    ``import multiprocessing`` makes ``__mp_main__`` whatever ``__main__`` is then: under the
-    launcher, if it came first, evocluster's own ``__main__``, which is replaced here (a later
-    import makes it the job's, while the job runs: the same names)."""
-    if in_worker or isinstance(sys.modules.get(WORKER_NAME), _MainAlias):
-        return
-    sys.modules[WORKER_NAME] = _MainAlias(WORKER_NAME, "the master's alias of the job's __main__")
 
 
 def import_for_worker(job: JobSpec) -> types.ModuleType | None:

@@ -252,178 +252,26 @@ def parse_submit(args: Sequence[str]) -> Request:
 
 
 # ---------------------------------------------------------------------------- the script
-_HEADER = """\
-#!/bin/bash
-# @TITLE@
-#
-# Written by `python -m evocluster submit`; also a template: edit the lines marked EDIT and run
-# `sbatch THIS_FILE`.  What happens at the wall-time limit:
-#   1. SLURM sends SIGUSR1 to this batch shell @LEAD@ s before the limit (--signal below).  It
-#      checks its timers about every 30 s, so the warning may come up to a minute earlier.  Send
-#      it yourself with `scancel --signal=USR1 --batch JOBID`.
-#   2. @WHO@
-#   3. The job (evocluster.Checkpoint in its loop, as in jobs/onemax.py) saves its state at the
-#      end of the generation and exits with code 75 (EX_TEMPFAIL, "run me again").
-#   4. On exit code 75 this script requeues the job (scontrol requeue).  SLURM starts it again
-#      (by default 2 minutes later, or when `scontrol update jobid=JOBID StartTime=now`), the job
-#      finds its checkpoint and resumes.  Every run appends to the same output file.
-# Any other exit code ends the job with it, without a requeue: a crash would only repeat.  Submit
-# the job again to resume from its last checkpoint.
-#
-# EDIT: the resources.  Relative paths are relative to the directory sbatch was run in.
-@SBATCH@
-# Every run of the job appends to the output file of the runs before it
-#SBATCH --open-mode=append
-# The job may run again: requeued by this script after a checkpoint, or by SLURM after a node
-# failure or a preemption
-#SBATCH --requeue
-# The warning: SIGUSR1 to this batch shell only (B:), @LEAD@ s before the wall-time limit.
-# EDIT: a lead of at least one generation's time plus a minute.
-#SBATCH --signal=B:USR1@@LEAD@
+#: The file that holds the script's pieces, in the package (package data: pyproject.toml).
+TEMPLATE = "templates/slurm_batch.sh"
+_PIECE = re.compile(r"^#>>> ([A-Z0-9_]+)\n", re.MULTILINE)
+_pieces: dict[str, str] = {}
 
-# EDIT: the Python that has evocluster (and mpi4py, for MPI) installed; or load your environment
-# here (module load ..., source ~/venv/bin/activate) and set PYTHON=python3
-PYTHON=@PYTHON@
-# EDIT: the job
-JOB=@JOB@
-"""
 
-_CHECKPOINT = """\
-# EDIT: the run's checkpoint file: every evocluster engine loop of the job, and
-# evocluster.Checkpoint() without a path, save there and resume from it
-CHECKPOINT=@CHECKPOINT@
-export EVOCLUSTER_CHECKPOINT="$CHECKPOINT"
-"""
+def _piece(name: str) -> str:
+    """The piece ``name`` of :data:`TEMPLATE` (``#>>> NAME`` to the next marker), read once."""
+    if not _pieces:
+        from importlib.resources import files
 
-_ARRAY_CHECKPOINT = """\
-# EDIT: the run's checkpoint file: every evocluster engine loop of the job, and
-# evocluster.Checkpoint() without a path, save there and resume from it.  %a is the task's
-# index in the array, so that each task has a file of its own
-CHECKPOINT=@CHECKPOINT@
-CHECKPOINT=${CHECKPOINT//"%a"/$SLURM_ARRAY_TASK_ID}
-export EVOCLUSTER_CHECKPOINT="$CHECKPOINT"
-"""
+        text = files(__package__ or "evocluster").joinpath(TEMPLATE).read_text(encoding="utf-8")
+        _, *found = _PIECE.split(text)  # the file's own comment, then name, text, name, text...
+        _pieces.update(zip(found[::2], found[1::2], strict=True))
+    return _pieces[name]
 
-_ARRAY_SEED = """\
-# Each task of the array runs the same command; in the job, evocluster.run_seed(BASE) is
-# BASE + SLURM_ARRAY_TASK_ID: a seed of its own for each task.
-"""
 
-_START = """\
-
-echo "evocluster batch: job $SLURM_JOB_ID${SLURM_ARRAY_TASK_ID:+ (task $SLURM_ARRAY_TASK_ID)}," \\
-    "run $((${SLURM_RESTART_COUNT:-0} + 1)), $SLURM_NTASKS task(s) on $SLURM_JOB_NODELIST"
-"""
-
-_RESUME = """\
-if [ -e "$CHECKPOINT" ]; then
-    echo "evocluster batch: $CHECKPOINT exists: the job resumes from it"
-fi
-"""
-
-_TRAP = """\
-
-# Step 2.  The run goes to the background and this shell waits for it: bash runs a trap only
-# between commands, and a trapped signal cuts a `wait` short, where a command in the foreground
-# would hold the trap back until it ended.
-@WARNED@warn() {
-@FORWARD@
-}
-trap warn USR1
-"""
-
-_FORWARD_MPI = """\
-    echo "evocluster batch: SIGUSR1: asking the run to checkpoint and stop"
-    kill -USR1 "$run" 2>/dev/null"""
-
-_FORWARD_SCOOP = """\
-    warned=1
-    echo "evocluster batch: SIGUSR1: asking the run to checkpoint and stop"
-    local pid
-    pid=$(origin "$run") && kill -USR1 "$pid" 2>/dev/null"""
-
-_ORIGIN = """
-# SCOOP's origin, the process that runs the job: the launcher's descendant that runs
-# scoop.bootstrap with --origin.  Only it gets the warning.
-origin() {
-    local child
-    for child in $(pgrep -P "$1"); do
-        if tr '\\0' '\\n' < "/proc/$child/cmdline" 2>/dev/null | grep -qx -- --origin \\
-            && tr '\\0' ' ' < "/proc/$child/cmdline" 2>/dev/null | grep -q scoop.bootstrap; then
-            echo "$child"
-            return 0
-        fi
-        origin "$child" && return 0
-    done
-    return 1
-}
-"""
-
-_IGNORE_USR1 = """
-# Every rank starts with SIGUSR1 ignored (an ignored signal stays ignored across exec): the job's
-# handler on the master (evocluster.Checkpoint) takes it over, so the warning that the launcher
-# passes on to every rank stops the master only.  A job that does not checkpoint runs on.
-# shellcheck disable=SC2016  # expanded by each rank's bash
-ignore_usr1='trap "" USR1; exec "$@"'
-"""
-
-_RUN_SRUN = """\
-
-# srun passes the warning on to every task of the step.  --mpi=pmi2: how PyPI's MPICH finds its
-# ranks (with MpiDefault=none, srun would start N separate one-rank runs).  --kill-on-bad-exit:
-# when a rank dies (the master killed, say), srun ends the others at once; they would otherwise
-# wait for the master until the time limit.
-srun --mpi=pmi2 --kill-on-bad-exit=1 bash -c "$ignore_usr1" evocluster \\
-    "$PYTHON" -m evocluster --backend mpi "$JOB" "${ARGS[@]}" &
-"""
-
-_RUN_MPIEXEC = """\
-
-# mpiexec (MPICH's hydra) takes the allocation's hosts from SLURM, starts its proxies through
-# srun, and passes the warning on to every rank.  When a rank dies (the master killed, say), it
-# ends the others.
-mpiexec -n "$SLURM_NTASKS" bash -c "$ignore_usr1" evocluster \\
-    "$PYTHON" -m evocluster --backend mpi "$JOB" "${ARGS[@]}" &
-"""
-
-_RUN_SCOOP = """\
-
-# SCOOP reads the hosts and their task counts from the allocation (SLURM_NODELIST and
-# SLURM_TASKS_PER_NODE) and starts its processes itself, over ssh on other nodes: a job on
-# several nodes needs passwordless ssh between them.  The origin runs the job, the others evaluate.
-# They start with SIGUSR1 ignored (it stays ignored across fork and exec): the job's handler on the
-# origin (evocluster.Checkpoint) takes it over; a job that does not checkpoint runs on.
-(trap "" USR1; exec "$PYTHON" -m scoop -n "$SLURM_NTASKS" "$JOB" "${ARGS[@]}") &
-"""
-
-_WAIT = """\
-run=$!
-code=0
-wait "$run" || code=$?
-while kill -0 "$run" 2>/dev/null; do  # that wait was cut short by the trap: the run goes on
-    code=0
-    wait "$run" || code=$?
-done
-
-# Step 4.
-@CHECKPOINTED@; then
-    echo "evocluster batch: the run checkpointed (exit code 75): requeueing job $SLURM_JOB_ID"
-    if scontrol requeue "$SLURM_JOB_ID"; then
-        exit 0
-    fi
-    echo "evocluster batch: the requeue failed: submit the job again to resume from its checkpoint"
-fi
-echo "evocluster batch: the run ended with exit code $code"
-exit "$code"
-"""
-
-_CHECKPOINTED_MPI = 'if [ "$code" = 75 ]'
-
-_CHECKPOINTED_SCOOP = """\
-# SCOOP's launcher exits 0 whatever the job does, and can never exit 75: evocluster's exit guard
-# ends it with SIGUSR2 when the job exits 75, so 140 (128 + SIGUSR2) means 75; with SIGTERM (143)
-# when the job fails.
-if [ "$code" = 75 ] || [ "$code" = 140 ]"""
+def _inline(name: str) -> str:
+    """A piece used inside a line of another: without its last newline."""
+    return _piece(name).removesuffix("\n")
 
 
 def _wrap(text: str, width: int = 96) -> list[str]:
@@ -486,7 +334,7 @@ def render(req: Request, *, python: str | None = None) -> str:
     who = "\n#      ".join(_wrap(f"The trap below passes it on to {who}", 91))
     parts = [
         _fill(
-            _HEADER,
+            _piece("HEADER"),
             title=_title(req),
             lead=str(req.lead),
             who=who,
@@ -495,31 +343,26 @@ def render(req: Request, *, python: str | None = None) -> str:
             job=q(req.job),
         )
     ]
-    args = [q(a) for a in req.job_args]
     if req.checkpoint is not None:
-        parts.append(
-            _fill(
-                _ARRAY_CHECKPOINT if req.array is not None else _CHECKPOINT,
-                checkpoint=q(req.checkpoint),
-            )
-        )
+        checkpoint = "ARRAY_CHECKPOINT" if req.array is not None else "CHECKPOINT"
+        parts.append(_fill(_piece(checkpoint), checkpoint=q(req.checkpoint)))
     if req.array is not None:
-        parts.append(_ARRAY_SEED)
-    parts.append(f"# EDIT: the job's own arguments\nARGS=({' '.join(args)})\n")
-    parts.append(_START)
+        parts.append(_piece("ARRAY_SEED"))
+    parts.append(_fill(_piece("ARGS"), args=" ".join(q(a) for a in req.job_args)))
+    parts.append(_piece("START"))
     if req.checkpoint is not None:
-        parts.append(_RESUME)
+        parts.append(_piece("RESUME"))
     if req.backend == "scoop":
-        parts.append(_fill(_TRAP, warned="warned=0\n", forward=_FORWARD_SCOOP))
-        parts.append(_ORIGIN)
-        parts.append(_RUN_SCOOP)
-        checkpointed = _CHECKPOINTED_SCOOP
+        parts.append(_fill(_piece("TRAP"), warned="warned=0\n", forward=_piece("FORWARD_SCOOP")))
+        parts.append(_piece("ORIGIN"))
+        parts.append(_piece("RUN_SCOOP"))
+        checkpointed = _inline("CHECKPOINTED_SCOOP")
     else:
-        parts.append(_fill(_TRAP, warned="", forward=_FORWARD_MPI))
-        parts.append(_IGNORE_USR1)
-        parts.append(_RUN_SRUN if req.launcher == "srun" else _RUN_MPIEXEC)
-        checkpointed = _CHECKPOINTED_MPI
-    parts.append(_fill(_WAIT, checkpointed=checkpointed))
+        parts.append(_fill(_piece("TRAP"), warned="", forward=_piece("FORWARD_MPI")))
+        parts.append(_piece("IGNORE_USR1"))
+        parts.append(_piece("RUN_SRUN" if req.launcher == "srun" else "RUN_MPIEXEC"))
+        checkpointed = _inline("CHECKPOINTED_MPI")
+    parts.append(_fill(_piece("WAIT"), checkpointed=checkpointed))
     return "".join(parts)
 
 

@@ -1,12 +1,9 @@
 """The suite's own rules, applied to every test.
 
-* **Markers by a rule** (``pyproject.toml`` registers them): a test whose parameters name an MPI
-  configuration (a string parameter that is ``"mpi"`` or starts with ``"mpi-"``, ``"mpich"``,
-  ``"mpiexec"`` or ``"openmpi"``) is marked ``mpi``; one that names a SCOOP configuration
-  (starts with ``"scoop"``) is marked ``scoop``.  Tests that launch MPI or SCOOP without a
-  parameter saying so carry the marker themselves.  ``helpers.run`` fails a test that launches
-  ``mpiexec``, SCOOP or ``srun`` without its marker, so ``-m "not mpi and not scoop"`` never
-  starts one.
+* **Markers are declared** (``pyproject.toml`` registers them), by each test or each parameter
+  (``pytest.param(..., marks=pytest.mark.mpi)``, ``helpers.declare``), never inferred from a
+  name.  ``helpers.run`` fails a test that launches ``mpiexec``, SCOOP or ``srun`` without its
+  marker, so ``-m "not mpi and not scoop"`` never starts one.
 * **Timeouts**: ``helpers.run`` learns when the test's pytest timeout fires and ends its runs
   before that.
 * **Nothing left behind**: at the end of the session (after every xdist worker has finished), no
@@ -36,28 +33,6 @@ import helpers
 import pytest
 
 import evocluster
-
-MPI_PARAMS = ("mpi-", "mpich", "mpiexec", "openmpi")
-
-
-def _marks_from_params(item: pytest.Item) -> set[str]:
-    callspec = getattr(item, "callspec", None)
-    marks: set[str] = set()
-    for value in callspec.params.values() if callspec is not None else ():
-        if not isinstance(value, str):
-            continue
-        if value == "mpi" or value.startswith(MPI_PARAMS):
-            marks.add("mpi")
-        elif value.startswith("scoop"):
-            marks.add("scoop")
-    return marks
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        for name in _marks_from_params(item):
-            if item.get_closest_marker(name) is None:
-                item.add_marker(name)
 
 
 # ---------------------------------------------------------------------------- per test

@@ -27,15 +27,15 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTS = ROOT / "tests"
+FIXTURES = ROOT / "tests" / "fixtures"  # the jobs and modules the tests launch
 JOBS = ROOT / "jobs"
 
 #: Longest a launched run may take by default: past this it is treated as a hang, never as slow.
@@ -186,6 +186,22 @@ def launch_on(where: str, workers: int, *args: str) -> list[str]:
     if where == "local":
         return launcher("--backend", "local", "--workers", str(workers), *args)
     return mpi_command(where, workers + 1, *args)
+
+
+def declare(
+    values: Iterable[str], *, mpi: Iterable[str] = (), scoop: Iterable[str] = (), marks: Any = ()
+) -> list[Any]:
+    """``values`` as pytest parameters, those named in ``mpi``/``scoop`` marked as launching
+    mpiexec/SCOOP (conftest.py refuses a test whose parameters name such a configuration without
+    its marker; a marker is declared, never inferred), each also with ``marks(value)`` if given."""
+    mpi, scoop = set(mpi), set(scoop)
+    out = []
+    for v in values:
+        extra = list(marks(v)) if callable(marks) else list(marks)
+        extra += [pytest.mark.mpi] if v in mpi else []
+        extra += [pytest.mark.scoop] if v in scoop else []
+        out.append(pytest.param(v, marks=extra))
+    return out
 
 
 def launches(cmd: list[str]) -> str | None:

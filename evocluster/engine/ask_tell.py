@@ -87,26 +87,27 @@ def ask_tell(
             "the optimiser's state is part of it"
         )
     run = RunSettings.of(locals())
-    ck = Checkpointing("ask_tell", seed, log, run.checkpoints)
+    checkpointing = Checkpointing("ask_tell", seed, log, run.checkpoints)
     loops: list[_AskTell] = []
 
     def check() -> None:
-        ck.identify(fitness, {"optimizer": type(optimizer), "weights": weights})
+        checkpointing.identify(fitness, {"optimizer": type(optimizer), "weights": weights})
         if iterations is not None:
-            ck.reached(iterations, "iterations")
-        loop = _AskTell(optimizer, Evaluator(run, ck.waiting), ck)
-        if ck.entry is not None:  # finished or not: the optimiser passed in takes its state
-            loop.restore(ck.entry["loop"], ck.entry["state"])
+            checkpointing.reached(iterations, "iterations")
+        loop = _AskTell(optimizer, Evaluator(run, checkpointing.waits), checkpointing)
+        # finished or not: the optimiser passed in takes its state
+        if checkpointing.entry is not None:
+            loop.restore(checkpointing.entry["loop"], checkpointing.entry["state"])
         loops.append(loop)
 
     def asking() -> Result:
         (loop,) = loops
-        ck.resumed()
+        checkpointing.resumed()
         loop.mark()
-        ck.track(loop.snapshot)
+        checkpointing.track(loop.snapshot)
         return loop.run(iterations)
 
-    return ck.run(asking, check=check)
+    return checkpointing.run(asking, check=check)
 
 
 class _AskTell:
@@ -114,15 +115,15 @@ class _AskTell:
     (and the global random states) at the start of each iteration: a stop during the
     evaluations saves that, not the optimiser already asked."""
 
-    def __init__(self, optimizer: Any, ev: Evaluator, ck: Checkpointing) -> None:
-        self.optimizer, self.ev, self.ck = optimizer, ev, ck
-        self.weights = tuple(float(x) for x in ev.weights)
-        self.seed = ck.seed
+    def __init__(self, optimizer: Any, evaluator: Evaluator, checkpointing: Checkpointing) -> None:
+        self.optimizer, self.evaluator, self.checkpointing = optimizer, evaluator, checkpointing
+        self.weights = tuple(float(x) for x in evaluator.weights)
+        self.seed = checkpointing.seed
         self.state: State | None = None  # after the last iteration
         self.best: tuple[float, np.ndarray, np.ndarray] | None = None  # (score, genome, fitness)
         self.it = 0
         self.marked: dict[str, Any] | None = None
-        if ck.path is not None and not hasattr(optimizer, "__dict__"):
+        if checkpointing.path is not None and not hasattr(optimizer, "__dict__"):
             raise TypeError(
                 f"ask_tell() checkpoints restore the optimiser's attributes: a "
                 f"{type(optimizer).__name__} has no __dict__ (run it with checkpoint=False)"
@@ -130,14 +131,14 @@ class _AskTell:
 
     def mark(self) -> None:
         """Keep the optimiser and the global random states as they are now (checkpoints only)."""
-        if self.ck.path is None:
+        if self.checkpointing.path is None:
             return
         try:
             pickled = pickle.dumps(self.optimizer, protocol=5)
         except Exception as e:
             raise _checkpoint.CheckpointError(
                 "unwritable",
-                self.ck.path,
+                self.checkpointing.path,
                 f"ask_tell() saves the optimiser with pickle, and a {type(self.optimizer).__name__}"
                 f" cannot be pickled ({type(e).__name__}: {e}): make it picklable, or run this "
                 "loop with checkpoint=False",
@@ -168,11 +169,11 @@ class _AskTell:
         self.state = State.from_dict(state) if state is not None else None
 
     def run(self, iterations: int | None) -> Result:
-        optimizer, ev = self.optimizer, self.ev
+        optimizer, evaluator = self.optimizer, self.evaluator
         stop = getattr(optimizer, "stop", None)
         while iterations is None or self.it < iterations:
             self.mark()
-            self.ck.safe_point(self.it)
+            self.checkpointing.safe_point(self.it)
             if callable(stop) and stop():
                 break
             t0 = time.perf_counter()
@@ -182,7 +183,7 @@ class _AskTell:
                 "ask_tell", self.seed, 0, genomes, np.empty((0, 1)), self.weights, {}
             )
             keys = [(self.it, i) for i in range(len(genomes))]
-            values, bad = ev.evaluate(genomes, keys, previous)
+            values, bad = evaluator.evaluate(genomes, keys, previous)
             optimizer.tell(xs, values[:, 0].tolist())
             self.it += 1
             self.state = State(
@@ -201,7 +202,13 @@ class _AskTell:
             self.keep_best(genomes, values, bad)
             assert self.best is not None
             best_fitness = float(self.best[2][0])
-            add_row(ev, self.state, len(genomes), time.perf_counter() - t0, {"best": best_fitness})
+            add_row(
+                evaluator,
+                self.state,
+                len(genomes),
+                time.perf_counter() - t0,
+                {"best": best_fitness},
+            )
         if self.state is None or self.best is None:
             raise ValueError("the optimizer stopped before its first iteration")
         return Result(self.state, self.best[1], self.best[2])
@@ -209,7 +216,7 @@ class _AskTell:
     def keep_best(self, genomes: np.ndarray, values: np.ndarray, bad: np.ndarray) -> None:
         """The best evaluated so far: a candidate that failed only while none has not (its
         score then counts as ``-inf``, so the first one that does not fail replaces it)."""
-        scores = np.where(bad, -np.inf, values[:, 0] * self.ev.weights[0])
+        scores = np.where(bad, -np.inf, values[:, 0] * self.evaluator.weights[0])
         i = int(np.argmax(scores))
         if self.best is None or scores[i] > self.best[0]:
             self.best = (float(scores[i]), genomes[i].copy(), values[i].copy())

@@ -9,14 +9,12 @@ stop the loop.  The file itself -- its format, atomic write, lock and signature 
 
 from __future__ import annotations
 
-import contextlib
 import numbers
 import os
 import signal
 import sys
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn
@@ -24,10 +22,13 @@ from typing import Any, NoReturn
 import numpy as np
 
 from .. import checkpoint as _checkpoint
+from .._checkpoint_options import check_every
 from ..rng import master as _master_rng
+from . import loop_entries
 from .policy import function_name
 from .settings import CheckpointSettings
 from .state import Fitness, Log, Population, Result, State, initial_genomes
+from .stopping import StopSignals, Waits
 
 
 def recorded(value: Any) -> Any:
@@ -57,7 +58,7 @@ class Checkpointing:
 
     The loop hands :meth:`track` a function returning its state now, ``(State or None,
     loop-specific plain data or None)``.  That must be a complete, consistent point whenever the
-    loop can be stopped: at a :meth:`safe_point`, and inside ``waiting`` (while it waits for
+    loop can be stopped: at a :meth:`safe_point`, and inside ``waits`` (while it waits for
     evaluations the signal may interrupt it there; nothing of the step in progress has been
     written into the state yet).
     """
@@ -69,8 +70,8 @@ class Checkpointing:
         self.given = resume if isinstance(resume, State) else None  # resume=State: that state
         self.entry: dict[str, Any] | None = None  # what the checkpoint holds for this loop
         self.item = 0  # this loop's place among the loops of the job using the file
-        self.signals: _checkpoint.StopSignals | None = None
-        self.waiting: AbstractContextManager[Any] = contextlib.nullcontext()
+        self.signals: StopSignals | None = None
+        self.waits = Waits()  # how the loop waits for evaluations: stepped, signals looked at
         self.snapshot: Callable[[], tuple[State | None, Any]] | None = None
         self.saved_at, self.saved_generation = time.monotonic(), -1
         self.every: float | None = None
@@ -102,14 +103,14 @@ class Checkpointing:
             mode = False
         elif resume is True or launcher.resume:
             mode = True
-        elif _checkpoint.slurm_restarted() and (source or self.path).exists():
+        elif loop_entries.slurm_restarted() and (source or self.path).exists():
             mode = True  # SLURM requeued the job: resume where it stopped
         self.read_from = source or self.path  # where the entry came from, for messages
-        self.item, self.entry = _checkpoint.engine_slot(
+        self.item, self.entry = loop_entries.claim_loop_entry(
             self.path, algorithm=name, seed=seed, resume=mode, source=source
         )
-        self.signals = _checkpoint.StopSignals()
-        self.waiting = self.signals.waiting
+        self.signals = StopSignals()
+        self.waits = Waits(self.signals)
 
     def run(
         self,
@@ -164,7 +165,7 @@ class Checkpointing:
         if self.path is None:
             return
         mine = {k: recorded(v) for k, v in settings.items()}
-        ours: dict[str, Any] = {"job": _checkpoint.job_name(), "fitness": function_name(fitness)}
+        ours: dict[str, Any] = {"job": loop_entries.job_name(), "fitness": function_name(fitness)}
         self.identity = ours | {"settings": mine}
         e = self.entry
         if e is None:
@@ -221,7 +222,7 @@ class Checkpointing:
             )
 
     def _periods(self, every: float | None, every_generations: int | None) -> None:
-        _checkpoint.check_every(every, every_generations)
+        check_every(every, every_generations)
         if every is None and every_generations is None:
             every = _checkpoint.DEFAULT_EVERY
         self.every, self.every_generations = every, every_generations
@@ -310,7 +311,7 @@ class Checkpointing:
             entry |= {"best": result.best.copy(), "best_fitness": result.best_fitness.copy()}
         entry |= self.identity
         generation = state.generation if state is not None else 0
-        _checkpoint.write_engine_slot(
+        loop_entries.write_loop_entry(
             self.path,
             self.item,
             entry,
@@ -351,7 +352,7 @@ class Checkpointing:
             "go on (automatic when SLURM requeues the job)"
         )
         print(f"evocluster: {message}", file=sys.stderr, flush=True)
-        _checkpoint.forget_engine_run(self.path)  # the job's run ends here; a resume is a new one
+        loop_entries.forget_run(self.path)  # the job's run ends here; a resume is a new one
         raise _checkpoint.Interrupted(message, self.path, self.signals.signal, state) from cause
 
     def handle(self, exc: BaseException) -> None:
@@ -360,7 +361,7 @@ class Checkpointing:
         re-raises).  A loop that fails before it has begun (bad arguments) gives its place in
         the checkpoint's run back."""
         if self.path is not None and self.snapshot is None:  # failed before it began: its
-            _checkpoint.release_engine_slot(self.path, self.item)  # place is the next call's
+            loop_entries.release_loop_entry(self.path, self.item)  # place is the next call's
         if self.signals is not None and self.snapshot is not None and self.signals.is_stop(exc):
             self.stop(exc if isinstance(exc, Exception) else None)
 

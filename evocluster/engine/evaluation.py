@@ -11,13 +11,11 @@ the fitness runs (:class:`_Guarded`), no executor options to follow.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
 import functools
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -34,6 +32,7 @@ from .policy import (
     short_repr,
 )
 from .state import State, checked_weights
+from .stopping import Waits
 
 if TYPE_CHECKING:
     from .settings import RunSettings
@@ -64,6 +63,9 @@ class PolicyExecutor(Protocol):
     ``with_policy(on_error=, penalty=)`` returns a handle on the same workers whose calls follow
     that policy (an executor too, with its own ``failures``): timeouts and crashed processes
     become failures, retried on another worker.
+
+    ``map_results(fn, *iterables)`` is ``map`` whose results can be waited for in steps
+    (:class:`WaitableResults`), so that a loop waiting for them looks at its stop signals.
     """
 
     @property
@@ -76,6 +78,20 @@ class PolicyExecutor(Protocol):
     def failures(self) -> list[Failure]: ...
 
     def with_policy(self, on_error: str | None = None, penalty: Any = None) -> Any: ...
+
+    def map_results(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> WaitableResults: ...
+
+
+class WaitableResults(Protocol):
+    """The results of one ``map_results``: an iterator (in order, as ``map``'s) whose ``ready``
+    waits for the next one with a timeout and says whether it is in, without taking it; and
+    ``close`` abandons the rest (what has not started is cancelled)."""
+
+    def __next__(self) -> Any: ...
+
+    def ready(self, timeout: float) -> bool: ...
+
+    def close(self) -> None: ...
 
 
 def policy_executor(executor: cf.Executor) -> PolicyExecutor | None:
@@ -143,9 +159,7 @@ class Evaluator:
     in the state, whose ``penalized`` mask marks the members holding a penalty.
     """
 
-    def __init__(
-        self, run: RunSettings, waiting: AbstractContextManager[Any] | None = None
-    ) -> None:
+    def __init__(self, run: RunSettings, waits: Waits | None = None) -> None:
         executor, fitness = run.executor, run.fitness
         if not isinstance(executor, cf.Executor):
             raise TypeError(
@@ -166,8 +180,9 @@ class Evaluator:
         self.workers = own.max_workers if own is not None else _PLAIN_WORKERS
         self.log = run.log
         self.busy = 0.0  # seconds of evaluation reported by the workers since the last report
-        # around every wait for results: a checkpointing loop's signals may interrupt it there
-        self.waiting = waiting if waiting is not None else contextlib.nullcontext()
+        # every wait for results goes through it: in steps, a checkpointing loop's stop
+        # signals looked at between them
+        self.waits = waits if waits is not None else Waits()
         self.target: cf.Executor = executor  # where evaluations go...
         self.task: Callable[..., Any] = self.call  # ...and what they run
         self.handle: PolicyExecutor | None = None  # the with_policy handle, on evocluster's
@@ -183,6 +198,8 @@ class Evaluator:
             self.handle, self.target = handle, handle
         elif p.tolerant:
             self.task = _Guarded(self.call, p.retries, raise_last=p.fallback == "raise")
+        # the target's map_results (evocluster's executor and its handles), if it has one
+        self.stepped = self.handle if self.handle is not None else own
 
     # ---------------------------------------------------------------- values
     def value(self, raw: Any, key: tuple[int, ...]) -> np.ndarray:
@@ -276,19 +293,19 @@ class Evaluator:
         done = 0  # results in: the first one missing is the one that failed
         try:
             seen = len(self.handle.failures) if self.handle is not None else 0
-            results = self.target.map(self.task, keys, list(genomes))
+            results = self.results(keys, genomes)
             slots: list[Any] = []
             try:
-                with self.waiting:
-                    for result in results:
+                with self.waits:
+                    for _ in range(len(keys)):
+                        self.waits.until(results.ready)
+                        result = next(results)
                         slots.append(result)
                         if result is not _SENTINEL:
                             out[done], bad[done] = self.outcome(result, keys[done], records)
                         done += 1
             finally:  # abandoned (a stop, a failure): what has not started is cancelled now
-                close = getattr(results, "close", None)
-                if close is not None:
-                    close()
+                results.close()
             if self.handle is not None:  # the map is complete: its records are all in, in the
                 # order they were settled: put them in the map's (any executor, same records)
                 mine = sorted(self.handle.failures[seen:], key=lambda f: (f.item, f.attempt))
@@ -303,6 +320,18 @@ class Evaluator:
             raise failed_error(e, keys[min(done, len(keys) - 1)], state) from e
         state.failures.extend(records)
         return out, bad
+
+    def results(self, keys: Sequence[tuple[int, ...]], genomes: np.ndarray) -> WaitableResults:
+        """The evaluations of ``genomes`` under ``keys``, sent now, their results waited for in
+        steps: evocluster's ``map_results``; on an executor whose ``map`` is the stdlib's (its
+        thread and process pools), what that ``map`` does -- one ``submit`` per item, in order
+        -- with the futures waited for in steps; on any other, its own ``map``, waited for
+        without steps (a stop signal then takes effect at the next generation)."""
+        if self.stepped is not None:
+            return self.stepped.map_results(self.task, keys, list(genomes))
+        if type(self.target).map in _STDLIB_MAPS:
+            return _Submitted(self.target, self.task, keys, list(genomes))
+        return _Unstepped(iter(self.target.map(self.task, keys, list(genomes))))
 
     def unrecorded(
         self, slots: list[Any], keys: Sequence[tuple[int, ...]], records: Records
@@ -326,7 +355,8 @@ class Evaluator:
         ``state.failures``); raises as :meth:`evaluate`."""
         records: Records = []
         try:
-            with self.waiting:
+            with self.waits:
+                self.waits.until(lambda step: finished([future], step))
                 result = future.result()
             if result is _SENTINEL:
                 records.extend(self.claim(key))
@@ -366,6 +396,74 @@ class Evaluator:
         penalized = sum(1 for _, f in state.failures if f.action == "penalized")
         retried = sum(1 for _, f in state.failures if f.action == "retried")
         return penalized - self.reported[1], retried - self.reported[2]
+
+
+def finished(futures: Iterable[cf.Future[Any]], timeout: float) -> bool:
+    """Wait up to ``timeout`` s for one of ``futures`` to finish; whether one has.  Looks first:
+    a future cancelled before it ran is done but never reported by ``concurrent.futures.wait``
+    (its state stays ``CANCELLED``), and one already finished is not waited for."""
+    futures = list(futures)
+    if any(f.done() for f in futures):
+        return True
+    return bool(cf.wait(futures, timeout=timeout, return_when=cf.FIRST_COMPLETED)[0])
+
+
+#: ``map`` as the stdlib's executors implement it: one ``submit`` per item, in order
+_STDLIB_MAPS = (cf.Executor.map, cf.ThreadPoolExecutor.map, cf.ProcessPoolExecutor.map)
+
+
+class _Submitted:
+    """The stdlib's ``Executor.map``, by hand: one ``submit`` per item, now, in order; the
+    results taken in order, each waited for in steps; ``close`` cancels what has not started."""
+
+    def __init__(
+        self, executor: cf.Executor, fn: Callable[..., Any], *iterables: Iterable[Any]
+    ) -> None:
+        self.futures: list[cf.Future[Any]] = []
+        try:
+            for args in zip(*iterables, strict=True):
+                self.futures.append(executor.submit(fn, *args))
+        except BaseException:  # as the stdlib's map: nothing submitted is left to run
+            self.close()
+            raise
+        self.next = 0
+
+    def ready(self, timeout: float) -> bool:
+        return self.next >= len(self.futures) or finished([self.futures[self.next]], timeout)
+
+    def __next__(self) -> Any:
+        if self.next >= len(self.futures):
+            raise StopIteration
+        future = self.futures[self.next]
+        self.futures[self.next] = _TAKEN  # its result is the caller's alone now
+        self.next += 1
+        return future.result()
+
+    def close(self) -> None:
+        for future in self.futures:
+            future.cancel()
+
+
+_TAKEN: cf.Future[Any] = cf.Future()  # stands in for a future whose result was taken
+_TAKEN.set_result(None)
+
+
+class _Unstepped:
+    """The results of an executor's own ``map`` (not the stdlib's): waited for as it waits."""
+
+    def __init__(self, results: Iterator[Any]) -> None:
+        self.results = results
+
+    def ready(self, timeout: float) -> bool:
+        return True  # next() blocks as the executor's map does
+
+    def __next__(self) -> Any:
+        return next(self.results)
+
+    def close(self) -> None:
+        close = getattr(self.results, "close", None)
+        if close is not None:
+            close()
 
 
 class RetriesExhausted(Exception):

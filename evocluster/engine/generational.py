@@ -119,13 +119,13 @@ def generational(
     check_counts(generations=generations, seed=seed)
     check_whole("elitism", elitism, 0)
 
-    def step(state: State, rng: np.random.Generator, ev: Evaluator) -> int:
-        w, n = ev.weights, len(state.genomes)
+    def step(state: State, rng: np.random.Generator, evaluator: Evaluator) -> int:
+        w, n = evaluator.weights, len(state.genomes)
         scores = scalar_scores(state.fitness, w)
         parents = select(scores, n - elitism, rng)
         off, changed = vary_pairs(state.genomes[parents], rng, crossover, mutate, cxpb, mutpb)
         off_fit, off_bad = state.fitness[parents], state.penalized[parents]  # (copies)
-        evals = evaluate_changed(ev, state, off, off_fit, off_bad, changed)
+        evals = evaluate_changed(evaluator, state, off, off_fit, off_bad, changed)
         elite = operators.truncation(scores, elitism) if elitism else np.empty(0, dtype=np.int64)
         state.genomes = np.concatenate([state.genomes[elite], off])
         state.fitness = np.concatenate([state.fitness[elite], off_fit])
@@ -189,13 +189,13 @@ def nsga2(
     """
     check_counts(generations=generations, seed=seed)
 
-    def step(state: State, rng: np.random.Generator, ev: Evaluator) -> int:
-        w, n = ev.weights, len(state.genomes)
+    def step(state: State, rng: np.random.Generator, evaluator: Evaluator) -> int:
+        w, n = evaluator.weights, len(state.genomes)
         scores = finite_scores(state.fitness * w, state.penalized)
         parents = pareto.crowded_tournament(scores, n, rng)
         off, changed = vary_pairs(state.genomes[parents], rng, crossover, mutate, cxpb, mutpb)
         off_fit, off_bad = state.fitness[parents], state.penalized[parents]  # (copies)
-        evals = evaluate_changed(ev, state, off, off_fit, off_bad, changed)
+        evals = evaluate_changed(evaluator, state, off, off_fit, off_bad, changed)
         pool = np.concatenate([state.genomes, off])
         pool_fit = np.concatenate([state.fitness, off_fit])
         pool_bad = np.concatenate([state.penalized, off_bad])

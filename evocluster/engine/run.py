@@ -114,53 +114,55 @@ class Generations:
 
 
 def begin(
-    loop: Generations, run: RunSettings, population: Population, ck: Checkpointing
+    loop: Generations, run: RunSettings, population: Population, checkpointing: Checkpointing
 ) -> tuple[State, np.random.Generator, Evaluator]:
     """The start every generational loop shares, in this order: check the weights, the
     probabilities and, once the population size is known, ``loop.check(size)``; resume
     (``resume=State`` or the checkpoint's) or begin a new state, which is checkpointed at once;
     on a state not yet evaluated, evaluate the initial population and write its statistics
-    row.  Returns the state, the master generator and the evaluator (``ev.weights``: the checked
-    weights)."""
+    row.  Returns the state, the master generator and the evaluator (``evaluator.weights``: the
+    checked weights)."""
     w = checked_weights(run.weights)
     for option, p in loop.probabilities.items():
         check_probability(option, p)
     state, rng, fresh = start(
-        loop.name, population, run.seed, w, ck.start_state(), loop.single_objective
+        loop.name, population, run.seed, w, checkpointing.start_state(), loop.single_objective
     )
     if loop.check is not None:
         loop.check(len(state.genomes))
-    ev = Evaluator(run, ck.waiting)
-    ck.track(lambda: (state, None))  # the loops change this state only once a step is complete
+    evaluator = Evaluator(run, checkpointing.waits)
+    # the loops change this state only once a step is complete
+    checkpointing.track(lambda: (state, None))
     if fresh is not None:
-        evaluate_initial(ev, state, rng, fresh, run.report)
-    return state, rng, ev
+        evaluate_initial(evaluator, state, rng, fresh, run.report)
+    return state, rng, evaluator
 
 
 def run_generations(loop: Generations, run: RunSettings, population: Population) -> Result:
-    """The generational loops' driver: :func:`begin`, then ``loop.step(state, rng, ev)`` until
-    ``loop.generations``; checkpoints between generations, a stop by a signal at any wait."""
-    ck = Checkpointing(loop.name, run.seed, run.log, run.checkpoints)
+    """The generational loops' driver: :func:`begin`, then ``loop.step(state, rng, evaluator)``
+    until ``loop.generations``; checkpoints between generations, a stop by a signal at any
+    wait."""
+    checkpointing = Checkpointing(loop.name, run.seed, run.log, run.checkpoints)
 
     def check() -> None:
         settings = loop.settings | {"weights": run.weights}
-        ck.identify(run.fitness, settings, population, run.seed)
-        ck.reached(loop.generations)
+        checkpointing.identify(run.fitness, settings, population, run.seed)
+        checkpointing.reached(loop.generations)
 
     def generations() -> Result:
-        state, rng, ev = begin(loop, run, population, ck)
+        state, rng, evaluator = begin(loop, run, population, checkpointing)
         while state.generation < loop.generations:
-            ck.safe_point(state.generation)
+            checkpointing.safe_point(state.generation)
             t0 = time.perf_counter()
-            evals = loop.step(state, rng, ev)
-            advance(ev, state, rng, evals, t0, run.report)
-        return result_of(state, ev.weights)
+            evals = loop.step(state, rng, evaluator)
+            advance(evaluator, state, rng, evals, t0, run.report)
+        return result_of(state, evaluator.weights)
 
-    return ck.run(generations, check=check, until=loop.generations)
+    return checkpointing.run(generations, check=check, until=loop.generations)
 
 
 def evaluate_initial(
-    ev: Evaluator,
+    evaluator: Evaluator,
     state: State,
     rng: np.random.Generator,
     genomes: np.ndarray,
@@ -170,10 +172,10 @@ def evaluate_initial(
     keep the generator's state, write the first statistics row."""
     t0 = time.perf_counter()
     n = len(genomes)
-    state.fitness, state.penalized = ev.evaluate(genomes, [(0, i) for i in range(n)], state)
+    state.fitness, state.penalized = evaluator.evaluate(genomes, [(0, i) for i in range(n)], state)
     state.evaluations = n
     state.rng = dict(rng.bit_generator.state)
-    add_row(ev, state, n, time.perf_counter() - t0, report(state) if report else None)
+    add_row(evaluator, state, n, time.perf_counter() - t0, report(state) if report else None)
 
 
 def check_probability(name: str, p: float) -> None:
@@ -219,7 +221,7 @@ def vary_pairs(
 
 
 def evaluate_changed(
-    ev: Evaluator,
+    evaluator: Evaluator,
     state: State,
     off: np.ndarray,
     off_fit: np.ndarray,
@@ -230,12 +232,12 @@ def evaluate_changed(
     penalized into ``off_bad``); return how many."""
     todo = np.flatnonzero(changed)
     g = state.generation + 1
-    off_fit[todo], off_bad[todo] = ev.evaluate(off[todo], [(g, int(i)) for i in todo], state)
+    off_fit[todo], off_bad[todo] = evaluator.evaluate(off[todo], [(g, int(i)) for i in todo], state)
     return len(todo)
 
 
 def advance(
-    ev: Evaluator,
+    evaluator: Evaluator,
     state: State,
     rng: np.random.Generator,
     evals: int,
@@ -247,4 +249,4 @@ def advance(
     state.generation += 1
     state.evaluations += evals
     state.rng = dict(rng.bit_generator.state)
-    add_row(ev, state, evals, time.perf_counter() - t0, report(state) if report else None)
+    add_row(evaluator, state, evals, time.perf_counter() - t0, report(state) if report else None)

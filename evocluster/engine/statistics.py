@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 def add_row(
-    ev: Evaluator,
+    evaluator: Evaluator,
     state: State,
     evals: int,
     wall: float,
@@ -44,19 +44,19 @@ def add_row(
         "std": std,
         "seconds": wall,
         "evals_per_s": evals / wall if wall > 0 else 0.0,
-        "utilisation": min(1.0, ev.busy / (ev.workers * wall)) if wall > 0 else 0.0,
+        "utilisation": min(1.0, evaluator.busy / (evaluator.workers * wall)) if wall > 0 else 0.0,
     }
     if extra:
         row |= extra
-    failed, retried = ev.unreported(state)
+    failed, retried = evaluator.unreported(state)
     if failed:
         row["failed"] = failed
     if retried:
         row["retried"] = retried
-    ev.busy = 0.0
+    evaluator.busy = 0.0
     state.history.append(row)
-    if ev.log is not None:
-        ev.log(format_row(row))
+    if evaluator.log is not None:
+        evaluator.log(format_row(row))
 
 
 def format_row(row: dict[str, Any]) -> str:

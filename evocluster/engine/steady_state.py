@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import operators
 from .checkpointing import Checkpointing
-from .evaluation import Evaluator
+from .evaluation import Evaluator, finished
 from .run import check_counts, check_probability, check_whole, start
 from .settings import RunSettings
 from .state import (
@@ -118,10 +118,10 @@ def steady_state(
             "State: its individuals in flight are part of its state"
         )
     run = RunSettings.of(locals())
-    ck = Checkpointing("steady_state", seed, log, run.checkpoints)
+    checkpointing = Checkpointing("steady_state", seed, log, run.checkpoints)
 
     def check() -> None:
-        ck.identify(
+        checkpointing.identify(
             fitness,
             {
                 "select": select, "crossover": crossover, "mutate": mutate, "cxpb": cxpb,
@@ -130,16 +130,16 @@ def steady_state(
             population,
             seed,
         )  # fmt: skip
-        e = ck.entry
+        e = checkpointing.entry
         if e is not None and e["state"] is not None and e["loop"] is not None:
             # offspring sent so far (the initial members come first): those in flight are
             # sent again on resume, and taken in
-            ck.reached(
+            checkpointing.reached(
                 evaluations, "evaluations", e["loop"]["submitted"] - len(e["state"]["genomes"])
             )
 
     def steady() -> Result:
-        entry = ck.resumed()
+        entry = checkpointing.resumed()
         state, rng, _ = start(
             "steady_state",
             population,
@@ -147,12 +147,14 @@ def steady_state(
             w,
             State.from_dict(entry["state"]) if entry is not None else None,
         )
-        ev = Evaluator(run, ck.waiting)
-        window = in_flight if in_flight is not None else (64 if deterministic else 3 * ev.workers)
+        evaluator = Evaluator(run, checkpointing.waits)
+        window = (
+            in_flight if in_flight is not None else (64 if deterministic else 3 * evaluator.workers)
+        )
         if window < 1:
             raise ValueError(f"in_flight must be >= 1, got {window}")
         loop = _SteadyState(
-            ev,
+            evaluator,
             state,
             rng,
             evaluations=evaluations,
@@ -166,10 +168,10 @@ def steady_state(
         )
         if entry is not None:
             loop.restore(entry["loop"])
-        ck.track(loop.snapshot)
-        return loop.run(ck)
+        checkpointing.track(loop.snapshot)
+        return loop.run(checkpointing)
 
-    return ck.run(steady, check=check)
+    return checkpointing.run(steady, check=check)
 
 
 class _SteadyState:
@@ -185,7 +187,7 @@ class _SteadyState:
 
     def __init__(
         self,
-        ev: Evaluator,
+        evaluator: Evaluator,
         state: State,
         rng: np.random.Generator,
         *,
@@ -198,7 +200,7 @@ class _SteadyState:
         window: int,
         every: int,
     ) -> None:
-        self.ev, self.state, self.rng = ev, state, rng
+        self.evaluator, self.state, self.rng = evaluator, state, rng
         self.select, self.crossover, self.mutate, self.cxpb = select, crossover, mutate, cxpb
         self.deterministic = deterministic
         self.window = window  # evaluations kept submitted
@@ -243,7 +245,7 @@ class _SteadyState:
         loop's generation 0), ``(_STEADY_KEY, s - n)`` for an offspring."""
         return (0, s) if s < self.n else (_STEADY_KEY, s - self.n)
 
-    def run(self, ck: Checkpointing) -> Result:
+    def run(self, checkpointing: Checkpointing) -> Result:
         """Submit (first, again, the individuals in flight of a restored run), take in what
         finishes, submit again, until ``total`` are taken in; whatever is still in flight when it
         fails or stops is cancelled."""
@@ -252,7 +254,7 @@ class _SteadyState:
                 self.send(s, self.in_flight[s])
             self.fill()
             while self.futures:
-                ck.safe_point(self.state.generation)
+                checkpointing.safe_point(self.state.generation)
                 for f in self.next_finished():
                     self.take(f)
                 self.fill()
@@ -261,7 +263,7 @@ class _SteadyState:
                 f.cancel()
         self.state.generation -= 1  # rows are numbered from 0, as generations are elsewhere
         self.state.rng = dict(self.rng.bit_generator.state)
-        return result_of(self.state, self.ev.weights)
+        return result_of(self.state, self.evaluator.weights)
 
     def fill(self) -> None:
         """Fill the window: initial members first, then offspring once two are evaluated."""
@@ -291,7 +293,7 @@ class _SteadyState:
 
     def send(self, s: int, genome: np.ndarray) -> None:
         """Submit ``genome`` as submission ``s``."""
-        f = self.ev.submit(genome, self.key(s))
+        f = self.evaluator.submit(genome, self.key(s))
         self.futures[f] = s
         self.in_flight[s] = genome
         if self.deterministic:
@@ -304,16 +306,17 @@ class _SteadyState:
         if self.deterministic:
             return [self.order.popleft()]
         done = _drain(self.finished)
-        if not done:  # nothing yet: block (under SCOOP, waiting drives it)
-            with self.ev.waiting:
-                done = list(cf.wait(self.futures, return_when=cf.FIRST_COMPLETED)[0])
+        if not done:  # nothing yet: wait, in steps (under SCOOP, waiting drives it)
+            with self.evaluator.waits:
+                self.evaluator.waits.until(lambda step: finished(self.futures, step))
+            done = [f for f in self.futures if f.done()]
         return sorted({f for f in done if f in self.futures}, key=self.futures.__getitem__)
 
     def take(self, f: cf.Future[Any]) -> None:
         """Take in a finished evaluation: its value into the population, the counts, and a
         statistics row when one is due."""
         s = self.futures[f]
-        value, bad = self.ev.collect(f, self.key(s), self.state)  # a stop may interrupt it:
+        value, bad = self.evaluator.collect(f, self.key(s), self.state)  # a stop may interrupt it:
         del self.futures[f]  # nothing is changed before it returns, the individual stays in flight
         genome = self.in_flight.pop(s)
         self.replace(s, genome, value, bad)
@@ -326,7 +329,7 @@ class _SteadyState:
     def replace(self, s: int, genome: np.ndarray, value: np.ndarray, bad: bool) -> None:
         """An initial member takes its own place; an offspring replaces the worst member if it
         is at least as good, and is discarded otherwise."""
-        score = value[0] * self.ev.weights[0]
+        score = value[0] * self.evaluator.weights[0]
         if s < self.n:
             slot = s
         else:
@@ -342,7 +345,7 @@ class _SteadyState:
     def report(self) -> None:
         """A statistics row of the evaluated members since the last one, then a new period."""
         add_row(
-            self.ev,
+            self.evaluator,
             self.state,
             self.since,
             time.perf_counter() - self.t0,

@@ -108,13 +108,13 @@ def mu_lambda(
     name = "mu_plus_lambda" if plus else "mu_comma_lambda"
     choose = select or best
 
-    def step(state: State, rng: np.random.Generator, ev: Evaluator) -> int:
+    def step(state: State, rng: np.random.Generator, evaluator: Evaluator) -> int:
         mu = len(state.genomes)
         off, off_fit, off_bad, changed = var_or(
             state.genomes, state.fitness, state.penalized, lambda_, rng, crossover, mutate, cxpb,
             mutpb,
         )  # fmt: skip
-        evals = evaluate_changed(ev, state, off, off_fit, off_bad, changed)
+        evals = evaluate_changed(evaluator, state, off, off_fit, off_bad, changed)
         if plus:
             pool, pool_fit, pool_bad = (
                 np.concatenate([state.genomes, off]),
@@ -123,7 +123,7 @@ def mu_lambda(
             )
         else:
             pool, pool_fit, pool_bad = off, off_fit, off_bad
-        keep = choose(scalar_scores(pool_fit, ev.weights), mu, rng)
+        keep = choose(scalar_scores(pool_fit, evaluator.weights), mu, rng)
         state.genomes, state.fitness, state.penalized = pool[keep], pool_fit[keep], pool_bad[keep]
         return evals
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Bring up a throw-away SLURM cluster on this machine: one controller (slurmctld), one slurmd per
 # node, and a munged of its own, all started here and recorded by PID under $EVOSLURM_ROOT/run.
-# For evocluster's tests (tests/test_slurm.py) and for trying `python -m evocluster submit` on a
+# For evocluster's tests (tests/slurm/test_slurm.py) and for trying `python -m evocluster submit` on a
 # laptop.  `down.sh` stops exactly what this started.
 #
 #     sudo bash slurm/cluster/up.sh               # Debian/Ubuntu, as root (the daemons run as root)

@@ -1,11 +1,11 @@
 """The SCOOP backend: ``python -m scoop [-n N] job.py`` runs the same job as ``mpiexec``.
 
 The only package that imports ``scoop`` (and ``zmq``, which SCOOP uses); :mod:`evocluster.backends`
-loads it only when this process is part of a SCOOP run, and ``evocluster/__init__`` installs its
-guards then.  SCOOP starts N processes: the *origin* runs the job as ``__main__``, the N-1 others
-import the job (as a module, so its ``if __name__ == "__main__":`` block does not run) and
-evaluate.  evocluster dispatches through ``scoop.futures`` and covers what SCOOP 0.7.2.0 does
-not::
+loads it only when this process is part of a SCOOP run, and ``evocluster/__init__`` starts its
+guards then (:func:`start_guards`).  SCOOP starts N processes: the *origin* runs the job as
+``__main__``, the N-1 others import the job (as a module, so its ``if __name__ == "__main__":``
+block does not run) and evaluate.  evocluster dispatches through ``scoop.futures`` and covers what
+SCOOP 0.7.2.0 does not::
 
     origin (main thread, root greenlet)                          SCOOP worker process
     -----------------------------------                          --------------------
@@ -26,7 +26,7 @@ One job per module, each with its part of the story:
     worker.py    the worker side: verify, evaluate, seal (:func:`_evaluate`); one task in reserve
     watch.py     the origin's watch for dead workers (ZMQ monitors, and processes on its host);
                  the watches for a lost launcher, origin or (on the other hosts) broker
-    guard.py     the exit guard: a failed run exits non-zero (:func:`install_guards`); a worker
+    guard.py     the exit guard: a failed run exits non-zero (:func:`start_guards`); a worker
                  that cannot import the job reports it
     proc.py      processes: their labels, and all of the backend's reading of ``/proc`` (or ``ps``)
 
@@ -42,11 +42,11 @@ One job per module, each with its part of the story:
 
 from __future__ import annotations
 
-from .guard import install_guards
+from .guard import start_guards
 from .pool import INLINE_MAX, shared_pool
 
-# reached by the tests, which send forged tasks and answers (tests/jobs/scoop_forged.py)
+# reached by the tests, which send forged tasks and answers (tests/fixtures/jobs/scoop_forged.py)
 from .pool import open_result as open_result
 from .worker import _evaluate as _evaluate
 
-__all__ = ["INLINE_MAX", "install_guards", "shared_pool"]
+__all__ = ["INLINE_MAX", "shared_pool", "start_guards"]

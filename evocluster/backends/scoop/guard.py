@@ -31,8 +31,11 @@
   (:func:`_report_failed_import`), which the broker relays to the origin, whose pool then breaks
   with it (:func:`_failure_reports`).
 
-All are installed by :func:`install_guards`, which ``evocluster/__init__`` calls once in every
-process of a SCOOP run.
+All are started by :func:`start_guards`, which ``evocluster/__init__`` calls in every process of
+a SCOOP run, and only there (``scoop.IS_RUNNING``: :func:`evocluster.backends.scoop_running`).
+SCOOP has no start-up hook: its bootstrap runs the job on the origin and imports it on the
+workers, so the job's ``import evocluster`` is the first evocluster code to run there.  In any
+other process ``import evocluster`` starts nothing: no atexit function, excepthook or thread.
 """
 
 from __future__ import annotations
@@ -173,9 +176,9 @@ class _ExitGuard:
         _end_now(1)
 
 
-# the origin's guard (its root future is set by install_guards; lost by the pool, when it breaks)
+# the origin's guard (its root future is set by start_guards; lost by the pool, when it breaks)
 _GUARD = _ExitGuard()
-_installed = False  # install_guards ran in this process
+_installed = False  # start_guards ran in this process
 _previous_hook: Callable[..., Any] | None = None  # the excepthook _report_failed_import defers to
 
 
@@ -312,8 +315,9 @@ def _failure_reports() -> list[str]:
 
 
 # ====================================================================== installing them
-def install_guards() -> None:
-    """Called when a SCOOP process imports evocluster (idempotent).
+def start_guards() -> None:
+    """Start the guards of this process of a SCOOP run; ``evocluster/__init__`` calls it when a
+    process of the run imports evocluster (idempotent).  Never call it outside a SCOOP run.
 
     On the origin: the exit guard (:class:`_ExitGuard`), with the root future whose outcome is
     the job's, the launcher watch and the sentinel.  On a worker: the launcher watch and, while it

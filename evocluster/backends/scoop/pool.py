@@ -51,7 +51,7 @@ import scoop
 from scoop import _control, futures, shared
 from scoop._comm import Shutdown
 
-from ... import config, jobfile, protocol, serialization, sharing, signing
+from ... import config, jobfile, protocol, sharing, signing
 from ..._jobs import PENDING, Chunk, Job
 from ..._scheduling import PoolBase
 from ...errors import BrokenPool, ConfigurationError, JobError, WorkerError
@@ -410,7 +410,7 @@ def shared_pool(options: config.Options) -> _ScoopPool:
                 "import definitions"
             )
         job = jobfile.spec_for_current_main()
-        serialization.set_worker_main_names(jobfile.module_level_names(job))
+        jobfile.prepare_master(job)
         # results may hold instances of the job's classes, pickled on workers as SCOOP_WORKER.X
         sys.modules.setdefault(_SCOOP_WORKER_MODULE, sys.modules["__main__"])
         _pool = _ScoopPool(options)

@@ -31,9 +31,9 @@
   job) never sees that SHUTDOWN: it blocks for good in SCOOP's handshake with a broker that is gone
   (``scoop/_comm/scoopzmq.py``: ``send`` of INIT, or ``recv`` of the answer, without timeout), and
   its launch process waits for it.  Measured (a 2-core VM, 2026-12-02, 3 hosts emulated with
-  network namespaces, 3 slots each: ``tests/test_scoop_multihost.py``): after a job of one small
-  map, 2-8 such processes were left on the other hosts in 6 of 6 runs (stack dumps: all in that
-  handshake); plain SCOOP with the same job, 11 of 14; a job of ~1 s, 0 of 6; a killed launcher
+  network namespaces, 3 slots each: ``tests/scoop/test_scoop_multihost.py``): after a job of one
+  small map, 2-8 such processes were left on the other hosts in 6 of 6 runs (stack dumps: all in
+  that handshake); plain SCOOP with the same job, 11 of 14; a job of ~1 s, 0 of 6; a killed launcher
   left every worker on the other hosts running.  So a thread in each such worker asks the broker's
   host every :data:`BROKER_EVERY` s whether anything still listens at the broker's port (one TCP
   connect, closed at once); refused :data:`BROKER_MISSES` times in a row, the run is over and the
