@@ -34,17 +34,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from evocluster import config, rng  # noqa: E402
-from evocluster.backends.base import Backoff  # noqa: E402
+from evocluster import _config as config  # noqa: E402
+from evocluster import rng  # noqa: E402
+from evocluster._backends.base import Backoff  # noqa: E402
 
 #: what an MPI worker rank has imported before it evaluates (ARCHITECTURE.md; mpi4py left out)
 WORKER_MODULES = (
     "evocluster",
-    "evocluster.cli",
-    "evocluster.worker",
-    "evocluster.protocol",
-    "evocluster.serialization",
-    "evocluster.config",
+    "evocluster._cli",
+    "evocluster._worker",
+    "evocluster._protocol",
+    "evocluster._serialization",
+    "evocluster._config",
 )
 REPS = 9
 OPTS = config.Options()
@@ -361,7 +362,7 @@ def waiting() -> list[Row]:
 def transfers() -> list[Row]:
     import json
 
-    from evocluster.serialization import serialize_callable
+    from evocluster._serialization import serialize_callable
 
     by_ref = [sum(map(len, serialize_callable(f, "upgrade"))) for f in (json.dumps, rng.call)]
     sizes = [1 << 12, 1 << 14, 1 << 16, 1 << 18, 1 << 20, 1 << 22, 1 << 24]

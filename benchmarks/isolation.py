@@ -5,7 +5,7 @@ through its isolated child (``isolate``), without a master or a transport.
 
 This process is the worker: it builds TASK records as the scheduler does (the callable serialised
 once, each chunk's ``(items, star, kwargs)`` pickled with the upgrade policy) and hands them to
-``evocluster.worker.Worker.run``, which evaluates them here (``limits`` None), here under SIGALRM
+``evocluster._worker.Worker.run``, which evaluates them here (``limits`` None), here under SIGALRM
 (``eval_timeout``) or in its child process (``isolate``, ``evocluster/_isolation.py``).  Per call:
 wall time, this process's CPU and the child's (``/proc/<pid>/stat``).  The calls:
 
@@ -62,8 +62,9 @@ def calls() -> dict[str, tuple[Any, list[Any], int]]:
 
 
 def main(argv: list[str]) -> int:
-    from evocluster import protocol, worker
-    from evocluster.serialization import dumps_args, serialize_callable
+    from evocluster import _protocol as protocol
+    from evocluster import _worker as worker
+    from evocluster._serialization import dumps_args, serialize_callable
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeat", type=int, default=5, help="rounds per cell (default 5)")

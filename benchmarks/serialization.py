@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 from deap import base, creator
 
-from evocluster import jobfile, serialization
-from evocluster.serialization import FunctionTable, dumps, dumps_args, serialize_callable
+from evocluster import _jobfile as jobfile
+from evocluster import _serialization as serialization
+from evocluster._serialization import FunctionTable, dumps, dumps_args, serialize_callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

@@ -72,7 +72,7 @@ def launch_openmpi_module(module: str) -> Callable[[str, list[str], int], list[s
 
 
 #: evocluster's launcher starts at most this many local workers per core unless
-#: ``--force-workers`` (``evocluster/backends/__init__.py`` ``WORKERS_PER_CORE``; not imported:
+#: ``--force-workers`` (``evocluster/_backends/__init__.py`` ``WORKERS_PER_CORE``; not imported:
 #: the driver imports no system)
 LOCAL_WORKERS_PER_CORE = 4
 
@@ -123,7 +123,7 @@ def evocluster_pool(
     workers: int, backend: str, options: dict[str, Any] | None = None
 ) -> Iterator[PMap]:
     """The pool the launcher started; the launcher also stops it after the job.  ``options``:
-    :class:`evocluster.config.Options` fields the launcher's flags must have set (a variant)."""
+    :class:`evocluster._config.Options` fields the launcher's flags must have set (a variant)."""
     import evocluster
 
     ex = evocluster.get_executor()

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._backends import scoop_running as _scoop_running
+from ._sharing import share, shared
 from ._version import __version__
-from .backends import scoop_running as _scoop_running
 from .errors import (
     ConfigurationError,
     EvaluationAborted,
@@ -27,13 +28,12 @@ from .errors import (
     SerializationError,
     WorkerError,
 )
-from .sharing import share, shared
 
 if TYPE_CHECKING:
+    from ._executor import Executor, get_executor, map, starmap  # noqa: A004 - a drop-in
+    from ._slurm import run_seed
     from .checkpoint import Checkpoint, CheckpointError
     from .errors import BrokenPool
-    from .executor import Executor, get_executor, map, starmap  # noqa: A004 - a drop-in
-    from .slurm import run_seed
 
 _LAZY = frozenset({"Executor", "get_executor", "map", "starmap"})
 
@@ -51,11 +51,11 @@ def __getattr__(name: str) -> Any:
 
         return getattr(checkpoint, name)
     if name == "run_seed":  # SLURM job arrays; the module is loaded only by its users
-        from . import slurm
+        from . import _slurm as slurm
 
         return slurm.run_seed
     if name in _LAZY:
-        from . import executor
+        from . import _executor as executor
 
         return getattr(executor, name)
     if name == "rng":  # the module, which is callable: evocluster.rng() is rng.rng()
@@ -70,7 +70,7 @@ if _scoop_running():
     # a failing run exit non-zero (SCOOP's launcher would exit 0).  Here, because SCOOP has no
     # start-up hook: the job's `import evocluster` is the first evocluster code to run in each of
     # its processes, before the job can fail.  Anywhere else, importing evocluster starts nothing.
-    from .backends.scoop import start_guards
+    from ._backends.scoop import start_guards
 
     start_guards()
 

@@ -1,8 +1,8 @@
-"""``python -m evocluster``: hand over to :func:`evocluster.cli.main`."""
+"""``python -m evocluster``: hand over to :func:`evocluster._cli.main`."""
 
 import sys
 
-from .cli import main
+from ._cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

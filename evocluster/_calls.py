@@ -1,10 +1,10 @@
-"""What a worker and its isolated child both do to evaluate, below both (:mod:`evocluster.worker`
+"""What a worker and its isolated child both do to evaluate, below both (:mod:`evocluster._worker`
 and :mod:`evocluster._isolation` import it; it imports neither): the callable cache the master
 mirrors, one call of the fitness, the error of a result that does not pickle, and the marks of a
 process that serves (:data:`serving`) and of a fitness running on this thread
 (:func:`in_evaluation`).
 
-``evocluster.rng`` and ``evocluster.sharing`` read the marks through ``sys.modules`` (never
+``evocluster.rng`` and ``evocluster._sharing`` read the marks through ``sys.modules`` (never
 importing this module: a fitness run in the master must not import the worker's modules).
 """
 

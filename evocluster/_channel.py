@@ -1,5 +1,5 @@
-"""The worker's side of a backend, :class:`Channel`: what :func:`evocluster.worker.serve` is
-handed.  Below the worker, which imports it, and re-exported by :mod:`evocluster.backends.base`,
+"""The worker's side of a backend, :class:`Channel`: what :func:`evocluster._worker.serve` is
+handed.  Below the worker, which imports it, and re-exported by :mod:`evocluster._backends.base`,
 where each backend implements it (the worker never imports a backend).
 """
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import abc
 
-from .serialization import Frames
+from ._serialization import Frames
 
 __all__ = ["Channel"]
 

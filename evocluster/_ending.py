@@ -7,7 +7,7 @@ ones, and those executors own) at interpreter exit, and on SIGINT, SIGTERM and S
 * A signal (:func:`install_exit_signals`) unwinds the job as Ctrl-C does; uncaught, one line,
   every pool's workers killed, exit code 128 + the signal's number (:func:`_die`).
 
-:mod:`evocluster.executor` registers the pools here (:data:`shared`, :data:`owned`); nothing
+:mod:`evocluster._executor` registers the pools here (:data:`shared`, :data:`owned`); nothing
 else does.
 """
 
@@ -22,7 +22,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import config
+from . import _config as config
 
 if TYPE_CHECKING:
     from ._jobs import ExecutorState

@@ -3,7 +3,7 @@ scheduler (``_scheduling``) and the engine's loops (``engine.policy``), and one 
 callable that failed (:func:`function_name`), as both write it in :class:`~evocluster.Failure`
 records.
 
-Below both: it imports only :mod:`evocluster.config`, whose :func:`~evocluster.config.retries_of`
+Below both: it imports only :mod:`evocluster._config`, whose :func:`~evocluster._config.retries_of`
 is the one reading of ``"retry:N"``.
 """
 
@@ -13,7 +13,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from .config import retries_of
+from ._config import retries_of
 
 __all__ = ["RAISE", "FailurePolicy", "function_name"]
 
@@ -55,7 +55,7 @@ class FailurePolicy:
 
     @classmethod
     def of(cls, on_error: str, penalty: Any = None) -> FailurePolicy:
-        """The policy of an ``on_error`` already checked by :mod:`~evocluster.config` and its
+        """The policy of an ``on_error`` already checked by :mod:`~evocluster._config` and its
         ``penalty``: penalized after the retries under ``"penalize"``, or under ``"retry:N"``
         when a penalty is given (``"retry:0"`` with one: no retry, then the penalty)."""
         retries = retries_of(on_error) or 0

@@ -52,9 +52,9 @@ from . import _leftovers
 from ._calls import FN_CACHE_SIZE, FunctionCache
 from ._framing import Outbox, ProtocolError, Reader, send
 from ._isolation_child import CHUNK, ERROR, FAILED_ALL, READY, REPLY, VALUE, pack
+from ._jobfile import JobSpec
+from ._serialization import dumps, dumps_args, explain_load_error, loads
 from .errors import EvaluationCrashed, EvaluationTimeout, SerializationError, WorkerError
-from .jobfile import JobSpec
-from .serialization import dumps, dumps_args, explain_load_error, loads
 
 if TYPE_CHECKING:
     import subprocess
@@ -456,7 +456,7 @@ class Isolated:
 
         Returns:
             ``(values, errors, elapsed)``: ``values[i]`` the result (None where it failed),
-            ``errors[i]`` a :func:`~evocluster.serialization.pack_exception` dict, ``elapsed``
+            ``errors[i]`` a :func:`~evocluster._serialization.pack_exception` dict, ``elapsed``
             the seconds spent evaluating.  An item running longer than its ``timeout`` gets
             :class:`EvaluationTimeout` and the child is killed; an item whose process died gets
             :class:`EvaluationCrashed`; either way a fresh child goes on with the next items,

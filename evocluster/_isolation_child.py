@@ -25,10 +25,10 @@ from typing import Any
 from . import _calls, _leftovers
 from ._calls import FN_CACHE_SIZE, FunctionCache, Unloadable, apply_item, unpicklable_result
 from ._framing import Reader, send
+from ._jobfile import JobSpec
+from ._serialization import dumps_results, explain_load_error, loads
+from ._serialization import pack_exception as _pack_exception
 from .errors import SerializationError
-from .jobfile import JobSpec
-from .serialization import dumps_results, explain_load_error, loads
-from .serialization import pack_exception as _pack_exception
 
 __all__ = ["CHUNK", "ERROR", "FAILED_ALL", "NOJOB", "READY", "REPLY", "VALUE", "main", "pack"]
 
@@ -143,7 +143,7 @@ def _limit_memory(memory: int) -> None:
 
 def _import_job(job: JobSpec | None, memory: int | None) -> str | None:
     """Import the job as a worker does; the formatted traceback if that fails."""
-    from . import jobfile
+    from . import _jobfile as jobfile
 
     try:
         if job is not None:

@@ -13,7 +13,8 @@ import threading
 from concurrent.futures import Future
 from typing import Any
 
-from . import config, protocol
+from . import _config as config
+from . import _protocol as protocol
 from ._failures import RAISE, FailurePolicy, function_name
 from .errors import Failure
 

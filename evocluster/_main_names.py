@@ -1,4 +1,4 @@
-"""The job's ``__main__`` names as the workers will see them (:mod:`evocluster.serialization`).
+"""The job's ``__main__`` names as the workers will see them (:mod:`evocluster._serialization`).
 
 Workers import the job file, so an object of ``__main__`` is importable there when its name is
 bound at the job's module level, outside ``if __name__ == "__main__":``
@@ -12,7 +12,7 @@ The way back is aliased, as ``multiprocessing`` aliases its main module: a worke
 instance of the job's class ``Score`` as ``__mp_main__.Score``, so on the master ``__mp_main__`` is
 a stand-in module (:func:`alias_worker_module`) whose names are looked up in whatever
 ``sys.modules["__main__"]`` is at that moment -- the job, also while the launcher runs it through
-``runpy``, which swaps ``__main__`` for as long as the job runs.  :mod:`evocluster.jobfile`, which
+``runpy``, which swaps ``__main__`` for as long as the job runs.  :mod:`evocluster._jobfile`, which
 finds, runs and imports the job, reads this module's names; this module knows nothing of it.
 """
 

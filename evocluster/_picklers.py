@@ -1,4 +1,4 @@
-"""The picklers (part of :mod:`evocluster.serialization`): plain pickle first, a Python hook only
+"""The picklers (part of :mod:`evocluster._serialization`): plain pickle first, a Python hook only
 when needed, cloudpickle only for what pickle cannot send by reference.
 
 * :func:`dumps` / :func:`loads`: stdlib pickle, protocol 5, out-of-band buffers.

@@ -24,13 +24,15 @@ import traceback
 from collections import deque
 from typing import Any
 
-from . import config, protocol, sharing
+from . import _config as config
+from . import _protocol as protocol
+from . import _sharing as sharing
+from ._backends.base import Transport
 from ._calls import FN_CACHE_SIZE, FunctionCache
 from ._jobs import PENDING, Chunk, Job
 from ._scheduling import PoolBase
-from .backends.base import Transport
+from ._serialization import dumps, frames_nbytes, loads, nest
 from .errors import BrokenPool
-from .serialization import dumps, frames_nbytes, loads, nest
 
 __all__ = ["Pool"]
 

@@ -32,10 +32,12 @@ from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
-from . import config, protocol, serialization
+from . import _config as config
+from . import _protocol as protocol
+from . import _serialization as serialization
 from ._jobs import CANCELLED, FAILED, PENDING, Chunk, ExecutorState, GuardedFuture, Job
+from ._serialization import FunctionTable, dumps_args, frames_nbytes, loads, nest, unpack_exception
 from .errors import BrokenPool, EvaluationAborted, Failure, SerializationError
-from .serialization import FunctionTable, dumps_args, frames_nbytes, loads, nest, unpack_exception
 
 __all__ = ["PoolBase", "args_label", "check_args", "diagnose", "unsendable"]
 

@@ -1,4 +1,4 @@
-"""Naming what cannot be sent, and where it sits (part of :mod:`evocluster.serialization`).
+"""Naming what cannot be sent, and where it sits (part of :mod:`evocluster._serialization`).
 
 When pickle refuses the callable or the arguments of a call, :func:`_explain` walks down to the
 innermost part that it refuses (:func:`_locate`, through what pickle would have to store:

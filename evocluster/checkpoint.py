@@ -12,7 +12,7 @@ A checkpoint file is::
 * The body is plain pickle (protocol 5, buffers in band): objects by reference, never code by
   value -- no cloudpickle, so a checkpoint holds no function that would run when loaded beyond the
   classes it names.
-* The tag is HMAC-SHA256 (:mod:`evocluster.signing`, the per-user key that also signs SCOOP
+* The tag is HMAC-SHA256 (:mod:`evocluster._signing`, the per-user key that also signs SCOOP
   payloads) over the magic, the header and the body.  :func:`load` checks, in order, the magic,
   the header, the format, the body's length and checksum, the key's fingerprint and the tag,
   *before* it unpickles anything, and names what is wrong: not a checkpoint, truncated,
@@ -69,7 +69,8 @@ from types import FrameType
 from typing import Any
 
 from . import _checkpoint_options as _options
-from . import config, signing
+from . import _config as config
+from . import _signing as signing
 from ._checkpoint_options import CHECKPOINT_ENV, DEFAULT_EVERY, Defaults, defaults
 from ._version import __version__
 from .errors import ConfigurationError, EvoclusterError

@@ -16,7 +16,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .. import checkpoint, config
+from .. import _config as config
+from .. import checkpoint
 from ..checkpoint import CheckpointError
 
 __all__ = [
@@ -52,7 +53,9 @@ def job_name() -> str | None:
     directory: the same job resumed from another working directory, or from a copy of the
     project, is itself) or its ``-m`` module; ``None`` without either (``python -c``, an
     interactive session), which is then not compared."""
-    from .. import jobfile  # the master's: its job runs as __main__ (the launcher's, SCOOP's...)
+    from .. import (
+        _jobfile as jobfile,  # the master's: its job runs as __main__ (the launcher's, SCOOP's...)
+    )
 
     spec = jobfile.spec_for_current_main()
     if spec.module is not None:

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._config import retries_of
 from .._failures import FailurePolicy
 from .._failures import function_name as function_name  # noqa: PLC0414 - engine.checkpointing
-from ..config import retries_of
 
 if TYPE_CHECKING:
     from .evaluation import FailureOptions

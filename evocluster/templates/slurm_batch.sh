@@ -1,5 +1,5 @@
 # The pieces of the batch script that `python -m evocluster submit` writes (render() in
-# evocluster/slurm.py): not a script to run.  Each piece starts after a line `#>>> NAME` and ends
+# evocluster/_slurm.py): not a script to run.  Each piece starts after a line `#>>> NAME` and ends
 # before the next one; render() joins the pieces a request needs and fills in its @VALUES@
 # (shell-quoted).  A piece used inside a line (CHECKPOINTED_*) loses its last newline.  The
 # templates in the repository's slurm/ folder are renderings: change this file, then write them

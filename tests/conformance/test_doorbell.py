@@ -23,8 +23,8 @@ from helpers import (
     run,
 )
 
-from evocluster.backends import doorbell
-from evocluster.backends.base import Backoff
+from evocluster._backends import doorbell
+from evocluster._backends.base import Backoff
 
 JOB = str(FIXTURES / "jobs" / "doorbells.py")
 STRANGERS = str(FIXTURES / "jobs" / "doorbell_strangers.py")
@@ -361,7 +361,7 @@ def test_strangers_at_the_doorbell_port_hold_up_no_worker_and_a_missing_bell_is_
 
 
 def test_doorbell_setting_is_validated() -> None:
-    from evocluster import config
+    from evocluster import _config as config
     from evocluster.errors import ConfigurationError
 
     assert config.resolve(doorbell=False).doorbell is False

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 from helpers import FIXTURES, declare, launcher, output, run
 
-from evocluster import SerializationError, _picklers, serialization
+from evocluster import SerializationError, _picklers
+from evocluster import _serialization as serialization
 
 JOB = FIXTURES / "jobs" / "carried_generators.py"
 POLICIES = ["upgrade", "strict", "cloudpickle"]

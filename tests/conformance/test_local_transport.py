@@ -17,9 +17,11 @@ import pytest
 from helpers import clean_env, launcher, output, run
 
 import evocluster
-from evocluster import config, jobfile, protocol
-from evocluster.backends.local import ProcessTransport
-from evocluster.serialization import dumps
+from evocluster import _config as config
+from evocluster import _jobfile as jobfile
+from evocluster import _protocol as protocol
+from evocluster._backends.local import ProcessTransport
+from evocluster._serialization import dumps
 
 TIMEOUT = 45  # a hang, never slowness: each run below takes about a second
 

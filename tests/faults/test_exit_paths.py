@@ -256,7 +256,7 @@ def test_bad_fault_option_is_a_one_line_usage_error(flags: list[str], says: str)
 
 OPTIONS_JOB = """
 import evocluster
-from evocluster import executor
+from evocluster import _executor as executor
 
 def main():
     o = executor._launcher

@@ -18,7 +18,8 @@ from typing import Any
 import helpers
 import pytest
 
-from evocluster import jobfile, serialization
+from evocluster import _jobfile as jobfile
+from evocluster import _serialization as serialization
 from evocluster._isolation import Isolated
 from evocluster.errors import EvaluationCrashed, EvaluationTimeout
 
@@ -430,7 +431,7 @@ def test_the_child_dies_with_its_worker() -> None:
         f"""
         import os, signal, sys, time
         sys.path.insert(0, {str(helpers.ROOT)!r})
-        from evocluster import jobfile, serialization
+        from evocluster import _jobfile as jobfile, _serialization as serialization
         from evocluster._isolation import Isolated
         iso = Isolated(jobfile.JobSpec(None, None, (), os.getcwd(), ()), "w")
         iso.run(b"p", serialization.dumps(os.getpid), [()], True, None, None)

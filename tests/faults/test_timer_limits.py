@@ -19,7 +19,7 @@ import pytest
 from helpers import FIXTURES, clean_env, launcher, mpi_launcher, output, run
 
 import evocluster
-from evocluster import config
+from evocluster import _config as config
 from evocluster.errors import ConfigurationError
 
 JOBS = FIXTURES / "jobs"

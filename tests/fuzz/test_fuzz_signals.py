@@ -105,7 +105,7 @@ def _targets(session: int, tag: str, master: int | None, kind: str) -> list[int]
             if kind == "child":
                 chosen = b"evocluster._isolation" in cmd
             else:  # a local pool's worker, or an MPI rank other than 0
-                chosen = b"evocluster.backends.local" in cmd or (
+                chosen = b"evocluster._backends.local" in cmd or (
                     b"-m evocluster " in cmd and _rank(env) not in (None, 0)
                 )
             if chosen:

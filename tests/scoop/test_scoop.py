@@ -28,8 +28,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import evocluster
-from evocluster import ConfigurationError, WorkerError, signing
-from evocluster.backends.scoop import pool as backend
+from evocluster import ConfigurationError, WorkerError
+from evocluster import _signing as signing
+from evocluster._backends.scoop import pool as backend
 
 SCOOP_JOBS = FIXTURES / "jobs"
 EXIT_JOB = str(SCOOP_JOBS / "scoop_exit.py")
@@ -128,7 +129,7 @@ def test_the_exit_guard_holds_whatever_the_job_file_is_called(
 def test_the_launcher_is_recognised_by_the_module_python_runs(
     args: list[str], launcher: bool
 ) -> None:
-    from evocluster.backends.scoop.guard import is_launcher_command
+    from evocluster._backends.scoop.guard import is_launcher_command
 
     assert is_launcher_command(args) is launcher
 
@@ -196,7 +197,7 @@ def test_scoop_tcp_backend_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(backend.scoop, "CONFIGURATION", {"backend": "TCP"})
     monkeypatch.setattr(backend, "_pool", None)
     with pytest.raises(ConfigurationError, match="ZMQ backend"):
-        backend.shared_pool(evocluster.config.resolve())
+        backend.shared_pool(evocluster._config.resolve())
 
 
 def test_importing_evocluster_does_not_import_scoop() -> None:
@@ -226,7 +227,7 @@ before = state()
 import evocluster
 after = state()
 print(json.dumps({"changed": [i for i, (b, a) in enumerate(zip(before, after)) if b != a],
-                  "guard loaded": "evocluster.backends.scoop.guard" in sys.modules}))
+                  "guard loaded": "evocluster._backends.scoop.guard" in sys.modules}))
 """
 
 

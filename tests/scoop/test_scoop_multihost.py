@@ -9,7 +9,7 @@ torn down in the fixture's finalizer, whatever happens.  The job:
 
 A short job ends before every worker on the other hosts has joined the run; those workers used to
 wait for SCOOP's broker for good, and so did every worker there after a killed launcher
-(``evocluster/backends/scoop/watch.py``, :class:`_BrokerWatch`, says why and what ends them now).
+(``evocluster/_backends/scoop/watch.py``, :class:`_BrokerWatch`, says why and what ends them now).
 ``late`` workers make the first case certain.  Runs that left processes on the other hosts,
 measured on a 2-core VM, 2026-12-02, before the fix / after it: a short job 23 of 32 / 0 of 28;
 late workers 8 of 8 / 0 of 28; a job that raises 8 of 22 / 0 of 21; a job on every host 2 of 12 /

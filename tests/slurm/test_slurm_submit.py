@@ -16,7 +16,7 @@ import pytest
 from helpers import ROOT, clean_env, output, run
 
 import evocluster
-from evocluster import slurm
+from evocluster import _slurm as slurm
 from evocluster.checkpoint import EXIT_TEMPFAIL
 from evocluster.errors import ConfigurationError
 
@@ -48,7 +48,7 @@ def test_the_templates_are_what_submit_renders(at_root: Path, name: str) -> None
     on_disk = (ROOT / "slurm" / name).read_text()
     command = shlex.join(["python -m evocluster submit", *TEMPLATES[name], "--dry-run"])
     assert rendered == on_disk, (
-        f"slurm/{name} is not what submit renders: change evocluster/slurm.py or "
+        f"slurm/{name} is not what submit renders: change evocluster/_slurm.py or "
         f"evocluster/templates/slurm_batch.sh, then write the template again with `{command}` "
         "(PYTHON=python3 in the file)"
     )
@@ -292,7 +292,7 @@ def test_status_without_scontrol(tmp_path: Path) -> None:
     ],
 )
 def test_the_last_line_is_the_jobs_not_the_launchers(teardown: str, tmp_path: Path) -> None:
-    from evocluster import slurm
+    from evocluster import _slurm as slurm
 
     out = tmp_path / "job.out"
     out.write_text(
@@ -319,8 +319,8 @@ def test_run_seed(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_import_evocluster_does_not_load_the_slurm_module() -> None:
     code = (
-        "import sys, evocluster; assert 'evocluster.slurm' not in sys.modules; "
-        "evocluster.run_seed(1); assert 'evocluster.slurm' in sys.modules; "
+        "import sys, evocluster; assert 'evocluster._slurm' not in sys.modules; "
+        "evocluster.run_seed(1); assert 'evocluster._slurm' in sys.modules; "
         "assert 'mpi4py' not in sys.modules; print('ok')"
     )
     r = run([sys.executable, "-c", code], timeout=60)

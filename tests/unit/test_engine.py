@@ -20,7 +20,8 @@ import pytest
 from helpers import require_module
 
 import evocluster
-from evocluster import engine, pareto, sharing
+from evocluster import _sharing as sharing
+from evocluster import engine, pareto
 from evocluster import operators as ops
 from evocluster.rng import call as seeded_call
 
@@ -447,7 +448,7 @@ def test_shared_data_reaches_the_workers_once_each(local2: Any) -> None:
         assert list(local2.map(read_shared, range(7, 100))) == list(range(7, 100))
         after = local2.stats()
     finally:
-        evocluster.sharing.unshare()
+        evocluster._sharing.unshare()
     sent = after["bytes_sent"] - before["bytes_sent"]
     assert after["functions_sent"] - before["functions_sent"] == 2  # once per worker
     assert 2 * table.nbytes <= sent < 3 * table.nbytes

@@ -93,7 +93,7 @@ def test_abandoned_map_never_sends_its_held_back_item(tmp_path: Path) -> None:
 def _chunks(cost: float, n: int, workers: int) -> list[int]:
     """The chunk sizes the scheduler cuts a map of ``n`` items into, whose cost per item it has
     measured as ``cost`` seconds (pure logic: no pool, no transport)."""
-    from evocluster import config
+    from evocluster import _config as config
     from evocluster._jobs import Job
     from evocluster._scheduling import PoolBase
 

@@ -18,7 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from evocluster import RemoteError, RemoteTraceback, serialization
+from evocluster import RemoteError, RemoteTraceback
+from evocluster import _serialization as serialization
 
 MATRIX_JOB = FIXTURES / "jobs" / "serialization_matrix.py"
 sys.path.insert(0, str(MATRIX_JOB.parent))

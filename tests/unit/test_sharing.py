@@ -21,7 +21,8 @@ import pytest
 from helpers import FIXTURES, clean_env, launcher, output, run
 
 import evocluster
-from evocluster import SerializationError, sharing
+from evocluster import SerializationError
+from evocluster import _sharing as sharing
 
 JOB = FIXTURES / "jobs" / "shared_generations.py"
 MB = 32
@@ -161,7 +162,7 @@ def test_bound_callables_name_the_versions_not_the_data() -> None:
     evocluster.share("table", list(range(100_000)))
     try:
         bound = sharing.bind(abs)
-        table = evocluster.serialization.FunctionTable()
+        table = evocluster._serialization.FunctionTable()
         _, payload = table.lookup(bound)
         assert sum(len(memoryview(f)) for f in payload) < 200  # references only
         assert [v.name for v in sharing.needs(payload)] == ["table"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import pickle
 import re
@@ -18,9 +19,13 @@ import numpy as np
 import pytest
 
 import evocluster
-from evocluster import _framing, config, operators, pareto, protocol, serialization
+from evocluster import _config as config
+from evocluster import _framing, checkpoint, engine, errors, operators, pareto
+from evocluster import _protocol as protocol
+from evocluster import _serialization as serialization
+from evocluster import rng as rng_module
+from evocluster._backends import base
 from evocluster._calls import FunctionCache
-from evocluster.backends import base
 from evocluster.errors import ConfigurationError, RemoteError, RemoteTraceback
 
 #: The public surface of ``import evocluster``, pinned once: adding or removing a name is a
@@ -60,10 +65,54 @@ def test_public_api_is_pinned() -> None:
     assert sorted(evocluster.__all__) == PUBLIC_API
 
 
-#: every name a public module exports: evocluster's, and its EA modules' (operators, pareto)
+#: The public modules, pinned: every other module of the package is internal, its name starting
+#: with an underscore.  Each public module pins its API with ``__all__``.
+PUBLIC_MODULES = [
+    "evocluster",
+    "evocluster.checkpoint",
+    "evocluster.engine",
+    "evocluster.errors",
+    "evocluster.operators",
+    "evocluster.pareto",
+    "evocluster.rng",
+]
+PACKAGE_DIR = Path(evocluster.__file__).resolve().parent
+
+
+def _modules() -> list[str]:
+    names = []
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        parts = list(path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        names.append(".".join(parts))
+    return names
+
+
+def test_internal_modules_are_private() -> None:
+    """A module is public only if PUBLIC_MODULES names it (or it lies inside the engine's
+    package, whose loops are reached through ``evocluster.engine``); any other is ``_named``."""
+    public = [
+        m
+        for m in _modules()
+        if not any(part.startswith("_") for part in m.split(".")[1:])
+        and not m.startswith("evocluster.engine.")
+    ]
+    assert sorted(public) == sorted(PUBLIC_MODULES)
+
+
+@pytest.mark.parametrize("name", PUBLIC_MODULES)
+def test_each_public_module_pins_its_api(name: str) -> None:
+    module = importlib.import_module(name)
+    exported = getattr(module, "__all__", None)
+    assert exported, f"{name} has no __all__"
+    assert len(set(exported)) == len(exported), f"{name}.__all__ names something twice"
+
+
+#: every name a public module exports
 PUBLIC_NAMES = [
     pytest.param(module, name, id=f"{module.__name__}.{name}")
-    for module in (evocluster, operators, pareto)
+    for module in (evocluster, operators, pareto, checkpoint, engine, errors, rng_module)
     for name in module.__all__
 ]
 
@@ -274,10 +323,10 @@ def test_exceptions_come_home_or_as_stand_in() -> None:
 
 _SERVE_SCRIPT = r"""
 import json, os, sys
-from evocluster import jobfile, protocol
-from evocluster.backends.base import Channel
-from evocluster.serialization import dumps, loads
-from evocluster.worker import serve
+from evocluster import _jobfile as jobfile, _protocol as protocol
+from evocluster._backends.base import Channel
+from evocluster._serialization import dumps, loads
+from evocluster._worker import serve
 
 class ListChannel(Channel):  # in memory: the master's records in, the worker's out
     rank, size, host = 1, 2, "here"

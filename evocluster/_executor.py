@@ -30,14 +30,19 @@ from concurrent.futures import CancelledError, Future
 from concurrent.futures import Executor as _StdExecutor
 from typing import Any, NoReturn
 
-from . import _ending, backends, config, jobfile, serialization, sharing
+from . import _backends as backends
+from . import _config as config
+from . import _ending
+from . import _jobfile as jobfile
+from . import _serialization as serialization
+from . import _sharing as sharing
+from ._backends.base import Transport
 from ._calls import in_evaluation
 from ._failures import FailurePolicy
 from ._initializer import Initialized
 from ._jobs import CANCELLED, FAILED, ExecutorState, Job, limits_of
 from ._pool import Pool
 from ._scheduling import PoolBase, args_label, check_args, unsendable
-from .backends.base import Transport
 from .errors import BrokenPool, ConfigurationError, Failure, JobError, SerializationError
 
 __all__ = [
@@ -91,7 +96,7 @@ class Executor(_StdExecutor):
         isolate: evaluate in a child process each worker keeps, so that a segfault, an
             ``os._exit`` or the OOM killer costs one evaluation, never the worker.
         eval_memory: bytes (or ``"2G"``) of address space an isolated evaluation may use.
-        **options: further :class:`evocluster.config.Options` fields (``prefetch``, ...).
+        **options: further :class:`evocluster._config.Options` fields (``prefetch``, ...).
             Under the launcher, the fault options default to its ``--on-error``, ``--penalty``,
             ``--eval-timeout``, ``--isolate`` and ``--eval-memory``.
 

@@ -6,7 +6,7 @@
     mpi      MPI ranks 1..N-1                 the launcher (``mpiexec -n N python -m evocluster``)
     scoop    SCOOP's workers                  ``Executor()`` under ``python -m scoop job.py``
 
-A thread-driven backend gives a :class:`~evocluster.backends.base.Transport`, which the executor
+A thread-driven backend gives a :class:`~evocluster._backends.base.Transport`, which the executor
 wraps in its scheduler-thread pool (:mod:`evocluster._pool`).  SCOOP, whose sockets belong to its
 main thread, gives a pool of its own (:func:`open_scoop_pool`).  Nothing here imports mpi4py or
 scoop before that backend is opened, and nothing here chooses a backend: the launcher and
@@ -20,12 +20,12 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..config import Options
+from .._config import Options
 from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from .._jobfile import JobSpec
     from .._scheduling import PoolBase
-    from ..jobfile import JobSpec
     from .base import Transport
 
 __all__ = ["SCOOP_LAUNCH", "TRANSPORTS", "open_scoop_pool", "open_transport", "scoop_running"]

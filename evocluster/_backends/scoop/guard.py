@@ -17,7 +17,7 @@
   run with SIGUSR2 to the launcher instead: exit status **140** (-12 for ``subprocess``), which
   ``slurm/scoop.sbatch`` takes for 75.  Should the launcher ignore or catch SIGUSR2 (an inherited
   ``trap '' USR2``), it gets SIGTERM: 143, and the message says so.
-* **Lost launcher or origin** (:mod:`~evocluster.backends.scoop.watch`).  SCOOP's launcher killed:
+* **Lost launcher or origin** (:mod:`~evocluster._backends.scoop.watch`).  SCOOP's launcher killed:
   the origin says so in one line and ends (if the job handles SIGTERM, as an engine loop that
   checkpoints does, it is asked to stop that way first, for up to :data:`_ORPHAN_GRACE` s); its
   launch process then terminates the workers, which also end by themselves
@@ -32,7 +32,7 @@
   with it (:func:`_failure_reports`).
 
 All are started by :func:`start_guards`, which ``evocluster/__init__`` calls in every process of
-a SCOOP run, and only there (``scoop.IS_RUNNING``: :func:`evocluster.backends.scoop_running`).
+a SCOOP run, and only there (``scoop.IS_RUNNING``: :func:`evocluster._backends.scoop_running`).
 SCOOP has no start-up hook: its bootstrap runs the job on the origin and imports it on the
 workers, so the job's ``import evocluster`` is the first evocluster code to run there.  In any
 other process ``import evocluster`` starts nothing: no atexit function, excepthook or thread.

@@ -1,6 +1,6 @@
 """The SCOOP backend: ``python -m scoop [-n N] job.py`` runs the same job as ``mpiexec``.
 
-The only package that imports ``scoop`` (and ``zmq``, which SCOOP uses); :mod:`evocluster.backends`
+The only package that imports ``scoop`` (and ``zmq``, which SCOOP uses); :mod:`evocluster._backends`
 loads it only when this process is part of a SCOOP run, and ``evocluster/__init__`` starts its
 guards then (:func:`start_guards`).  SCOOP starts N processes: the *origin* runs the job as
 ``__main__``, the N-1 others import the job (as a module, so its ``if __name__ == "__main__":``
@@ -32,7 +32,8 @@ One job per module, each with its part of the story:
 
 * **Signing.**  SCOOP's broker listens on all interfaces and its workers unpickle whatever arrives.
   evocluster seals every task, result and broadcast callable it sends with HMAC-SHA256
-  (:mod:`evocluster.signing`; the key never crosses SCOOP's sockets) and verifies before unpickling.
+  (:mod:`evocluster._signing`; the key never crosses SCOOP's sockets) and verifies before
+  unpickling.
   A task that does not verify is refused, logged on the worker's stderr and answered with a
   :class:`~evocluster.errors.WorkerError`; a result that does not verify fails its items with a
   ``WorkerError``.  Results also echo a per-run token and the chunk id, so a recorded result cannot

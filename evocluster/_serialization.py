@@ -40,7 +40,7 @@
   digest of its serialised form; a task carries only that key, and a worker caches the callable.
   A callable bound to shared objects carries only references to their versions; its
   :class:`Payload` names them (:func:`note_needs`), and they travel on their own
-  (:mod:`evocluster.sharing`).
+  (:mod:`evocluster._sharing`).
 * :func:`pack_exception` / :func:`unpack_exception`: a fitness exception comes home as itself when
   it survives a pickle round trip, otherwise as a :class:`~evocluster.errors.RemoteError` stand-in;
   either way with the worker's formatted traceback attached as ``__cause__``.
@@ -49,7 +49,7 @@ This module is the surface the rest of the package imports; the mechanism is in 
 each importing only the ones before it: :mod:`evocluster._main_names` (the job's ``__main__``
 names, the ``__mp_main__`` alias), :mod:`evocluster._picklers` (the picklers, the generator guard,
 the cloudpickle fallback) and :mod:`evocluster._unpicklable` (the search that names what cannot be
-sent and where it sits).  None of them imports :mod:`evocluster.jobfile`, which is above them.
+sent and where it sits).  None of them imports :mod:`evocluster._jobfile`, which is above them.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from ._config import POLICIES
 from ._main_names import set_worker_main_names
 from ._picklers import (
     _REFUSED,
@@ -84,7 +85,6 @@ from ._unpicklable import (
     _workers_own_generator,
     explain_load_error,
 )
-from .config import POLICIES
 from .errors import RemoteError, RemoteTraceback, SerializationError
 
 __all__ = [
@@ -178,7 +178,7 @@ def frames_nbytes(frames: Sequence[Any]) -> int:
 
 
 # What serialising a callable found it needs besides its own frames (the versions of shared
-# objects it refers to: evocluster.sharing), collected per thread while FunctionTable serialises.
+# objects it refers to: evocluster._sharing), collected per thread while FunctionTable serialises.
 _needs = threading.local()
 
 
@@ -192,7 +192,7 @@ def note_needs(needed: Iterable[Any]) -> None:
 
 class Payload(list[Any]):
     """A serialised callable's frames, with what it ``needs`` on each worker besides them (the
-    versions of shared objects it refers to, which travel on their own: evocluster.sharing)."""
+    versions of shared objects it refers to, which travel on their own: evocluster._sharing)."""
 
     __slots__ = ("needs",)
 

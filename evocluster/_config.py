@@ -29,7 +29,7 @@ __all__ = [
 
 #: Backend names accepted by ``--backend`` / ``EVOCLUSTER_BACKEND`` / ``Executor(backend=...)``.
 BACKENDS = ("auto", "mpi", "local", "serial", "scoop")
-#: Serialisation policies (see :mod:`evocluster.serialization`), the default first.
+#: Serialisation policies (see :mod:`evocluster._serialization`), the default first.
 POLICIES = ("upgrade", "strict", "cloudpickle")
 #: What a failed evaluation becomes (``--on-error``): ``raise``, ``penalize`` or ``retry:N``.
 ON_ERROR = ("raise", "penalize", "retry:N")

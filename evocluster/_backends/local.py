@@ -4,7 +4,7 @@
   serialisation round trip, so the serial backend is a faithful oracle: what does not pickle fails
   here as it would on a cluster.
 * :class:`ProcessTransport` starts ``n`` worker interpreters (``python -m
-  evocluster.backends.local FD RANK SIZE``), each connected by a socket pair.  Waiting is
+  evocluster._backends.local FD RANK SIZE``), each connected by a socket pair.  Waiting is
   ``select`` on those sockets plus a wake-up pipe: both sides sleep in the kernel until something
   arrives (no sleep-and-retry loop, unlike MPI's).  A worker that dies is seen at once as
   end-of-file on its socket.
@@ -44,14 +44,15 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .. import _framing, _leftovers, protocol
+from .. import _framing, _leftovers
+from .. import _protocol as protocol
 from .._framing import Outbox, ProtocolError, Reader
-from ..serialization import Frames, dumps, loads
-from ..worker import Worker, serve
+from .._serialization import Frames, dumps, loads
+from .._worker import Worker, serve
 from .base import Channel, Event, Transport
 
 if TYPE_CHECKING:
-    from ..jobfile import JobSpec
+    from .._jobfile import JobSpec
 
 __all__ = ["InlineTransport", "LocalChannel", "ProcessTransport"]
 
@@ -212,7 +213,7 @@ class ProcessTransport(Transport):
         for rank in range(1, n + 1):
             ours, theirs = socket.socketpair()
             fd = theirs.fileno()
-            cmd = [sys.executable, "-m", "evocluster.backends.local"]
+            cmd = [sys.executable, "-m", "evocluster._backends.local"]
             cmd += [str(fd), str(rank), str(n), str(master)]
             self._procs.append(
                 subprocess.Popen(cmd, pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL)

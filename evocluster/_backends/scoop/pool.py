@@ -3,7 +3,7 @@
 :func:`shared_pool` makes one per run, shared by every ``Executor`` of it; the scheduling policy
 (jobs, chunk sizes, settling results) is :class:`~evocluster._scheduling.PoolBase`'s, and this
 module adds how chunks travel through SCOOP and who drives them: whoever waits, on the main thread
-(:mod:`~evocluster.backends.scoop.futures` for the futures of ``submit``).
+(:mod:`~evocluster._backends.scoop.futures` for the futures of ``submit``).
 
 * **The origin never evaluates.**  evocluster never lets SCOOP's controller run on the origin
   (no ``scoop.futures.wait`` without timeout, no SCOOP ``result()``): it flushes its tasks to the
@@ -14,12 +14,12 @@ module adds how chunks travel through SCOOP and who drives them: whoever waits, 
   ``prefetch`` chunks per worker in flight, sized as the scheduler sizes them (measure first, then
   ~``chunk_target`` seconds per chunk, at least four chunks per worker, smaller as the map
   ends, expensive calls one by one); each worker keeps exactly one task in reserve
-  (:class:`~evocluster.backends.scoop.worker._Reserve`, replacing SCOOP's own asking, which
+  (:class:`~evocluster._backends.scoop.worker._Reserve`, replacing SCOOP's own asking, which
   starves busy workers and piles requests up at the broker).
-* **Payloads.**  Callables and arguments go through :mod:`evocluster.serialization` (policies
+* **Payloads.**  Callables and arguments go through :mod:`evocluster._serialization` (policies
   ``upgrade`` / ``strict`` / ``cloudpickle``), so lambdas and closures work, strict mode fails on
   the master, and each item is evaluated in its own ``try`` on the worker (a
-  :class:`~evocluster.worker.Worker` per process, with its function cache).  Exceptions come home
+  :class:`~evocluster._worker.Worker` per process, with its function cache).  Exceptions come home
   with the worker's traceback, labelled ``SCOOP worker on host H (pid P)``.  A callable is
   serialised once per run.  Up to :data:`INLINE_MAX` bytes (a function by reference takes 30-40:
   benchmarks/RESULTS.md F15, 2026-12-02) it rides along with each chunk and each worker loads it
@@ -51,11 +51,15 @@ import scoop
 from scoop import _control, futures, shared
 from scoop._comm import Shutdown
 
-from ... import config, jobfile, protocol, sharing, signing
+from ... import _config as config
+from ... import _jobfile as jobfile
+from ... import _protocol as protocol
+from ... import _sharing as sharing
+from ... import _signing as signing
 from ..._jobs import PENDING, Chunk, Job
 from ..._scheduling import PoolBase
+from ..._serialization import dumps, frames_nbytes, loads, nest
 from ...errors import BrokenPool, ConfigurationError, JobError, WorkerError
-from ...serialization import dumps, frames_nbytes, loads, nest
 from . import guard, proc
 from .futures import _ScoopFuture
 from .watch import _Watch

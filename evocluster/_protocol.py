@@ -1,7 +1,7 @@
 """The records exchanged between the master and its workers, and nothing else.
 
 Every record is a tuple whose first element is its kind; it is serialised with
-:func:`evocluster.serialization.dumps` and travels as frames over whatever transport the backend
+:func:`evocluster._serialization.dumps` and travels as frames over whatever transport the backend
 has.  The conversation of one worker::
 
     master                                   worker
@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
-    from .jobfile import JobSpec
+    from ._jobfile import JobSpec
 
 __all__ = [
     "BYE",
@@ -149,7 +149,7 @@ def task(
     else None.  ``item_frames`` is the serialised ``(items, star, kwargs)`` (``star``: each item
     is a tuple of positional arguments, else the one argument): it is loaded by the worker
     separately, so that an item that cannot be unpickled fails its chunk, not the conversation.
-    ``shared``: the versions of shared objects (:mod:`evocluster.sharing`) the callable refers
+    ``shared``: the versions of shared objects (:mod:`evocluster._sharing`) the callable refers
     to that this worker does not hold yet, ``(name, token, frames)`` each; the worker keeps one
     version per name.
     """

@@ -5,7 +5,7 @@ in SCOOP's own loop.  It verifies the task's HMAC before it unpickles anything (
 not verify is refused, logged on the worker's stderr and answered with a
 :class:`~evocluster.errors.WorkerError`), loads a callable broadcast through SCOOP's shared
 constants the first time a chunk needs it, runs the chunk through an evocluster
-:class:`~evocluster.worker.Worker` (each item in its own ``try``, tracebacks labelled
+:class:`~evocluster._worker.Worker` (each item in its own ``try``, tracebacks labelled
 ``SCOOP worker on host H (pid P)``), and seals the RESULT record it sends home.  Under ``-n 1``
 the origin evaluates through the same sealed path (its own :class:`_WorkerSide`).
 
@@ -23,10 +23,13 @@ from typing import Any
 
 from scoop import _control, shared
 
-from ... import jobfile, protocol, sharing, signing
+from ... import _jobfile as jobfile
+from ... import _protocol as protocol
+from ... import _sharing as sharing
+from ... import _signing as signing
+from ..._serialization import dumps, loads, nest, pack_exception
+from ..._worker import Worker
 from ...errors import ConfigurationError, SerializationError, WorkerError
-from ...serialization import dumps, loads, nest, pack_exception
-from ...worker import Worker
 from . import proc
 
 #: How long a worker waits for a broadcast callable to arrive (it is sent before the first task
@@ -87,7 +90,7 @@ class _WorkerSide:
 
     def _fetch_shared(self, record: protocol.Task) -> BaseException | None:
         """Hold the shared versions ``record`` refers to, each fetched from its SCOOP constant
-        the first time (the worker's :meth:`~evocluster.worker.Worker.run` then finds them)."""
+        the first time (the worker's :meth:`~evocluster._worker.Worker.run` then finds them)."""
         isolate = record.limits is not None and record.limits.isolate
         try:
             sharing.install(record.shared, fetch=self._constant, keep_frames=isolate)
@@ -218,7 +221,7 @@ def _adopt_job_module() -> None:
     ``__mp_main__`` too: a process pool a fitness starts with the ``spawn`` or ``forkserver``
     method re-runs the job as ``__mp_main__`` and finds them there (as ``SCOOP_WORKER.f`` it
     could not, and waited for ever); on the origin ``__mp_main__`` is the job's ``__main__``
-    (:func:`evocluster.jobfile.alias_worker_module`), so their instances still travel home by
+    (:func:`evocluster._jobfile.alias_worker_module`), so their instances still travel home by
     reference.
     """
     module = sys.modules.get(_SCOOP_WORKER_MODULE)

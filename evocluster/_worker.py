@@ -4,7 +4,7 @@ A worker never dies because of a fitness: every call is wrapped, and what it rai
 with its formatted traceback and the worker's rank and host.  What the worker cannot do at all --
 import the job -- is reported once as FAILED, and the worker then exits.
 
-A task may carry :class:`~evocluster.protocol.Limits`: a time limit per evaluation, which
+A task may carry :class:`~evocluster._protocol.Limits`: a time limit per evaluation, which
 interrupts pure-Python code here (SIGALRM, in the main thread), and isolation, under which the
 items are evaluated in a child process the worker keeps (:mod:`evocluster._isolation`): a
 timeout kills it, and a crash (a signal, ``os._exit``, a memory limit) costs that evaluation
@@ -23,11 +23,13 @@ from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import _calls, _leftovers, jobfile, protocol
+from . import _calls, _leftovers
+from . import _jobfile as jobfile
+from . import _protocol as protocol
 from ._calls import FunctionCache, Unloadable, apply_item, in_evaluation, unpicklable_result
 from ._channel import Channel
+from ._serialization import dumps, dumps_results, explain_load_error, loads, nest, pack_exception
 from .errors import EvaluationCrashed, EvaluationTimeout, SerializationError, WorkerError
-from .serialization import dumps, dumps_results, explain_load_error, loads, nest, pack_exception
 
 if TYPE_CHECKING:
     from ._isolation import Isolated, Wake
@@ -211,9 +213,9 @@ class Worker:
         return items, star, kwargs
 
     def _install_shared(self, record: protocol.Task) -> protocol.Result | None:
-        """Hold the shared versions ``record`` carries (:func:`evocluster.sharing.install`: one
+        """Hold the shared versions ``record`` carries (:func:`evocluster._sharing.install`: one
         version per name); the RESULT that fails the chunk if one cannot be loaded."""
-        from . import sharing
+        from . import _sharing as sharing
 
         try:
             isolate = record.limits is not None and record.limits.isolate
@@ -253,7 +255,9 @@ class Worker:
         limits = record.limits
         assert limits is not None
         child = self._child(limits.memory)
-        from . import sharing  # the callable with the shared versions it reads, for the child
+        from . import (
+            _sharing as sharing,  # the callable with the shared versions it reads, for the child
+        )
 
         key, fn_frames = sharing.for_child(record.fn_key, self.payloads.get(record.fn_key))
         child.submit(

@@ -15,7 +15,7 @@ it travels::
 
 * The callable's payload holds only references, so binding a new callable (a
   ``functools.partial`` per generation, ``abs`` after a share) sends the references again, never
-  the data.  :class:`~evocluster.serialization.FunctionTable` returns the versions a callable
+  the data.  :class:`~evocluster._serialization.FunctionTable` returns the versions a callable
   refers to with its payload (:func:`needs`), and the pool keeps, for each worker, which version
   of each name it holds (:func:`outgoing`, keyed by the pool's mirror of that worker's function
   cache), as it does for callables: a version crosses the wire once per worker.
@@ -44,7 +44,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import serialization as _wire
+from . import _serialization as _wire
 from .errors import SerializationError
 
 __all__ = [
@@ -135,11 +135,11 @@ def _policy_in_force() -> str:
     """The serialisation policy maps use by default: the launcher's ``--serialization`` under
     the launcher (looked up, not imported: the executor is a layer above), else the
     environment's or the default."""
-    launcher = getattr(sys.modules.get("evocluster.executor"), "_launcher", None)
+    launcher = getattr(sys.modules.get("evocluster._executor"), "_launcher", None)
     policy = getattr(launcher, "serialization", None)
     if isinstance(policy, str):
         return policy
-    from . import config
+    from . import _config as config
 
     return config.resolve().serialization
 
@@ -171,7 +171,7 @@ def share(name: str, obj: Any, *, serialization: str | None = None) -> None:
     if serialization is None:
         policy = _policy_in_force()
     else:
-        from . import config
+        from . import _config as config
 
         policy = config.resolve(serialization=serialization).serialization
     label = f"shared object {name!r}"

@@ -37,12 +37,13 @@ from typing import TYPE_CHECKING, Any
 
 from mpi4py import MPI
 
-from .. import config, protocol
-from ..serialization import Frames, dumps, loads
+from .. import _config as config
+from .. import _protocol as protocol
+from .._serialization import Frames, dumps, loads
 from . import doorbell
 
 if TYPE_CHECKING:
-    from ..jobfile import JobSpec
+    from .._jobfile import JobSpec
 from .base import (
     Backoff,
     Channel,
@@ -525,7 +526,7 @@ def _await_byes(comm: Any, n_workers: int, options: config.Options) -> bool:
 
 def serve_worker(options: config.Options, job: JobSpec | None = None) -> int:
     """Run this rank as a worker until the master says STOP (``job``: see ``worker.serve``)."""
-    from ..worker import serve
+    from .._worker import serve
 
     channel = MPIChannel(options)
     code = serve(channel, job)

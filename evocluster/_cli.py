@@ -26,18 +26,19 @@ import threading
 import traceback
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
-from . import config, jobfile
+from . import _config as config
+from . import _jobfile as jobfile
 from ._version import __version__
 from .errors import ConfigurationError, JobError
 
 if TYPE_CHECKING:
-    from .backends.base import Transport
+    from ._backends.base import Transport
 
 __all__ = ["main"]
 
 USAGE = "python -m evocluster [options] (JOB.py | -m MODULE) [job args...]"
 
-#: The subcommands (``main`` hands them to :mod:`evocluster.slurm`): name -> (arguments, what).
+#: The subcommands (``main`` hands them to :mod:`evocluster._slurm`): name -> (arguments, what).
 _SUBCOMMANDS = {
     "submit": (
         "JOB.py --ntasks N --time HH:MM:SS [options] [-- job args]",
@@ -261,7 +262,7 @@ def _choose_backend(options: config.Options) -> tuple[str, Any]:
     """Return ``(backend name, mpi module or None)``; may start MPI."""
     name = options.backend
     if name == "scoop":  # SCOOP runs the job itself: the launcher cannot serve it
-        from .backends import SCOOP_LAUNCH
+        from ._backends import SCOOP_LAUNCH
 
         raise ConfigurationError(SCOOP_LAUNCH)
     size = config.mpi_world_size_from_env()
@@ -273,7 +274,7 @@ def _choose_backend(options: config.Options) -> tuple[str, Any]:
         )
     if name == "mpi" or (name == "auto" and size is not None):
         try:
-            from .backends import mpi
+            from ._backends import mpi
         except ImportError as e:
             raise ConfigurationError(
                 f"the MPI backend needs mpi4py ({e}): pip install 'evocluster[mpi]'"
@@ -313,7 +314,7 @@ class _Launch(NamedTuple):
 
     options: config.Options
     backend: str  # "mpi", "local" or "serial" (the serial one also for a 1-rank MPI world)
-    mpi: Any  # evocluster.backends.mpi, when MPI was started; else None
+    mpi: Any  # evocluster._backends.mpi, when MPI was started; else None
     job: jobfile.JobSpec | None  # None: no job was named (a usage error on the master)
     target: str  # the job as the user named it, for messages
     checkpoint: dict[str, Any] | None = None  # checkpoint.set_defaults' arguments, if any
@@ -327,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     path its outcome calls for."""
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] in _SUBCOMMANDS:  # SLURM: python -m evocluster submit|status ...
-        from . import slurm
+        from . import _slurm as slurm
 
         return slurm.main(args)
     parser = _parser()
@@ -492,7 +493,8 @@ def _start_master(launch: _Launch) -> Transport:
         except checkpoint.CheckpointError as e:
             raise ConfigurationError(str(e)) from None
     jobfile.prepare_master(launch.job)
-    from . import backends, executor  # the master only: worker ranks never need the executor
+    from . import _backends as backends  # the master only: worker ranks never need the executor
+    from . import _executor as executor
 
     transport = backends.open_transport(launch.backend, launch.options, launch.job)
     executor.install_shared(launch.backend, transport, launch.options)
@@ -530,7 +532,7 @@ def _run_job(launch: _Launch) -> int:
 
 def _end_run(launch: _Launch, transport: Transport, code: int) -> int:
     """Stop the workers as the run's outcome calls for; return the process exit code."""
-    from . import executor
+    from . import _executor as executor
 
     _say_failures(executor.shared_stats())
     if code == 0:

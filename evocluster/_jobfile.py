@@ -27,7 +27,7 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from . import serialization
+from . import _serialization as serialization
 from ._main_names import WORKER_NAME, alias_worker_module, is_main_guard
 from .errors import JobError
 

@@ -8,7 +8,7 @@
   to settle first, timeouts honoured.  Deviations: a thread other than the main one cannot submit,
   and its waits complete when the main thread next drives SCOOP; a future of another executor in
   the same ``wait`` as SCOOP work in flight is noticed within
-  :data:`~evocluster.backends.scoop.pool._IDLE_POLL`; a wait that would block inside a done
+  :data:`~evocluster._backends.scoop.pool._IDLE_POLL`; a wait that would block inside a done
   callback raises ``RuntimeError`` (nothing could drive SCOOP); under ``-n 1`` the origin
   evaluates everything queued as soon as it drives.
 

@@ -5,11 +5,11 @@ A backend has two halves:
 * a :class:`Transport`, on the master, that moves frames to and from ``n_workers`` workers and
   waits for incoming frames without spinning a core;
 * a :class:`Channel`, in each worker, that receives and sends frames for the serve loop in
-  :mod:`evocluster.worker` (defined below the worker, in :mod:`evocluster._channel`, and
+  :mod:`evocluster._worker` (defined below the worker, in :mod:`evocluster._channel`, and
   re-exported here).
 
-Neither half knows what the frames mean: :mod:`evocluster.protocol` and the scheduler in
-:mod:`evocluster.executor` do.  A message of frames ``[head, *buffers]`` travels as an *envelope*
+Neither half knows what the frames mean: :mod:`evocluster._protocol` and the scheduler in
+:mod:`evocluster._executor` do.  A message of frames ``[head, *buffers]`` travels as an *envelope*
 (part count, part sizes and, when it is small, the head itself) followed by its parts, each part
 cut into pieces of at most :data:`PIECE` bytes so that no single transfer exceeds what a 32-bit
 count can describe (messages larger than 2 GiB work on any MPI).
@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._channel import Channel
-from ..serialization import Frames
+from .._serialization import Frames
 
 __all__ = [
     "PIECE",

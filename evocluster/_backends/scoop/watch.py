@@ -7,7 +7,7 @@
   :class:`~evocluster.errors.BrokenPool`.  SCOOP's own "a worker exited unexpectedly" shutdown ends
   the same way, and so does a worker whose import of the job fails after it imported evocluster
   (it posts a failure report that the broker relays to the origin:
-  :mod:`~evocluster.backends.scoop.guard`).
+  :mod:`~evocluster._backends.scoop.guard`).
 * **Launcher loss** (:class:`_LauncherWatch`).  On the launching host every process of the run is
   a child of SCOOP's launch process (``python -m scoop.launch``), itself a child of the launcher
   (``python -m scoop``), whose thread is the broker.  Killed (SIGKILL, the OOM killer), the
@@ -42,7 +42,7 @@
   altogether answers nothing, and is not taken for a lost broker.
 
 The pool polls its sockets through :meth:`_Watch.poll` and asks :meth:`_Watch.lost` after each
-poll; the processes are read through :mod:`~evocluster.backends.scoop.proc`.
+poll; the processes are read through :mod:`~evocluster._backends.scoop.proc`.
 """
 
 from __future__ import annotations
