@@ -383,7 +383,9 @@ def test_a_killed_master_fails_the_job_and_resubmitting_resumes_to_the_same_popu
     out = jobs.output(f"onemax-{second}.out")
     assert info["JobState"] == "COMPLETED", out
     resumed = re.findall(r"^resumed from run\.ckpt after generation (\d+)", out, re.M)
-    assert len(resumed) == 1 and int(resumed[0]) >= 5, out
+    # generation 5's line is printed before its checkpoint is written: a kill between the two
+    # (seen in CI under load) resumes after generation 4, which loses nothing
+    assert len(resumed) == 1 and int(resumed[0]) >= 4, out
     assert generations(out) == list(range(int(resumed[0]) + 1, 201)), out
     assert final_hash(out) == serial(*LONG)
 
