@@ -254,7 +254,10 @@ def _dumps_with(pickler_class: Any, obj: Any) -> Frames:
     buffers: list[pickle.PickleBuffer] = []
     out = io.BytesIO()
     pickler_class(out, protocol=PROTOCOL, buffer_callback=buffers.append).dump(obj)
-    return [out.getbuffer(), *(b.raw() for b in buffers)]
+    # getvalue(), not getbuffer(): no export is left on the BytesIO, which Python 3.13 reports
+    # ("Exception ignored ... BufferError: Existing exports of data") when a frame outlives
+    # it at exit; getvalue() hands over its bytes without a copy when nothing exports them
+    return [memoryview(out.getvalue()), *(b.raw() for b in buffers)]
 
 
 _cloud_pickler: type[pickle.Pickler] | None = None

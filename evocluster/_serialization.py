@@ -141,7 +141,7 @@ def serialize_callable(fn: Callable[..., Any], policy: str) -> Frames:
         raise SerializationError(
             _generator_message("fn", " -> ".join(["fn", *path, _describe(generator)]), "")
         )
-    return [out.getbuffer(), *(b.raw() for b in buffers)]
+    return [memoryview(out.getvalue()), *(b.raw() for b in buffers)]  # no export (see _picklers)
 
 
 def check(obj: Any, label: str, policy: str) -> None:
