@@ -41,6 +41,7 @@ from ._calls import in_evaluation
 from ._failures import FailurePolicy
 from ._initializer import Initialized
 from ._jobs import CANCELLED, FAILED, ExecutorState, Job, limits_of
+from ._map_results import MapResults
 from ._pool import Pool
 from ._scheduling import PoolBase, args_label, check_args, unsendable
 from .errors import BrokenPool, ConfigurationError, Failure, JobError, SerializationError
@@ -353,7 +354,7 @@ class Executor(_StdExecutor):
         in order, without losing any (``engine.PolicyExecutor``: the engine's stepped waits)."""
         job = self._map_job(fn, _take_all(iterables, None), len(iterables) != 1, None, None)
         self._pool.step()
-        return MapResults(self, job)
+        return MapResults(job, self._pool, self._take)
 
     def _map_list(
         self,
@@ -453,49 +454,6 @@ class Executor(_StdExecutor):
                 _ending.owned.pop(self._pool, None)
         elif wait and jobs:
             self._pool.wait_jobs(jobs)
-
-
-class MapResults(Iterator[Any]):
-    """The results of one map, in order (:meth:`Executor.map_results`): an iterator, whose
-    :meth:`ready` waits for the next result with a timeout.  A result waited for is not taken:
-    the next ``next()`` returns it (or raises what the slot holds)."""
-
-    def __init__(self, executor: Executor, job: Job) -> None:
-        self._executor, self._job, self._next = executor, job, 0
-
-    def ready(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` s for the next result; whether it is in (true at the end)."""
-        job, i = self._job, self._next
-        if i >= job.n:
-            return True
-        deadline = time.monotonic() + timeout
-        try:  # only the wait: a fitness's own TimeoutError is in the slot, raised by next()
-            self._executor._pool.wait_slot(job, i, deadline)
-        except TimeoutError:
-            # before the deadline: the pool cannot wait here (SCOOP's, off the main thread or
-            # with nothing left in flight); next() then does what map's iterator does
-            return time.monotonic() < deadline
-        return True
-
-    def __next__(self) -> Any:
-        job, i = self._job, self._next
-        if i >= job.n:
-            raise StopIteration
-        self._next = i + 1
-        try:
-            return self._executor._take(job, i, None)
-        except BaseException:  # as map's iterator: it ends there, and the rest is cancelled
-            self.close()
-            raise
-
-    def close(self) -> None:
-        """Abandon what is left: the items not yet dispatched are cancelled (as when map's
-        iterator is dropped)."""
-        job = self._job
-        self._next = job.n
-        if job.remaining > 0:
-            job.cancelled = True
-            self._executor._pool.wakeup()
 
 
 # ---------------------------------------------------------------------- backends and defaults

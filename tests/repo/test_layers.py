@@ -170,7 +170,8 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # the checkpoint file, its lock, the launcher's checkpoint options
     "checkpoint": (("evocluster.checkpoint", "evocluster._checkpoint_options"), ("wire", "core")),
     # Executor, map, the launcher's shared pool and how it ends
-    "executor": (("evocluster._executor", "evocluster._initializer", "evocluster._ending"),
+    "executor": (("evocluster._executor", "evocluster._map_results", "evocluster._initializer",
+                  "evocluster._ending"),
                  ("backends", "scheduler", "worker", "contract", "jobfile", "wire", "core")),
     # the registry and the transports
     "backends": (("evocluster._backends", "evocluster._backends.local", "evocluster._backends.mpi",
