@@ -131,20 +131,6 @@ class Options(NamedTuple):
     #: cap otherwise)
     force_workers: bool = False
 
-    @property
-    def retries(self) -> int:
-        """N of ``on_error="retry:N"``; 0 otherwise."""
-        return retries_of(self.on_error) or 0
-
-    @property
-    def fallback(self) -> str:
-        """What a failure that is not (or no longer) retried becomes: "raise" or "penalize"."""
-        # "retry:0" with a penalty too: no retry, then the penalty (as the engine's loops do)
-        retry = self.on_error.startswith("retry:")
-        if self.on_error == "penalize" or (retry and self.penalty is not None):
-            return "penalize"
-        return "raise"
-
 
 def literal(raw: str) -> Any:
     """A Python literal from the command line or the environment: ``-1``, ``(-1e9, 1e9)``,

@@ -404,14 +404,16 @@ def test_submit_pickles_its_arguments_once() -> None:
 
 def test_on_error_has_one_reading_for_the_executor_and_the_engine() -> None:
     """``retry:N`` was parsed twice (config.py and the engine); both now ask config.retries_of,
-    so a value one accepts the other accepts, with the same N."""
+    through the one FailurePolicy, so a value one accepts the other accepts, with the same N."""
+    from evocluster._failures import FailurePolicy
     from evocluster.engine.policy import policy_of
 
     cases = {"raise": 0, "penalize": 0, "retry:0": 0, "retry:3": 3, "retry:12": 12}
     bad = ["retry:", "retry:-1", "retry:x", "Raise", "retry:\u0663", "", 3, None]
     for value, n in cases.items():
         assert config.retries_of(value) == n
-        assert config.resolve(on_error=value).retries == n
+        # the executor's policy (from its resolved options) and the engine's: one model
+        assert FailurePolicy.of(config.resolve(on_error=value).on_error).retries == n
         if value != "raise":
             assert policy_of(value, -1.0, np.array([1.0]), None).retries == n
     for value in bad:
