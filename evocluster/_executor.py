@@ -213,14 +213,14 @@ class Executor(_StdExecutor):
     def _checked_policy(self) -> FailurePolicy:
         """This executor's failure policy for a call (refused if it would penalize without a
         penalty)."""
-        rules = self._failure_policy
-        if rules.fallback == "penalize" and self._options.penalty is None:
+        failure_policy = self._failure_policy
+        if failure_policy.fallback == "penalize" and self._options.penalty is None:
             raise ConfigurationError(
                 "on_error='penalize' needs the value a failed evaluation gets: give penalty= "
                 "(or the launcher's --penalty, e.g. --penalty=-1 or --penalty='(-1e9, 1e9)', "
                 "one value per objective)"
             )
-        return rules
+        return failure_policy
 
     def stats(self) -> dict[str, int]:
         """Counters of the pool since it started: ``chunks`` and ``items`` dispatched,
@@ -287,9 +287,11 @@ class Executor(_StdExecutor):
             raise
         except Exception as e:
             raise unsendable("args", e) from e
-        rules = self._checked_policy()
+        failure_policy = self._checked_policy()
         future = self._pool.new_future()
-        job = Job(key, payload, [args], True, kw, 1, future, self._policy, rules, self._limits)
+        job = Job(
+            key, payload, [args], True, kw, 1, future, self._policy, failure_policy, self._limits
+        )
         job.frames = frames
         job.fn = fn
         self._put(job)
@@ -400,9 +402,11 @@ class Executor(_StdExecutor):
         policy = (
             self._policy if policy is None else config.resolve(serialization=policy).serialization
         )
-        rules = self._checked_policy()
+        failure_policy = self._checked_policy()
         key, payload = self._function(fn, policy)
-        job = Job(key, payload, items, star, None, chunksize, None, policy, rules, self._limits)
+        job = Job(
+            key, payload, items, star, None, chunksize, None, policy, failure_policy, self._limits
+        )
         job.fn = fn
         if items:  # the first call is checked here, before anything is dispatched
             check_args(items[0], args_label(job, 0), policy)

@@ -96,8 +96,8 @@ class Job:
         "n",
         "next",
         "owner",
-        "policy",
         "remaining",
+        "serialization",
         "star",
         "started",
         "values",
@@ -112,7 +112,7 @@ class Job:
         kwargs: dict[str, Any] | None,
         chunksize: int | None,
         future: Future[Any] | None,
-        policy: str,
+        serialization: str,
         failure_policy: FailurePolicy = RAISE,
         limits: protocol.Limits | None = None,
     ) -> None:
@@ -121,7 +121,7 @@ class Job:
         self.failure_policy = failure_policy  # what becomes of a failed item
         self.limits = limits  # how workers evaluate (timeout, isolation): sent with each task
         self.attempts: dict[int, int] = {}  # item index -> failed attempts so far
-        self.policy = policy
+        self.serialization = serialization  # the policy its items are pickled by
         self.star = star  # items are argument tuples (else each item is the one argument)
         self.fn_payload = fn_payload
         self.items = items

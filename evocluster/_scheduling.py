@@ -256,7 +256,7 @@ class PoolBase(abc.ABC):
             job.next = stop
             items = job.items[start:stop]
             try:
-                frames = job.frames or dumps_args((items, job.star, job.kwargs), job.policy)
+                frames = job.frames or dumps_args((items, job.star, job.kwargs), job.serialization)
             except Exception as e:  # any exception of the items' own pickling code, too
                 self._settle(job, start, stop, [], {-1: diagnose(job, start, items, e)})
                 continue
@@ -274,7 +274,9 @@ class PoolBase(abc.ABC):
             self._cancel(job, i, i + 1)
             return None
         try:  # a submit keeps its frames; a map's item was sent before, so it pickles
-            frames = job.frames or dumps_args(([job.items[i]], job.star, job.kwargs), job.policy)
+            frames = job.frames or dumps_args(
+                ([job.items[i]], job.star, job.kwargs), job.serialization
+            )
         except Exception as e:
             self._settle(job, i, i + 1, [], {-1: diagnose(job, i, [job.items[i]], e)})
             return None
@@ -562,7 +564,7 @@ def diagnose(job: Job, start: int, items: list[Any], exc: Exception) -> BaseExce
     """Name the first item of a chunk that cannot be serialised, and why."""
     for i, item in enumerate(items):
         try:
-            check_args(item, args_label(job, start + i), job.policy)
+            check_args(item, args_label(job, start + i), job.serialization)
         except SerializationError as e:
             return e
     return unsendable(f"items {start} to {start + len(items) - 1}", exc)
