@@ -250,9 +250,10 @@ def _backend(choose: Callable[[config.Options], str]) -> str:
 
         return f"local, {backends.local_workers(options)} worker processes ({how})"
     size = config.mpi_world_size_from_env()
+    if name == "mpi" and size == 1:  # the launcher then evaluates on rank 0 (_choose_backend)
+        return f"serial: an MPI world of 1 rank evaluates on rank 0 ({how})"
     if name == "mpi" and size is not None:
-        workers = f"{size - 1} evaluate" if size > 1 else "1 rank: it evaluates serially"
-        return f"mpi, {size} ranks: rank 0 runs the job, {workers} ({how})"
+        return f"mpi, {size} ranks: rank 0 runs the job, {size - 1} evaluate ({how})"
     return f"{name} ({how})"
 
 

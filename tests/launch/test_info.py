@@ -132,6 +132,10 @@ def test_backend_follows_the_launchers_rule_and_its_refusals(tmp_path: Path) -> 
     # an MPI launcher's environment (nothing started: the rule reads the variables)
     found = _info(tmp_path, PMI_SIZE="4", PMI_RANK="0")
     assert found["backend"] == "mpi, 4 ranks: rank 0 runs the job, 3 evaluate (auto)"
+    found = _info(tmp_path, PMI_SIZE="1", PMI_RANK="0")
+    assert found["backend"] == "serial: an MPI world of 1 rank evaluates on rank 0 (auto)"
+    found = _info(tmp_path, PMI_SIZE="2", PMI_RANK="0", EVOCLUSTER_BACKEND="local")
+    assert found["backend"].startswith("refused: --backend local under an MPI launcher"), found
     refused = _info(tmp_path, EVOCLUSTER_BACKEND="scoop")["backend"]
     assert refused.startswith("refused: the SCOOP backend serves jobs started by SCOOP"), refused
     bad = _info(tmp_path, EVOCLUSTER_WORKERS="three")["backend"]
