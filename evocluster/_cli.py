@@ -34,17 +34,22 @@ from .errors import ConfigurationError, JobError
 if TYPE_CHECKING:
     from ._backends.base import Transport
 
-__all__ = ["main"]
+__all__ = ["backend_rule", "main"]
 
 USAGE = "python -m evocluster [options] (JOB.py | -m MODULE) [job args...]"
 
-#: The subcommands (``main`` hands them to :mod:`evocluster._slurm`): name -> (arguments, what).
+#: The subcommands (``main`` hands ``info`` to :mod:`evocluster._info`, the others to
+#: :mod:`evocluster._slurm`): name -> (arguments, what).
 _SUBCOMMANDS = {
     "submit": (
         "JOB.py --ntasks N --time HH:MM:SS [options] [-- job args]",
         "write a SLURM batch script (checkpoints, requeue) and sbatch it; --dry-run prints it",
     ),
     "status": ("JOBID", "state, exit code, restarts and last output line of a SLURM job"),
+    "info": (
+        "[--json]",
+        "versions, MPI library and mpiexec, SLURM, backend, signing key: for bug reports",
+    ),
 }
 
 
@@ -258,8 +263,14 @@ def _say(message: str) -> None:
     print(f"evocluster: {message}", file=sys.stderr, flush=True)
 
 
-def _choose_backend(options: config.Options) -> tuple[str, Any]:
-    """Return ``(backend name, mpi module or None)``; may start MPI."""
+def backend_rule(options: config.Options) -> str:
+    """The backend the launcher runs a job on with ``options`` in this process's environment,
+    decided without starting MPI: ``"mpi"`` (under an MPI launcher; a world of one rank then
+    evaluates serially, see ``_choose_backend``), ``"local"`` or ``"serial"``.  ``info`` says it.
+
+    Raises:
+        ConfigurationError: a choice the launcher refuses, with what to do instead.
+    """
     name = options.backend
     if name == "scoop":  # SCOOP runs the job itself: the launcher cannot serve it
         from ._backends import SCOOP_LAUNCH
@@ -273,6 +284,19 @@ def _choose_backend(options: config.Options) -> tuple[str, Any]:
             "job.py` (rank 0 runs the job, ranks 1..N-1 evaluate), or choose --backend local"
         )
     if name == "mpi" or (name == "auto" and size is not None):
+        return "mpi"
+    if size is not None and size > 1:
+        raise ConfigurationError(
+            f"--backend {name} under an MPI launcher would run the whole job on each of the "
+            f"{size} ranks: use --backend mpi (or auto) with mpiexec, or launch without mpiexec"
+        )
+    return "local" if name == "auto" else name
+
+
+def _choose_backend(options: config.Options) -> tuple[str, Any]:
+    """Return ``(backend name, mpi module or None)`` (``backend_rule``'s); may start MPI."""
+    name = backend_rule(options)
+    if name == "mpi":
         try:
             from ._backends import mpi
         except ImportError as e:
@@ -287,13 +311,6 @@ def _choose_backend(options: config.Options) -> tuple[str, Any]:
             )
             return "serial", mpi
         return "mpi", mpi
-    if size is not None and size > 1:
-        raise ConfigurationError(
-            f"--backend {name} under an MPI launcher would run the whole job on each of the "
-            f"{size} ranks: use --backend mpi (or auto) with mpiexec, or launch without mpiexec"
-        )
-    if name == "auto":
-        return "local", None
     return name, None
 
 
@@ -327,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     the master starts its workers, runs the job as ``__main__``, and ends the run by the exit
     path its outcome calls for."""
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "info":  # versions and environment; starts no MPI
+        from . import _info as info
+
+        return info.main(args[1:], backend_rule)
     if args and args[0] in _SUBCOMMANDS:  # SLURM: python -m evocluster submit|status ...
         from . import _slurm as slurm
 

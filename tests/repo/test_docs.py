@@ -154,6 +154,8 @@ RUN: dict[str, Run] = {
         "DOCS-JOB local", before=("python -m evocluster --checkpoint run.ckpt job.py",)
     ),
     "python -m evocluster --help": Run("EVOCLUSTER_KEY"),
+    "python -m evocluster info": Run(f"backend: local, {CORES} worker processes (auto)"),
+    "python -m evocluster info --json": Run('"mpiexec/mpi4py match": '),
     "python -m evocluster submit job.py --ntasks 64 --time 12:00:00 --checkpoint run.ckpt "
     "--dry-run": Run("#SBATCH --ntasks=64"),
 }
@@ -638,7 +640,7 @@ def test_help_lists_the_subcommands_and_every_variable() -> None:
     assert len(names) > 20, names
     missing = sorted(n for n in names if not re.search(rf"^\s+{n}\s+\S", r.stdout, re.M))
     assert not missing, f"--help does not list (with a default): {missing}\n{r.stdout}"
-    for sub in ("submit", "status"):
+    for sub in ("submit", "status", "info"):
         assert re.search(rf"^\s+python -m evocluster {sub} ", r.stdout, re.M), r.stdout
     documented = (ROOT / "docs" / "configuration.md").read_text()
     assert not [n for n in names if f"`{n}`" not in documented], "docs/configuration.md"

@@ -160,9 +160,10 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # what `import evocluster` and `python -m evocluster` load first: names, no work
     "package": (("evocluster", "evocluster.__main__"),
                 ("launcher", "executor", "checkpoint", "backends", "wire", "core")),
-    # the launcher: options, the master or worker rank, SLURM submission
-    "launcher": (("evocluster._cli", "evocluster._slurm"),
-                 ("executor", "checkpoint", "backends", "jobfile", "core")),
+    # the launcher: options, the master or worker rank, SLURM submission, info (which says where
+    # the signing key lives: wire)
+    "launcher": (("evocluster._cli", "evocluster._info", "evocluster._slurm"),
+                 ("executor", "checkpoint", "backends", "jobfile", "wire", "core")),
     # the EA loops: handed an executor, never a backend
     "engine": (("evocluster.engine.*",), ("ea", "checkpoint", "jobfile", "core")),
     # pure numpy, no I/O
@@ -175,7 +176,8 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                  ("backends", "scheduler", "worker", "contract", "jobfile", "wire", "core")),
     # the registry and the transports
     "backends": (("evocluster._backends", "evocluster._backends.local", "evocluster._backends.mpi",
-                  "evocluster._backends.doorbell", "evocluster._backends.scoop.*"),
+                  "evocluster._backends.doorbell", "evocluster._backends.mpi_library",
+                  "evocluster._backends.scoop.*"),
                  ("scheduler", "worker", "contract", "jobfile", "wire", "core")),
     # jobs, chunks and the policy (no thread, no transport); the scheduler thread
     "scheduler": (("evocluster._pool", "evocluster._scheduling", "evocluster._jobs"),
@@ -321,7 +323,11 @@ def test_only_the_registry_the_launcher_and_the_executor_choose_a_backend() -> N
 
 
 def test_only_mpi_modules_import_mpi4py_and_only_scoop_modules_scoop() -> None:
-    assert _importers("mpi4py") <= {"evocluster._backends.mpi", "evocluster._backends.doorbell"}
+    assert _importers("mpi4py") <= {
+        "evocluster._backends.mpi",
+        "evocluster._backends.doorbell",
+        "evocluster._backends.mpi_library",  # info: the library's version, MPI not started
+    }
     scoop_users = _importers("scoop")
     assert scoop_users, "the parser found no import of scoop at all"
     assert all(m.startswith("evocluster._backends.scoop") for m in scoop_users), scoop_users
