@@ -1,5 +1,5 @@
 """The package's version, in a module of its own: any module may read it without importing the
-package (``evocluster/__init__`` imports it from here).  pyproject.toml states the same version
-(``[project] version``): change both."""
+package (``evocluster/__init__`` imports it from here), and the one place it is written:
+pyproject.toml reads it (``[tool.setuptools.dynamic]``)."""
 
 __version__ = "0.1.0"

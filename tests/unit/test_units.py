@@ -128,6 +128,13 @@ def test_every_public_name_resolves_and_is_documented(module: ModuleType, name: 
     assert doc and doc.strip(), f"{module.__name__}.{name} has no docstring"
 
 
+def test_the_installed_version_is_the_package_s() -> None:
+    """pyproject.toml reads the version from evocluster/_version.py: one place to write it."""
+    import importlib.metadata
+
+    assert importlib.metadata.version("evocluster") == evocluster.__version__
+
+
 def test_import_does_not_start_mpi() -> None:
     code = (
         "import sys, evocluster; assert 'mpi4py' not in sys.modules; "
