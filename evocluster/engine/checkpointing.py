@@ -23,9 +23,9 @@ import numpy as np
 
 from .. import checkpoint as _checkpoint
 from .._checkpoint_options import check_every
+from .._failures import function_name
 from ..rng import master as _master_rng
 from . import loop_entries
-from .policy import function_name
 from .settings import CheckpointSettings
 from .state import Fitness, Log, Population, Result, State, initial_genomes
 from .stopping import StopSignals, Waits

@@ -11,7 +11,6 @@ import numpy as np
 
 from .._config import retries_of
 from .._failures import FailurePolicy
-from .._failures import function_name as function_name  # noqa: PLC0414 - engine.checkpointing
 
 if TYPE_CHECKING:
     from .evaluation import FailureOptions
