@@ -134,7 +134,14 @@ def test_an_mpi_run_ended_from_outside_leaves_no_shared_memory(
     tmp_path: Path, flavour: str, act: Callable[[int, int, int], None]
 ) -> None:
     printed = interrupted_run(mpi_command(flavour, 3, JOB, str(tmp_path), "wait"), tmp_path, act)
-    assert not printed.startswith("exit code 0\n"), printed
+    if act is ctrl_c_twice:
+        # the exit code is hydra's: after its second Ctrl-C its proxy may fail an assertion
+        # ("HYD_pmcd_pmip_control_cmd_cb ... assert (!closed) failed") and lose the ranks'
+        # statuses, and mpiexec then exits 0 (seen once in CI under load); the master's own
+        # part is that it was interrupted and said so
+        assert "evocluster: interrupted (SIGINT)" in printed, printed
+    else:
+        assert not printed.startswith("exit code 0\n"), printed
     assert_none_left(named_segments(printed.partition("--- stdout\n")[2]), printed)
 
 
