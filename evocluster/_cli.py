@@ -145,8 +145,58 @@ def _parser() -> argparse.ArgumentParser:
         help="continue the run checkpointed at --checkpoint PATH (automatic when SLURM "
         "requeued the job and PATH exists)",
     )
+    _monitor_arguments(p)
     p.add_argument("--version", action="version", version=f"evocluster {__version__}")
     return p
+
+
+def _monitor_arguments(p: argparse.ArgumentParser) -> None:
+    m = p.add_argument_group("progress and run log (docs/observability.md)")
+    m.add_argument(
+        "--quiet",
+        action="store_true",
+        default=None,
+        help="no progress display (on a terminal: a live line; else a plain line every "
+        "--progress-every seconds, on stderr)",
+    )
+    m.add_argument(
+        "--progress-every",
+        metavar="SECONDS",
+        type=float,
+        help="seconds between plain progress lines when stderr is not a terminal (default 30)",
+    )
+    m.add_argument(
+        "--log",
+        metavar="PATH",
+        help="append a run log there (JSON Lines: start, generations, intervals, workers, "
+        "failures, checkpoints, end); read it with `status` and `report`",
+    )
+    m.add_argument(
+        "--log-every",
+        metavar="SECONDS",
+        type=float,
+        help="seconds between the log's interval and workers records (default 30)",
+    )
+
+
+def _monitor_options(ns: argparse.Namespace) -> dict[str, Any]:
+    """The monitor's settings the command line gives (each also read from EVOCLUSTER_QUIET,
+    _PROGRESS_EVERY, _LOG, _LOG_EVERY when not given), checked on every rank."""
+    given = {
+        "quiet": ns.quiet,
+        "progress_every": ns.progress_every,
+        "log": ns.log,
+        "log_every": ns.log_every,
+    }
+    for flag, value in (("--progress-every", ns.progress_every), ("--log-every", ns.log_every)):
+        if value is not None and not 0 < value < float("inf"):
+            raise ConfigurationError(f"{flag} must be a number of seconds > 0, not {value:g}")
+    if ns.log is not None and os.path.isdir(ns.log):
+        raise ConfigurationError(
+            f"--log {ns.log} is a directory: give the path of a file for the run log "
+            f"(e.g. {os.path.join(ns.log, 'run.jsonl')})"
+        )
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _fault_arguments(p: argparse.ArgumentParser) -> None:
@@ -217,6 +267,7 @@ _TAKES_VALUE = {
     *("--backend", "--workers", "--serialization"),
     *("--on-error", "--penalty", "--eval-timeout", "--eval-memory"),
     *("--checkpoint", "--checkpoint-every", "--checkpoint-every-generations"),
+    *("--progress-every", "--log", "--log-every"),
 }
 
 
@@ -335,6 +386,7 @@ class _Launch(NamedTuple):
     job: jobfile.JobSpec | None  # None: no job was named (a usage error on the master)
     target: str  # the job as the user named it, for messages
     checkpoint: dict[str, Any] | None = None  # checkpoint.set_defaults' arguments, if any
+    monitor: dict[str, Any] | None = None  # the monitor's settings given on the command line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -374,14 +426,43 @@ def main(argv: list[str] | None = None) -> int:
         _release_workers(launch)
         _say(str(e))
         return 2
+    log = (launch.monitor or {}).get("log") or os.environ.get("EVOCLUSTER_LOG")
+    if log:  # the run log can be written: known before any worker starts
+        try:
+            open(log, "a").close()
+        except OSError as e:
+            _release_workers(launch)
+            _say(f"cannot write the run log {log}: {e.strerror or e}")
+            return 2
     try:
         transport = _start_master(launch)
     except ConfigurationError as e:  # no worker started yet: they wait for INIT, release them
         _release_workers(launch)
         _say(str(e))
         return 2
+    _start_monitor(launch, transport)
     code = _run_job(launch)
     return _end_run(launch, transport, code)
+
+
+def _start_monitor(launch: _Launch, transport: Transport) -> None:
+    """The progress display and the run log (its start record), before the job runs."""
+    from . import _monitor as monitor
+
+    try:
+        settings = monitor.Settings.from_env()
+    except ConfigurationError as e:  # a bad EVOCLUSTER_* value: said, and the run goes on
+        _say(f"{e}; no progress or run log from it")
+        settings = monitor.Settings()
+    settings = monitor.Settings(**{**settings.__dict__, **(launch.monitor or {})})
+    ranks = launch.mpi.world()[1] if launch.mpi is not None else None
+    monitor.start(
+        settings,
+        backend=launch.backend,
+        ranks=ranks,
+        workers=transport.n_workers,
+        job=launch.target,
+    )
 
 
 def _parse(parser: argparse.ArgumentParser, args: list[str]) -> _Launch:
@@ -400,9 +481,10 @@ def _parse(parser: argparse.ArgumentParser, args: list[str]) -> _Launch:
         **_fault_options(ns),
     )
     checkpoint = _checkpoint_options(ns)
+    monitor = _monitor_options(ns)
     name, mpi = _choose_backend(options)
     job = jobfile.spec(path, module, job_args) if path or module else None
-    return _Launch(options, name, mpi, job, path or f"-m {module}", checkpoint)
+    return _Launch(options, name, mpi, job, path or f"-m {module}", checkpoint, monitor)
 
 
 def _checkpoint_options(ns: argparse.Namespace) -> dict[str, Any] | None:
@@ -554,7 +636,9 @@ def _run_job(launch: _Launch) -> int:
 def _end_run(launch: _Launch, transport: Transport, code: int) -> int:
     """Stop the workers as the run's outcome calls for; return the process exit code."""
     from . import _executor as executor
+    from . import _monitor as monitor
 
+    monitor.stop(code)
     _say_failures(executor.shared_stats())
     if code == 0:
         # the work the job may still want is finished (its submitted futures, as the stdlib's

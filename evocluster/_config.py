@@ -231,6 +231,10 @@ _ENV: dict[str, _Variable] = {
 #: every ``EVOCLUSTER_*`` name of the package to this list and ``_ENV``): name -> (default, what).
 OTHER_VARIABLES = {
     "EVOCLUSTER_CHECKPOINT": ("none", "checkpoint path of every engine loop (submit sets it)"),
+    "EVOCLUSTER_QUIET": ("0", "no progress display (the launcher's --quiet)"),
+    "EVOCLUSTER_PROGRESS_EVERY": ("30", "seconds between plain progress lines (no terminal)"),
+    "EVOCLUSTER_LOG": ("none", "append a run log to this path (the launcher's --log)"),
+    "EVOCLUSTER_LOG_EVERY": ("30", "seconds between the run log's interval records"),
     "EVOCLUSTER_KEY": (
         "key file",
         "signing key, >= 32 chars, the same on every host (else ~/.config/evocluster/key)",

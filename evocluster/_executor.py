@@ -34,6 +34,7 @@ from . import _backends as backends
 from . import _config as config
 from . import _ending
 from . import _jobfile as jobfile
+from . import _monitor as monitor
 from . import _serialization as serialization
 from . import _sharing as sharing
 from ._backends.base import Transport
@@ -529,7 +530,9 @@ def _open_pool(opts: config.Options) -> tuple[PoolBase, bool]:
     if name in _ending.shared:
         return _ending.shared[name], False
     if name == "scoop":  # SCOOP's workers belong to the run, not to this executor
-        return backends.open_scoop_pool(opts), False
+        scoop_pool = backends.open_scoop_pool(opts)
+        monitor.pool_opened()  # a run without the launcher: its progress and log start now
+        return scoop_pool, False
     if name == "mpi":
         raise ConfigurationError(
             "the MPI backend serves jobs started by the launcher: run `mpiexec -n N python -m "
@@ -547,6 +550,7 @@ def _open_pool(opts: config.Options) -> tuple[PoolBase, bool]:
     serialization.set_worker_main_names(jobfile.module_level_names(job))
     pool = Pool(backends.open_transport(name, opts, job), opts, name)
     _ending.install_exit_signals()
+    monitor.pool_opened()
     return pool, True
 
 

@@ -25,6 +25,7 @@ from collections import deque
 from typing import Any
 
 from . import _config as config
+from . import _observe as observe
 from . import _protocol as protocol
 from . import _sharing as sharing
 from ._backends.base import Transport
@@ -64,6 +65,7 @@ class Pool(PoolBase):
         ]
         self._known = [FunctionCache(FN_CACHE_SIZE) for _ in range(n)]
         self._labels = [transport.describe(w) for w in range(n)]
+        self._hosts = [""] * n  # each worker's, from its READY
         self._dead = [False] * n
         transport.work_of = self._work_of
         transport.label_of = self._labels.__getitem__
@@ -78,6 +80,7 @@ class Pool(PoolBase):
             if self._closing:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             self._incoming.append(job)
+            self.items_put += job.n
         self.transport.wakeup()  # the thread is alive: not closing, not broken
 
     def wakeup(self) -> None:
@@ -95,6 +98,12 @@ class Pool(PoolBase):
 
     def stats(self) -> dict[str, int]:
         return {**self.counters, **self.transport.stats()}
+
+    def busy_workers(self) -> int:
+        return sum(load > 0 for load in self._load)
+
+    def worker_identity(self, key: Any) -> tuple[str, str]:
+        return self.transport.describe(key), self._hosts[key]
 
     def close(self, wait: bool = True, cancel: bool = False, timeout: float | None = None) -> bool:
         """Stop after the work in flight (``cancel``: drop what has not started); stop the
@@ -165,6 +174,7 @@ class Pool(PoolBase):
         finally:
             with contextlib.suppress(Exception):  # already failing: report the first error only
                 self.transport.close(dumps(protocol.stop()))
+            observe.emit("pool_closed", **self.snapshot())  # its last figures
 
     def _loop(self) -> None:
         t = self.transport
@@ -195,11 +205,18 @@ class Pool(PoolBase):
                 if kind == protocol.RESULT:
                     self._on_result(worker, record)
                 elif kind == protocol.READY:
-                    self._labels[worker] = (
-                        f"{t.describe(worker)} on host {record.host} (pid {record.pid})"
-                    )
+                    self._on_ready(worker, record)
                 elif kind == protocol.FAILED:
                     self._break(record.message)
+
+    def _on_ready(self, worker: int, record: protocol.Ready) -> None:
+        """A worker started: its label names its host and pid from now on."""
+        self._labels[worker] = (
+            f"{self.transport.describe(worker)} on host {record.host} (pid {record.pid})"
+        )
+        self._hosts[worker] = record.host
+        if worker in self.workers:
+            self.workers[worker].host = record.host
 
     def _pick_worker(self, idle_only: bool) -> int | None:
         for level, queue in enumerate(self._levels):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import itertools
 import math
 import threading
 from collections import deque
@@ -33,6 +34,7 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from . import _config as config
+from . import _observe as observe
 from . import _protocol as protocol
 from . import _serialization as serialization
 from ._jobs import CANCELLED, FAILED, PENDING, Chunk, ExecutorState, GuardedFuture, Job
@@ -40,6 +42,9 @@ from ._serialization import FunctionTable, dumps_args, frames_nbytes, loads, nes
 from .errors import BrokenPool, EvaluationAborted, Failure, SerializationError
 
 __all__ = ["PoolBase", "args_label", "check_args", "diagnose", "unsendable"]
+
+
+_serials = itertools.count(1)
 
 
 class PoolBase(abc.ABC):
@@ -90,6 +95,14 @@ class PoolBase(abc.ABC):
             ),
             0,
         )
+        #: items of every job put (the executor's side) and settled (the driver's): the monitor's
+        #: progress of the current map is the difference
+        self.items_put = 0
+        self.items_settled = 0
+        #: per worker (its index, or a label where the backend names workers so): what it did
+        self.workers: dict[Any, WorkerStats] = {}
+        self.serial = next(_serials)  # names it in the monitor's records (ids are reused)
+        observe.pool_opened(self)
 
     # ------------------------------------------------------------------ the executor's interface
     @abc.abstractmethod
@@ -111,6 +124,44 @@ class PoolBase(abc.ABC):
     def stats(self) -> dict[str, int]:
         """A copy of :attr:`counters` (and of a transport's own, where it has some)."""
         return dict(self.counters)
+
+    def busy_workers(self) -> int:
+        """How many workers evaluate something now (read from another thread: a moment's
+        figure)."""
+        return 0
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the monitor reads at intervals, from its own thread: counters, items put and
+        settled, workers busy, and per worker its stats (copies: the driver goes on)."""
+        for _ in range(3):  # a dict the driver grows meanwhile: copy it again
+            try:
+                workers = {key: stats.copy() for key, stats in list(self.workers.items())}
+                break
+            except RuntimeError:
+                continue
+        else:
+            workers = {}
+        return {
+            "serial": self.serial,
+            "name": self.name,
+            "workers": self.n_workers,
+            "busy": self.busy_workers(),
+            "put": self.items_put,
+            "settled": self.items_settled,
+            "counters": self.stats(),
+            "per_worker": workers,
+        }
+
+    def worker_stats(self, key: Any) -> WorkerStats:
+        """The stats of worker ``key``, made on its first result (driver only)."""
+        stats = self.workers.get(key)
+        if stats is None:
+            stats = self.workers[key] = WorkerStats(*self.worker_identity(key))
+        return stats
+
+    def worker_identity(self, key: Any) -> tuple[str, str]:
+        """How the run log names worker ``key``, and its host ("" if not known)."""
+        return str(key), ""
 
     def wakeup(self) -> None:
         """Tell the driver that jobs were cancelled (it retires them when it next runs)."""
@@ -294,10 +345,13 @@ class PoolBase(abc.ABC):
         c["messages_sent"] += 1
         c["bytes_sent"] += frames_nbytes(frames)
 
-    def _record_result(self, chunk: Chunk, record: protocol.Result) -> None:
-        """A worker's RESULT record for ``chunk``: update the cost per item, deliver the outcome."""
+    def _record_result(self, chunk: Chunk, record: protocol.Result, worker: Any = None) -> None:
+        """A worker's RESULT record for ``chunk`` (from ``worker``, by default the one the chunk
+        was sent to): count it, update the cost per item, deliver the outcome."""
         value_frames, errors, elapsed = record.values, record.errors, record.elapsed
         job, n = chunk.job, chunk.stop - chunk.start
+        stats = self.worker_stats(chunk.worker if worker is None else worker)
+        stats.add(n, elapsed, chunk.nbytes, value_frames, (n if -1 in errors else len(errors)))
         if elapsed > 0:
             self._chunk_seconds += 0.1 * (elapsed - self._chunk_seconds)
             per = elapsed / n
@@ -402,6 +456,7 @@ class PoolBase(abc.ABC):
             function=job.function(),
         )
         job.owner.failures.append(record)  # one append: atomic; readers copy the list
+        observe.emit("failure", **record._asdict())
 
     def _settle(
         self,
@@ -433,6 +488,7 @@ class PoolBase(abc.ABC):
                 if future is None:
                     self._fill_slots(job, start, stop, values, excs, again)
                 job.remaining -= stop - start - len(again)
+                self.items_settled += stop - start - len(again)
                 if job.remaining <= 0:
                     job.finish()
                 self._cv.notify_all()
@@ -568,3 +624,27 @@ def diagnose(job: Job, start: int, items: list[Any], exc: Exception) -> BaseExce
         except SerializationError as e:
             return e
     return unsendable(f"items {start} to {start + len(items) - 1}", exc)
+
+
+class WorkerStats:
+    """What one worker did, counted by the pool's driver as its results arrive (the run log's
+    per-worker record): tasks (chunks) and items answered, seconds in the fitness, bytes of the
+    chunks sent to it and of the values it sent back, items that failed."""
+
+    __slots__ = ("busy", "bytes_received", "bytes_sent", "failed", "host", "items", "name", "tasks")
+
+    def __init__(self, name: str, host: str = "") -> None:
+        self.name, self.host = name, host
+        self.tasks = self.items = self.bytes_sent = self.bytes_received = self.failed = 0
+        self.busy = 0.0
+
+    def add(self, items: int, busy: float, sent: int, values: Any, failed: int) -> None:
+        self.tasks += 1
+        self.items += items
+        self.busy += busy
+        self.bytes_sent += sent
+        self.bytes_received += frames_nbytes(values) if values is not None else 0
+        self.failed += failed
+
+    def copy(self) -> dict[str, Any]:
+        return {slot: getattr(self, slot) for slot in self.__slots__}

@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from .. import _observe as observe
 from .. import checkpoint as _checkpoint
 from .._checkpoint_options import check_every
 from .._failures import function_name
@@ -135,6 +136,7 @@ class Checkpointing:
             raise
         if done is not None:
             return done
+        observe.emit("loop", loop=self.name, seed=self.seed, generations=until)
         with self:
             try:
                 return self.finish(begin())
@@ -266,6 +268,14 @@ class Checkpointing:
         g = e["state"]["generation"] if e["state"] is not None else 0
         n = e["state"]["evaluations"] if e["state"] is not None else 0
         self._say(f"resumed {self.name}() from {self.path}: generation {g}, {n} evaluations")
+        observe.emit(
+            "checkpoint",
+            action="resumed",
+            loop=self.name,
+            path=str(self.path),
+            generation=g,
+            evaluations=n,
+        )
         self.saved_generation = g
         return e
 
@@ -324,6 +334,15 @@ class Checkpointing:
             },
         )
         self.saved_at, self.saved_generation = time.monotonic(), generation
+        observe.emit(
+            "checkpoint",
+            action="written",
+            loop=self.name,
+            path=str(self.path),
+            generation=generation,
+            evaluations=state.evaluations if state is not None else 0,
+            finished=result is not None,
+        )
 
     def stop(self, cause: Exception | None = None, finished: Result | None = None) -> NoReturn:
         """Write the checkpoint (unless ``finished`` was just written), say so on stderr, and

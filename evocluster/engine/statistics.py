@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import _observe as observe
 from .state import State
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ def add_row(
         row["retried"] = retried
     evaluator.busy = 0.0
     state.history.append(row)
+    if observe.observing():
+        observe.emit("generation", **({"best": best_of(row, evaluator.weights)} | row))
     if evaluator.log is not None:
         evaluator.log(format_row(row))
 
@@ -85,3 +88,12 @@ def format_row(row: dict[str, Any]) -> str:
         f"gen {row['generation']:>4}  evals {row['evals']:>5} ({row['evaluations']})  {objectives}"
         f"  {row['evals_per_s']:.0f} evals/s  util {row['utilisation']:.2f}{extra}"
     )
+
+
+def best_of(row: dict[str, Any], weights: np.ndarray) -> float | None:
+    """The best fitness in a row of a single-objective loop (its max if maximised, else its
+    min); ``None`` for several objectives (no one best) or when no member has one."""
+    if len(weights) != 1:
+        return None
+    best = row["max"][0] if weights[0] > 0 else row["min"][0]
+    return float(best) if np.isfinite(best) else None  # NaN: no member has a fitness

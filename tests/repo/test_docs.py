@@ -153,6 +153,7 @@ RUN: dict[str, Run] = {
     "python -m evocluster --checkpoint run.ckpt --resume job.py": Run(
         "DOCS-JOB local", before=("python -m evocluster --checkpoint run.ckpt job.py",)
     ),
+    "python -m evocluster --log run.jsonl job.py": Run("DOCS-JOB local"),
     "python -m evocluster --help": Run("EVOCLUSTER_KEY"),
     "python -m evocluster info": Run(f"backend: local, {CORES} worker processes (auto)"),
     "python -m evocluster info --json": Run('"mpiexec/mpi4py match": '),

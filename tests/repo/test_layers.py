@@ -163,7 +163,7 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # the launcher: options, the master or worker rank, SLURM submission, info (which says where
     # the signing key lives: wire)
     "launcher": (("evocluster._cli", "evocluster._info", "evocluster._slurm"),
-                 ("executor", "checkpoint", "backends", "jobfile", "wire", "core")),
+                 ("executor", "checkpoint", "backends", "jobfile", "wire", "monitor", "core")),
     # the EA loops: handed an executor, never a backend
     "engine": (("evocluster.engine.*",), ("ea", "checkpoint", "jobfile", "core")),
     # pure numpy, no I/O
@@ -173,7 +173,8 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # Executor, map, the launcher's shared pool and how it ends
     "executor": (("evocluster._executor", "evocluster._map_results", "evocluster._initializer",
                   "evocluster._ending"),
-                 ("backends", "scheduler", "worker", "contract", "jobfile", "wire", "core")),
+                 ("backends", "scheduler", "worker", "contract", "jobfile", "wire", "monitor",
+                  "core")),
     # the registry and the transports
     "backends": (("evocluster._backends", "evocluster._backends.local", "evocluster._backends.mpi",
                   "evocluster._backends.doorbell", "evocluster._backends.mpi_library",
@@ -195,9 +196,12 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
               "evocluster._serialization", "evocluster._picklers", "evocluster._unpicklable",
               "evocluster._main_names", "evocluster._sharing"),
              ("core",)),
-    # options, the exception tree, the failure policy, the version
+    # the master's progress display and run log, fed by the pools' snapshots and events
+    "monitor": (("evocluster._monitor", "evocluster._progress", "evocluster._runlog"), ("core",)),
+    # options, the exception tree, the failure policy, the version, what observers are told
     "core": (("evocluster._config", "evocluster.errors", "evocluster._error_base",
-              "evocluster._broken_pool", "evocluster._failures", "evocluster._version"), ()),
+              "evocluster._broken_pool", "evocluster._failures", "evocluster._version",
+              "evocluster._observe"), ()),
 }  # fmt: skip
 
 

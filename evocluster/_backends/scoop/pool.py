@@ -160,6 +160,7 @@ class _ScoopPool(PoolBase):
             raise BrokenPool(self.broken)
         if job.n:
             self._jobs.append(job)
+            self.items_put += job.n
 
     def new_future(self) -> Future[Any]:
         return _ScoopFuture(self)
@@ -347,7 +348,14 @@ class _ScoopPool(PoolBase):
         pid = proc.pid_of(label)
         if pid is not None and proc.on_this_host(label):
             self._labels[pid] = label
-        self._record_result(chunk, record)
+        self._record_result(chunk, record, label)
+
+    def busy_workers(self) -> int:
+        return min(self.n_workers, len(self._inflight))
+
+    def worker_identity(self, key: Any) -> tuple[str, str]:
+        host = str(key).partition(" on host ")[2].partition(" (pid")[0]
+        return str(key), host
 
     def _break(self, reason: str) -> None:
         """The pool cannot go on: fail everything pending with :class:`BrokenPool`."""
