@@ -23,6 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import _config as config
+from . import _monitor as monitor
 
 if TYPE_CHECKING:
     from ._jobs import ExecutorState
@@ -145,6 +146,7 @@ def _die(signum: int) -> None:
     """One line, every pool's workers killed (MPI: ``MPI_Abort`` with the code), exit now with
     128 + ``signum``."""
     code = 128 + signum
+    monitor.abandon()
     with contextlib.suppress(Exception):
         sys.stdout.flush()
     if (config.mpi_rank_from_env() or 0) == 0:

@@ -531,7 +531,7 @@ def _open_pool(opts: config.Options) -> tuple[PoolBase, bool]:
         return _ending.shared[name], False
     if name == "scoop":  # SCOOP's workers belong to the run, not to this executor
         scoop_pool = backends.open_scoop_pool(opts)
-        monitor.pool_opened()  # a run without the launcher: its progress and log start now
+        monitor.pool_opened(scoop_pool)  # a run without the launcher: its monitor starts now
         return scoop_pool, False
     if name == "mpi":
         raise ConfigurationError(
@@ -550,7 +550,7 @@ def _open_pool(opts: config.Options) -> tuple[PoolBase, bool]:
     serialization.set_worker_main_names(jobfile.module_level_names(job))
     pool = Pool(backends.open_transport(name, opts, job), opts, name)
     _ending.install_exit_signals()
-    monitor.pool_opened()
+    monitor.pool_opened(pool)
     return pool, True
 
 

@@ -34,7 +34,7 @@ from ._runlog import SCHEMA, RunLog
 from ._version import __version__
 from .errors import ConfigurationError
 
-__all__ = ["Monitor", "Settings", "Tally", "current", "pool_opened", "start", "stop"]
+__all__ = ["Monitor", "Settings", "Tally", "abandon", "current", "pool_opened", "start", "stop"]
 
 #: a batch (the items put while some were pending) this small reads "map 3/4": the ETA of the
 #: run, when a loop says how many generations it has, comes from whole generations instead
@@ -100,8 +100,7 @@ class Tally:
         self.t0 = time.monotonic()
         self.lock = threading.Lock()
         self.closed: dict[int, dict[str, Any]] = {}  # pool serial -> its last figures
-        self.base = 0  # items settled before the current batch
-        self.history: deque[tuple[float, int]] = deque()
+        self.history: deque[tuple[float, int]] = deque([(self.t0, 0)])
         self.loop: dict[str, Any] = {}  # the engine loop running: its name, generations, seed
         self.generation: dict[str, Any] | None = None  # its latest statistics row
         self.generation_started: float | None = None  # when it began (its first row)
@@ -147,11 +146,9 @@ class Tally:
         now = time.monotonic()
         put = sum(s["put"] for s in snaps)
         settled = sum(s["settled"] for s in snaps)
+        base = sum(min(s["batch_base"], s["settled"]) for s in snaps)
         with self.lock:
             live = [s for s in snaps if s["serial"] not in self.closed]
-            if settled >= put:  # nothing pending: the next items begin a new batch
-                self.base = settled
-            base = min(self.base, settled)
             history = self.history
             history.append((now, settled))
             while len(history) > 2 and history[0][0] < now - self.RATE_WINDOW:
@@ -397,13 +394,25 @@ def stop(exit_code: int | None = None) -> None:
         monitor.stop(exit_code)
 
 
-def pool_opened() -> None:
-    """A pool opened on the master: a run without the launcher's monitor gets one now, from the
-    environment, stopped at interpreter exit."""
+def abandon() -> None:
+    """The process ends now (``os._exit``, a second Ctrl-C): give the terminal its cursor back,
+    which the live display hid, without a lock (the thread the signal interrupted may hold
+    rich's).  The log then ends without its ``end`` record, as after a ``SIGKILL``."""
+    monitor = _current
+    if monitor is not None and monitor._live is not None:
+        # rich's stand-ins for them flush through its console's lock
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        with contextlib.suppress(Exception):
+            os.write(monitor.stream.fileno(), b"\x1b[?25h\n")
+
+
+def pool_opened(pool: Any) -> None:
+    """``pool`` opened on the master: a run without the launcher's monitor gets one now, from
+    the environment, stopped at interpreter exit (its ``end`` record has no exit code)."""
     if _current is not None:
         return
     settings = Settings.from_env()
     if settings.quiet and settings.log is None:
         return
-    start(settings, backend=None)
+    start(settings, backend=pool.name, ranks=None, workers=pool.n_workers, job=sys.argv[0])
     atexit.register(stop, None)

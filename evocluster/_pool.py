@@ -80,7 +80,7 @@ class Pool(PoolBase):
             if self._closing:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             self._incoming.append(job)
-            self.items_put += job.n
+            self.count_put(job)
         self.transport.wakeup()  # the thread is alive: not closing, not broken
 
     def wakeup(self) -> None:
@@ -103,7 +103,8 @@ class Pool(PoolBase):
         return sum(load > 0 for load in self._load)
 
     def worker_identity(self, key: Any) -> tuple[str, str]:
-        return self.transport.describe(key), self._hosts[key]
+        # after its READY, the label the worker gives itself (and its failure records)
+        return self._labels[key], self._hosts[key]
 
     def close(self, wait: bool = True, cancel: bool = False, timeout: float | None = None) -> bool:
         """Stop after the work in flight (``cancel``: drop what has not started); stop the

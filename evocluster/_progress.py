@@ -41,7 +41,6 @@ def parts(fig: dict[str, Any]) -> list[str]:
     if fig["total"]:
         pct = 100.0 * fig["done"] / fig["total"]
         out.append(f"map {fig['done']}/{fig['total']} ({pct:.0f}%)")
-    out.append(f"{fig['evaluations']} evals")
     out.append(f"{_number(fig['rate'])} evals/s")
     out.append(f"workers {fig['busy']}/{fig['workers']} busy")
     out.append(f"{fig['failed']} failed")
@@ -50,11 +49,13 @@ def parts(fig: dict[str, Any]) -> list[str]:
         out.append(f"best {best:.6g}")
     if fig.get("eta") is not None:
         out.append(f"~{duration(fig['eta'])} left")
+    out.append(f"{fig['evaluations']} evals in all")
     return out
 
 
 def line(fig: dict[str, Any]) -> str:
-    """One plain line: ``0:01:02  gen 12/50  map 37/64 (58%)  ...  ~0:00:30 left``."""
+    """One plain line: ``0:01:02  gen 12/50  map 37/64 (58%)  ...  ~0:00:30 left  N evals in
+    all`` (on a narrow terminal the live line is cut from the right: the least needed last)."""
     return "  ".join(parts(fig))
 
 
@@ -96,10 +97,9 @@ class _Line:
 
         fig = self.tally.figures()
         grid = Table.grid(padding=(0, 1))
-        grid.add_column(no_wrap=True)
-        grid.add_column(width=24)
-        grid.add_column()
+        grid.add_column(width=16)
+        grid.add_column(no_wrap=True, overflow="ellipsis")  # one line, whatever the width
         total = fig["total"] or 1
-        bar = ProgressBar(total=total, completed=fig["done"] if fig["total"] else 0, width=24)
-        grid.add_row(Text("evocluster", style="bold"), bar, Text("  ".join(parts(fig))))
+        bar = ProgressBar(total=total, completed=fig["done"] if fig["total"] else 0, width=16)
+        grid.add_row(bar, Text("  ".join(parts(fig)), no_wrap=True, overflow="ellipsis"))
         return grid

@@ -123,7 +123,9 @@ def read(path: str | os.PathLike[str]) -> tuple[list[Run], str]:
             kind = record["record"]
         except (ValueError, TypeError, KeyError):
             if torn and n == len(lines):
-                notes.append(f"its last line ({n}) was cut short and is skipped")
+                notes.append(
+                    f"line {n}, the last, was cut short (the run was killed?) and is skipped"
+                )
                 continue
             raise RunLogError(
                 f"{p} is not an evocluster run log: line {n} is not a run-log record"

@@ -99,6 +99,7 @@ class PoolBase(abc.ABC):
         #: progress of the current map is the difference
         self.items_put = 0
         self.items_settled = 0
+        self.batch_base = 0  # items put before the current batch (put while none was pending)
         #: per worker (its index, or a label where the backend names workers so): what it did
         self.workers: dict[Any, WorkerStats] = {}
         self.serial = next(_serials)  # names it in the monitor's records (ids are reused)
@@ -125,6 +126,13 @@ class PoolBase(abc.ABC):
         """A copy of :attr:`counters` (and of a transport's own, where it has some)."""
         return dict(self.counters)
 
+    def count_put(self, job: Job) -> None:
+        """``job`` is queued (by whoever puts it): a batch begins when nothing was pending --
+        the next map after the last one's results, one generation of a loop."""
+        if self.items_settled >= self.items_put:
+            self.batch_base = self.items_put
+        self.items_put += job.n
+
     def busy_workers(self) -> int:
         """How many workers evaluate something now (read from another thread: a moment's
         figure)."""
@@ -148,6 +156,7 @@ class PoolBase(abc.ABC):
             "busy": self.busy_workers(),
             "put": self.items_put,
             "settled": self.items_settled,
+            "batch_base": self.batch_base,
             "counters": self.stats(),
             "per_worker": workers,
         }

@@ -160,7 +160,7 @@ class _ScoopPool(PoolBase):
             raise BrokenPool(self.broken)
         if job.n:
             self._jobs.append(job)
-            self.items_put += job.n
+            self.count_put(job)
 
     def new_future(self) -> Future[Any]:
         return _ScoopFuture(self)
