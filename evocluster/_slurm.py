@@ -19,9 +19,14 @@ wall-time warning continues in the next allocation::
       -> exit code 75: the batch shell runs `scontrol requeue $SLURM_JOB_ID`
       -> SLURM runs the job again; it finds its checkpoint and resumes.
 
+Each script exports ``EVOCLUSTER_LOG``: the job's run log, beside its output file
+(``NAME-%j.out`` -> ``NAME-%j.jsonl``; for arrays ``%A_%a``), appended to by every run.  A log
+elsewhere (``submit --log PATH``) or none (``--no-log``) is noted in the job's comment.
+
 ``status`` asks ``scontrol`` (``sacct`` for jobs the controller has forgotten) and reads the last
-line of each finished task's output file.  :func:`run_seed` gives each task of a job array a seed
-of its own.  This module never imports mpi4py: only the subcommands and ``run_seed`` load it.
+line of each finished task's output file, and a running task's progress from its run log.
+:func:`run_seed` gives each task of a job array a seed of its own.  This module never imports
+mpi4py: only the subcommands and ``run_seed`` load it.
 """
 
 from __future__ import annotations
@@ -32,9 +37,13 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
+from ._progress import duration, parts
+from ._runlog import Run, RunLogError
+from ._runlog import read as read_log
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -99,6 +108,20 @@ class Request(NamedTuple):
     checkpoint: str | None = None  # exported as EVOCLUSTER_CHECKPOINT; %a: the array task
     array: str | None = None  # an sbatch --array specification
     dry_run: bool = False
+    log: str | None = None  # the run log as given by --log (%j, %A, %a as in --output)
+    no_log: bool = False
+
+    @property
+    def output(self) -> str:
+        """The output file, as in ``#SBATCH --output``: SLURM replaces %j, %A and %a."""
+        return f"{self.name}-%A_%a.out" if self.array is not None else f"{self.name}-%j.out"
+
+    @property
+    def log_pattern(self) -> str | None:
+        """The run log (%j, %A, %a as in the output's name): ``--log``'s, or beside the output."""
+        if self.no_log:
+            return None
+        return self.log if self.log is not None else log_beside(self.output)
 
     @property
     def name(self) -> str:
@@ -146,6 +169,8 @@ class _SubmitParser:
             "evocluster.Checkpoint() use it); %%a is the array task's index",
         )
         p.add_argument("--array", metavar="SPEC", help="a job array, e.g. 0-29 (sbatch --array)")
+        p.add_argument("--log", metavar="PATH", help="the run log (default: beside the output)")
+        p.add_argument("--no-log", action="store_true", help="no run log")
         p.add_argument("--dry-run", action="store_true", help="print the script, submit nothing")
         self.parser = p
 
@@ -207,6 +232,7 @@ def _checked(ns: argparse.Namespace, job_args: list[str]) -> Request:
     if array is not None and not _ARRAY.match(array):
         raise ConfigurationError(f"--array {array!r} is not an sbatch array (e.g. 0-29, 1,3,5%2)")
     _check_checkpoint(ns.checkpoint, array)
+    _check_log(ns.log, bool(ns.no_log), array)
     if not os.path.isfile(job):
         what = "is a directory" if os.path.isdir(job) else "not found"
         raise ConfigurationError(f"job file {job!r} {what} (current directory: {os.getcwd()})")
@@ -224,6 +250,8 @@ def _checked(ns: argparse.Namespace, job_args: list[str]) -> Request:
         checkpoint=ns.checkpoint,
         array=array,
         dry_run=bool(ns.dry_run),
+        log=ns.log,
+        no_log=bool(ns.no_log),
     )
 
 
@@ -239,6 +267,30 @@ def _check_checkpoint(checkpoint: str | None, array: str | None) -> None:
         )
     if array is None and "%a" in checkpoint:
         raise ConfigurationError(f"--checkpoint {checkpoint}: %a (the task index) needs --array")
+
+
+#: what a --log path may not hold: it goes into an #SBATCH line and a shell assignment as it is
+_UNSAFE = re.compile(r"[\s'\"\\$`]")
+
+
+def _check_log(log: str | None, no_log: bool, array: str | None) -> None:
+    if log is None:
+        return
+    if no_log:
+        raise ConfigurationError("--log and --no-log: give one of them")
+    if not log or _UNSAFE.search(log):
+        raise ConfigurationError(
+            f"--log {log!r}: a file name without spaces, quotes, $, ` or backslashes"
+        )
+    if os.path.isdir(log):
+        raise ConfigurationError(f"--log {log} is a directory: give the path of a file")
+    if array is not None and "%a" not in log and "%j" not in log:
+        raise ConfigurationError(
+            f"--log {log} with --array: put %a (or %j) in the path (e.g. run-%A_%a.jsonl), so "
+            "that each task of the array has a log of its own"
+        )
+    if array is None and ("%a" in log or "%A" in log):
+        raise ConfigurationError(f"--log {log}: %A and %a (the array, its task) need --array")
 
 
 def parse_submit(args: Sequence[str]) -> Request:
@@ -298,9 +350,12 @@ def _sbatch_lines(req: Request) -> list[str]:
         lines.append(f"#SBATCH --account={req.account}")
     if req.array is not None:
         lines.append(f"#SBATCH --array={req.array}")
-        lines.append(f"#SBATCH --output={req.name}-%A_%a.out")
-    else:
-        lines.append(f"#SBATCH --output={req.name}-%j.out")
+    lines.append(f"#SBATCH --output={req.output}")
+    # where `status` finds a run log that is not beside the output (or that there is none)
+    if req.no_log:
+        lines.append(f"#SBATCH --comment={_NO_LOG}")
+    elif req.log is not None:
+        lines.append(f"#SBATCH --comment={_LOG_AT}{req.log}")
     return lines
 
 
@@ -346,6 +401,8 @@ def render(req: Request, *, python: str | None = None) -> str:
     if req.checkpoint is not None:
         checkpoint = "ARRAY_CHECKPOINT" if req.array is not None else "CHECKPOINT"
         parts.append(_fill(_piece(checkpoint), checkpoint=q(req.checkpoint)))
+    if req.log_pattern is not None:
+        parts.append(_fill(_piece("LOG"), log=q(req.log_pattern)))
     if req.array is not None:
         parts.append(_piece("ARRAY_SEED"))
     parts.append(_fill(_piece("ARGS"), args=" ".join(q(a) for a in req.job_args)))
@@ -408,8 +465,10 @@ def _submit_main(args: Sequence[str]) -> int:
         _say(f"submit: {e}")
         return 1
     print(jobid, flush=True)
-    out = f"{req.name}-{jobid}_*.out" if req.array is not None else f"{req.name}-{jobid}.out"
-    _say(f"submitted job {jobid} (output: {out}); python -m evocluster status {jobid}")
+    ids = {"%j": jobid, "%A": jobid, "%a": "*"} if req.array is not None else {"%j": jobid}
+    out = _expand(req.output, ids)
+    log = "" if req.log_pattern is None else f", run log: {_expand(req.log_pattern, ids)}"
+    _say(f"submitted job {jobid} (output: {out}{log}); python -m evocluster status {jobid}")
     return 0
 
 
@@ -424,6 +483,9 @@ class Task(NamedTuple):
     reason: str  # why it waits, "" when it does not
     stdout: str  # the output file, "" when unknown
     name: str
+    comment: str = ""  # submit's note of where the run log is, when not beside the output
+    workdir: str = ""  # what relative paths are relative to
+    ids: dict[str, str] = {}  # noqa: RUF012  (never changed) %j, %A, %a -> this task's ids
 
 
 _FINISHED = {
@@ -495,6 +557,13 @@ def _from_scontrol(jobid: str) -> list[Task] | None:
                 "" if reason == "None" or state != "PENDING" else reason,
                 f.get("StdOut", ""),
                 f.get("JobName", ""),
+                f.get("Comment", ""),
+                f.get("WorkDir", ""),
+                {
+                    "%j": f.get("JobId", ""),
+                    "%A": f.get("ArrayJobId", ""),
+                    "%a": f.get("ArrayTaskId", ""),
+                },
             )
         )
     return tasks
@@ -553,13 +622,147 @@ def _last_line(path: str) -> str:
     return (job or lines or ["(no output)"])[-1]
 
 
+# ------------------------------------------------------------------------ the run log
+#: The job's comment (``#SBATCH --comment``) when its run log is not beside its output: submit's
+#: ``--log PATH`` (%j, %A, %a as in --output), or ``--no-log``
+_LOG_AT = "evocluster-log="
+_NO_LOG = "evocluster-no-log"
+
+
+def log_beside(output: str) -> str:
+    """The run log beside an output file: the same name with ``.jsonl`` for its extension.
+
+    ``onemax-%j.out`` -> ``onemax-%j.jsonl``, ``/home/u/onemax-123_4.out`` ->
+    ``/home/u/onemax-123_4.jsonl``; a name without an extension gets ``.jsonl`` added.
+    """
+    head, tail = os.path.split(output)
+    stem, dot, _ = tail.rpartition(".")
+    return os.path.join(head, (stem if dot and stem else tail) + ".jsonl")
+
+
+def _expand(pattern: str, ids: dict[str, str]) -> str:
+    """``pattern`` with SLURM's ``%j``, ``%A``, ``%a`` replaced by ``ids``' values."""
+    for key, value in ids.items():
+        pattern = pattern.replace(key, value)
+    return pattern
+
+
+def log_of(task: Task) -> str | None:
+    """Where ``task``'s run log is: submit's ``--log`` (the job's comment, relative to its
+    working directory), or beside its output file; ``None`` for ``--no-log`` or no output."""
+    if task.comment == _NO_LOG:
+        return None
+    if task.comment.startswith(_LOG_AT):
+        return os.path.join(task.workdir, _expand(task.comment[len(_LOG_AT) :], task.ids))
+    return log_beside(task.stdout) if task.stdout else None
+
+
+def _ago(seconds: float) -> str:
+    return f"{max(0, int(seconds))} s ago" if seconds < 60 else f"{duration(seconds)} ago"
+
+
+def _started(run: Run) -> float | None:
+    """When ``run`` started (seconds since the epoch), from its ``start`` record's ``time``."""
+    import datetime
+
+    try:
+        return datetime.datetime.fromisoformat(str(run.start.get("time"))).timestamp()
+    except ValueError:
+        return None
+
+
+def progress(runs: list[Run], now: float) -> str:
+    """What ``status`` says of a job from its run log: the last run's figures.
+
+    Running: its elapsed time, generation / generations, evaluations, their rate, workers busy /
+    total, failures, the best fitness and the time left (the progress line's figures, from the
+    last ``interval`` record, its estimate less the time since), the last checkpoint and how long
+    ago, and how old the figures are.  Ended (a requeued job waiting): how, and its checkpoint.
+
+    Args:
+        runs: a run log's runs (:func:`evocluster._runlog.read`), the last one shown.
+        now: the time (seconds since the epoch) that "ago" and "left" count from.
+    """
+    run = runs[-1]
+    started = _started(run)
+    at = (lambda r: now - (started + float(r.get("t") or 0))) if started else (lambda r: None)
+    out = [f"run {len(runs)}:"] if len(runs) > 1 else []
+    end, interval = run.ended, run.last("interval")
+    if end is not None:
+        code = end.get("exit_code")
+        how = "ended" if code is None else f"ended with exit code {code}"
+        out.append(f"{how} after {duration(float(end.get('seconds') or 0))}")
+        out.append(f"{end.get('evaluations', 0)} evals")
+        out.append(f"{end.get('failed', 0)} failed")
+    elif interval is not None:
+        age = at(interval)
+        fig = {"done": 0, "total": 0, "evaluations": 0, "rate": 0.0, "busy": 0, "workers": 0}
+        fig.update({k: v for k, v in interval.items() if v is not None})
+        fig["failed"] = fig.get("failed", 0)
+        fig["elapsed"] = float(interval.get("t") or 0) + (age or 0)
+        if interval.get("eta") is not None:
+            fig["eta"] = max(0.0, float(interval["eta"]) - (age or 0))
+        out.extend(parts(fig))
+    else:
+        out.append(duration(now - started) if started else "started")
+        gen, loop = run.last("generation"), run.last("loop")
+        if gen is not None:
+            total = (loop or {}).get("generations")
+            out.append(f"gen {gen.get('generation')}" + (f"/{total}" if total else ""))
+        out.append("no figures yet (the log has them every --log-every s)")
+    checkpoint = run.last("checkpoint")
+    if checkpoint is not None:
+        what = "checkpoint" if checkpoint.get("action") == "written" else "resumed from"
+        when = at(checkpoint)
+        out.append(
+            f"{what} gen {checkpoint.get('generation')}"
+            + (f" {_ago(when)}" if when is not None else "")
+        )
+    if end is None and interval is not None and at(interval) is not None:
+        out.append(f"(log {_ago(at(interval) or 0)})")
+    return "  ".join(out)
+
+
+def _progress_of(task: Task, now: float) -> str:
+    """``task``'s :func:`progress`, or in one line why there is none."""
+    path = log_of(task)
+    if path is None:
+        return "no run log (submitted with --no-log)" if task.comment == _NO_LOG else ""
+    try:
+        empty = os.path.getsize(path) == 0  # created by the launcher before its start record
+    except OSError:
+        return f"no run log yet ({path})"
+    if empty:
+        return f"no run log yet ({path} is empty)"
+    try:
+        runs, _ = read_log(path)
+    except RunLogError as e:
+        return f"unreadable run log: {e}"
+    return progress(runs, now)
+
+
+def _last_column(t: Task, now: float) -> str:
+    """An ended task's last line of output; a running one's progress from its run log; why a
+    pending one waits (and, requeued, how its last run ended)."""
+    if t.state in _FINISHED:
+        return _last_line(t.stdout)
+    if t.state == "PENDING":
+        waits = f"({t.reason})" if t.reason else ""
+        if t.restarts not in ("0", "-") and "[" not in t.id:  # requeued: its last run
+            return f"{waits}  {_progress_of(t, now)}".strip()
+        return waits
+    return _progress_of(t, now)  # running (or completing, suspended)
+
+
 def status(jobid: str) -> int:
     """Print a summary of job ``jobid`` (a job array: one line per task); return an exit code.
 
     Columns: the job or task, its state, its exit code once it has ended, how often SLURM
     restarted it (requeues), and for a task that has ended the last line of its output file
     (the job's: not the batch script's own ``evocluster batch:`` lines or SCOOP's launcher log),
-    for a pending one why it waits.
+    for a running one its progress from the last run of its run log (:func:`progress`: beside
+    the output, ``NAME-JOBID.jsonl``, or where ``submit --log`` put it), for a pending one why
+    it waits (requeued: how its last run ended).
 
     Returns:
         0; 1 when SLURM does not know the job; 2 for a malformed job id or no ``scontrol``.
@@ -583,10 +786,10 @@ def status(jobid: str) -> int:
     tasks.sort(key=_order)
     width = max(len("JOB"), *(len(t.id) for t in tasks))
     state_width = max(len("STATE"), *(len(t.state) for t in tasks))
-    print(f"{'JOB':<{width}}  {'STATE':<{state_width}}  EXIT      RESTARTS  LAST LINE")
+    print(f"{'JOB':<{width}}  {'STATE':<{state_width}}  EXIT      RESTARTS  LAST LINE / PROGRESS")
+    now = time.time()
     for t in tasks:
-        waits = f"({t.reason})" if t.reason else ""
-        last = _last_line(t.stdout) if t.state in _FINISHED else waits
+        last = _last_column(t, now)
         print(f"{t.id:<{width}}  {t.state:<{state_width}}  {t.exit:<8}  {t.restarts:<8}  {last}")
     if len(tasks) > 1:
         counts: dict[str, int] = {}
@@ -620,7 +823,10 @@ usage: python -m evocluster status JOBID
 
 One line per job, or per task of a job array (JOBID or JOBID_TASK): its state, its exit code once
 it has ended, how often SLURM restarted it (requeues), and the last line of its output once it has
-ended (for a pending task, why it waits).  Exit code 1: SLURM does not know the job."""
+ended; while it runs, its progress from its run log (beside the output file, NAME-JOBID.jsonl, or
+where submit --log put it): generation, evaluations, rate, workers busy, failures, the last
+checkpoint, the time left (for a pending task, why it waits).  Exit code 1: SLURM does not know
+the job."""
 
 
 def _order(task: Task) -> tuple[int, ...]:

@@ -50,6 +50,15 @@ export EVOCLUSTER_CHECKPOINT="$CHECKPOINT"
 CHECKPOINT=@CHECKPOINT@
 CHECKPOINT=${CHECKPOINT//"%a"/$SLURM_ARRAY_TASK_ID}
 export EVOCLUSTER_CHECKPOINT="$CHECKPOINT"
+#>>> LOG
+# EDIT: the run log (docs/observability.md), which `python -m evocluster status JOBID` reads
+# beside the output file; every run of the job appends to it.  %j is the job's id, %A and %a the
+# array's and the task's, as in --output.  Without these lines, no run log
+LOG=@LOG@
+LOG=${LOG//"%j"/$SLURM_JOB_ID}
+LOG=${LOG//"%A"/$SLURM_ARRAY_JOB_ID}
+LOG=${LOG//"%a"/$SLURM_ARRAY_TASK_ID}
+export EVOCLUSTER_LOG="$LOG"
 #>>> ARRAY_SEED
 # Each task of the array runs the same command; in the job, evocluster.run_seed(BASE) is
 # BASE + SLURM_ARRAY_TASK_ID: a seed of its own for each task.

@@ -218,6 +218,8 @@ REGISTRY: dict[str, Covered] = {
             f"{_SLURM}::test_onemax_on_5_tasks_completes_with_the_serial_population[srun]",
             f"{_SLURM}::test_status_of_a_task_of_an_array_and_of_a_task_it_does_not_have",
             f"{_SLURM}::test_status_of_a_job_slurm_does_not_know",
+            f"{_SLURM}::test_status_of_a_running_job_shows_the_progress_in_its_run_log",
+            f"{_SLURM}::test_status_of_a_running_array_shows_each_tasks_progress",
         ),
         "needs a SLURM job",
     ),

@@ -14,6 +14,9 @@ What is checked:
   the other ranks; the batch script does not requeue a crash, which could only repeat), and the
   same submission again resumes from the last checkpoint and ends with the same population.
 * A job array of 3: three different results, each that of a serial run with seed base + index.
+* The run log, beside the output: a ``start`` with SLURM's job id and an ``end``; a requeued
+  job's log has a run (a ``start``) for each; ``status`` of a running job, and of each task of a
+  running array, shows the figures of its log.
 
 A requeued job waits 120 s before SLURM starts it again; the tests start it at once with
 ``scontrol update jobid=J StartTime=now``, once the previous run has left the node.
@@ -37,6 +40,8 @@ from typing import TypeVar
 
 import pytest
 from helpers import JOBS, ROOT, clean_env, launcher, output, prerequisite, run
+
+from evocluster._runlog import Run, read
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
@@ -287,6 +292,13 @@ def serial() -> Callable[..., str]:
     return get
 
 
+def run_log(path: Path) -> list[Run]:
+    """The runs of the run log at ``path``, read whole (no torn line: the job has ended)."""
+    runs, note = read(path)
+    assert note == "", note
+    return runs
+
+
 def generations(text: str) -> list[int]:
     return [int(g) for g in re.findall(r"^gen\s+(\d+)\s", text, re.M)]
 
@@ -316,6 +328,11 @@ def test_onemax_on_5_tasks_completes_with_the_serial_population(
     assert status[0].split()[:4] == ["JOB", "STATE", "EXIT", "RESTARTS"]
     assert status[1].split()[:4] == [jobid, "COMPLETED", "0", "0"], status
     assert status[1].endswith("evaluated by backend " + f"{backend} with 4 worker(s)"), status
+    # the run log, beside the output; SCOOP's job runs without the launcher: no exit code there
+    (logged,) = run_log(jobs.where / f"onemax-{jobid}.jsonl")
+    assert logged.start["slurm"]["job_id"] == jobid
+    assert logged.start["slurm"]["restart_count"] == 0
+    assert logged.ended is not None and logged.ended["exit_code"] == (0 if how != "scoop" else None)
 
 
 @pytest.mark.parametrize("how", HOW_PARAMS)
@@ -342,6 +359,11 @@ def test_the_warning_checkpoints_requeues_and_resumes_to_the_same_population(
     assert generations(out) == [*range(g + 1), *range(g + 1, 201)], out  # none lost, none twice
     assert final_hash(out) == serial(*LONG)
     assert jobs.status(jobid).splitlines()[1].split()[:4] == [jobid, "COMPLETED", "0", "1"]
+    # the run log: appended to by both runs, a start each
+    runs = run_log(jobs.where / f"onemax-{jobid}.jsonl")
+    assert [r.start["slurm"]["job_id"] for r in runs] == [jobid, jobid]
+    assert [r.start["slurm"]["restart_count"] for r in runs] == [0, 1]
+    assert runs[1].ended is not None
 
 
 @pytest.mark.mpi
@@ -520,3 +542,102 @@ def test_the_cluster_runs_what_the_templates_need(cluster: dict[str, str]) -> No
     assert shutil.which("srun", path=cluster["PATH"]) is not None
     out = slurm_cmd(cluster, "scontrol", "show", "config")
     assert re.search(r"^MpiDefault\s+= pmi2$", out, re.M), out
+
+
+#: an engine loop whose fitness sleeps: a run long enough to look at while it runs
+SLOW_JOB = """
+import functools
+import sys
+import time
+
+import evocluster
+from evocluster import engine, operators as ops
+
+
+def fitness(genome):
+    time.sleep(0.02)
+    return float(genome.sum())
+
+
+if __name__ == "__main__":
+    engine.generational(
+        fitness,
+        lambda rng: ops.random_bits(20, 16, rng),
+        executor=evocluster.get_executor(),
+        generations=int(sys.argv[1]),
+        seed=evocluster.run_seed(1),
+        crossover=ops.two_point,
+        mutate=functools.partial(ops.bit_flip, p=0.1),
+    )
+"""
+#: what status shows of a running task: every figure of its run log's last run
+PROGRESS = re.compile(
+    r"^\d+:\d\d:\d\d  gen \d+/5000  map \d+/\d+ \(\d+%\)  \d+ evals  [\d.e+]+ evals/s  "
+    r"workers \d/2 busy  0 failed  best [\d.]+  ~\d+:\d\d:\d\d left  checkpoint gen \d+ \d+ s ago  "
+    r"\(log \d+ s ago\)$"
+)
+
+
+def running(jobs: Jobs, jobid: str, tasks: list[str]) -> dict[str, str]:
+    """Poll ``status jobid`` until every one of ``tasks`` is RUNNING with its progress shown;
+    return their progress, by task."""
+
+    def shown() -> dict[str, str] | None:
+        lines = jobs.status(jobid).splitlines()[1:]
+        found = {}
+        for line in lines:
+            ident, state, code, restarts, *rest = line.split(maxsplit=4)
+            if ident in tasks and (state, code, restarts) == ("RUNNING", "-", "0"):
+                found[ident] = rest[0] if rest else ""
+        ready = all(PROGRESS.match(found.get(t, "")) for t in tasks)
+        return found if ready else None
+
+    return wait_for("status to show the progress of " + ", ".join(tasks), shown)
+
+
+def stop(jobs: Jobs, *jobids: str) -> None:
+    """Cancel running MPI jobs and remove what their killed ranks leave in /dev/shm."""
+    slurm_cmd(jobs.env, "scancel", *jobids)
+    for jobid in jobids:
+        jobs.finished(jobid)
+        remove_mpich_segments(job_info(jobs.env, jobid)["JobId"])
+
+
+@pytest.mark.mpi
+def test_status_of_a_running_job_shows_the_progress_in_its_run_log(jobs: Jobs) -> None:
+    (jobs.where / "slow.py").write_text(SLOW_JOB)
+    jobs.env = {**jobs.env, "EVOCLUSTER_LOG_EVERY": "0.5"}  # sbatch passes it on to the job
+    jobid = jobs.submit(
+        "slow.py", "-n", "3", "-t", "00:10:00", "--checkpoint", "s.ckpt", "--", "5000"
+    )
+    try:
+        progress = running(jobs, jobid, [jobid])
+    finally:
+        stop(jobs, jobid)
+    assert PROGRESS.match(progress[jobid]), progress
+    (logged,), _ = read(jobs.where / f"slow-{jobid}.jsonl")  # beside slow-JOBID.out
+    assert logged.start["slurm"]["job_id"] == jobid and logged.start["workers"] == 2
+    assert len(logged.of("interval")) >= 2 and logged.last("checkpoint") is not None
+
+
+@pytest.mark.mpi
+def test_status_of_a_running_array_shows_each_tasks_progress(jobs: Jobs) -> None:
+    (jobs.where / "slow.py").write_text(SLOW_JOB)
+    jobs.env = {**jobs.env, "EVOCLUSTER_LOG_EVERY": "0.5"}
+    jobid = jobs.submit(
+        "slow.py", "-n", "3", "-t", "00:10:00", "--array", "0-1", "--checkpoint", "s-%a.ckpt",
+        "--", "5000",
+    )  # fmt: skip
+    tasks = [f"{jobid}_0", f"{jobid}_1"]
+    try:
+        progress = running(jobs, jobid, tasks)
+        lines = jobs.status(jobid).splitlines()
+    finally:
+        stop(jobs, *tasks)
+    assert [line.split()[0] for line in lines[1:3]] == tasks, lines
+    assert lines[3] == f"{jobid} (slow): 2 RUNNING", lines
+    for t in (0, 1):
+        assert PROGRESS.match(progress[f"{jobid}_{t}"]), progress
+        (logged,), _ = read(jobs.where / f"slow-{jobid}_{t}.jsonl")  # cancelled: maybe torn
+        assert logged.start["slurm"]["array_job_id"] == jobid
+        assert logged.start["slurm"]["array_task_id"] == str(t)
