@@ -162,7 +162,8 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                 ("launcher", "executor", "checkpoint", "backends", "wire", "core")),
     # the launcher: options, the master or worker rank, SLURM submission, info (which says where
     # the signing key lives: wire)
-    "launcher": (("evocluster._cli", "evocluster._info", "evocluster._slurm"),
+    "launcher": (("evocluster._cli", "evocluster._info", "evocluster._slurm",
+                  "evocluster._slurm_status"),
                  ("executor", "checkpoint", "backends", "jobfile", "wire", "monitor", "core")),
     # the EA loops: handed an executor, never a backend
     "engine": (("evocluster.engine.*",), ("ea", "checkpoint", "jobfile", "core")),

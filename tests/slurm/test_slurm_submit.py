@@ -292,7 +292,7 @@ def test_status_without_scontrol(tmp_path: Path) -> None:
     ],
 )
 def test_the_last_line_is_the_jobs_not_the_launchers(teardown: str, tmp_path: Path) -> None:
-    from evocluster import _slurm as slurm
+    from evocluster import _slurm_status as status
 
     out = tmp_path / "job.out"
     out.write_text(
@@ -300,7 +300,7 @@ def test_the_last_line_is_the_jobs_not_the_launchers(teardown: str, tmp_path: Pa
         "gen 10 ...\n= the job's own line, with equals signs =\n"
         f"{teardown}evocluster batch: the run ended with exit code 3\n"
     )
-    assert slurm._last_line(str(out)) == "= the job's own line, with equals signs ="
+    assert status._last_line(str(out)) == "= the job's own line, with equals signs ="
 
 
 def test_run_seed(monkeypatch: pytest.MonkeyPatch) -> None:

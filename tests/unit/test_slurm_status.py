@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 
 from evocluster import _slurm as slurm
+from evocluster import _slurm_status as status
 from evocluster._runlog import Run, read
 
 START = {"record": "start", "t": 0.0, "schema": 1, "time": "2027-01-15T08:00:00+00:00"}
-T0 = slurm._started(Run(START)) or 0.0  # the run's start, seconds since the epoch
+T0 = status._started(Run(START)) or 0.0  # the run's start, seconds since the epoch
 
 
-def task(**fields: Any) -> slurm.Task:
+def task(**fields: Any) -> status.Task:
     base: dict[str, Any] = {
         "id": "123",
         "state": "RUNNING",
@@ -31,7 +32,7 @@ def task(**fields: Any) -> slurm.Task:
         "workdir": "/home/u",
         "ids": {"%j": "123", "%A": "", "%a": ""},
     }
-    return slurm.Task(**{**base, **fields})
+    return status.Task(**{**base, **fields})
 
 
 def write(path: Path, *records: dict[str, Any], torn: str = "") -> Path:
@@ -70,18 +71,18 @@ CHECKPOINT = {"record": "checkpoint", "t": 110.0, "action": "written", "generati
     ],
 )
 def test_the_log_is_beside_the_output(output: str, log: str) -> None:
-    assert slurm.log_beside(output) == log
+    assert status.log_beside(output) == log
 
 
 def test_where_status_looks_for_the_log() -> None:
-    assert slurm.log_of(task()) == "/home/u/onemax-123.jsonl"
+    assert status.log_of(task()) == "/home/u/onemax-123.jsonl"
     array = {"%j": "130", "%A": "123", "%a": "7"}
     at = task(comment="evocluster-log=logs/r-%A_%a-%j.jsonl", ids=array)
-    assert slurm.log_of(at) == "/home/u/logs/r-123_7-130.jsonl"
-    assert slurm.log_of(task(comment="evocluster-log=/abs/r.jsonl")) == "/abs/r.jsonl"
-    assert slurm.log_of(task(comment="evocluster-no-log")) is None
-    assert slurm.log_of(task(stdout="")) is None
-    assert slurm.log_of(task(comment="a comment of the user's")) == "/home/u/onemax-123.jsonl"
+    assert status.log_of(at) == "/home/u/logs/r-123_7-130.jsonl"
+    assert status.log_of(task(comment="evocluster-log=/abs/r.jsonl")) == "/abs/r.jsonl"
+    assert status.log_of(task(comment="evocluster-no-log")) is None
+    assert status.log_of(task(stdout="")) is None
+    assert status.log_of(task(comment="a comment of the user's")) == "/home/u/onemax-123.jsonl"
 
 
 def test_submit_writes_the_log_beside_the_output_or_where_it_is_told(tmp_path: Path) -> None:
@@ -123,10 +124,10 @@ def test_a_running_run_shows_the_figures_of_its_last_interval(tmp_path: Path) ->
     log = write(tmp_path / "r.jsonl", START, CHECKPOINT, INTERVAL)
     runs, note = read(log)
     assert note == ""
-    line = slurm.progress(runs, now=T0 + 123.0)  # the interval was written 3 s ago
+    line = status.progress(runs, now=T0 + 123.0)  # the interval was written 3 s ago
     assert line == (
-        "0:02:03  gen 12/50  map 37/64 (58%)  7690 evals  61.5 evals/s  workers 15/16 busy  "
-        "2 failed  best 97  ~0:06:07 left  checkpoint gen 11 13 s ago  (log 3 s ago)"
+        "0:02:03  gen 12/50  map 37/64 (58%)  61.5 evals/s  workers 15/16 busy  2 failed  "
+        "best 97  ~0:06:07 left  7690 evals in all  checkpoint gen 11 13 s ago  (log 3 s ago)"
     )
 
 
@@ -134,8 +135,8 @@ def test_a_requeued_run_is_numbered_and_an_ended_one_says_how(tmp_path: Path) ->
     end = {"record": "end", "t": 300.0, "exit_code": 75, "seconds": 300.0, "evaluations": 9000}
     log = write(tmp_path / "r.jsonl", START, INTERVAL, {**end, "failed": 2}, START, INTERVAL)
     runs, _ = read(log)
-    assert slurm.progress(runs, now=T0 + 120.0).startswith("run 2:  0:02:00  gen 12/50")
-    assert slurm.progress(runs[:1], now=T0 + 400.0) == (
+    assert status.progress(runs, now=T0 + 120.0).startswith("run 2:  0:02:00  gen 12/50")
+    assert status.progress(runs[:1], now=T0 + 400.0) == (
         "ended with exit code 75 after 0:05:00  9000 evals  2 failed"
     )
 
@@ -144,29 +145,29 @@ def test_a_run_before_its_first_interval(tmp_path: Path) -> None:
     loop = {"record": "loop", "t": 1.0, "loop": "generational", "generations": 50}
     gen = {"record": "generation", "t": 4.0, "generation": 2}
     runs, _ = read(write(tmp_path / "r.jsonl", START, loop, gen))
-    assert slurm.progress(runs, now=T0 + 5.0) == (
+    assert status.progress(runs, now=T0 + 5.0) == (
         "0:00:05  gen 2/50  no figures yet (the log has them every --log-every s)"
     )
 
 
 def test_a_log_cut_short_reads_to_its_last_whole_line(tmp_path: Path) -> None:
     log = write(tmp_path / "onemax-123.jsonl", START, INTERVAL, torn='{"record": "interv')
-    line = slurm._progress_of(task(stdout=str(tmp_path / "onemax-123.out")), now=T0 + 120.0)
-    assert line.startswith("0:02:00  gen 12/50  map 37/64 (58%)  7690 evals"), line
-    assert read(log)[1] == "its last line (3) was cut short and is skipped"
+    line = status._progress_of(task(stdout=str(tmp_path / "onemax-123.out")), now=T0 + 120.0)
+    assert line.startswith("0:02:00  gen 12/50  map 37/64 (58%)  61.5 evals/s"), line
+    assert read(log)[1] == "line 3, the last, was cut short (the run was killed?) and is skipped"
 
 
 def test_no_log_an_empty_one_or_another_file_is_one_line(tmp_path: Path) -> None:
     out = str(tmp_path / "onemax-123.out")
     log = tmp_path / "onemax-123.jsonl"
-    assert slurm._progress_of(task(stdout=out), T0) == f"no run log yet ({log})"
+    assert status._progress_of(task(stdout=out), T0) == f"no run log yet ({log})"
     log.write_text("")
-    assert slurm._progress_of(task(stdout=out), T0) == f"no run log yet ({log} is empty)"
+    assert status._progress_of(task(stdout=out), T0) == f"no run log yet ({log} is empty)"
     log.write_text("gen 1 evals 20\n")
-    assert slurm._progress_of(task(stdout=out), T0) == (
+    assert status._progress_of(task(stdout=out), T0) == (
         f"unreadable run log: {log} is not an evocluster run log: line 1 is not a run-log record"
     )
     log.write_text(json.dumps({**START, "schema": 99}) + "\n")
-    assert "read it with a newer evocluster" in slurm._progress_of(task(stdout=out), T0)
+    assert "read it with a newer evocluster" in status._progress_of(task(stdout=out), T0)
     no_log = task(comment="evocluster-no-log")
-    assert slurm._progress_of(no_log, T0) == "no run log (submitted with --no-log)"
+    assert status._progress_of(no_log, T0) == "no run log (submitted with --no-log)"
