@@ -161,8 +161,9 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "package": (("evocluster", "evocluster.__main__"),
                 ("launcher", "executor", "checkpoint", "backends", "wire", "core")),
     # the launcher: options, the master or worker rank, SLURM submission, info (which says where
-    # the signing key lives: wire)
-    "launcher": (("evocluster._cli", "evocluster._info", "evocluster._slurm"),
+    # the signing key lives: wire), report (reads a run log)
+    "launcher": (("evocluster._cli", "evocluster._info", "evocluster._slurm",
+                  "evocluster._report"),
                  ("executor", "checkpoint", "backends", "jobfile", "wire", "monitor", "core")),
     # the EA loops: handed an executor, never a backend
     "engine": (("evocluster.engine.*",), ("ea", "checkpoint", "jobfile", "core")),
