@@ -127,11 +127,13 @@ def _fractions(edges: list[float], cumulative: list[float | None]) -> list[float
 
 def _pools(run: Run) -> list[Pool]:
     pools: dict[int, Pool] = {}
-    last_tick = 0.0  # the log's latest tick (interval record) before a pool's first record
+    # the log's ticks: an interval record, then a workers record per pool; a pool's first
+    # interval begins at the tick before the one of its first record (or at the run's start)
+    ticks = [0.0, 0.0]
     for r in run.records:
         kind = r.get("record")
         if kind == "interval":
-            last_tick = float(r.get("t") or 0.0)
+            ticks = [ticks[1], float(r.get("t") or 0.0)]
             continue
         if kind != "workers" or not isinstance(r.get("busy"), list):
             continue
@@ -140,7 +142,7 @@ def _pools(run: Run) -> list[Pool]:
         t = float(r.get("t") or 0.0)
         if pool is None:
             pool = pools[number] = Pool(number, str(r.get("backend") or "?"))
-            pool.edges.append(min(last_tick, t))
+            pool.edges.append(min(ticks[0], t))
         names, hosts = r.get("names"), r.get("hosts")
         if isinstance(names, list):
             pool.names = [str(n) for n in names]
@@ -435,10 +437,7 @@ def _timeline(ax: Axes, tl: Timeline) -> Any:
         if not pool.lanes or len(pool.edges) < 2:
             continue
         grid = np.array(pool.busy, dtype=float)  # worker x interval
-        rows = [
-            np.nanmean(grid[lane.members], axis=0) if lane.members else grid[0] * np.nan
-            for lane in pool.lanes
-        ]
+        rows = [_lane_mean(grid[lane.members]) for lane in pool.lanes]
         values = np.ma.masked_invalid(np.array(rows))
         lanes_y = np.arange(y, y + len(pool.lanes) + 1) - 0.5
         image = ax.pcolormesh(
@@ -481,6 +480,17 @@ def _timeline(ax: Axes, tl: Timeline) -> Any:
     if not ticks:
         ax.text(0.5, 0.5, "no workers record in this run", transform=ax.transAxes, ha="center")
     return image
+
+
+def _lane_mean(grid: Any) -> Any:
+    """Per interval, the mean busy fraction of a lane's workers that had begun (NaN if none:
+    ``nanmean`` says so with a warning)."""
+    import numpy as np
+
+    known = ~np.isnan(grid)
+    counts = known.sum(axis=0)
+    sums = np.where(known, grid, 0.0).sum(axis=0)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 def _cmap() -> Any:
