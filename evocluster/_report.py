@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,25 +167,36 @@ def _lay_out(pools: list[Pool], budget: int) -> str:
     total = sum(len(p.names) for p in pools)
     if total <= budget:
         for p in pools:
-            p.lanes = [Lane(name, [w]) for w, name in enumerate(p.names)]
+            p.lanes = [Lane(p.names[w], [w]) for w in _in_order(p.names)]
         return ""
     hosts = sum(len(set(p.hosts)) for p in pools)
     if 1 < hosts <= budget:
         for p in pools:
-            order = list(dict.fromkeys(p.hosts))
             p.lanes = [
                 Lane(f"{h} ({p.hosts.count(h)})", [w for w, x in enumerate(p.hosts) if x == h])
-                for h in order
+                for h in dict.fromkeys(p.hosts)
             ]
         return "per host"
     size = math.ceil(total / budget)
     for p in pools:
-        n = len(p.names)
+        order = _in_order(p.names)
         p.lanes = [
-            Lane(f"workers {i + 1}-{min(i + size, n)}", list(range(i, min(i + size, n))))
-            for i in range(0, n, size)
+            Lane(
+                f"{p.names[order[i]]} and {len(order[i : i + size]) - 1} more", order[i : i + size]
+            )
+            for i in range(0, len(order), size)
         ]
     return f"of {size} workers"
+
+
+def _in_order(names: list[str]) -> list[int]:
+    """The workers' indices in the order of their names, numbers as numbers (rank 2 before
+    rank 10): the log lists them in the order they first answered."""
+    return sorted(range(len(names)), key=lambda w: _natural(names[w]))
+
+
+def _natural(name: str) -> list[tuple[int, str]]:
+    return [(int(part), "") if part.isdigit() else (0, part) for part in re.split(r"(\d+)", name)]
 
 
 def _worker_of(pools: list[Pool], label: str, t: float) -> tuple[int, int] | None:
@@ -403,6 +415,9 @@ def _convergence(ax: Axes, run: Run) -> None:
                     fontsize=8,
                     color="grey",
                 )
+        values = [v for _, rows in loops for v in _floats(_column(rows)) if not math.isnan(v)]
+        if values and min(values) > 0 and max(values) > 100 * min(values):
+            ax.set_yscale("log")  # orders of magnitude: the late generations stay visible
         ax.set_ylabel("fitness")
         ax.set_title("Convergence: best and mean fitness of each generation")
         ax.legend(loc="best", fontsize=8)
@@ -417,6 +432,13 @@ def _convergence(ax: Axes, run: Run) -> None:
         ax.legend(loc="upper left", fontsize=8)
         return
     ax.set_title("No generation or interval records in this run")
+
+
+def _column(rows: list[dict[str, Any]]) -> list[Any]:
+    """The rows' means and bests (or first objective's minima): what the plot shows."""
+    return [r.get("best") for r in rows] + [
+        (r.get(k) or [None])[0] for r in rows for k in ("mean", "min")
+    ]
 
 
 def _floats(values: list[Any]) -> list[float]:

@@ -112,7 +112,8 @@ def _expected(records: list[dict[str, Any]]) -> list[str]:
     """What the summary must say of the one run in ``records``, from the records themselves."""
     start = records[0]
     assert start["record"] == "start"
-    named = next(r for r in records if r["record"] == "workers")
+    # the names in the pool's latest naming record (a worker that answers late is added then)
+    named = next(r for r in reversed(records) if r["record"] == "workers" and "names" in r)
     workers = start.get("workers") or len(named["names"])
     backend = start.get("backend") or named["backend"]
     end = records[-1] if records[-1]["record"] == "end" else None
