@@ -38,8 +38,8 @@ __all__ = ["backend_rule", "main"]
 
 USAGE = "python -m evocluster [options] (JOB.py | -m MODULE) [job args...]"
 
-#: The subcommands (``main`` hands ``info`` to :mod:`evocluster._info`, the others to
-#: :mod:`evocluster._slurm`): name -> (arguments, what).
+#: The subcommands (``main`` hands ``info`` to :mod:`evocluster._info`, ``report`` to
+#: :mod:`evocluster._report`, the others to :mod:`evocluster._slurm`): name -> (arguments, what).
 _SUBCOMMANDS = {
     "submit": (
         "JOB.py --ntasks N --time HH:MM:SS [options] [-- job args]",
@@ -49,6 +49,10 @@ _SUBCOMMANDS = {
     "info": (
         "[--json]",
         "versions, MPI library and mpiexec, SLURM, backend, signing key: for bug reports",
+    ),
+    "report": (
+        "LOG [-o PNG] [--run N]",
+        "a run log's summary; -o draws convergence and worker utilisation (matplotlib)",
     ),
 }
 
@@ -389,6 +393,21 @@ class _Launch(NamedTuple):
     monitor: dict[str, Any] | None = None  # the monitor's settings given on the command line
 
 
+def _subcommand(args: list[str]) -> int:
+    """Run ``python -m evocluster SUBCOMMAND ...`` (none of them starts MPI); its exit code."""
+    if args[0] == "info":  # versions and environment
+        from . import _info as info
+
+        return info.main(args[1:], backend_rule)
+    if args[0] == "report":  # a run log's summary and picture
+        from . import _report as report
+
+        return report.main(args[1:])
+    from . import _slurm as slurm  # SLURM: python -m evocluster submit|status ...
+
+    return slurm.main(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the launcher; return the process exit code.
 
@@ -396,14 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     the master starts its workers, runs the job as ``__main__``, and ends the run by the exit
     path its outcome calls for."""
     args = sys.argv[1:] if argv is None else argv
-    if args and args[0] == "info":  # versions and environment; starts no MPI
-        from . import _info as info
-
-        return info.main(args[1:], backend_rule)
-    if args and args[0] in _SUBCOMMANDS:  # SLURM: python -m evocluster submit|status ...
-        from . import _slurm as slurm
-
-        return slurm.main(args)
+    if args and args[0] in _SUBCOMMANDS:
+        return _subcommand(args)
     parser = _parser()
     try:
         launch = _parse(parser, args)

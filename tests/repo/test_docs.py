@@ -154,6 +154,9 @@ RUN: dict[str, Run] = {
         "DOCS-JOB local", before=("python -m evocluster --checkpoint run.ckpt job.py",)
     ),
     "python -m evocluster --log run.jsonl job.py": Run("DOCS-JOB local"),
+    "python -m evocluster report run.jsonl -o report.png": Run(
+        "picture of run 1: report.png", before=("python -m evocluster --log run.jsonl job.py",)
+    ),
     "python -m evocluster --help": Run("EVOCLUSTER_KEY"),
     "python -m evocluster info": Run(f"backend: local, {CORES} worker processes (auto)"),
     "python -m evocluster info --json": Run('"mpiexec/mpi4py match": '),
@@ -179,6 +182,14 @@ REGISTRY: dict[str, Covered] = {
             "tests/conformance/test_onemax.py::test_run_succeeds_and_reports[mpi-5]",
         ),
         "64 ranks do not fit 2 cores: the same launch with 3 and 5 ranks, MPICH and Open MPI",
+    ),
+    "mpiexec -n 9 python -m evocluster --log run.jsonl jobs/heavy_tail.py --evaluations 800 "
+    "--mean 0.05 --sigma 1.2 --pop 64": Covered(
+        (
+            "tests/launch/test_report.py::"
+            "test_summary_and_picture_of_a_real_run_and_of_its_log_cut_short[mpi]",
+        ),
+        "9 ranks for 17 s do not fit 2 cores: the test logs heavy_tail.py on 4 ranks, reports it",
     ),
     "srun -n 64 python -m evocluster job.py": Covered(
         (f"{_SLURM}::test_onemax_on_5_tasks_completes_with_the_serial_population[srun]",),
@@ -268,6 +279,7 @@ CI: dict[str, ByCI] = {
     "python -m pytest": _CI_INSTALL,
     "pip install -e .": _CI_INSTALL,
     "pip install 'evocluster[scoop]'": _CI_INSTALL,
+    "pip install 'evocluster[plot]'": _CI_INSTALL,
     "pip install cma": _CI_INSTALL,
     "env MPICC=mpicc pip install --no-binary mpi4py mpi4py": ByCI(
         ".ci/openmpi",

@@ -161,9 +161,9 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "package": (("evocluster", "evocluster.__main__"),
                 ("launcher", "executor", "checkpoint", "backends", "wire", "core")),
     # the launcher: options, the master or worker rank, SLURM submission, info (which says where
-    # the signing key lives: wire)
+    # the signing key lives: wire), status and report (read a run log)
     "launcher": (("evocluster._cli", "evocluster._info", "evocluster._slurm",
-                  "evocluster._slurm_status"),
+                  "evocluster._slurm_status", "evocluster._report"),
                  ("executor", "checkpoint", "backends", "jobfile", "wire", "monitor", "core")),
     # the EA loops: handed an executor, never a backend
     "engine": (("evocluster.engine.*",), ("ea", "checkpoint", "jobfile", "core")),
