@@ -175,6 +175,13 @@ _SLURM_CLUSTER = Covered(
 #: Commands the documentation shows that cannot run here as shown, and the tests that run them
 #: in substance.
 REGISTRY: dict[str, Covered] = {
+    "mpiexec -n 9 python -m evocluster --progress-every 3 jobs/heavy_tail.py": Covered(
+        (
+            "tests/launch/test_monitor.py::test_without_a_terminal_progress_is_plain_lines"
+            "[mpich-wheel]",
+        ),
+        "9 ranks do not fit 2 cores: the test prints plain progress lines of an MPI run on 3 ranks",
+    ),
     "mpiexec -n 64 python -m evocluster job.py": Covered(
         (
             f"{_LAUNCHER}::test_success[mpi]",
