@@ -7,9 +7,9 @@ Each run is its own process tree, launched as that system's users launch a job (
 ``systems.py``), with a per-run time limit; ``bench_job.py`` is the job.  Runs are interleaved
 repetition by repetition (and the system order rotates) so that the load of this shared machine
 drifts over every system alike.  Ratios compare each system with mpi4py.futures measured in the
-same invocation; a variant (evocluster with ``--isolate`` or ``--eval-timeout``, W1 and W2 only)
-also with the same system without the option.  Progress goes to stderr, the report to stdout.
-See ``benchmarks/README.md``.
+same invocation; a variant (evocluster with ``--isolate``, ``--eval-timeout``, ``--quiet`` or
+``--log``: W1, W2 and W2c only) also with the same system without the option.  Progress goes to
+stderr, the report to stdout.  See ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -239,10 +239,13 @@ def run_one(
         wall_s=wall,
         load1_before=load1,
         leftovers=leftovers,
-        cmd=systems.describe_argv(["RUN.json" if x == str(out) else x for x in argv]),
+        cmd=systems.describe_argv([x.replace(str(out.with_suffix("")), "RUN") for x in argv]),
     )
-    out.unlink(missing_ok=True)
-    log.unlink(missing_ok=True)
+    runlog = Path(systems.RUN_LOG.format(run=out.with_suffix("")))
+    if runlog.exists():  # a +log variant's: how many records the monitor wrote
+        rec["log_records"] = len(runlog.read_text().splitlines())
+    for f in (out, log, runlog):
+        f.unlink(missing_ok=True)
     return rec
 
 
@@ -331,8 +334,12 @@ def _notes(r: dict[str, Any]) -> list[str]:
 ISOLATION_TARGET = 0.95
 
 
+#: issue 22's target: the progress display and the run log cost at most this fraction of W2's time
+MONITOR_TARGET = 0.01
+
+
 def variant_costs(records: list[dict[str, Any]], syss: list[str], cols: list[Column]) -> list[str]:
-    """The cost of a failure option: each variant's figures (medians) over those of the same
+    """The cost of a launcher option: each variant's figures (medians) over those of the same
     system without it, measured in this same invocation; nothing when no variant ran."""
     pairs = [
         (s, base)
@@ -344,14 +351,16 @@ def variant_costs(records: list[dict[str, Any]], syss: list[str], cols: list[Col
     cols = [c for c in cols if any(_runs(records, s, c.workload) for s, _ in pairs)]
     if not pairs or not cols:
         return []
+    ran = {s.rsplit("+", 1)[1] for s, _ in pairs}
     lines = [
         "",
-        "## Cost of isolation and of eval timeouts",
+        "## Cost of the launcher's options (variants)",
         "",
         "`value (xC)`: C = value / the same system without the option (its row above), in this "
         "same invocation (medians over the repetitions): the figure with the option over the "
-        "figure without.  `+isolate`: `--isolate`; `+timeout`: "
-        f"`--eval-timeout {systems.VARIANT_TIMEOUT_S:g}` (never fires: the cost of arming it).",
+        "figure without.  "
+        + "; ".join(f"`+{v}`: {x.what}" for v, x in systems.VARIANTS.items() if v in ran)
+        + ".",
         "",
         "| system | without | "
         + " | ".join(c.label + {True: " ↑", False: " ↓"}[c.higher_is_better] for c in cols)
@@ -393,6 +402,20 @@ def variant_costs(records: list[dict[str, Any]], syss: list[str], cols: list[Col
         if s.endswith("+isolate")
     ]
     per_core = [(s, e, b) for s, e, b in per_core if e is not None and b]
+    monitor = [
+        (s, _median(_runs(records, s, "W2"), "map_s"), _median(_runs(records, b, "W2"), "map_s"))
+        for s, b in pairs
+        if s.endswith(("+quiet", "+log"))
+    ]
+    monitor = [(s, m, b) for s, m, b in monitor if m is not None and b]
+    if monitor:
+        lines += [
+            "",
+            f"Issue 22 (the progress display and the run log cost <= {MONITOR_TARGET:.0%} of W2's "
+            "wall time): W2 map wall with the option / without - 1, medians: "
+            + "; ".join(f"{s} {m / b - 1:+.1%}" for s, m, b in monitor)
+            + " (the runs' spread: the detail table).",
+        ]
     if per_core:
         lines += [
             "",
@@ -512,7 +535,8 @@ def report(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             notes = [n for r in runs for n in _notes(r)]
             if w == "W6" and good:
                 notes.insert(0, f"master CPU-s {fmt(_median(runs, 'master_cpu_s'))}")
-            details = [(k, _spread(runs, k)) for k in workloads.WORKLOADS[w].details]
+            keys = [*workloads.WORKLOADS[w].details, "log_records"]
+            details = [(k, _spread(runs, k)) for k in keys]
             notes[:0] = [f"{k} {v}" for k, v in details if v != "-"]
             digests = sorted({r["det_digest"] for r in runs if r.get("det_digest")})
             if digests:  # steady_state(deterministic=True): one population, whatever the system
@@ -538,8 +562,8 @@ def report(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         "Other workloads: `--workload WL --workers W` with `-n W+1` (MPI) or `--workers W` "
         "(evocluster local); W = 2 for W1, W4, W5 and S2, 16 for W2, W3 and S16, 8 for W6.  run.py "
-        "sets BENCH_TAG and BENCH_T_LAUNCH in the environment; RUN.json is a per-run temporary "
-        "file.",
+        "sets BENCH_TAG and BENCH_T_LAUNCH in the environment; RUN.json (and a +log variant's "
+        "RUN.runlog.jsonl) are per-run temporary files.",
         "",
     ]
     return "\n".join(lines)
@@ -596,7 +620,7 @@ def main(argv: list[str]) -> int:
                 wl = workloads.WORKLOADS[w]
                 k = (rep - 1) % len(syss)
                 for s in syss[k:] + syss[:k]:
-                    if not systems.SYSTEMS[s].runs(w):  # a variant: W1 and W2 only
+                    if not systems.SYSTEMS[s].runs(w):  # a variant: W1, W2 and W2c only
                         continue
                     rec = run_one(s, wl, rep, a.quick, Path(tmp))
                     records.append(rec)

@@ -21,7 +21,7 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from workloads import Fn, PMap, Workaround
 
@@ -103,16 +103,23 @@ def launch_python(python: str, job: list[str], workers: int) -> list[str]:
     return [python, *job]
 
 
+#: a ``+log`` variant's run log, one per run: ``{run}`` in a variant's flags is the path of the
+#: run's JSON record (the job's ``--out``, in run.py's temporary directory) without ``.json``
+RUN_LOG = "{run}.runlog.jsonl"
+
+
 def with_flags(
     launch: Callable[[str, list[str], int], list[str]], flags: list[str]
 ) -> Callable[[str, list[str], int], list[str]]:
     """``launch`` with evocluster launcher flags (``--isolate``, ``--eval-timeout S``) just before
-    the job, where its users put them: ``python -m evocluster --isolate job.py ...``."""
+    the job, where its users put them: ``python -m evocluster --isolate job.py ...``.  ``{run}``
+    in a flag becomes the run's own path prefix (:data:`RUN_LOG`)."""
 
     def argv(python: str, job: list[str], workers: int) -> list[str]:
         base = launch(python, job, workers)
         at = len(base) - len(job)  # the job is the argv's tail
-        return [*base[:at], *flags, *base[at:]]
+        run = job[job.index("--out") + 1].removesuffix(".json")
+        return [*base[:at], *(f.format(run=run) for f in flags), *base[at:]]
 
     return argv
 
@@ -123,15 +130,17 @@ def evocluster_pool(
     workers: int, backend: str, options: dict[str, Any] | None = None
 ) -> Iterator[PMap]:
     """The pool the launcher started; the launcher also stops it after the job.  ``options``:
-    :class:`evocluster._config.Options` fields the launcher's flags must have set (a variant)."""
+    what the launcher's flags must have set (a variant): :class:`evocluster._config.Options`
+    fields, or the monitor's (:func:`_in_effect`)."""
     import evocluster
 
     ex = evocluster.get_executor()
     if (ex.backend, ex.n_workers) != (backend, workers):
         raise RuntimeError(f"expected {backend} x {workers}, got {ex.backend} x {ex.n_workers}")
     for name, want in (options or {}).items():
-        if getattr(ex.options, name) != want:
-            raise RuntimeError(f"expected {name}={want!r}, got {getattr(ex.options, name)!r}")
+        got = _in_effect(ex, name)
+        if got != want:
+            raise RuntimeError(f"expected {name}={want!r}, got {got!r}")
 
     def pmap(fn: Fn, items: list[Any], timeout: float | None = None) -> list[Any]:
         if timeout is None:
@@ -139,6 +148,22 @@ def evocluster_pool(
         return list(ex.map(fn, items, timeout=timeout))  # evocluster.map has no timeout
 
     yield pmap
+
+
+def _in_effect(ex: Any, name: str) -> Any:
+    """An :class:`evocluster._config.Options` field of the launcher's executor, else a fact of
+    the monitor it started (the progress display and the run log): its settings ``quiet``,
+    ``progress_every``, ``log_every``, and ``run_log`` (a log is open), ``monitor_thread`` (its
+    thread runs)."""
+    if name in type(ex.options)._fields:
+        return getattr(ex.options, name)
+    from evocluster import _monitor
+
+    monitor = _monitor.current()
+    if monitor is None:
+        return None
+    facts = {"run_log": monitor.log is not None, "monitor_thread": monitor._thread is not None}
+    return facts[name] if name in facts else getattr(monitor.settings, name)
 
 
 @contextlib.contextmanager
@@ -254,8 +279,8 @@ class System:
     missing: Callable[[], str | None] = lambda: None
     #: whose figures the report's ratios divide by: the reference on the same MPI
     reference: str = REFERENCE
-    #: a variant (evocluster with a failure option): the system it is without the option, that
-    #: the report's cost table divides by; None: not a variant
+    #: a variant (evocluster with launcher options, :data:`VARIANTS`): the system it is without
+    #: them, that the report's cost table divides by; None: not a variant
     baseline: str | None = None
     #: the workloads it runs (None: all); run.py skips the others
     workloads: tuple[str, ...] | None = None
@@ -284,13 +309,51 @@ def _evo(
 #: (SIGALRM around every evaluation in the worker).
 VARIANT_TIMEOUT_S = 3600.0
 
-#: What the variants measure: each evocluster system below with one failure option, against the
-#: same system without it (issue 14: "W1 and W2 with --isolate and with --eval-timeout").
+#: What the progress display and the run log cost at their harshest realistic setting: a line
+#: and an interval record (with one workers record per pool) every second.
+VARIANT_MONITOR_EVERY_S = 1.0
+
+
+class Variant(NamedTuple):
+    flags: list[str]  # launcher flags, before the job (``{run}``: see :data:`RUN_LOG`)
+    options: dict[str, Any]  # what they must have set (checked by :func:`evocluster_pool`)
+    what: str  # for the report
+
+
+#: What the variants measure: each evocluster system below with launcher options, against the
+#: same system without them (issue 14: "W1 and W2 with --isolate and with --eval-timeout";
+#: issue 22: the progress display's and the run log's cost, "<= 1 % of W2's wall time").
 VARIANTS = {
-    "isolate": (["--isolate"], {"isolate": True}),
-    "timeout": (
+    "isolate": Variant(["--isolate"], {"isolate": True}, "`--isolate`"),
+    "timeout": Variant(
         ["--eval-timeout", f"{VARIANT_TIMEOUT_S:g}"],
         {"eval_timeout": VARIANT_TIMEOUT_S, "isolate": False},
+        f"`--eval-timeout {VARIANT_TIMEOUT_S:g}` (never fires: the cost of arming it)",
+    ),
+    "quiet": Variant(
+        ["--quiet"],
+        {"quiet": True, "run_log": False, "monitor_thread": False},
+        "`--quiet` (no progress and no log: no monitor thread; the pools still count)",
+    ),
+    "log": Variant(
+        [
+            "--log",
+            RUN_LOG,
+            "--log-every",
+            f"{VARIANT_MONITOR_EVERY_S:g}",
+            "--progress-every",
+            f"{VARIANT_MONITOR_EVERY_S:g}",
+        ],
+        {
+            "quiet": False,
+            "run_log": True,
+            "monitor_thread": True,
+            "log_every": VARIANT_MONITOR_EVERY_S,
+            "progress_every": VARIANT_MONITOR_EVERY_S,
+        },
+        f"`--log RUN.runlog.jsonl --log-every {VARIANT_MONITOR_EVERY_S:g} --progress-every "
+        f"{VARIANT_MONITOR_EVERY_S:g}` (a progress line on stderr and an interval and a workers "
+        "record every second; the system without it shows no line: its 30 s never come)",
     ),
 }
 VARIANT_WORKLOADS = ("W1", "W2", "W2c")
@@ -299,18 +362,18 @@ VARIANT_WORKLOADS = ("W1", "W2", "W2c")
 def _variants(
     base: str, launch: Callable[[str, list[str], int], list[str]], backend: str
 ) -> list[System]:
-    """``base+isolate`` and ``base+timeout``: ``base``'s launch with the option's flags."""
+    """``base+isolate``, ``base+timeout``, ...: ``base``'s launch with each variant's flags."""
     return [
         System(
             f"{base}+{v}",
-            with_flags(launch, flags),
-            _evo(backend, options),
+            with_flags(launch, variant.flags),
+            _evo(backend, variant.options),
             "adaptive",
             executor=evocluster_executor,
             baseline=base,
             workloads=VARIANT_WORKLOADS,
         )
-        for v, (flags, options) in VARIANTS.items()
+        for v, variant in VARIANTS.items()
     ]
 
 
@@ -367,7 +430,7 @@ SYSTEMS: dict[str, System] = {
             missing=openmpi_missing,
             reference="mpi4py.futures-openmpi",
         ),
-        # evocluster with --isolate and with --eval-timeout (W1 and W2 only): the cost of each
+        # evocluster with --isolate, --eval-timeout, --quiet, --log (W1, W2, W2c only): the cost
         *_variants("evocluster-local", launch_evocluster_local, "local"),
         *_variants("evocluster-mpi", launch_mpiexec_module("evocluster"), "mpi"),
     ]
