@@ -252,6 +252,7 @@ class Monitor:
         self._thread: threading.Thread | None = None
         self._live: Any = None
         self._sent: dict[int, int] = {}  # pool serial -> workers whose names the log has
+        self._hosts_said: set[int] = set()  # pools whose hosts record is written
         self.tty = _is_tty(self.stream)
 
     def start(self, **start_fields: Any) -> None:
@@ -261,6 +262,10 @@ class Monitor:
             self.log = RunLog(self.settings.log)
             self.log.write("start", **start_record(**start_fields))
         observe.subscribe(self._on_event)
+        for pool in list(observe.pools):  # (a pool whose workers started before the monitor)
+            hosts = pool.hosts()
+            if hosts is not None:
+                self._on_event("hosts", {"pool": pool.serial, "backend": pool.name, "hosts": hosts})
         if not self.settings.quiet and self.tty:
             from ._progress import Live
 
@@ -307,6 +312,11 @@ class Monitor:
     # ------------------------------------------------------------------ events, any thread
     def _on_event(self, kind: str, fields: dict[str, Any]) -> None:
         self.tally.on_event(kind, fields)
+        if kind == "hosts":  # once per pool (its event may race with the monitor's start)
+            with self.tally.lock:
+                if fields["pool"] in self._hosts_said:
+                    return
+                self._hosts_said.add(fields["pool"])
         if self.log is not None and kind != "pool_closed":
             self.log.write(kind, **fields)
 

@@ -218,6 +218,17 @@ class Pool(PoolBase):
         self._hosts[worker] = record.host
         if worker in self.workers:
             self.workers[worker].host = record.host
+        hosts = self.hosts()
+        if hosts is not None:  # the last one: the run log's hosts record
+            observe.emit("hosts", pool=self.serial, backend=self.name, hosts=hosts)
+
+    def hosts(self) -> dict[str, int] | None:
+        if not all(self._hosts):  # not every worker has said where it runs yet
+            return None
+        hosts: dict[str, int] = {}
+        for host in self._hosts:
+            hosts[host] = hosts.get(host, 0) + 1
+        return hosts
 
     def _pick_worker(self, idle_only: bool) -> int | None:
         for level, queue in enumerate(self._levels):

@@ -126,6 +126,11 @@ class PoolBase(abc.ABC):
         """A copy of :attr:`counters` (and of a transport's own, where it has some)."""
         return dict(self.counters)
 
+    def hosts(self) -> dict[str, int] | None:
+        """Workers per host, once every worker has said where it runs (``None`` until then, or
+        for a backend whose workers are known only as they answer)."""
+        return None
+
     def count_put(self, job: Job) -> None:
         """``job`` is queued (by whoever puts it): a batch begins when nothing was pending --
         the next map after the last one's results, one generation of a loop."""

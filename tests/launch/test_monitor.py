@@ -89,6 +89,9 @@ def test_an_engine_run_logs_its_start_generations_workers_and_end(
     total = generations[-1]["evaluations"]
     assert end["evaluations"] == total
     assert end["hosts"] == {socket.gethostname(): 2}
+    # once every worker has said where it runs (its READY: not awaited before evaluating)
+    (hosts,) = run_.of("hosts")
+    assert hosts["hosts"] == {socket.gethostname(): 2} and hosts["backend"] == start["backend"]
     workers = run_.of("workers")
     named = [w for w in workers if "names" in w]  # again each time a worker first answers
     assert named and len(named[-1]["names"]) == 2, workers

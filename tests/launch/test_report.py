@@ -69,17 +69,18 @@ def _make_log(where: str, tmp_path: Path) -> tuple[Path, list[dict[str, Any]]]:
     """A real run's log: an engine loop on 2 local workers, heavy_tail.py's two loops on 3 MPI
     workers, an engine loop under SCOOP (no launcher), a failing job of maps on 2 workers."""
     log = tmp_path / f"{where}.jsonl"
-    every = ("--quiet", "--log", str(log), "--log-every", "0.2")
+    # ticks every 0.1 s, and runs of several: a log cut before its last records keeps some
+    every = ("--quiet", "--log", str(log), "--log-every", "0.1")
     if where == "local":
-        cmd = launcher("--workers", "2", *every, str(JOBS / "onemax_builtin.py"), "--ngen", "15")
+        cmd = launcher("--workers", "2", *every, str(JOBS / "onemax_builtin.py"), "--ngen", "60")
         return log, _logged(cmd, log, tmp_path)
     if where == "mpi":
         job = (str(JOBS / "heavy_tail.py"), "--pop", "30", "--evaluations", "60", "--mean", "0.02")
         return log, _logged(launcher(*every, *job, mpi=4), log, tmp_path)
     if where == "scoop":
         cmd = [sys.executable, "-m", "scoop", "-n", "3", str(JOBS / "onemax_builtin.py")]
-        cmd += ["--ngen", "15"]
-        env = {"EVOCLUSTER_QUIET": "1", "EVOCLUSTER_LOG": str(log), "EVOCLUSTER_LOG_EVERY": "0.2"}
+        cmd += ["--ngen", "60"]
+        env = {"EVOCLUSTER_QUIET": "1", "EVOCLUSTER_LOG": str(log), "EVOCLUSTER_LOG_EVERY": "0.1"}
         return log, _logged(cmd, log, tmp_path, **env)
     job = tmp_path / "failing.py"
     job.write_text(FAILING_JOB)

@@ -572,8 +572,8 @@ if __name__ == "__main__":
 """
 #: what status shows of a running task: every figure of its run log's last run
 PROGRESS = re.compile(
-    r"^\d+:\d\d:\d\d  gen \d+/5000  map \d+/\d+ \(\d+%\)  \d+ evals  [\d.e+]+ evals/s  "
-    r"workers \d/2 busy  0 failed  best [\d.]+  ~\d+:\d\d:\d\d left  checkpoint gen \d+ \d+ s ago  "
+    r"^\d+:\d\d:\d\d  gen \d+/5000  map \d+/\d+ \(\d+%\)  [\d.e+]+ evals/s  workers \d/2 busy  "
+    r"0 failed  best [\d.]+  ~\d+:\d\d:\d\d left  \d+ evals in all  checkpoint gen \d+ \d+ s ago  "
     r"\(log \d+ s ago\)$"
 )
 
