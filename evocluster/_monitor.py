@@ -318,7 +318,7 @@ class Monitor:
                     return
                 self._hosts_said.add(fields["pool"])
         if self.log is not None and kind != "pool_closed":
-            self.log.write(kind, **fields)
+            self.log.write(kind, soon=kind == "failure", **fields)
 
     # ------------------------------------------------------------------ the monitor's thread
     def _run(self) -> None:

@@ -56,13 +56,20 @@ class RunLog:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._t0 = time.monotonic()
+        self._t0 = self._flushed = time.monotonic()
         self._file: IO[str] | None = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
 
-    def write(self, record: str, **fields: Any) -> None:
-        """One record, flushed (a failure to write is the log's, never the run's: it stops)."""
+    #: a record written in a burst (``soon``: failures) waits this long at most for its flush,
+    #: or for the next record: a failure record costs 15 us flushed, 8.5 us not, against ~60 us
+    #: the master spends on the failure itself (100,000 failures of 2 local workers, 2026-12-07)
+    BURST = 0.5
+
+    def write(self, record: str, *, soon: bool = False, **fields: Any) -> None:
+        """One record, flushed -- or, ``soon``, once :attr:`BURST` s have passed since the last
+        flush (a failure to write is the log's, never the run's: the log stops)."""
+        now = time.monotonic()
         line = json.dumps(
-            {"record": record, "t": round(time.monotonic() - self._t0, 3), **_finite(fields)},
+            {"record": record, "t": round(now - self._t0, 3), **_finite(fields)},
             default=_default,
             allow_nan=False,
             separators=(",", ":"),
@@ -72,7 +79,9 @@ class RunLog:
                 return
             try:
                 self._file.write(line + "\n")
-                self._file.flush()
+                if not soon or now - self._flushed >= self.BURST:
+                    self._file.flush()
+                    self._flushed = now
             except (OSError, ValueError):
                 self._file = None  # a full disk ends the log, not the run
 

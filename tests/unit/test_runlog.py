@@ -216,3 +216,19 @@ def test_bad_settings_from_the_environment_name_the_variable(
     s = _monitor.Settings.from_env()
     assert (s.quiet, s.progress_every, s.log, s.log_every) == (True, 2.5, "x.jsonl", 4.0)
     assert math.isclose(_monitor.Settings().progress_every, 30.0)
+
+
+def test_a_burst_of_failures_is_flushed_with_the_next_record(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    log = _runlog.RunLog(path)
+    log.BURST = 3600.0  # no flush by time in this test
+    log.write("start", schema=1)
+    for i in range(3):
+        log.write("failure", soon=True, item=i)
+    assert len(path.read_text().splitlines()) == 1  # still buffered
+    log.write("interval", evaluations=3)  # any other record flushes them
+    assert [r["record"] for r in _runlog.read(path)[0][0].records] == [*["failure"] * 3, "interval"]
+    log.BURST = 0.0  # and a failure after BURST seconds flushes itself
+    log.write("failure", soon=True, item=3)
+    assert len(path.read_text().splitlines()) == 6
+    log.close()
