@@ -424,9 +424,11 @@ def _convergence(ax: Axes, run: Run) -> None:
         return
     intervals = run.of("interval")
     if intervals:
-        t = [float(r.get("t") or 0.0) for r in intervals]
-        evaluations = [r.get("evaluations") or 0 for r in intervals]
+        # from none at the start: a run shorter than --log-every has one interval, its last
+        t = [float(run.start.get("t") or 0.0)] + [float(r.get("t") or 0.0) for r in intervals]
+        evaluations = [0] + [r.get("evaluations") or 0 for r in intervals]
         ax.plot(t, evaluations, color="tab:blue", marker=".", ms=3, label="evaluations done")
+        ax.set_ylim(bottom=0)
         ax.set_ylabel("evaluations")
         ax.set_title("Evaluations done (no engine loop: no generations)")
         ax.legend(loc="upper left", fontsize=8)
