@@ -16,7 +16,9 @@ wake it once per evaluation, and on a few cores it would contend with the job's 
 
 Set-up (``MPITransport`` / ``MPIChannel``): the master listens on an ephemeral port of every
 interface and sends ``(hosts, port, token)`` to each worker by MPI before anything else; a worker
-connects to the first host that answers and presents ``token + rank``.  The token travels only by
+connects to the first host that answers and presents ``token + rank``, then its pid and host name
+(known to the master from then on: a worker that dies before the master has read its first MPI
+message is still named by host).  The token travels only by
 MPI, and the master never writes to a connection before it has presented the token: a stranger
 (anything else that connects to the port) never learns it.  A connection that does not present
 the run's token and a valid rank within ``HELLO_TIMEOUT`` is closed; the master reads every
@@ -48,7 +50,10 @@ __all__ = ["Bell", "Doorbells", "connect", "unavailable"]
 
 _RANK = struct.Struct("<I")
 _TOKEN_BYTES = 16
-_GREETING = _TOKEN_BYTES + _RANK.size  # what a worker sends first: the token, then its rank
+#: after the token and rank: the worker's pid and host name (NUL-padded; a longer name is cut)
+_WHO = struct.Struct("<I64s")
+#: what a worker sends first: the token, its rank, its pid and host
+_GREETING = _TOKEN_BYTES + _RANK.size + _WHO.size
 #: What a worker sends on its connection as it leaves normally; anything else it sends is the
 #: report ``faulthandler`` writes as it dies of a fatal signal.
 GOODBYE = b"B"
@@ -134,6 +139,7 @@ class Doorbells:
         self._warn = warn or _print_warning
         self._lock = threading.Lock()  # guards _peers, _closed, _ended, _close_by, _reported
         self._peers: dict[int, socket.socket] = {}  # worker index -> its connection
+        self._who: dict[int, tuple[str, int]] = {}  # worker index -> its host and pid
         self._closed = False  # close() has begun
         self._ended = False  # close() has closed the doorbells
         self._close_by = math.inf  # set with _closed: when the acceptor stops reading greetings
@@ -207,7 +213,7 @@ class Doorbells:
         finally:
             g.close()
 
-    def _admit(self, rank: int, conn: socket.socket) -> None:
+    def _admit(self, rank: int, conn: socket.socket, host: str, pid: int) -> None:
         """A connection presented the token and ``rank``: worker ``rank - 1``'s doorbell."""
         with self._lock:
             # while closing, still counted (its greeting was on its way); closed with the rest
@@ -215,8 +221,13 @@ class Doorbells:
                 conn.close()
                 return
             self._peers[rank - 1] = conn
+            self._who[rank - 1] = (host, pid)
         with contextlib.suppress(OSError):  # the death watch watches it from now on
             self._watch_wake_w.send(b"\0")
+
+    def who(self, worker: int) -> tuple[str, int] | None:
+        """The host and pid ``worker`` gave with its doorbell (None: it has none)."""
+        return self._who.get(worker)  # one dict read: atomic (the death watch's thread)
 
     def _report(self) -> None:
         """The set-up is over: if any worker has no doorbell, say how many and why, once."""
@@ -399,7 +410,7 @@ class _Greeter:
         wake: socket.socket,
         token: bytes,
         n_workers: int,
-        admit: Callable[[int, socket.socket], None],
+        admit: Callable[[int, socket.socket, str, int], None],
     ) -> None:
         import hmac  # the master's side only: a worker rank does not load it
 
@@ -485,7 +496,8 @@ class _Greeter:
         hello += chunk
         if len(hello) < _GREETING:
             return
-        token, rank = bytes(hello[:_TOKEN_BYTES]), _RANK.unpack(hello[_TOKEN_BYTES:])[0]
+        token, rank = bytes(hello[:_TOKEN_BYTES]), _RANK.unpack_from(hello, _TOKEN_BYTES)[0]
+        pid, host = _WHO.unpack_from(hello, _TOKEN_BYTES + _RANK.size)
         if not self._compare(token, self._token) or not 1 <= rank <= self._n:
             self._drop(fd)  # not one of this run's workers
             return
@@ -496,7 +508,7 @@ class _Greeter:
         except OSError:
             conn.close()
             return
-        self._admit(rank, conn)
+        self._admit(rank, conn, host.rstrip(b"\0").decode("utf-8", "replace"), pid)
 
     def _drop(self, fd: int, stranger: bool = True) -> None:
         conn = self.pending.pop(fd)[0]
@@ -665,7 +677,8 @@ def connect(hosts: list[str], port: int, token: bytes, rank: int) -> Bell:
         except OSError:
             continue
         try:
-            conn.sendall(token + _RANK.pack(rank))
+            who = _WHO.pack(os.getpid(), socket.gethostname().encode("utf-8", "replace"))
+            conn.sendall(token + _RANK.pack(rank) + who)
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:

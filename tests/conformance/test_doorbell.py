@@ -5,6 +5,7 @@ The unit tests use real sockets in one process; the MPI tests launch real ranks.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 import threading
@@ -79,6 +80,16 @@ def test_a_ring_ends_the_wait_of_the_worker_it_is_for(bells: doorbell.Doorbells)
     assert two.wait(5.0)  # rings that came while it was busy are all read by one wait
     assert not two.wait(0.01)
     assert bells.rings == 3
+
+
+def test_a_worker_gives_its_host_and_pid_with_its_doorbell(bells: doorbell.Doorbells) -> None:
+    # the master names a worker that dies before its first MPI message is read by them
+    hosts, port, token = bells.address()
+    assert bells.who(1) is None
+    _connect(hosts, port, token, 2)
+    _wait_connected(bells, 1)
+    assert bells.who(1) == (socket.gethostname(), os.getpid())
+    assert bells.who(0) is None
 
 
 def test_a_connection_without_the_token_or_with_a_bad_rank_is_refused(
@@ -366,7 +377,6 @@ def test_doorbell_setting_is_validated() -> None:
 
     assert config.resolve(doorbell=False).doorbell is False
     proc_env = {"EVOCLUSTER_DOORBELL": "maybe"}
-    import os
 
     old = {k: os.environ.get(k) for k in proc_env}
     os.environ.update(proc_env)

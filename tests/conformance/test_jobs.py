@@ -16,22 +16,9 @@ from typing import Any
 
 import pytest
 from helpers import JOBS, clean_env, declare, launcher, openmpi_launcher, output, run
+from small_jobs import JOB_ARGS, hashes
 
 SCOOP = [sys.executable, "-m", "scoop"]
-
-#: job -> its arguments for a small run
-JOB_ARGS = {
-    "onemax.py": ["--ngen", "5", "--pop", "40", "--length", "30"],
-    "onemax_builtin.py": ["--ngen", "5", "--pop", "40", "--length", "30"],
-    "symbreg.py": ["--ngen", "3", "--pop", "40"],
-    "nsga2_zdt1.py": ["--ngen", "5", "--pop", "40"],
-    "rastrigin_cma.py": ["--iterations", "8", "--dim", "6", "--popsize", "10"],
-    "heavy_tail.py": [
-        *("--deterministic", "--in-flight", "8", "--evaluations", "60"),
-        *("--pop", "12", "--mean", "0.002"),
-    ],
-    "bigdata.py": ["--mb", "2", "--ngen", "3", "--mu", "6", "--lambda", "12"],
-}
 
 #: configuration -> (launcher command before the job, expected backend, expected workers)
 CONFIGS: dict[str, tuple[list[str], int | None, str, int]] = {
@@ -88,17 +75,6 @@ def key_home(where: Path) -> dict[str, str]:
     (and not in ``where`` itself, the runs' working directory, where an ``evocluster/`` key
     directory would shadow the package)."""
     return clean_env(XDG_CONFIG_HOME=str(where / "xdg"))
-
-
-def hashes(summary: dict[str, Any]) -> dict[str, str]:
-    """Every population hash in a summary, by where it sits."""
-    found = {}
-    for key, value in summary.items():
-        if key == "population_sha256":
-            found["population"] = value
-        elif isinstance(value, dict) and "population_sha256" in value:
-            found[key] = value["population_sha256"]
-    return found
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ normally (the job catches what "raise" raises), within its time limit, and for e
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
@@ -21,21 +20,10 @@ import pytest
 from helpers import FIXTURES, launcher, mpi_command, output, run
 
 sys.path.insert(0, str(FIXTURES / "jobs"))
-import fault_matrix  # the job's own table of faults (after the path is set)
+import fault_matrix  # the job's own table of faults and its check (after the path is set)
 
 JOB = str(FIXTURES / "jobs" / "fault_matrix.py")
 SCOOP = [sys.executable, "-m", "scoop"]
-
-#: what the map raises, per fault, under "raise"
-RAISES = {
-    "raises": ("ValueError",),
-    "sleeps": ("EvaluationTimeout",),
-    "exits": ("EvaluationCrashed",),
-    "segfaults": ("EvaluationCrashed",),
-    "allocates": ("MemoryError", "EvaluationCrashed"),
-    "exits_0": ("EvaluationAborted",),
-    "interrupts": ("EvaluationAborted",),
-}
 
 BACKENDS = {
     "serial": (launcher("--backend", "serial", JOB), None),
@@ -63,12 +51,7 @@ def _matrix(backend: str) -> tuple[Any, dict[tuple[str, str], dict[str, Any]]]:
     """One launch per backend, shared by its cases."""
     if backend not in _runs:
         r = run(_command(backend), timeout=240, no_leftovers=True)
-        cases = {}
-        for line in r.stdout.splitlines():
-            if line.startswith("CASE "):
-                c = json.loads(line[5:])
-                cases[c["fault"], c["policy"]] = c
-        _runs[backend] = (r, cases)
+        _runs[backend] = (r, fault_matrix.cases(r.stdout))
     return _runs[backend]
 
 
@@ -83,36 +66,5 @@ PARAMS = [
 def test_every_fault_under_every_policy(backend: str) -> None:
     r, cases = _matrix(backend)
     assert r.returncode == 0 and "MATRIX DONE" in r.stdout, output(r)
-    problems = []
-    for fault, (hits, _) in fault_matrix.FAULTS.items():
-        for policy in fault_matrix.POLICIES:
-            c = cases.get((fault, policy))
-            if c is None:
-                problems.append(f"{fault}/{policy}: no result")
-                continue
-            problems += [f"{fault}/{policy}: {p} ({c})" for p in _check(c, sorted(hits))]
+    problems = fault_matrix.problems(cases)
     assert not problems, "\n".join(problems) + "\n" + output(r)
-
-
-def _check(c: dict[str, Any], hits: list[int]) -> list[str]:
-    wrong = []
-    if not c["values_ok"]:
-        wrong.append("a healthy result is wrong or out of order")
-    policy, fault = c["policy"], c["fault"]
-    if policy == "raise":
-        if c["raised"] not in RAISES[fault] or c["n"] != hits[0]:
-            wrong.append(f"expected {RAISES[fault]} at item {hits[0]}")
-        if not set(c["failed"]) <= set(hits) or hits[0] not in c["failed"]:
-            wrong.append("recorded failures are not the injected ones")
-        return wrong
-    if c["raised"] is not None or c["n"] != fault_matrix.N:
-        wrong.append("the map did not complete")
-    if c["failed"] != hits:
-        wrong.append(f"failed items {c['failed']} != injected {hits}")
-    attempts = 3 if policy == "retry:2" else 1
-    if len(c["records"]) != attempts * len(hits):
-        wrong.append(f"{len(c['records'])} failure records, expected {attempts * len(hits)}")
-    final = [rec for rec in c["records"] if rec[2] != "retried"]
-    if sorted(rec[0] for rec in final) != hits or {rec[2] for rec in final} != {"penalized"}:
-        wrong.append("not every injected item ended penalized, once")
-    return wrong

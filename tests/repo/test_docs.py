@@ -172,9 +172,39 @@ _SLURM_CLUSTER = Covered(
     "these scripts (its own state directory)",
 )
 
+_MULTIHOST = "tests/multihost/test_mpi_multihost.py"
+#: docs/launching.md's hosts on one machine: global names, and root
+_HOSTS = Covered(
+    (f"{_MULTIHOST}::test_every_host_evaluates[mpich]",),
+    "root, and namespaces with fixed names: tests/multihost.py makes the same hosts, bridge, names "
+    "and ssh stand-in with names of its own (and brings them down), for every test there",
+)
+
 #: Commands the documentation shows that cannot run here as shown, and the tests that run them
 #: in substance.
 REGISTRY: dict[str, Covered] = {
+    "sudo -s": _HOSTS,
+    "ip netns add sw": _HOSTS,
+    "ip -n sw link add br0 type bridge": _HOSTS,
+    "ip -n sw link set br0 up": _HOSTS,
+    "for i in 1 2 3; do ip netns add h$i; "
+    "ip -n sw link add p$i type veth peer name eth0 netns h$i; "
+    "ip -n sw link set p$i master br0 up; ip -n h$i addr add 10.214.0.1$i/24 dev eth0; "
+    "ip -n h$i link set eth0 up; ip -n h$i link set lo up; mkdir -p /etc/netns/h$i; "
+    "printf '127.0.0.1 localhost\\n10.214.0.11 h1\\n10.214.0.12 h2\\n10.214.0.13 h3\\n' > "
+    "/etc/netns/h$i/hosts; done": _HOSTS,
+    "chmod +x nsexec": _HOSTS,
+    'ip netns exec h1 unshare --uts sh -c "hostname h1; mpiexec -launcher ssh -launcher-exec '
+    "$PWD/nsexec -iface eth0 -hosts h1:3,h2:2,h3:2 -n 7 python -m evocluster --log run.jsonl "
+    'jobs/onemax.py"': Covered(
+        (
+            f"{_MULTIHOST}::test_the_run_log_names_the_hosts[mpich]",
+            f"{_MULTIHOST}::test_a_job_gives_the_same_population_across_hosts_as_on_one[onemax.py]",
+        ),
+        "root and namespaces: the same launch over the tests' own 3 hosts (tests/multihost.py's "
+        "mpiexec()), onemax at a small size, its population compared with one host's",
+    ),
+    "for i in 1 2 3; do ip netns del h$i; rm -r /etc/netns/h$i; done; ip netns del sw": _HOSTS,
     "mpiexec -n 9 python -m evocluster --progress-every 3 jobs/heavy_tail.py": Covered(
         (
             "tests/launch/test_monitor.py::test_without_a_terminal_progress_is_plain_lines"

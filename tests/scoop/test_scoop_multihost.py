@@ -3,7 +3,7 @@ evocluster job, and after each, a look at every host by PID: no process of the r
 broker, launch processes, workers, the ssh stand-in's shells) may be left on any host
 :data:`WITHIN` s after the launcher ended.
 
-The hosts are network namespaces (``tests/scoop/multihost.py``), brought up once for the module and
+The hosts are network namespaces (``tests/multihost.py``), brought up once for the module and
 torn down in the fixture's finalizer, whatever happens.  The job:
 ``tests/fixtures/jobs/scoop_multihost.py``.
 
@@ -37,7 +37,6 @@ from helpers import (
     clean_env,
     default_signals,
     kill_session,
-    prerequisite,
     run_timeout,
 )
 
@@ -68,16 +67,8 @@ class Run:
 @pytest.fixture(scope="module")
 def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[multihost.Hosts]:
     """Three emulated hosts, 3 SCOOP slots each (9 processes: the origin and 8 workers)."""
-    multihost.require()
-    made = multihost.Hosts(3, tmp_path_factory.mktemp("hosts"))
-    try:
-        try:
-            made.up()
-        except RuntimeError as e:
-            prerequisite(f"cannot emulate hosts here: {e}")
+    with multihost.emulated(3, tmp_path_factory.mktemp("hosts")) as made:
         yield made
-    finally:
-        made.down()
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """Several hosts on one machine, for the tests: one Linux network namespace per emulated host, and
-an ``ssh`` stand-in that runs a command "on" one of them (as SCOOP's ``--hostfile`` does).
+an ``ssh`` stand-in that runs a command "on" one of them, for SCOOP's ``--hostfile``, MPICH's hydra
+(``-launcher ssh -launcher-exec``) and Open MPI (``--mca plm_rsh_agent``) alike.
 
 Hosts as network namespaces on a bridge, ``ip netns exec HOST unshare --uts`` for a host name of
 its own, and a shared file system, made safe for tests that run in parallel and leave nothing
@@ -16,6 +17,14 @@ behind:
   stand-in starts everything else in another; :meth:`Hosts.pids` finds them all by namespace
   (``ip netns pids``), :meth:`Hosts.down` kills what is left by PID, then removes everything.
 
+* **MPI across the hosts** (:meth:`Hosts.mpiexec`): the launcher runs in the first host, as the
+  SCOOP runs do; the proxies (hydra's ``hydra_pmi_proxy``, Open MPI's ``orted``) it starts on the
+  others through the stand-in connect back to it over the bridge.  Each host's side of the bridge
+  is its ``eth0`` (:data:`IFACE`), so hydra's ``-iface`` is ``eth0``, not the bridge's name as in a
+  layout where the bridge is in the machine's own namespace (``-iface lo`` fails: the proxies
+  then connect to 127.0.0.1, their own host).  Without ``-iface`` it works as well, since every
+  host name resolves to the host's ``eth0`` address on every host.
+
 Needs root, ``ip`` (iproute2), ``unshare`` (util-linux) and ``hostname``; :func:`require` says
 which is missing (a skip on a developer's machine, a failure under CI).
 """
@@ -29,13 +38,17 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from helpers import prerequisite
+from helpers import OPENMPI_PYTHON, prerequisite, require_mpiexec, require_openmpi
 
 #: The hosts' subnet, inside their own bridge namespace (never routed from the machine).
 SUBNET = "10.214.0"
+#: Each host's interface on the bridge (the name is the same in every host's namespace).
+IFACE = "eth0"
 #: Where ``ip netns exec`` finds the files it mounts over /etc for a namespace.
 NETNS_ETC = Path("/etc/netns")
 
@@ -43,7 +56,7 @@ NETNS_ETC = Path("/etc/netns")
 #: and UTS namespaces, for these hosts only.
 #: {hosts} is the ``case`` pattern of the host names.
 _SSH = """#!/bin/sh
-# ssh stand-in for the tests (tests/scoop/multihost.py): runs COMMAND "on" HOST, one of {hosts}
+# ssh stand-in for the tests (tests/multihost.py): runs COMMAND "on" HOST, one of {hosts}
 while [ $# -gt 0 ]; do case "$1" in -o|-p|-i|-l|-F) shift 2;; -*) shift;; *) break;; esac; done
 host=${{1#*@}}; shift
 case "$host" in {hosts}) ;; *) echo "ssh stand-in: no such host: $host" >&2; exit 255;; esac
@@ -58,6 +71,22 @@ def require() -> None:
     for tool, package in (("ip", "iproute2"), ("unshare", "util-linux"), ("hostname", "hostname")):
         if shutil.which(tool) is None:
             prerequisite(f"emulating hosts needs `{tool}` on PATH (Debian package {package})")
+
+
+@contextlib.contextmanager
+def emulated(n: int, where: Path, slots: int = 3) -> Iterator[Hosts]:
+    """``n`` hosts, up for the ``with`` block and down after it, whatever happens (a module
+    fixture's body); a missing prerequisite as :func:`require` says."""
+    require()
+    made = Hosts(n, where, slots)
+    try:
+        try:
+            made.up()
+        except RuntimeError as e:
+            prerequisite(f"cannot emulate hosts here: {e}")
+        yield made
+    finally:
+        made.down()
 
 
 def _ip(*args: str) -> None:
@@ -184,6 +213,24 @@ class Hosts:
             killed += [pid for pid in left if pid not in killed]
             time.sleep(0.1)
         return killed
+
+    def mpiexec(self, flavour: str, ranks: list[int], *args: str) -> list[str]:
+        """``mpiexec ... python ARGS`` across the hosts, ``ranks[i]`` ranks on host ``i`` (rank 0
+        on the first), with the MPICH wheel (``"mpich-wheel"``) or the system's Open MPI
+        (``"openmpi"``), started on the first host (:meth:`command`)."""
+        hosts = ",".join(f"{name}:{n}" for name, n in zip(self.names, ranks))
+        total = str(sum(ranks))
+        ssh = str(self.bin / "ssh")
+        if flavour == "openmpi":
+            # helpers.OPENMPI_FLAGS, but TCP between the hosts (shared memory within one)
+            cmd = [require_openmpi(), "--allow-run-as-root", "--oversubscribe"]
+            cmd += ["--mca", "btl", "self,vader,tcp"]
+            cmd += ["--mca", "plm_rsh_agent", ssh, "--host", hosts, "-n", total]
+            return self.command(*cmd, str(OPENMPI_PYTHON), *args)
+        if flavour != "mpich-wheel":
+            raise ValueError(f"unknown MPI flavour {flavour!r}")
+        cmd = [require_mpiexec(), "-launcher", "ssh", "-launcher-exec", ssh, "-iface", IFACE]
+        return self.command(*cmd, "-hosts", hosts, "-n", total, sys.executable, *args)
 
     def command(self, *args: str) -> list[str]:
         """``ARGS`` run on the first host, under its host name (the launcher is ``exec``'d: its
