@@ -216,3 +216,45 @@ def test_a_bad_flag_value_is_a_one_line_usage_error(tmp_path: Path) -> None:
     r = run([sys.executable, "-m", "evocluster", "--help"], 60, env=clean_env())
     assert "--on-worker-loss" in r.stdout and "EVOCLUSTER_ON_WORKER_LOSS" in r.stdout
 
+
+def scoop_kill(tmp_path: Path, kills: int) -> tuple[int, str, str, set[int]]:
+    """The job under ``python -m scoop -n 4`` (3 workers) with ``EVOCLUSTER_ON_WORKER_LOSS=
+    continue``, ``kills`` of its workers killed by SIGKILL while they evaluate."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = clean_env(XDG_CONFIG_HOME=str(tmp_path / "xdg"), EVOCLUSTER_ON_WORKER_LOSS="continue")
+    cmd = [sys.executable, "-m", "scoop", "-n", "4", JOB, str(marks), "30", "0.3"]
+    killed: set[int] = set()
+    with started(cmd, env=env) as proc:
+        while len(killed) < kills:
+            victim = first_pid(marks, proc, but=frozenset(killed))
+            time.sleep(0.1)
+            os.kill(victim, signal.SIGKILL)
+            killed.add(victim)
+        out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err, killed
+
+
+@pytest.mark.scoop
+def test_scoop_with_continue_a_killed_worker_costs_the_run_nothing(tmp_path: Path) -> None:
+    code, out, err, (victim,) = scoop_kill(tmp_path, 1)
+    assert code == 0, f"{code}\n{out}\n{err}"
+    assert results_of(out) == [x * x for x in range(30)]
+    lost = [line for line in err.splitlines() if line.startswith("evocluster: lost ")]
+    assert len(lost) == 1, err
+    assert "SCOOP worker on host " in lost[0] and f"(pid {victim})" in lost[0], lost
+    assert "go again to the 2 workers left" in lost[0], lost
+    failures = [json.loads(line[9:]) for line in out.splitlines() if line.startswith("failure: ")]
+    assert failures, out  # it was evaluating: that evaluation's first sending never answered
+    for f in failures:
+        assert f["error"] == "evocluster.errors.WorkerLost" and f["action"] == "retried", f
+        assert f"(pid {victim})" in f["worker"], f
+
+
+@pytest.mark.scoop
+def test_scoop_every_worker_killed_breaks_the_pool(tmp_path: Path) -> None:
+    code, out, err, killed = scoop_kill(tmp_path, 3)
+    assert code == -signal.SIGTERM, f"{code}\n{out}\n{err}"  # the run failed (see test_scoop)
+    assert not [line for line in out.splitlines() if line.startswith("results: ")], out
+    assert "BrokenPool" in out + err and "every worker was lost" in out + err
+    assert all(f"(pid {pid})" in out + err for pid in killed)
