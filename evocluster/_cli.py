@@ -235,6 +235,13 @@ def _fault_arguments(p: argparse.ArgumentParser) -> None:
         metavar="SIZE",
         help="address space of an isolated evaluation (2G, 512M; implies --isolate)",
     )
+    f.add_argument(
+        "--on-worker-loss",
+        metavar="{" + ",".join(config.ON_WORKER_LOSS) + "}",
+        help="a worker process lost (killed, out of memory, its host gone): fail (default): the "
+        "run fails with BrokenPool; continue: its evaluations go to the workers left (local "
+        "and SCOOP; not MPI)",
+    )
 
 
 def _fault_options(ns: argparse.Namespace) -> dict[str, Any]:
@@ -243,7 +250,11 @@ def _fault_options(ns: argparse.Namespace) -> dict[str, Any]:
     Raises:
         ConfigurationError: a value that does not parse, naming the flag.
     """
-    found: dict[str, Any] = {"on_error": ns.on_error, "isolate": ns.isolate}
+    found: dict[str, Any] = {
+        "on_error": ns.on_error,
+        "isolate": ns.isolate,
+        "on_worker_loss": ns.on_worker_loss,
+    }
     for flag, name, conv, what in (
         ("--penalty", "penalty", config.literal, "a Python literal such as -1 or '(-1e9, 1e9)'"),
         ("--eval-timeout", "eval_timeout", float, "a number of seconds"),
@@ -269,7 +280,7 @@ _STOP_WAIT = 5.0
 
 _TAKES_VALUE = {
     *("--backend", "--workers", "--serialization"),
-    *("--on-error", "--penalty", "--eval-timeout", "--eval-memory"),
+    *("--on-error", "--penalty", "--eval-timeout", "--eval-memory", "--on-worker-loss"),
     *("--checkpoint", "--checkpoint-every", "--checkpoint-every-generations"),
     *("--progress-every", "--log", "--log-every"),
 }
@@ -303,7 +314,10 @@ def _say_failures(stats: dict[str, int]) -> None:
     """The run's failure summary, once at its end, if any evaluation failed."""
     failed, retried = stats.get("failed", 0), stats.get("retried", 0)
     if failed:
-        again = f", {retried} of them evaluated again (--on-error retry)" if retried else ""
+        why = "--on-error retry"
+        if stats.get("workers_lost"):
+            why += ", or a lost worker's: --on-worker-loss continue"
+        again = f", {retried} of them evaluated again ({why})" if retried else ""
         _say(
             f"{failed} evaluation attempt(s) failed during the run{again}; each one is an "
             "evocluster.Failure record in the failures of the executor that ran it"
@@ -339,6 +353,13 @@ def backend_rule(options: config.Options) -> str:
             "job.py` (rank 0 runs the job, ranks 1..N-1 evaluate), or choose --backend local"
         )
     if name == "mpi" or (name == "auto" and size is not None):
+        if options.on_worker_loss == "continue":
+            # an MPI job does not outlive a rank: mpiexec and srun end every rank when one dies
+            raise ConfigurationError(
+                "--on-worker-loss continue (EVOCLUSTER_ON_WORKER_LOSS) cannot work under MPI: "
+                "the MPI launcher ends every rank when one dies; leave it at fail, or run on "
+                "the local pool or SCOOP, whose workers are independent processes"
+            )
         return "mpi"
     if size is not None and size > 1:
         raise ConfigurationError(

@@ -16,6 +16,7 @@ __all__ = [
     "BACKENDS",
     "EVAL_TIMEOUT_MAX",
     "ON_ERROR",
+    "ON_WORKER_LOSS",
     "OTHER_VARIABLES",
     "POLICIES",
     "Options",
@@ -33,6 +34,8 @@ BACKENDS = ("auto", "mpi", "local", "serial", "scoop")
 POLICIES = ("upgrade", "strict", "cloudpickle")
 #: What a failed evaluation becomes (``--on-error``): ``raise``, ``penalize`` or ``retry:N``.
 ON_ERROR = ("raise", "penalize", "retry:N")
+#: What a pool does when a worker's process is lost (``--on-worker-loss``), the default first.
+ON_WORKER_LOSS = ("fail", "continue")
 
 
 def retries_of(on_error: object) -> int | None:
@@ -130,6 +133,10 @@ class Options(NamedTuple):
     #: start more local workers than ``max_workers_per_core`` times the cores (a warning and a
     #: cap otherwise)
     force_workers: bool = False
+    #: a worker's process lost (killed, out of memory, its host gone): "fail" (the pool breaks,
+    #: every pending evaluation raises BrokenPool) or "continue" (the local pool and SCOOP: its
+    #: evaluations go to the workers left; MPI refuses it)
+    on_worker_loss: str = "fail"
 
 
 def literal(raw: str) -> Any:
@@ -219,6 +226,9 @@ _ENV: dict[str, _Variable] = {
         "EVOCLUSTER_EVAL_TIMEOUT", float, "seconds one evaluation may run", "none"
     ),
     "isolate": _Variable("EVOCLUSTER_ISOLATE", _flag, "evaluate in a child of each worker"),
+    "on_worker_loss": _Variable(
+        "EVOCLUSTER_ON_WORKER_LOSS", str, "fail|continue: a lost worker (local, SCOOP)"
+    ),
     "eval_memory": _Variable(
         "EVOCLUSTER_EVAL_MEMORY", memory, "address space of that child (2G, 512M)", "none"
     ),
@@ -368,6 +378,10 @@ def _validate_faults(o: Options) -> None:
     if retries_of(o.on_error) is None:
         raise ConfigurationError(
             f"on_error must be raise, penalize or retry:N (N a whole number), not {o.on_error!r}"
+        )
+    if o.on_worker_loss not in ON_WORKER_LOSS:
+        raise ConfigurationError(
+            f"on_worker_loss must be fail or continue, not {o.on_worker_loss!r}"
         )
     t = o.eval_timeout
     if t is not None and not 0 < _seconds(t) <= EVAL_TIMEOUT_MAX:  # NaN fails both comparisons

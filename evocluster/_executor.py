@@ -98,6 +98,12 @@ class Executor(_StdExecutor):
         isolate: evaluate in a child process each worker keeps, so that a segfault, an
             ``os._exit`` or the OOM killer costs one evaluation, never the worker.
         eval_memory: bytes (or ``"2G"``) of address space an isolated evaluation may use.
+        on_worker_loss: what the pool this executor starts does when a worker's process is lost
+            (killed, out of memory): ``"fail"`` (default: every pending evaluation raises
+            :class:`BrokenPool`) or ``"continue"`` (its evaluations go to the workers left, and
+            :attr:`failures` records them as ``evocluster.errors.WorkerLost``; the pool breaks
+            when none is left).  The launcher's and SCOOP's pools take theirs from
+            ``--on-worker-loss`` / ``EVOCLUSTER_ON_WORKER_LOSS``; MPI refuses ``"continue"``.
         **options: further :class:`evocluster._config.Options` fields (``prefetch``, ...).
             Under the launcher, the fault options default to its ``--on-error``, ``--penalty``,
             ``--eval-timeout``, ``--isolate`` and ``--eval-memory``.
@@ -146,6 +152,7 @@ class Executor(_StdExecutor):
         self._wrapped: dict[int, tuple[Callable[..., Any], Initialized]] = {}
         self._token = os.urandom(8).hex()  # names this executor's initializer on the workers
         self._pool, self._owns_pool = _open_pool(opts)
+        _check_worker_loss(options.get("on_worker_loss"), self._pool, self._owns_pool)
         if self._owns_pool:
             _ending.owned[self._pool] = self._owner
             # dropped without shutdown: its pool finishes the work submitted, then stops (as the
@@ -552,6 +559,27 @@ def _open_pool(opts: config.Options) -> tuple[PoolBase, bool]:
     _ending.install_exit_signals()
     monitor.pool_opened(pool)
     return pool, True
+
+
+def _check_worker_loss(asked: str | None, pool: PoolBase, owned: bool) -> None:
+    """``on_worker_loss`` is the pool's: an Executor on a pool it does not own (the launcher's,
+    SCOOP's) cannot change it, and none can make an MPI pool outlive a rank.
+
+    Raises:
+        ConfigurationError: ``asked`` differs from what that pool does.
+    """
+    if asked is None or owned or pool.options.on_worker_loss == asked:
+        return
+    if pool.name == "mpi":
+        raise ConfigurationError(
+            "on_worker_loss='continue' cannot work under MPI: the MPI launcher ends every rank "
+            "when one dies; leave it at 'fail', or run on the local pool or SCOOP"
+        )
+    raise ConfigurationError(
+        f"on_worker_loss={asked!r}: this executor uses the run's {pool.name} pool, which does "
+        f"{pool.options.on_worker_loss!r} (set by the launcher's --on-worker-loss or "
+        "EVOCLUSTER_ON_WORKER_LOSS, or by the first executor of a SCOOP run)"
+    )
 
 
 def _refuse_plain_mpi(size: int) -> NoReturn:

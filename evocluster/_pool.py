@@ -273,7 +273,7 @@ class Pool(PoolBase):
                 # evaluation must not queue behind a long one
                 self._staged = chunk
                 w = self._pick_worker(idle_only=True)
-                if w is None or (w == chunk.avoid and self.n_workers > 1):
+                if w is None or (w == chunk.avoid and self._alive() > 1):
                     return
                 include = not self._known[w].touch(job.fn_key)
             self._staged = None
@@ -306,7 +306,7 @@ class Pool(PoolBase):
         """The worker ``chunk`` goes to, given ``w`` is free: ``w``, unless the chunk retries an
         item that failed on ``w`` and another worker is alive; ``None`` (the chunk waits,
         staged) when none of them can take it now."""
-        if chunk.avoid != w or self.n_workers == 1:
+        if chunk.avoid != w or self._alive() == 1:
             return w
         other = self._pick_other(chunk.avoid)
         if other is None:
@@ -342,14 +342,38 @@ class Pool(PoolBase):
         return best
 
     def _on_result(self, worker: int, record: protocol.Result) -> None:
-        w, chunk = self._inflight.pop(record.chunk_id)
+        entry = self._inflight.pop(record.chunk_id, None)
+        if entry is None:  # a lost worker's: its chunk was sent again (cannot happen: defensive)
+            return
+        w, chunk = entry
         self._load[w] -= 1
-        self._levels[self._load[w]].append(w)
+        if not self._dead[w]:
+            self._levels[self._load[w]].append(w)
         self._record_result(chunk, record)
 
+    def _alive(self) -> int:
+        return self.n_workers - sum(self._dead)
+
     def _lost(self, worker: int, reason: str) -> None:
+        """A worker's connection ended (its process died).  Under ``on_worker_loss="fail"``, or
+        once no worker is left, the pool breaks; else the worker is dead for good (never picked
+        again, its prefetch slots freed) and what it held goes to the others."""
+        if self._dead[worker]:
+            return
         self._dead[worker] = True
-        self._break(f"{self._labels[worker]} was lost: {reason}")
+        label = self._labels[worker]
+        if self.options.on_worker_loss != "continue":
+            self._break(f"{label} was lost: {reason}")
+            return
+        left = self._alive()
+        if left == 0:
+            losses = "; ".join([*self.lost, f"{label}: {reason}"])
+            self._break(f"every worker was lost ({losses})")
+            return
+        cids = [cid for cid, (w, _) in self._inflight.items() if w == worker]
+        chunks = [self._inflight.pop(cid)[1] for cid in cids]
+        self._load[worker] = 0
+        self._worker_lost(label, reason, chunks, left)
 
     def _break(self, reason: str) -> None:
         """The pool cannot go on: fail everything pending with :class:`BrokenPool`."""

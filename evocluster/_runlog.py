@@ -2,11 +2,12 @@
 
 Every record is an object with ``record`` (its kind) and ``t`` (seconds since its run's
 ``start``); the kinds are ``start``, ``hosts``, ``loop``, ``generation``, ``interval``,
-``workers``, ``failure``, ``checkpoint`` and ``end``. A requeued batch job appends to the same
-file: each ``start`` begins a new run. Lines are written whole and flushed one by one, so a log
-cut short (a job killed, a node lost) reads up to its last whole line; :func:`read` skips a torn
-last line and says so. Floats that are not finite (a NaN statistic, an infinite penalty) are
-written as ``null``: strict JSON, which ``jq`` and every JSON reader accept.
+``workers``, ``failure``, ``worker_lost``, ``checkpoint`` and ``end``. A requeued batch job
+appends to the same file: each ``start`` begins a new run. Lines are written whole and flushed
+one by one, so a log cut short (a job killed, a node lost) reads up to its last whole line;
+:func:`read` skips a torn last line and says so. Floats that are not finite (a NaN statistic,
+an infinite penalty) are written as ``null``: strict JSON, which ``jq`` and every JSON reader
+accept.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ import abc
 import contextlib
 import itertools
 import math
+import sys
 import threading
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
@@ -39,9 +40,9 @@ from . import _protocol as protocol
 from . import _serialization as serialization
 from ._jobs import CANCELLED, FAILED, PENDING, Chunk, ExecutorState, GuardedFuture, Job
 from ._serialization import FunctionTable, dumps_args, frames_nbytes, loads, nest, unpack_exception
-from .errors import BrokenPool, EvaluationAborted, Failure, SerializationError
+from .errors import BrokenPool, EvaluationAborted, Failure, SerializationError, WorkerLost
 
-__all__ = ["PoolBase", "args_label", "check_args", "diagnose", "unsendable"]
+__all__ = ["PoolBase", "args_label", "check_args", "diagnose", "say", "unsendable"]
 
 
 _serials = itertools.count(1)
@@ -80,6 +81,11 @@ class PoolBase(abc.ABC):
         self._sweep = False
         # items to evaluate again (job, index, the worker whose attempt failed), before new work
         self._retry: deque[tuple[Job, int, int]] = deque()
+        # chunks a lost worker held (on_worker_loss="continue"): sent again first, as they are
+        self._resend: deque[Chunk] = deque()
+        #: the workers lost so far, each in words (who, why): a pool that loses its last one
+        #: names them all
+        self.lost: list[str] = []
         #: what crossed the transport, and what failed (the driver writes, anyone reads a copy)
         self.counters = dict.fromkeys(
             (
@@ -87,6 +93,7 @@ class PoolBase(abc.ABC):
                 "items",
                 "failed",
                 "retried",
+                "workers_lost",
                 "functions_sent",
                 "messages_sent",
                 "bytes_sent",
@@ -199,7 +206,7 @@ class PoolBase(abc.ABC):
 
     # ------------------------------------------------------------------ the driver
     def _has_work(self) -> bool:
-        if self._retry:
+        if self._retry or self._resend:
             return True
         while self._jobs:
             job = self._jobs[0]
@@ -299,10 +306,9 @@ class PoolBase(abc.ABC):
         serialised fails its items, and the next one is tried); ``None`` when no work is left."""
         if self._sweep:
             self._sweep_cancelled()
-        while self._retry:
-            chunk = self._retry_chunk(*self._retry.popleft())
-            if chunk is not None:
-                return chunk
+        chunk = self._again()
+        if chunk is not None:
+            return chunk
         while self._jobs:
             job = self._jobs[0]
             if job.cancelled or job.next >= job.n:
@@ -330,6 +336,29 @@ class PoolBase(abc.ABC):
                 job.item_bytes = nbytes / (stop - start)
             return Chunk(job, start, stop, nest(frames), nbytes)
         return None
+
+    def _again(self) -> Chunk | None:
+        """The next chunk to send again, if any: a lost worker's first, then the retries."""
+        while self._resend:
+            chunk = self._resent(self._resend.popleft())
+            if chunk is not None:
+                return chunk
+        while self._retry:
+            chunk = self._retry_chunk(*self._retry.popleft())
+            if chunk is not None:
+                return chunk
+        return None
+
+    def _resent(self, chunk: Chunk) -> Chunk | None:
+        """A chunk a lost worker held, to send again (``None`` if its job was settled or its map
+        abandoned meanwhile)."""
+        job = chunk.job
+        if job.done:
+            return None
+        if job.cancelled and job.future is None:
+            self._cancel(job, chunk.start, chunk.stop)
+            return None
+        return chunk
 
     def _retry_chunk(self, job: Job, i: int, avoid: int) -> Chunk | None:
         """Item ``i`` of ``job`` again, alone (``None`` if its job was settled or abandoned)."""
@@ -443,6 +472,56 @@ class PoolBase(abc.ABC):
             # the record names what the fitness raised (an EvaluationAborted's cause)
             self._record_failure(job, i, excs[k], infos.get(k, {}), attempt, action)
         return values, raised, again
+
+    def _worker_lost(
+        self,
+        label: str,
+        reason: str,
+        chunks: list[Chunk],
+        left: int,
+        what: str = "",
+        again: int = 0,
+    ) -> None:
+        """Worker ``label`` was lost (``reason``) while it held ``chunks``, and
+        ``on_worker_loss="continue"``: its chunks are sent again, first, to the ``left`` workers
+        still alive.  Each of their items is recorded as a failure (``WorkerLost``, action
+        ``"retried"``), but no attempt is counted against ``retry:N``: the evaluation did not
+        fail, its worker did.  One line on stderr says so (``what`` became of its work, and how
+        many evaluations went ``again``, where the pool sends them itself)."""
+        self.lost.append(f"{label}: {reason}")
+        self.counters["workers_lost"] += 1
+        n = again
+        for chunk in chunks:
+            job = chunk.job
+            if job.done:
+                continue
+            chunk.worker = -1  # (its avoid stays: a retry still avoids the worker it failed on)
+            self._record_lost(
+                chunk,
+                label,
+                f"{label} was lost ({reason}) while it held this evaluation: evaluated again on "
+                "another worker (on_worker_loss=continue)",
+            )
+            n += chunk.stop - chunk.start
+            self._resend.append(chunk)
+        observe.emit(
+            "worker_lost", pool=self.serial, worker=label, reason=reason, evaluations=n, left=left
+        )
+        if not what:
+            evaluations = f"{n} evaluation{'s' if n != 1 else ''}"
+            what = f"its {evaluations} go to the {left} worker{'s' if left != 1 else ''} left"
+        say(f"lost {label}: {what} ({reason})")
+
+    def _record_lost(self, chunk: Chunk, label: str, message: str) -> None:
+        """Each item of ``chunk`` is evaluated again because worker ``label`` was lost: a failure
+        (``WorkerLost``, action ``"retried"``) whose attempt, the one lost, is not counted
+        against ``retry:N``."""
+        job = chunk.job
+        info = {"type": f"{WorkerLost.__module__}.{WorkerLost.__qualname__}", "where": label}
+        info["message"] = message
+        for i in range(chunk.start, chunk.stop):
+            attempt = job.attempts.get(i, 0) + 1
+            self._record_failure(job, i, WorkerLost(message), info, attempt, "retried")
 
     def _record_failure(
         self, job: Job, i: int, exc: BaseException, info: dict[str, Any], attempt: int, action: str
@@ -602,6 +681,13 @@ def _aborted(exc: BaseException, job: Job, i: int, worker: str) -> EvaluationAbo
     )
     aborted.__cause__ = exc
     return aborted
+
+
+def say(message: str) -> None:
+    """One ``evocluster:`` line on stderr, now (the master's own output first)."""
+    with contextlib.suppress(Exception):  # a closed stream: the run goes on without the line
+        sys.stdout.flush()
+        print(f"evocluster: {message}", file=sys.stderr, flush=True)
 
 
 def args_label(job: Job, index: int) -> str:

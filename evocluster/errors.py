@@ -9,6 +9,8 @@ Hierarchy::
      |    +-- SerializationError         an object cannot be sent to the workers (names the
      |                                   object, where it sits, why, and the ways out)
      |    +-- WorkerError                a worker failed outside the fitness (start-up, protocol)
+     |    |    +-- WorkerLost            its process was lost (on_worker_loss="continue": only
+     |    |                              recorded, in Failure records; its evaluations go on)
      |    +-- RemoteError                stand-in for a fitness exception that could not be
      |                                   carried home as itself (its class cannot be pickled)
      |    +-- EvaluationError            the engine's fitness raised or returned a bad value;
@@ -60,6 +62,7 @@ __all__ = [
     "RemoteTraceback",
     "SerializationError",
     "WorkerError",
+    "WorkerLost",
 ]
 
 
@@ -83,6 +86,13 @@ class SerializationError(EvoclusterError, TypeError):
 
 class WorkerError(EvoclusterError):
     """A worker failed outside the fitness function (start-up, job import, protocol)."""
+
+
+class WorkerLost(WorkerError):
+    """A worker's process was lost (killed, out of memory, its host gone) while it held
+    evaluations.  Under ``on_worker_loss="continue"`` they are evaluated again on the workers
+    left: each is recorded as a :class:`Failure` with this error and action ``"retried"``, and
+    nothing is raised."""
 
 
 class RemoteError(EvoclusterError):

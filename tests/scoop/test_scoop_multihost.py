@@ -3,6 +3,9 @@ evocluster job, and after each, a look at every host by PID: no process of the r
 broker, launch processes, workers, the ssh stand-in's shells) may be left on any host
 :data:`WITHIN` s after the launcher ended.
 
+One more run loses the third host (every process there killed) under
+``EVOCLUSTER_ON_WORKER_LOSS=continue``, and must end with every result.
+
 The hosts are network namespaces (``tests/multihost.py``), brought up once for the module and
 torn down in the fixture's finalizer, whatever happens.  The job:
 ``tests/fixtures/jobs/scoop_multihost.py``.
@@ -19,13 +22,14 @@ launcher ended.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,20 +83,30 @@ def key_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def scoop_run(
-    hosts: multihost.Hosts, where: Path, key_home: Path, *args: str, kill_at: str = ""
+    hosts: multihost.Hosts,
+    where: Path,
+    key_home: Path,
+    *args: str,
+    kill_at: str = "",
+    job: str = JOB,
+    during: Callable[[subprocess.Popen[bytes], float], None] | None = None,
+    **env_vars: str,
 ) -> Run:
-    """``python -m scoop --hostfile HOSTFILE scoop_multihost.py ARGS`` on the first host, in the
-    empty directory ``where`` (``kill_at``: SIGKILL the launcher once the job printed a line that
-    starts so); then wait up to :data:`WITHIN` s for every host to be empty, and kill (by PID)
-    whatever is left, after noting it.
+    """``python -m scoop --hostfile HOSTFILE JOB ARGS`` on the first host, in the empty directory
+    ``where`` (``kill_at``: SIGKILL the launcher once the job printed a line that starts so;
+    ``during(proc, deadline)``: what the test does while it runs; ``env_vars``: the run's
+    environment besides); then wait up to :data:`WITHIN` s for every host to be empty, and kill
+    (by PID) whatever is left, after noting it.
 
     The output goes to files: a process left behind would hold a pipe open."""
     where.mkdir()
     cmd = hosts.command(
-        sys.executable, "-m", "scoop", "--hostfile", str(hosts.hostfile), JOB, *args
+        sys.executable, "-m", "scoop", "--hostfile", str(hosts.hostfile), job, *args
     )
     env = clean_env(
-        XDG_CONFIG_HOME=str(key_home), PATH=f"{hosts.bin}{os.pathsep}{os.environ['PATH']}"
+        XDG_CONFIG_HOME=str(key_home),
+        PATH=f"{hosts.bin}{os.pathsep}{os.environ['PATH']}",
+        **env_vars,
     )
     out, err = where / "stdout", where / "stderr"
     with out.open("w") as fo, err.open("w") as fe:
@@ -108,6 +122,8 @@ def scoop_run(
                 os.kill(proc.pid, signal.SIGKILL)  # the launcher itself (exec'd): no other
                 break
             time.sleep(0.05)
+        if during is not None:
+            during(proc, deadline)
         try:
             code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
@@ -184,3 +200,42 @@ def test_a_killed_launcher_leaves_no_process_on_any_host(
         assert r.code == -signal.SIGKILL, r
         assert re.search(rf"^HOSTS {','.join(sorted(hosts.names))}$", r.stdout, re.M), r
     assert not any(r.left for r in runs), runs_that_left(runs)
+
+
+def test_a_lost_host_costs_a_continuing_run_nothing(
+    hosts: multihost.Hosts, key_home: Path, tmp_path: Path
+) -> None:
+    """``EVOCLUSTER_ON_WORKER_LOSS=continue``: every process of the third host killed (SIGKILL)
+    while its workers evaluate; the run ends 0 with every result, on the workers left."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    lost_host = hosts.names[2]
+    killed: list[int] = []
+
+    def kill_the_host(proc: subprocess.Popen[bytes], deadline: float) -> None:
+        while not killed and proc.poll() is None and time.monotonic() < deadline:
+            there = set(hosts.pids().get(lost_host, []))
+            started = {int(p.name.partition("-")[2]) for p in marks.iterdir()}
+            if there & started:  # its workers evaluate: the host goes down
+                for _ in range(5):  # a process may start another as it dies: look again
+                    for pid in hosts.pids().get(lost_host, []):
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
+                    time.sleep(0.05)
+            time.sleep(0.05)
+
+    job = str(FIXTURES / "jobs" / "worker_loss.py")
+    n = 60
+    r = scoop_run(
+        hosts, tmp_path / "run", key_home, str(marks), str(n), "0.3", job=job,
+        during=kill_the_host, EVOCLUSTER_ON_WORKER_LOSS="continue",
+    )  # fmt: skip
+    assert killed, f"no worker of {lost_host} evaluated\n{r}"
+    assert r.code == 0, r
+    (line,) = [x for x in r.stdout.splitlines() if x.startswith("results: ")]
+    assert line == f"results: {[x * x for x in range(n)]}", r
+    # each worker there is seen lost as its connection to the origin closes: at least one
+    lost = [x for x in r.stderr.splitlines() if x.startswith("evocluster: lost ")]
+    assert lost and all("go again to the " in x for x in lost), r
+    assert not r.left, r

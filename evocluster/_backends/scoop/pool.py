@@ -63,7 +63,7 @@ from ...errors import BrokenPool, ConfigurationError, JobError, WorkerError
 from . import guard, proc
 from .futures import _ScoopFuture
 from .watch import _Watch
-from .worker import _SCOOP_WORKER_MODULE, _evaluate, _WorkerSide
+from .worker import _SCOOP_WORKER_MODULE, _decoy, _evaluate, _WorkerSide
 
 #: Serialised callables up to this size travel with each chunk; larger ones are broadcast once.
 INLINE_MAX = 16 * 1024
@@ -122,6 +122,13 @@ class _ScoopPool(PoolBase):
         self._labels: dict[int, str] = {}  # pid -> label, of workers on this host that answered
         self._busy = False
         self._main = threading.main_thread()
+        # on_worker_loss="continue": SCOOP's broker does not say which worker holds which task,
+        # so after a loss every chunk in flight is sent again: chunk id -> the ids of every
+        # sending of that chunk (one set shared by them), the first answer of which counts; the
+        # others' SCOOP futures wait here to be deleted when they end (a lost worker's never do)
+        self._copies: dict[int, set[int]] = {}
+        self._resends: set[int] = set()  # chunk ids sent again after a loss
+        self._dropped: list[Any] = []
         self._local: _WorkerSide | None = None
         if self.inline:
             self._local = _WorkerSide(proc.label("origin"), self.key)
@@ -234,7 +241,8 @@ class _ScoopPool(PoolBase):
                 break
             chunk.cid = next(self._ids)
             self._send(chunk)
-            chunk.frames = None  # SCOOP has them now
+            if self.options.on_worker_loss != "continue":
+                chunk.frames = None  # SCOOP has them now (else kept, to send again)
             sent = True
             if self.broken is not None:
                 return
@@ -316,17 +324,98 @@ class _ScoopPool(PoolBase):
             self._watch.poll(0.1)
             self._comm.pumpInfoSocket()
         reports = guard._failure_reports()
-        if reports or lost is not None:
-            self._break(reports[0] if reports else str(lost))
+        if reports:
+            self._break(reports[0])
             return
+        if lost is not None:
+            if self.options.on_worker_loss != "continue" or self._watch.broker:
+                self._break(lost)
+                return
+            who = self._watch.who
+            self._lose(who, lost.removeprefix(f"{who} was lost: "))
+            if self.broken is not None:
+                return
+        self._take_ended()
+
+    def _take_ended(self) -> None:
+        """Take in the answers SCOOP has received."""
         _control.execQueue.updateQueue()
         for cid, (sf, chunk) in list(self._inflight.items()):
-            if sf._ended():
+            if cid in self._inflight and sf._ended():
                 del self._inflight[cid]
                 sf._delete()  # SCOOP's bookkeeping of this future
-                self._on_scoop_future(sf, chunk)
+                self._untwin(cid, chunk)
+                self._on_scoop_future(sf, chunk, cid)
+        for sf in [sf for sf in self._dropped if sf._ended()]:
+            self._dropped.remove(sf)
+            sf._delete()
 
-    def _on_scoop_future(self, sf: Any, chunk: Chunk) -> None:
+    def _lose(self, who: str, reason: str) -> None:
+        """A worker was lost (``on_worker_loss="continue"``): unless it was the last one, send a
+        decoy per worker (the broker may hold the lost worker's request for a task), then every
+        chunk in flight again (which of them it held, SCOOP does not say)."""
+        left = self.n_workers - len(self.lost) - 1
+        if left <= 0:
+            self._break(f"every worker was lost ({'; '.join([*self.lost, f'{who}: {reason}'])})")
+            return
+        with _scoop_errors(self):
+            for _ in range(self.n_workers):
+                self._dropped.append(futures.submit(_decoy))
+        chunks: list[Chunk] = []
+        seen: set[int] = set()
+        for cid, (_, chunk) in list(self._inflight.items()):
+            if id(chunk) in seen or chunk.frames is None:
+                continue  # one more sending per chunk, whichever of its sendings this is
+            seen.add(id(chunk))
+            again = next(self._ids)
+            copies = self._copies.setdefault(cid, {cid})
+            copies.add(again)
+            self._copies[again] = copies
+            self._resends.add(again)
+            chunk.cid = again
+            self._send(chunk)
+            chunks.append(chunk)
+        with _scoop_errors(self):
+            _control.execQueue.flush()
+        n = sum(c.stop - c.start for c in chunks)
+        self._worker_lost(
+            who,
+            reason,
+            [],
+            left,
+            f"the {n} evaluation{'s' if n != 1 else ''} in flight go again to the {left} "
+            f"worker{'s' if left != 1 else ''} left (SCOOP does not say which it held: the "
+            "first answer of each counts)",
+            n,
+        )
+
+    def _untwin(self, cid: int, chunk: Chunk) -> None:
+        """Chunk ``cid`` answered: its other sendings, if it has any, are dropped (their answers,
+        if they ever come, are not read).  An answer to a sending after a loss, while the first
+        one is still pending, is recorded as its items' failures (``WorkerLost``, action
+        ``"retried"``)."""
+        copies = self._copies.pop(cid, None)
+        if copies is None:
+            return
+        first_pending = False
+        for other in copies - {cid}:
+            self._copies.pop(other, None)
+            self._resends.discard(other)
+            entry = self._inflight.pop(other, None)
+            if entry is not None:
+                self._dropped.append(entry[0])
+                first_pending = first_pending or other == min(copies)
+        if cid in self._resends and first_pending:
+            who = self.lost[-1] if self.lost else "a SCOOP worker"
+            self._record_lost(
+                chunk,
+                who.partition(": ")[0],
+                f"a worker was lost ({who}) and this evaluation's first sending never answered: "
+                "it was evaluated again (on_worker_loss=continue)",
+            )
+        self._resends.discard(cid)
+
+    def _on_scoop_future(self, sf: Any, chunk: Chunk, cid: int) -> None:
         if sf.exceptionValue is not None:  # SCOOP could not run the task at all
             tb = getattr(sf, "exceptionTraceback", "") or ""
             err = WorkerError(
@@ -334,14 +423,16 @@ class _ScoopPool(PoolBase):
             )
             self._settle(chunk.job, chunk.start, chunk.stop, [], {-1: err})
             return
-        self._on_answer(chunk, sf.resultValue)
+        self._on_answer(chunk, sf.resultValue, cid)
 
-    def _on_answer(self, chunk: Chunk, sealed: Any) -> None:
+    def _on_answer(self, chunk: Chunk, sealed: Any, cid: int | None = None) -> None:
         job = chunk.job
         try:
             self.counters["messages_received"] += 1
             self.counters["bytes_received"] += frames_nbytes(sealed[1])
-            label, record = open_result(self.key, self.token, chunk.cid, sealed)
+            label, record = open_result(
+                self.key, self.token, chunk.cid if cid is None else cid, sealed
+            )
         except Exception as e:
             self._settle(job, chunk.start, chunk.stop, [], {-1: e})
             return
@@ -363,8 +454,10 @@ class _ScoopPool(PoolBase):
             self.broken = reason
             guard.pool_lost(reason)
         jobs = list(self._jobs) + [chunk.job for _, chunk in self._inflight.values()]
+        jobs += [chunk.job for chunk in self._resend]
         self._jobs.clear()
         self._inflight.clear()
+        self._resend.clear()
         self._fail(jobs, reason)
 
 

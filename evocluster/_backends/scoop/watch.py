@@ -94,6 +94,13 @@ class _Watch:
         self._siblings: set[int] = set()
         self._check_every = check_every
         self._next_check = 0.0
+        self._reported: set[int] = set()  # dead workers said once (on_worker_loss="continue")
+        # local workers found dead by a look at their processes: the close of each one's
+        # connection, seen later, is not another worker lost
+        self._explained = 0
+        #: who the last loss was (a worker's label), and whether it was the broker's
+        self.who = ""
+        self.broker = False
 
     def poll(self, timeout: float) -> dict[Any, int]:
         """Block up to ``timeout`` s, in zmq, until any of the origin's sockets has a message."""
@@ -110,25 +117,36 @@ class _Watch:
                 dead = self._dead_siblings(labels)
                 if dead:
                     return dead
+                if i == 0 and self._explained > 0:  # a local worker's, already reported
+                    self._explained -= 1
+                    continue
                 if i == 0:
+                    self.who, self.broker = "a SCOOP worker on another host", False
                     return (
                         "a SCOOP worker was lost: its connection to the origin closed (the process "
                         "died: killed, out of memory, or a crash)"
                     )
+                self.who, self.broker = "the SCOOP broker", True
                 return "the SCOOP broker was lost (its connection to the origin closed)"
         now = time.monotonic()
         if now >= self._next_check:
             self._next_check = now + self._check_every
-            return self._dead_siblings(labels)
+            dead = self._dead_siblings(labels)
+            if dead:  # its connection's close may be seen later: not another loss
+                self._explained += 1
+            return dead
         return None
 
     def _dead_siblings(self, labels: dict[int, str]) -> str | None:
         if os.getppid() != self._parent:  # re-parented: its children are not ours to watch
+            self.who, self.broker = "SCOOP's launch process", True
             return "SCOOP's launch process, which started the workers on this host, is gone"
         self._siblings |= proc.children(self._parent) - {os.getpid()}
-        for pid in sorted(self._siblings):
+        for pid in sorted(self._siblings - self._reported):
             if not proc.alive(pid):
+                self._reported.add(pid)
                 name = labels.get(pid, proc.label("worker", pid))
+                self.who, self.broker = name, False
                 return f"{name} was lost: its process exited during the run"
         return None
 

@@ -240,6 +240,16 @@ def _adopt_job_module() -> None:
     jobfile.in_worker = True
 
 
+def _decoy() -> None:
+    """A task that does nothing (module level: SCOOP sends it by reference).  After a worker was
+    lost, the origin sends one per worker: SCOOP's broker may still hold the dead worker's request
+    for a task, and would hand it the next task; a decoy is what it loses.  A live worker that
+    gets one asks for its next task as after any other."""
+    _worker_side()
+    if _reserve is not None:
+        _reserve.task_started()
+
+
 def _evaluate(sealed: Any) -> tuple[bytes, list[Any]]:
     """Worker side of every task (module level: SCOOP sends it by reference).
 
