@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from . import _config as config
 from . import _jobfile as jobfile
+from . import _monitor_options as monitor_options
 from ._version import __version__
 from .errors import ConfigurationError, JobError
 
@@ -149,58 +150,9 @@ def _parser() -> argparse.ArgumentParser:
         help="continue the run checkpointed at --checkpoint PATH (automatic when SLURM "
         "requeued the job and PATH exists)",
     )
-    _monitor_arguments(p)
+    monitor_options.add_arguments(p)
     p.add_argument("--version", action="version", version=f"evocluster {__version__}")
     return p
-
-
-def _monitor_arguments(p: argparse.ArgumentParser) -> None:
-    m = p.add_argument_group("progress and run log (docs/observability.md)")
-    m.add_argument(
-        "--quiet",
-        action="store_true",
-        default=None,
-        help="no progress display (on a terminal: a live line; else a plain line every "
-        "--progress-every seconds, on stderr)",
-    )
-    m.add_argument(
-        "--progress-every",
-        metavar="SECONDS",
-        type=float,
-        help="seconds between plain progress lines when stderr is not a terminal (default 30)",
-    )
-    m.add_argument(
-        "--log",
-        metavar="PATH",
-        help="append a run log there (JSON Lines: start, generations, intervals, workers, "
-        "failures, checkpoints, end); read it with `status` and `report`",
-    )
-    m.add_argument(
-        "--log-every",
-        metavar="SECONDS",
-        type=float,
-        help="seconds between the log's interval and workers records (default 30)",
-    )
-
-
-def _monitor_options(ns: argparse.Namespace) -> dict[str, Any]:
-    """The monitor's settings the command line gives (each also read from EVOCLUSTER_QUIET,
-    _PROGRESS_EVERY, _LOG, _LOG_EVERY when not given), checked on every rank."""
-    given = {
-        "quiet": ns.quiet,
-        "progress_every": ns.progress_every,
-        "log": ns.log,
-        "log_every": ns.log_every,
-    }
-    for flag, value in (("--progress-every", ns.progress_every), ("--log-every", ns.log_every)):
-        if value is not None and not 0 < value < float("inf"):
-            raise ConfigurationError(f"{flag} must be a number of seconds > 0, not {value:g}")
-    if ns.log is not None and os.path.isdir(ns.log):
-        raise ConfigurationError(
-            f"--log {ns.log} is a directory: give the path of a file for the run log "
-            f"(e.g. {os.path.join(ns.log, 'run.jsonl')})"
-        )
-    return {k: v for k, v in given.items() if v is not None}
 
 
 def _fault_arguments(p: argparse.ArgumentParser) -> None:
@@ -460,14 +412,11 @@ def main(argv: list[str] | None = None) -> int:
         _release_workers(launch)
         _say(str(e))
         return 2
-    log = (launch.monitor or {}).get("log") or os.environ.get("EVOCLUSTER_LOG")
-    if log:  # the run log can be written: known before any worker starts
-        try:
-            open(log, "a").close()
-        except OSError as e:
-            _release_workers(launch)
-            _say(f"cannot write the run log {log}: {e.strerror or e}")
-            return 2
+    unwritable = monitor_options.unwritable((launch.monitor or {}).get("log"))
+    if unwritable:  # known before any worker starts
+        _release_workers(launch)
+        _say(unwritable)
+        return 2
     try:
         transport = _start_master(launch)
     except ConfigurationError as e:  # no worker started yet: they wait for INIT, release them
@@ -515,7 +464,7 @@ def _parse(parser: argparse.ArgumentParser, args: list[str]) -> _Launch:
         **_fault_options(ns),
     )
     checkpoint = _checkpoint_options(ns)
-    monitor = _monitor_options(ns)
+    monitor = monitor_options.given(ns)
     name, mpi = _choose_backend(options)
     job = jobfile.spec(path, module, job_args) if path or module else None
     return _Launch(options, name, mpi, job, path or f"-m {module}", checkpoint, monitor)

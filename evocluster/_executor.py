@@ -37,6 +37,7 @@ from . import _jobfile as jobfile
 from . import _monitor as monitor
 from . import _serialization as serialization
 from . import _sharing as sharing
+from ._arguments import args_label, check_args, unsendable
 from ._backends.base import Transport
 from ._calls import in_evaluation
 from ._failures import FailurePolicy
@@ -44,7 +45,7 @@ from ._initializer import Initialized
 from ._jobs import CANCELLED, FAILED, ExecutorState, Job, limits_of
 from ._map_results import MapResults
 from ._pool import Pool
-from ._scheduling import PoolBase, args_label, check_args, unsendable
+from ._scheduling import PoolBase
 from .errors import BrokenPool, ConfigurationError, Failure, JobError, SerializationError
 
 __all__ = [

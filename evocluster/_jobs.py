@@ -2,8 +2,8 @@
 pools that drive it share with the executor: a :class:`Job` (one ``submit`` or one ``map``), a
 :class:`Chunk` of its items on its way to a worker, the :class:`ExecutorState` of the executor
 that submitted it, the map slots' sentinels, and the ``Future`` a submit returns
-(:class:`GuardedFuture`).  No policy here: what a failure becomes is the job's
-:class:`~evocluster._failures.FailurePolicy`, applied by the pool.
+(:class:`GuardedFuture`), and what a worker did (:class:`WorkerStats`).  No policy here: what a
+failure becomes is the job's :class:`~evocluster._failures.FailurePolicy`, applied by the pool.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 from . import _config as config
 from . import _protocol as protocol
 from ._failures import RAISE, FailurePolicy, function_name
+from ._serialization import frames_nbytes
 from .errors import Failure
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "ExecutorState",
     "GuardedFuture",
     "Job",
+    "WorkerStats",
     "limits_of",
 ]
 
@@ -198,3 +200,27 @@ class ExecutorState:
         with self.lock:
             self.broken = reason
             return [job for job in self.jobs if not job.done]
+
+
+class WorkerStats:
+    """What one worker did, counted by the pool's driver as its results arrive (the run log's
+    per-worker record): tasks (chunks) and items answered, seconds in the fitness, bytes of the
+    chunks sent to it and of the values it sent back, items that failed."""
+
+    __slots__ = ("busy", "bytes_received", "bytes_sent", "failed", "host", "items", "name", "tasks")
+
+    def __init__(self, name: str, host: str = "") -> None:
+        self.name, self.host = name, host
+        self.tasks = self.items = self.bytes_sent = self.bytes_received = self.failed = 0
+        self.busy = 0.0
+
+    def add(self, items: int, busy: float, sent: int, values: Any, failed: int) -> None:
+        self.tasks += 1
+        self.items += items
+        self.busy += busy
+        self.bytes_sent += sent
+        self.bytes_received += frames_nbytes(values) if values is not None else 0
+        self.failed += failed
+
+    def copy(self) -> dict[str, Any]:
+        return {slot: getattr(self, slot) for slot in self.__slots__}

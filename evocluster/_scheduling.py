@@ -37,12 +37,21 @@ from typing import Any
 from . import _config as config
 from . import _observe as observe
 from . import _protocol as protocol
-from . import _serialization as serialization
-from ._jobs import CANCELLED, FAILED, PENDING, Chunk, ExecutorState, GuardedFuture, Job
+from ._arguments import diagnose
+from ._jobs import (
+    CANCELLED,
+    FAILED,
+    PENDING,
+    Chunk,
+    ExecutorState,
+    GuardedFuture,
+    Job,
+    WorkerStats,
+)
 from ._serialization import FunctionTable, dumps_args, frames_nbytes, loads, nest, unpack_exception
 from .errors import BrokenPool, EvaluationAborted, Failure, SerializationError, WorkerLost
 
-__all__ = ["PoolBase", "args_label", "check_args", "diagnose", "say", "unsendable"]
+__all__ = ["PoolBase", "say"]
 
 
 _serials = itertools.count(1)
@@ -688,63 +697,3 @@ def say(message: str) -> None:
     with contextlib.suppress(Exception):  # a closed stream: the run goes on without the line
         sys.stdout.flush()
         print(f"evocluster: {message}", file=sys.stderr, flush=True)
-
-
-def args_label(job: Job, index: int) -> str:
-    return f"args (call {index})" if job.star else f"args[0] (individual {index})"
-
-
-def unsendable(label: str, exc: Exception) -> SerializationError:
-    """A :class:`SerializationError` for arguments whose own pickling code raised ``exc`` (a
-    ``__getstate__`` or ``__reduce__`` raising something that is not a pickling error)."""
-    err = SerializationError(
-        f"cannot send {label} to the workers: pickling it raised {type(exc).__name__}: {exc} "
-        "(the object's own __getstate__ / __reduce__ failed; make it picklable)"
-    )
-    err.__cause__ = exc
-    return err
-
-
-def check_args(obj: Any, label: str, policy: str) -> None:
-    """:func:`serialization.check`, and any exception of the object's own pickling code as a
-    :class:`SerializationError` too (with that exception as its cause)."""
-    try:
-        serialization.check(obj, label, policy)
-    except SerializationError:
-        raise
-    except Exception as e:
-        raise unsendable(label, e) from e
-
-
-def diagnose(job: Job, start: int, items: list[Any], exc: Exception) -> BaseException:
-    """Name the first item of a chunk that cannot be serialised, and why."""
-    for i, item in enumerate(items):
-        try:
-            check_args(item, args_label(job, start + i), job.serialization)
-        except SerializationError as e:
-            return e
-    return unsendable(f"items {start} to {start + len(items) - 1}", exc)
-
-
-class WorkerStats:
-    """What one worker did, counted by the pool's driver as its results arrive (the run log's
-    per-worker record): tasks (chunks) and items answered, seconds in the fitness, bytes of the
-    chunks sent to it and of the values it sent back, items that failed."""
-
-    __slots__ = ("busy", "bytes_received", "bytes_sent", "failed", "host", "items", "name", "tasks")
-
-    def __init__(self, name: str, host: str = "") -> None:
-        self.name, self.host = name, host
-        self.tasks = self.items = self.bytes_sent = self.bytes_received = self.failed = 0
-        self.busy = 0.0
-
-    def add(self, items: int, busy: float, sent: int, values: Any, failed: int) -> None:
-        self.tasks += 1
-        self.items += items
-        self.busy += busy
-        self.bytes_sent += sent
-        self.bytes_received += frames_nbytes(values) if values is not None else 0
-        self.failed += failed
-
-    def copy(self) -> dict[str, Any]:
-        return {slot: getattr(self, slot) for slot in self.__slots__}

@@ -182,7 +182,8 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                   "evocluster._backends.scoop.*"),
                  ("scheduler", "worker", "contract", "jobfile", "wire", "core")),
     # jobs, chunks and the policy (no thread, no transport); the scheduler thread
-    "scheduler": (("evocluster._pool", "evocluster._scheduling", "evocluster._jobs"),
+    "scheduler": (("evocluster._pool", "evocluster._scheduling", "evocluster._jobs",
+                   "evocluster._arguments"),
                   ("worker", "contract", "wire", "core")),
     # what every worker runs: the serve loop, the isolated child, what a fitness leaves running
     "worker": (("evocluster._worker", "evocluster._isolation", "evocluster._isolation_child",
@@ -198,7 +199,8 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
               "evocluster._main_names", "evocluster._sharing"),
              ("core",)),
     # the master's progress display and run log, fed by the pools' snapshots and events
-    "monitor": (("evocluster._monitor", "evocluster._progress", "evocluster._runlog"), ("core",)),
+    "monitor": (("evocluster._monitor", "evocluster._progress", "evocluster._runlog",
+                 "evocluster._monitor_options"), ("core",)),
     # options, the exception tree, the failure policy, the version, what observers are told
     "core": (("evocluster._config", "evocluster.errors", "evocluster._error_base",
               "evocluster._broken_pool", "evocluster._failures", "evocluster._version",
