@@ -3,9 +3,6 @@ evocluster job, and after each, a look at every host by PID: no process of the r
 broker, launch processes, workers, the ssh stand-in's shells) may be left on any host
 :data:`WITHIN` s after the launcher ended.
 
-One more run loses the third host (every process there killed) under
-``EVOCLUSTER_ON_WORKER_LOSS=continue``, and must end with every result.
-
 The hosts are network namespaces (``tests/multihost.py``), brought up once for the module and
 torn down in the fixture's finalizer, whatever happens.  The job:
 ``tests/fixtures/jobs/scoop_multihost.py``.
@@ -22,7 +19,6 @@ launcher ended.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
@@ -200,42 +196,3 @@ def test_a_killed_launcher_leaves_no_process_on_any_host(
         assert r.code == -signal.SIGKILL, r
         assert re.search(rf"^HOSTS {','.join(sorted(hosts.names))}$", r.stdout, re.M), r
     assert not any(r.left for r in runs), runs_that_left(runs)
-
-
-def test_a_lost_host_costs_a_continuing_run_nothing(
-    hosts: multihost.Hosts, key_home: Path, tmp_path: Path
-) -> None:
-    """``EVOCLUSTER_ON_WORKER_LOSS=continue``: every process of the third host killed (SIGKILL)
-    while its workers evaluate; the run ends 0 with every result, on the workers left."""
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    lost_host = hosts.names[2]
-    killed: list[int] = []
-
-    def kill_the_host(proc: subprocess.Popen[bytes], deadline: float) -> None:
-        while not killed and proc.poll() is None and time.monotonic() < deadline:
-            there = set(hosts.pids().get(lost_host, []))
-            started = {int(p.name.partition("-")[2]) for p in marks.iterdir()}
-            if there & started:  # its workers evaluate: the host goes down
-                for _ in range(5):  # a process may start another as it dies: look again
-                    for pid in hosts.pids().get(lost_host, []):
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(pid, signal.SIGKILL)
-                        killed.append(pid)
-                    time.sleep(0.05)
-            time.sleep(0.05)
-
-    job = str(FIXTURES / "jobs" / "worker_loss.py")
-    n = 60
-    r = scoop_run(
-        hosts, tmp_path / "run", key_home, str(marks), str(n), "0.3", job=job,
-        during=kill_the_host, EVOCLUSTER_ON_WORKER_LOSS="continue",
-    )  # fmt: skip
-    assert killed, f"no worker of {lost_host} evaluated\n{r}"
-    assert r.code == 0, r
-    (line,) = [x for x in r.stdout.splitlines() if x.startswith("results: ")]
-    assert line == f"results: {[x * x for x in range(n)]}", r
-    # each worker there is seen lost as its connection to the origin closes: at least one
-    lost = [x for x in r.stderr.splitlines() if x.startswith("evocluster: lost ")]
-    assert lost and all("go again to the " in x for x in lost), r
-    assert not r.left, r
