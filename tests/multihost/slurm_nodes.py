@@ -11,11 +11,12 @@ Layout, and why:
 * **Clients in the same namespace.**  ``sbatch``, ``scontrol``, ``squeue``, ``scancel`` and
   ``python -m evocluster submit/status`` reach the controller only from there:
   :meth:`SlurmNodes.client` prefixes a command with ``nsenter --net=`` that namespace.
-* **slurmd through** ``nsenter --net``, **not** ``ip netns exec``, which mounts a fresh ``/sys``
-  that hides the cgroup mounts (slurmd 22.05: "No filesystem mounted on /sys/fs/cgroup"); then
-  ``unshare --uts --mount`` for the host's name and its ``/etc/hosts`` (bound from
-  ``/etc/netns/HOST/hosts``, as ``ip netns exec`` would, in a private mount namespace), so that
-  the job's processes, children of slurmd, are on that host, under its name.
+* **slurmd through** ``slurm/cluster/on-host``: ``nsenter --net``, **not** ``ip netns exec``,
+  which mounts a fresh ``/sys`` that hides the cgroup mounts (slurmd 22.05: "No filesystem
+  mounted on /sys/fs/cgroup"); then ``unshare --uts --mount`` for the host's name and its
+  ``/etc/hosts`` (bound from ``/etc/netns/HOST/hosts``, as ``ip netns exec`` would, in a private
+  mount namespace), so that the job's processes, children of slurmd, are on that host, under its
+  name.
 * **No collision with** ``tests/slurm/test_slurm.py``'s one-node cluster, which may run at the
   same time on the other xdist worker: its daemons listen on 6817/6818 in the machine's
   namespace, these in namespaces of their own; its state is ``$TMP/evocluster-slurm-tests``, this
@@ -46,14 +47,8 @@ SBIN = os.pathsep.join(["/usr/sbin", "/sbin"])
 CONTROLLER = f"{multihost.SUBNET}.1"
 CLUSTER_NAME = "evonodes"
 
-#: Runs ``COMMAND...`` "on" HOST: its network namespace, a UTS namespace with its name, a private
-#: mount namespace with its /etc/hosts.  ``/sys`` stays the machine's (slurmd needs its cgroups).
-_ON_NODE = """#!/bin/sh
-# on-node HOST COMMAND...: tests/multihost/slurm_nodes.py
-host=$1; shift
-exec nsenter --net="/run/netns/$host" unshare --uts --mount sh -c \
-    'hostname "$0" && mount --bind "/etc/netns/$0/hosts" /etc/hosts && exec "$@"' "$host" "$@"
-"""
+#: Runs a command "on" a host: its network, UTS and (private) mount namespaces.
+ON_HOST = CLUSTER / "on-host"
 
 
 def first_job_id() -> int:
@@ -110,16 +105,13 @@ class SlurmNodes:
         switch = self.hosts.switch
         multihost._ip("-n", switch, "addr", "add", f"{CONTROLLER}/24", "dev", "br0")
         multihost._ip("-n", switch, "link", "set", "lo", "up")
-        on_node = self.hosts.bin / "on-node"  # beside the ssh stand-in (up.sh empties the root)
-        on_node.write_text(_ON_NODE)
-        on_node.chmod(0o755)
         addresses = " ".join(
             f"{name}={multihost.SUBNET}.{10 + i}" for i, name in enumerate(self.nodes, 1)
         )
         up = self._script(
             "up.sh",
             EVOSLURM_NODES=addresses,
-            EVOSLURM_NODE_EXEC=f"{on_node} {{name}}",
+            EVOSLURM_NODE_EXEC=f"{ON_HOST} {{name}}",
             EVOSLURM_CONTROLLER=f"localhost={CONTROLLER}",
             EVOSLURM_CLUSTER=CLUSTER_NAME,
             EVOSLURM_CPUS=str(self.cpus),
