@@ -12,7 +12,8 @@ What is checked:
   batch script requeues only a checkpoint), the test requeues it (``scontrol requeue``: SLURM
   would requeue by itself only a node it declares down, after SlurmdTimeout, minutes), and it
   resumes from its checkpoint to the population of a run never interrupted.
-* After each test no process of the job is left on any host (slurmd excepted).
+* After each test no process of the job is left on any host (slurmd excepted), nor MPICH's
+  shared memory of its step in /dev/shm.
 
 The cluster is brought up once for the module (~3 s) and down at its end, nothing left.
 """
@@ -36,6 +37,7 @@ from test_slurm import (
     KEY,
     final_hash,
     generations,
+    mpich_segments,
     remove_mpich_segments,
     run_log,
     wait_for,
@@ -146,7 +148,11 @@ class Jobs:
         for pids in self.nodes.job_processes().values():
             for pid in pids:
                 os.kill(pid, signal.SIGKILL)
+        segments = [path for jobid in self.ids for path in mpich_segments(jobid)]
+        for path in segments:
+            path.unlink(missing_ok=True)
         assert left == "", f"left on the hosts:\n{left}"
+        assert segments == [], "left in /dev/shm"
 
 
 @pytest.fixture
