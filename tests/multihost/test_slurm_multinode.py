@@ -12,6 +12,9 @@ What is checked:
   batch script requeues only a checkpoint), the test requeues it (``scontrol requeue``: SLURM
   would requeue by itself only a node it declares down, after SlurmdTimeout, minutes), and it
   resumes from its checkpoint to the population of a run never interrupted.
+  Killing that node's slurmd too (tried by hand, 2026-12-07): the death watch and the failed
+  run are the same, but the job then stays COMPLETING and the node ``completing*`` for more than
+  200 s: SLURM waits for SlurmdTimeout (300 s) to declare the node down, too long for a test.
 * After each test no process of the job is left on any host (slurmd excepted), nor MPICH's
   shared memory of its step in /dev/shm.
 
