@@ -35,8 +35,9 @@ def onemax(genome):
     return float(genome.sum()) + 1e-3 * evocluster.rng().random()
 
 
-def main(seed=42, ngen=40, pop=200, length=100):
-    """Run the GA on the launcher's executor; return the engine's Result."""
+def main(seed=42, ngen=40, pop=200, length=100, **options):
+    """Run the GA on the launcher's executor; return the engine's Result.  ``options`` go to the
+    loop as they are (``checkpoint_every=0``, say)."""
     return engine.generational(
         onemax,
         lambda rng: ops.random_bits(pop, length, rng),
@@ -49,6 +50,7 @@ def main(seed=42, ngen=40, pop=200, length=100):
         cxpb=0.7,
         mutpb=0.3,
         elitism=2,
+        **options,
     )
 
 

@@ -21,6 +21,11 @@
 #   EVOSLURM_NODES  the nodes, "name=address ..."          (default "localhost=127.0.0.1")
 #   EVOSLURM_NODE_EXEC  a command prefix that runs a program "on" node {name}, for emulated hosts,
 #                   e.g. "ip netns exec {name}"            (default: none, every node is this host)
+#   EVOSLURM_CONTROLLER  where slurmctld listens, "name=address" (default: the first node's; a
+#                   name that is not a node is no node: "localhost=10.0.0.1" for a controller
+#                   outside the nodes, as tests/multihost/slurm_nodes.py runs it)
+#   EVOSLURM_CLUSTER    the ClusterName                    (default evocluster)
+#   EVOSLURM_FIRST_JOB_ID  the first job id                (default: from the clock, see FirstJobId)
 #
 # Pitfalls this script avoids (observed on Debian 12, SLURM 22.05, 2026-12-02):
 #   * The node is named `localhost`, not $(hostname): slurmd is told its name (-N), and SCOOP
@@ -32,7 +37,8 @@
 #
 # Several nodes: every node in EVOSLURM_NODES gets a NodeName line and a slurmd of its own
 # (started through EVOSLURM_NODE_EXEC, with its own PID, spool and log file); the controller runs
-# on the first node's address.  Only the single-node default is tested here.
+# on the first node's address unless EVOSLURM_CONTROLLER says otherwise.  Several emulated hosts
+# are tested by tests/multihost/test_slurm_multinode.py.
 set -euo pipefail
 
 ROOT=${EVOSLURM_ROOT:-/tmp/evocluster-slurm}
@@ -103,14 +109,15 @@ say "munged pid $(cat "$ROOT/run/munged.pid")"
 # ----------------------------------------------------------------------------------- slurm.conf
 read -r -a node_list <<< "$NODES"
 first=${node_list[0]}
-ctld_name=${first%%=*}
-ctld_addr=${first#*=}
+controller=${EVOSLURM_CONTROLLER:-$first}
+ctld_name=${controller%%=*}
+ctld_addr=${controller#*=}
 mem_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) * 8 / 10 / 1024 ))
-first_job_id=$(( $(date +%s) % 6000000 * 10 + 1 ))
+first_job_id=${EVOSLURM_FIRST_JOB_ID:-$(( $(date +%s) % 6000000 * 10 + 1 ))}
 {
     cat <<EOF
 # Written by evocluster's slurm/cluster/up.sh: a throw-away test cluster.  down.sh removes it.
-ClusterName=evocluster
+ClusterName=${EVOSLURM_CLUSTER:-evocluster}
 SlurmctldHost=$ctld_name($ctld_addr)
 SlurmUser=root
 SlurmdUser=root

@@ -180,9 +180,34 @@ _HOSTS = Covered(
     "and ssh stand-in with names of its own (and brings them down), for every test there",
 )
 
+_SLURM_NODES = "tests/multihost/test_slurm_multinode.py"
+#: docs/checkpoints-and-slurm.md's SLURM over those hosts: global names, root, SLURM's daemons
+_SLURM_HOSTS = Covered(
+    (
+        f"{_SLURM_NODES}::test_a_job_on_2_nodes_runs_on_both_with_the_population_of_one_host",
+        f"{_SLURM_NODES}::test_a_lost_node_ends_the_job_saying_where_and_it_resumes_after_a_requeue",
+    ),
+    "root, SLURM, and the hosts' fixed names: tests/multihost/slurm_nodes.py brings up the same "
+    "cluster (bridge address, up.sh with on-host, clients through nsenter) over hosts with names "
+    "of their own, submits, requeues, and brings it down",
+)
+
 #: Commands the documentation shows that cannot run here as shown, and the tests that run them
 #: in substance.
 REGISTRY: dict[str, Covered] = {
+    "ip -n sw addr add 10.214.0.1/24 dev br0": _SLURM_HOSTS,
+    "ip -n sw link set lo up": _SLURM_HOSTS,
+    'EVOSLURM_ROOT=/tmp/evonodes EVOSLURM_NODES="h1=10.214.0.11 h2=10.214.0.12 h3=10.214.0.13" '
+    "EVOSLURM_CONTROLLER=localhost=10.214.0.1 "
+    'EVOSLURM_NODE_EXEC="$PWD/slurm/cluster/on-host {name}" nsenter --net=/run/netns/sw bash '
+    "slurm/cluster/up.sh": _SLURM_HOSTS,
+    "export SLURM_CONF=/tmp/evonodes/etc/slurm.conf": _SLURM_HOSTS,
+    "nsenter --net=/run/netns/sw python -m evocluster submit jobs/onemax_builtin.py -N 2 "
+    "--ntasks 4 --time 00:10:00": _SLURM_HOSTS,
+    "EVOSLURM_ROOT=/tmp/evonodes nsenter --net=/run/netns/sw bash slurm/cluster/down.sh": (
+        _SLURM_HOSTS
+    ),
+    "scontrol requeue JOBID": _SLURM_HOSTS,
     "sudo -s": _HOSTS,
     "ip netns add sw": _HOSTS,
     "ip -n sw link add br0 type bridge": _HOSTS,

@@ -412,13 +412,18 @@ def test_a_killed_master_fails_the_job_and_resubmitting_resumes_to_the_same_popu
     assert final_hash(out) == serial(*LONG)
 
 
-def remove_mpich_segments(jobid: str) -> None:
-    """Remove what MPICH leaves in /dev/shm when the ranks of step ``jobid``.0 are killed: its
-    shared memory, named after the FNV-1a hash of the PMI name srun gives the step (``J.0``)."""
+def mpich_segments(jobid: str) -> list[Path]:
+    """What MPICH has in /dev/shm for step ``jobid``.0: its shared memory, named after the FNV-1a
+    hash of the PMI name srun gives the step (``J.0``)."""
     digest = 2166136261
     for byte in f"{jobid}.0".encode():
         digest = ((digest ^ byte) * 16777619) & 0xFFFFFFFF
-    for path in Path("/dev/shm").glob(f"mpich_*_{digest:x}_*"):
+    return list(Path("/dev/shm").glob(f"mpich_*_{digest:x}_*"))
+
+
+def remove_mpich_segments(jobid: str) -> None:
+    """Remove what MPICH leaves in /dev/shm when the ranks of step ``jobid``.0 are killed."""
+    for path in mpich_segments(jobid):
         path.unlink(missing_ok=True)
 
 
