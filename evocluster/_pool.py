@@ -163,6 +163,11 @@ class Pool(PoolBase):
                 while not job.done:
                     self._cv.wait()
 
+    def wait_done_or_failed(self, job: Job) -> None:
+        with self._cv:
+            while not job.done and not job.errors:
+                self._cv.wait()
+
     # ------------------------------------------------------------------ scheduler thread
     def _run(self) -> None:
         try:

@@ -183,6 +183,9 @@ class _ScoopPool(PoolBase):
     def wait_jobs(self, jobs: list[Job]) -> None:
         self.drive(lambda: all(j.done for j in jobs), None)
 
+    def wait_done_or_failed(self, job: Job) -> None:
+        self.drive(lambda: job.done or bool(job.errors), None)
+
     def close(self, wait: bool = True, cancel: bool = False, timeout: float | None = None) -> bool:
         """Never called: SCOOP's workers belong to the run, not to an executor (none owns this
         pool); it stops nothing and says the pool did not end."""
