@@ -240,6 +240,12 @@ class Executor(_StdExecutor):
         poll) and ``rings``."""
         return self._pool.stats()
 
+    def hosts(self) -> dict[str, int]:
+        """The workers of this executor's pool per host (``{"node1": 32, "node2": 32}``), once
+        every worker has said where it runs (empty until then: a worker says so as it starts).
+        Under SCOOP, whose workers are known as they answer: those that have answered."""
+        return dict(self._pool.hosts() or {})
+
     def _function(self, fn: Callable[..., Any], policy: str) -> tuple[bytes, Any]:
         """The function key and payload of ``fn`` (with this executor's initializer, if any)."""
         fn = sharing.bind(fn)

@@ -444,6 +444,13 @@ class _ScoopPool(PoolBase):
             self._labels[pid] = label
         self._record_result(chunk, record, label)
 
+    def hosts(self) -> dict[str, int] | None:
+        """The workers that have answered, per host (SCOOP says nothing of the others)."""
+        hosts: dict[str, int] = {}
+        for stats in list(self.workers.values()):
+            hosts[stats.host] = hosts.get(stats.host, 0) + 1
+        return hosts or None
+
     def busy_workers(self) -> int:
         return min(self.n_workers, len(self._inflight))
 
