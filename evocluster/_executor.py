@@ -240,6 +240,12 @@ class Executor(_StdExecutor):
         poll) and ``rings``."""
         return self._pool.stats()
 
+    def hosts(self) -> dict[str, int]:
+        """The workers of this executor's pool per host (``{"node1": 32, "node2": 32}``), once
+        every worker has said where it runs (empty until then: a worker says so as it starts).
+        Under SCOOP, whose workers are known as they answer: those that have answered."""
+        return dict(self._pool.hosts() or {})
+
     def _function(self, fn: Callable[..., Any], policy: str) -> tuple[bytes, Any]:
         """The function key and payload of ``fn`` (with this executor's initializer, if any)."""
         fn = sharing.bind(fn)
@@ -375,16 +381,26 @@ class Executor(_StdExecutor):
         chunksize: int | None,
         policy: str | None,
     ) -> list[Any]:
-        """``list(self.map(...))`` without waking this thread once per result."""
+        """``list(self.map(...))`` without waking this thread once per result.
+
+        An item that raises ends the map early, as ``list(Executor.map(...))`` ends at the
+        first exception it reaches and cancels what has not started: the items not yet sent
+        are not evaluated (an evaluation may take hours, and its result would be dropped);
+        those in flight finish, so that the exception raised is the one of the lowest item
+        that failed, the one a serial ``map`` would raise."""
         job = self._map_job(fn, items, star, chunksize, policy)
         try:
-            self._pool.wait_jobs([job])
+            self._pool.wait_done_or_failed(job)
+            if not job.done:  # an item failed: no result of this map will be returned
+                job.cancelled = True
+                self._pool.wakeup()
+                self._pool.wait_jobs([job])  # those in flight settle, the rest is cancelled
         finally:
             if job.remaining > 0:  # interrupted (KeyboardInterrupt): stop dispatching the rest
                 job.cancelled = True
                 self._pool.wakeup()
         for i in sorted(job.errors):
-            raise job.errors[i]
+            raise job.errors[i]  # (the items cancelled after it are above it)
         if any(v is CANCELLED for v in job.values):  # identity: results may be numpy arrays
             raise CancelledError()
         return job.values

@@ -233,6 +233,9 @@ def _slurm() -> str:
         parts.append(f"nodes {nodelist}")
     tasks = env.get("SLURM_NTASKS")
     parts.append(f"{tasks} task(s)" if tasks else "no task count (SLURM_NTASKS not set)")
+    per_node = env.get("SLURM_TASKS_PER_NODE")  # SLURM's own form: "2(x3),1"
+    if per_node:
+        parts.append(f"tasks per node {per_node}")
     return ", ".join(parts)
 
 

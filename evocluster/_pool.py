@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import socket
 import threading
 import time
 import traceback
@@ -65,7 +66,8 @@ class Pool(PoolBase):
         ]
         self._known = [FunctionCache(FN_CACHE_SIZE) for _ in range(n)]
         self._labels = [transport.describe(w) for w in range(n)]
-        self._hosts = [""] * n  # each worker's, from its READY
+        # each worker's, from its READY (the serial worker is this process: it sends none)
+        self._hosts = [socket.gethostname()] * n if transport.evaluates_on_send else [""] * n
         self._dead = [False] * n
         transport.work_of = self._work_of
         transport.label_of = self._labels.__getitem__
@@ -162,6 +164,11 @@ class Pool(PoolBase):
             for job in jobs:
                 while not job.done:
                     self._cv.wait()
+
+    def wait_done_or_failed(self, job: Job) -> None:
+        with self._cv:
+            while not job.done and not job.errors:
+                self._cv.wait()
 
     # ------------------------------------------------------------------ scheduler thread
     def _run(self) -> None:

@@ -138,6 +138,11 @@ class PoolBase(abc.ABC):
     def wait_jobs(self, jobs: list[Job]) -> None:
         """Block until every job in ``jobs`` is done."""
 
+    @abc.abstractmethod
+    def wait_done_or_failed(self, job: Job) -> None:
+        """Block until map ``job`` is done or one of its items has failed (raised: an item the
+        job's failure policy penalized or retried has not)."""
+
     def stats(self) -> dict[str, int]:
         """A copy of :attr:`counters` (and of a transport's own, where it has some)."""
         return dict(self.counters)

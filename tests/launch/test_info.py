@@ -120,8 +120,11 @@ def test_slurm_allocation_from_its_variables(tmp_path: Path) -> None:
         SLURM_JOB_NUM_NODES="2",
         SLURM_JOB_NODELIST="node[01-02]",
         SLURM_NTASKS="64",
+        SLURM_TASKS_PER_NODE="32(x2)",
     )
-    assert found["slurm"] == "job 1234, array task 1200_34, 2 node(s) (node[01-02]), 64 task(s)"
+    assert found["slurm"] == (
+        "job 1234, array task 1200_34, 2 node(s) (node[01-02]), 64 task(s), tasks per node 32(x2)"
+    )
     found = _info(tmp_path, SLURM_JOB_ID="99")
     assert found["slurm"] == "job 99, no task count (SLURM_NTASKS not set)"
 

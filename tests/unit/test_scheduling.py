@@ -98,7 +98,7 @@ def _chunks(cost: float, n: int, workers: int) -> list[int]:
     from evocluster._scheduling import PoolBase
 
     class Policy(PoolBase):  # the policy alone: nothing to queue, wait on or close
-        put = wait_slot = wait_jobs = close = None  # type: ignore[assignment]
+        put = wait_slot = wait_jobs = wait_done_or_failed = close = None  # type: ignore[assignment]
 
     s = Policy(config.resolve(), "test", workers)
     s._cost[b"f"] = cost

@@ -183,6 +183,9 @@ class _ScoopPool(PoolBase):
     def wait_jobs(self, jobs: list[Job]) -> None:
         self.drive(lambda: all(j.done for j in jobs), None)
 
+    def wait_done_or_failed(self, job: Job) -> None:
+        self.drive(lambda: job.done or bool(job.errors), None)
+
     def close(self, wait: bool = True, cancel: bool = False, timeout: float | None = None) -> bool:
         """Never called: SCOOP's workers belong to the run, not to an executor (none owns this
         pool); it stops nothing and says the pool did not end."""
@@ -440,6 +443,13 @@ class _ScoopPool(PoolBase):
         if pid is not None and proc.on_this_host(label):
             self._labels[pid] = label
         self._record_result(chunk, record, label)
+
+    def hosts(self) -> dict[str, int] | None:
+        """The workers that have answered, per host (SCOOP says nothing of the others)."""
+        hosts: dict[str, int] = {}
+        for stats in list(self.workers.values()):
+            hosts[stats.host] = hosts.get(stats.host, 0) + 1
+        return hosts or None
 
     def busy_workers(self) -> int:
         return min(self.n_workers, len(self._inflight))
