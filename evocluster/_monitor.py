@@ -327,6 +327,7 @@ class Monitor:
         now = time.monotonic()
         next_line = now + s.progress_every if plain else float("inf")
         next_log = now + s.log_every if self.log is not None else float("inf")
+        last_said: tuple[int, int, int] | None = None
         while not self._stopped:
             self._wake.wait(max(0.0, min(next_line, next_log) - time.monotonic()))
             if self._stopped:
@@ -336,9 +337,15 @@ class Monitor:
                 snaps = self.tally.snapshots()
                 fig = self.tally.figures(snaps)
                 if now >= next_line:
-                    from ._progress import line
+                    # while work is pending, a line each time (a long evaluation is a line
+                    # that does not change); idle and unchanged, none: a program that keeps
+                    # an executor between runs of work is not told every 30 s that it rests
+                    said = (fig["evaluations"], fig["submitted"], fig["failed"])
+                    if fig["submitted"] > fig["evaluations"] or said != last_said:
+                        from ._progress import line
 
-                    print(f"evocluster: {line(fig)}", file=self.stream, flush=True)
+                        print(f"evocluster: {line(fig)}", file=self.stream, flush=True)
+                        last_said = said
                     next_line = now + s.progress_every
                 if now >= next_log:
                     self._write_interval(fig)

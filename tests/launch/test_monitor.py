@@ -289,3 +289,25 @@ def test_a_bad_option_is_refused_before_anything_runs(
     )
     assert r.returncode == 2 and said in r.stderr, output(r)
     assert "JOB" not in r.stdout, output(r)
+
+
+IDLE_JOB = """
+import time
+import evocluster
+
+if __name__ == "__main__":
+    print(evocluster.map(abs, [-1, -2, -3]), flush=True)
+    time.sleep(2.5)  # idle: an executor kept between runs of work
+    print("IDLE DONE", flush=True)
+"""
+
+
+def test_an_idle_executor_is_not_reported_again_and_again(tmp_path: Path) -> None:
+    job = tmp_path / "idle.py"
+    job.write_text(IDLE_JOB)
+    r = run(launcher("--workers", "1", "--progress-every", "0.2", str(job)), timeout=60)
+    assert r.returncode == 0 and "IDLE DONE" in r.stdout, output(r)
+    lines = _plain_lines(r.stderr)
+    # at most a line while the map ran and the one after it: 2.5 s idle at 0.2 s say nothing
+    assert 1 <= len(lines) <= 3, output(r)
+    assert lines[-1].group(9) == "3", output(r)
