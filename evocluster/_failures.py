@@ -20,9 +20,11 @@ __all__ = ["RAISE", "FailurePolicy", "function_name"]
 
 def function_name(fn: Any) -> str:
     """``module.qualname`` of a callable, seen through ``functools.partial`` (a callable object
-    without a ``__qualname__`` of its own is named by its class)."""
+    without a ``__qualname__`` of its own is named by its class); a partial of
+    ``evocluster.rng.call`` (the engine's seeded evaluation) by the fitness it calls."""
     while isinstance(fn, functools.partial):
-        fn = fn.func
+        seeded = getattr(fn.func, "__module__", None) == "evocluster.rng"
+        fn = fn.args[0] if seeded and fn.func.__name__ == "call" and fn.args else fn.func
     name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
     module = getattr(fn, "__module__", None) or type(fn).__module__
     return f"{module}.{name}"

@@ -3,6 +3,7 @@ per evaluation, on real local workers (and the serial backend where it matters).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -95,6 +96,17 @@ def test_penalize_gives_the_penalty_and_keeps_every_healthy_result_in_order(loca
     assert first.worker.startswith("local worker")
     assert first.function.endswith("fails_on_multiples_of_7")
     assert local2.failures == [] or all(f.action == "raised" for f in local2.failures)
+
+
+def test_a_failure_of_the_engines_seeded_call_names_the_fitness(local2: Any) -> None:
+    """The engine maps ``partial(evocluster.rng.call, fitness, seed)``: its failure records and
+    a worker's death line name the fitness, not ``evocluster.rng.call``."""
+    ex = local2.with_policy(on_error="penalize", penalty=PENALTY)
+    seeded = functools.partial(evocluster.rng.call, fails_on_multiples_of_7, 11)
+    values = list(ex.starmap(seeded, [(0, 6), (1, 7)]))
+    assert values[0][0] == 36 and values[1] == PENALTY
+    (record,) = ex.failures
+    assert record.function == f"{__name__}.fails_on_multiples_of_7", record
 
 
 def test_penalize_without_a_penalty_is_refused_before_anything_runs(local2: Any) -> None:
@@ -477,16 +489,17 @@ def test_an_aborted_evaluation_names_the_item_and_the_worker_with_the_cause(loca
 @pytest.mark.parametrize("backend", ["local", "serial"])
 def test_an_isolated_failure_records_how_long_it_ran(backend: str) -> None:
     """``Failure.seconds`` of an isolated evaluation that timed out was 0.0 (its process was
-    killed: no reply said how long it ran); it is the time it ran, its timeout at least."""
+    killed: no reply said how long it ran); it is the time it ran, its timeout at least.  (The
+    timeout is 4 s: at 1 s, a load average of 19 made the instant items time out as well.)"""
     with evocluster.Executor(
-        backend=backend, workers=1, eval_timeout=1.0, isolate=True, on_error="penalize",
+        backend=backend, workers=1, eval_timeout=4.0, isolate=True, on_error="penalize",
         penalty=PENALTY,
     ) as ex:  # fmt: skip
         assert list(ex.map(sleeps_on_3, [1, 3, 4])) == [1, PENALTY, 4]
         assert list(ex.map(fails_on_multiples_of_7, [6, 7])) == [36, PENALTY]
         timeout, raised = ex.failures
     assert timeout.error.endswith("EvaluationTimeout") and timeout.item == 1
-    assert timeout.seconds >= 0.99  # it ran until its 1 s were up, then it was killed
+    assert timeout.seconds >= 3.99  # it ran until its 4 s were up, then it was killed
     assert raised.error == "builtins.ValueError" and raised.seconds > 0.0
 
 
