@@ -521,7 +521,8 @@ def install(
             # held as its failure: the master will not send this version here again
             _held[name] = (token, _Unloadable(message), None)
             raise SerializationError(message) from e
-        _held[name] = (token, obj, frames if keep_frames else None)
+        # a segment is a reference: kept, an isolated child maps it too (never a copy)
+        _held[name] = (token, obj, frames if keep_frames or isinstance(frames, Segment) else None)
 
 
 class _Unloadable:

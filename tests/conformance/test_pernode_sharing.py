@@ -5,7 +5,8 @@
 into ``/dev/shm`` and the workers on its host map it read-only: 8 workers (local, and MPI on one
 host) hold about one copy, the master sends only references, the values are the same and a
 worker that writes to the array gets an error.  And the segment is gone after the run, however
-it ended: normally, by a fitness's exception, by SIGINT to the master, by a killed worker
+it ended: normally, by a fitness's exception, by SIGINT or SIGTERM to the master, by a killed
+worker; and a SIGKILLed master's goes with the next run
 (``tests/fixtures/jobs/pernode_share.py``).
 """
 
@@ -75,12 +76,18 @@ def sigint_to_the_master(where: Path, launcher_pid: int) -> None:
     os.kill(int((where / "pid").read_text()), signal.SIGINT)
 
 
+def sigterm_to_the_master(where: Path, launcher_pid: int) -> None:
+    os.kill(int((where / "pid").read_text()), signal.SIGTERM)
+
+
 def kill_the_worker(where: Path, launcher_pid: int) -> None:
     worker = next(int(p.name[7:]) for p in where.iterdir() if p.name.startswith("worker-"))
     os.kill(worker, signal.SIGKILL)
 
 
-@pytest.mark.parametrize("act", [sigint_to_the_master, kill_the_worker], ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    "act", [sigint_to_the_master, sigterm_to_the_master, kill_the_worker], ids=lambda f: f.__name__
+)
 @pytest.mark.parametrize("config", PARAMS)
 def test_a_run_ended_from_outside_leaves_no_segment(
     config: str, act: Callable[[Path, int], None], tmp_path: Path
