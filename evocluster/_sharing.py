@@ -536,8 +536,13 @@ class _Unloadable:
 
 def _load_for_child(fn_frames: Any, versions: tuple[tuple[str, bytes, Any], ...]) -> Any:
     """Receiving side of :func:`for_child`, in an isolated child (module level: pickle finds it
-    by reference): hold the versions (each loaded once), then load the callable."""
-    install(versions)
+    by reference): hold the versions (each loaded once), then load the callable.  A version
+    that does not load here is held as its failure, which :func:`shared` raises if the fitness
+    reads it: the worker hands over every version it holds, and one the master has unshared
+    since may be gone from shared memory (its segment unlinked)."""
+    for version in versions:
+        with contextlib.suppress(SerializationError):
+            install((version,))
     return _wire.loads(fn_frames)
 
 

@@ -14,6 +14,7 @@ and a call from inside a fitness.
 from __future__ import annotations
 
 import json
+import pickle
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from helpers import FIXTURES, clean_env, launcher, output, run
 
 import evocluster
 from evocluster import SerializationError
+from evocluster import _serialization as wire
 from evocluster import _sharing as sharing
 
 JOB = FIXTURES / "jobs" / "shared_generations.py"
@@ -172,3 +174,18 @@ def test_bound_callables_name_the_versions_not_the_data() -> None:
     finally:
         sharing.unshare()
     assert Path(JOB).exists()
+
+
+def test_a_child_loads_its_callable_when_an_unshared_segment_is_gone() -> None:
+    """An isolated child gets every version its worker holds; one the master unshared since may
+    have had its segment unlinked: held as its failure, not a failure to load the callable."""
+    gone = sharing.Segment(f"{sharing.SEGMENT_PREFIX}0-0", pickle.dumps(b"x", protocol=5), ())
+    kept = ("kept", b"t2", wire.nest(wire.dumps([1, 2])))
+    try:
+        fn = sharing._load_for_child(wire.dumps(abs), (("gone", b"t1", gone), kept))
+        assert fn is abs
+        assert sharing._held["kept"][1] == [1, 2]
+        with pytest.raises(SerializationError, match="shared object 'gone'"):
+            sharing.Bound(evocluster.shared, (("gone", b"t1"),))("gone")
+    finally:
+        sharing._held.clear()
