@@ -320,16 +320,31 @@ class Pool(PoolBase):
     def _retarget(self, chunk: Chunk, w: int) -> int | None:
         """The worker ``chunk`` goes to, given ``w`` is free: ``w``, unless the chunk retries an
         item that failed on ``w`` and another worker is alive; ``None`` (the chunk waits,
-        staged) when none of them can take it now, or the one that can has not said where it
-        runs and the chunk needs a large shared version (:meth:`_unplaced`)."""
+        staged) when none of them can take it now.  A chunk that needs a large shared version
+        goes only to a worker that has said where it runs (:meth:`_unplaced`): another one that
+        has, if one is free (a worker slow to start holds up nothing), else it waits."""
         if chunk.avoid != w or self._alive() == 1:
             other: int | None = w
         else:
             other = self._pick_other(chunk.avoid)
-        if other is None or self._unplaced(other, chunk.job):
+        if other is not None and self._unplaced(other, chunk.job):
+            other = self._pick_placed(chunk.avoid)
+        if other is None:
             self._staged = chunk
-            return None
         return other
+
+    def _pick_placed(self, avoid: int | None) -> int | None:
+        """The least loaded worker other than ``avoid`` that has said where it runs and can take
+        a chunk now, if any."""
+        free = [
+            w
+            for w in range(self.n_workers)
+            if self._hosts[w]
+            and not self._dead[w]
+            and w != avoid
+            and self._load[w] < self._prefetch
+        ]
+        return min(free, key=self._load.__getitem__, default=None)
 
     def _work_of(self, worker: int) -> str:
         """What ``worker`` is evaluating, in words (read from another thread: a transport's

@@ -13,12 +13,16 @@ and a call from inside a fitness.
 
 from __future__ import annotations
 
+import errno
+import gc
 import json
+import os
 import pickle
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from helpers import FIXTURES, clean_env, launcher, output, run
 
@@ -189,3 +193,48 @@ def test_a_child_loads_its_callable_when_an_unshared_segment_is_gone() -> None:
             sharing.Bound(evocluster.shared, (("gone", b"t1"),))("gone")
     finally:
         sharing._held.clear()
+
+
+def test_a_version_goes_whole_when_shared_memory_is_full(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """/dev/shm full (a container's 64 MB): said once on stderr, the half-written segment
+    removed, and the version sent whole to each worker, as to one on another host."""
+    array = np.arange(sharing.SEGMENT_MIN_BYTES // 8 + 1, dtype=np.float64)
+    version = sharing.Version("big", b"t", wire.dumps_args(array, "upgrade"))
+    before = set(os.listdir("/dev/shm"))
+
+    def full(fd: int, data: Any, offset: int) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sharing.os, "pwrite", full)
+    assert sharing._segment_of(version) is None
+    assert sharing._segment_of(version) is None  # not tried again
+    assert set(os.listdir("/dev/shm")) <= before
+    assert capsys.readouterr().err.count("shared object 'big' goes to each worker") == 1
+    monkeypatch.undo()
+    (entry,) = sharing.outgoing(_Needs(), _Needs(version), near=True) or ()
+    assert np.array_equal(wire.loads(entry[2]), array)
+
+
+class _Needs:
+    """A callable's payload, as far as outgoing() looks at it (and a worker's mirror)."""
+
+    def __init__(self, *needs: sharing.Version) -> None:
+        self.needs = needs
+
+
+def test_a_segment_maps_read_only_and_goes_with_its_version() -> None:
+    array = np.arange(sharing.SEGMENT_MIN_BYTES // 8 + 1, dtype=np.float64)
+    version = sharing.Version("big", b"t", wire.dumps_args(array, "upgrade"))
+    segment = sharing._segment_of(version)
+    assert segment is not None
+    path = os.path.join("/dev/shm", segment.name)
+    loaded = segment.load()
+    assert np.array_equal(loaded, array) and not loaded.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        loaded[0] = 1.0
+    del version
+    gc.collect()
+    assert not os.path.exists(path)  # the version freed: unlinked
+    assert loaded[-1] == array[-1]  # still mapped here
