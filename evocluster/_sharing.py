@@ -35,11 +35,11 @@ it travels::
   worker needs the version.  Each worker maps it read-only: its numpy arrays are views of that
   memory, read-only, shared by every worker of the host.  The master unlinks the file when the
   version is freed, and at exit (normal end, exception, SIGINT/SIGTERM/SIGHUP: they unwind the
-  job; an MPI run whose launcher is about to kill every rank for a dead worker: at once); a
-  master killed outright (SIGKILL) leaves it, and the next master on that host that
-  writes a segment removes those of masters no longer running (:func:`_sweep_stale`).  Workers on
-  other hosts, and data that is not in out-of-band buffers (objects that hold no numpy array),
-  keep one copy per worker.
+  job; an MPI run whose launcher is about to kill every rank for a dead worker: at once).  A
+  master killed outright (SIGKILL) cannot: its cleaner process does (:func:`_start_cleaner`);
+  were the cleaner killed too, the next master on that host that writes a segment removes those
+  of masters no longer running (:func:`_sweep_stale`).  Workers on other hosts, and data that is
+  not in out-of-band buffers (objects that hold no numpy array), keep one copy per worker.
 """
 
 from __future__ import annotations
@@ -411,6 +411,7 @@ def _write_segment(v: Version) -> Segment:
     if not _swept:
         _swept = True
         _sweep_stale()
+        _start_cleaner()
     name = f"{SEGMENT_PREFIX}{os.getpid()}-{next(_segment_numbers)}"
     path = os.path.join(_SHM, name)
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
@@ -451,6 +452,49 @@ def _unlink(path: str, owner: int) -> None:
     if os.getpid() == owner:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+
+# what the cleaner runs: wait for the master's end (end of file on its stdin, a pipe whose other
+# end only the master holds), then remove what is left of its segments
+_CLEANER = """
+import os, signal, sys
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(s, signal.SIG_IGN)
+sys.stdin.buffer.read()
+for name in os.listdir(sys.argv[2]):
+    if name.startswith(sys.argv[1]):
+        try:
+            os.unlink(os.path.join(sys.argv[2], name))
+        except OSError:
+            pass
+"""
+_cleaner: tuple[int, Any] | None = None  # (the pipe's end the master holds, the process)
+
+
+def _start_cleaner() -> None:
+    """Start a small process, in a session of its own, that removes this master's segments when
+    the master has ended, however: also when it was killed outright (SIGKILL, an MPI launcher
+    ending the job for a dead rank) and its exit handlers never ran.  The master holds the
+    write end of its stdin (never written, not inherited): the master's end is its end of
+    file.  Not started where it cannot be (then only :func:`_sweep_stale` of a later run)."""
+    global _cleaner
+    import subprocess
+
+    read, write = os.pipe()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _CLEANER, f"{SEGMENT_PREFIX}{os.getpid()}-", _SHM],
+            stdin=read,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # not in the job's process group: a kill of it spares this
+        )
+    except OSError:
+        os.close(write)
+        return
+    finally:
+        os.close(read)
+    _cleaner = (write, process)
 
 
 def _sweep_stale() -> None:

@@ -18,6 +18,7 @@ import gc
 import json
 import os
 import pickle
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -238,3 +239,21 @@ def test_a_segment_maps_read_only_and_goes_with_its_version() -> None:
     gc.collect()
     assert not os.path.exists(path)  # the version freed: unlinked
     assert loaded[-1] == array[-1]  # still mapped here
+
+
+def test_a_dead_masters_segments_go_with_the_next_one(tmp_path: Path) -> None:
+    """Its cleaner killed too (a batch system ends every process of the job): the next master
+    on the host that writes a segment removes those named after a pid no process has."""
+    code = "import os; print(os.getpid())"
+    ended = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    dead = f"{sharing.SEGMENT_PREFIX}{int(ended.stdout)}-1"
+    alive = f"{sharing.SEGMENT_PREFIX}{os.getppid()}-1"  # pytest's parent: a live process
+    for name in (dead, alive):
+        Path("/dev/shm", name).write_bytes(b"x")
+    try:
+        sharing._sweep_stale()
+        assert not Path("/dev/shm", dead).exists()
+        assert Path("/dev/shm", alive).exists()
+    finally:
+        for name in (dead, alive):
+            Path("/dev/shm", name).unlink(missing_ok=True)
