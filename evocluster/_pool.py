@@ -272,7 +272,8 @@ class Pool(PoolBase):
             w = retarget
             include = not self._known[w].touch(job.fn_key)
             size = chunk.nbytes + (frames_nbytes(job.fn_payload) if include else 0)
-            size += sharing.pending_bytes(self._known[w], job.fn_payload)  # shared versions
+            near = self._near(w)
+            size += sharing.pending_bytes(self._known[w], job.fn_payload, near)  # shared versions
             busy = self._load[w] > 0
             big = not self.transport.async_sends and size > self.options.prefetch_max_bytes
             if busy and (big or not self.may_prefetch(job)):
@@ -280,7 +281,7 @@ class Pool(PoolBase):
                 # evaluation must not queue behind a long one
                 self._staged = chunk
                 w = self._pick_worker(idle_only=True)
-                if w is None or (w == chunk.avoid and self._alive() > 1):
+                if w is None or (w == chunk.avoid and self._alive() > 1) or self._unplaced(w, job):
                     return
                 include = not self._known[w].touch(job.fn_key)
             self._staged = None
@@ -289,7 +290,7 @@ class Pool(PoolBase):
             cid = next(self._ids)
             payload = nest(job.fn_payload) if include else None
             # the shared versions the callable refers to, for a worker that lacks them
-            shared = sharing.outgoing(self._known[w], job.fn_payload)
+            shared = sharing.outgoing(self._known[w], job.fn_payload, self._near(w))
             frames = dumps(
                 protocol.task(cid, job.fn_key, payload, chunk.frames, job.limits, shared)
             )
@@ -298,6 +299,20 @@ class Pool(PoolBase):
             chunk.worker = w
             self._inflight[cid] = (w, chunk)
             self._take_slot(w)
+
+    def _near(self, w: int) -> bool:
+        """Whether worker ``w`` runs on the master's host (shares its ``/dev/shm``)."""
+        return self.transport.host is not None and self._hosts[w] == self.transport.host
+
+    def _unplaced(self, w: int, job: Job) -> bool:
+        """Whether ``job`` must wait until worker ``w`` says where it runs (its READY): it needs
+        a large shared version ``w`` lacks, which goes by shared memory to a worker on the
+        master's host and whole to the others."""
+        return (
+            self.transport.host is not None
+            and not self._hosts[w]
+            and sharing.wants_host(self._known[w], job.fn_payload)
+        )
 
     def _take_slot(self, w: int) -> None:
         """Worker ``w`` has one more chunk in flight: move it up one level (a worker taken out
@@ -312,13 +327,31 @@ class Pool(PoolBase):
     def _retarget(self, chunk: Chunk, w: int) -> int | None:
         """The worker ``chunk`` goes to, given ``w`` is free: ``w``, unless the chunk retries an
         item that failed on ``w`` and another worker is alive; ``None`` (the chunk waits,
-        staged) when none of them can take it now."""
+        staged) when none of them can take it now.  A chunk that needs a large shared version
+        goes only to a worker that has said where it runs (:meth:`_unplaced`): another one that
+        has, if one is free (a worker slow to start holds up nothing), else it waits."""
         if chunk.avoid != w or self._alive() == 1:
-            return w
-        other = self._pick_other(chunk.avoid)
+            other: int | None = w
+        else:
+            other = self._pick_other(chunk.avoid)
+        if other is not None and self._unplaced(other, chunk.job):
+            other = self._pick_placed(chunk.avoid)
         if other is None:
             self._staged = chunk
         return other
+
+    def _pick_placed(self, avoid: int | None) -> int | None:
+        """The least loaded worker other than ``avoid`` that has said where it runs and can take
+        a chunk now, if any."""
+        free = [
+            w
+            for w in range(self.n_workers)
+            if self._hosts[w]
+            and not self._dead[w]
+            and w != avoid
+            and self._load[w] < self._prefetch
+        ]
+        return min(free, key=self._load.__getitem__, default=None)
 
     def _work_of(self, worker: int) -> str:
         """What ``worker`` is evaluating, in words (read from another thread: a transport's

@@ -28,13 +28,25 @@ it travels::
 * Under isolation the worker hands its child the versions it holds with the callable, under a key
   that changes whenever they do (:func:`for_child`): the child, too, holds one version per name.
 
-Per-node shared memory (one copy per host rather than per worker) would replace :func:`install`'s
-store; nothing else here depends on where a worker keeps its versions.
+* One copy per host (:class:`Segment`): a version whose numpy data (its out-of-band buffers) totals
+  :data:`SEGMENT_MIN_BYTES` or more goes to a worker on the master's own host (the local pool,
+  MPI ranks on rank 0's host) as a reference to one POSIX shared memory file, ``/dev/shm/``
+  :data:`SEGMENT_PREFIX` ``<master pid>-<n>``, that the master writes once, when the first such
+  worker needs the version.  Each worker maps it read-only: its numpy arrays are views of that
+  memory, read-only, shared by every worker of the host.  The master unlinks the file when the
+  version is freed, and at exit (normal end, exception, SIGINT/SIGTERM/SIGHUP: they unwind the
+  job; an MPI run whose launcher is about to kill every rank for a dead worker: at once).  A
+  master killed outright (SIGKILL) cannot: its cleaner process does (:func:`_start_cleaner`);
+  were the cleaner killed too, the next master on that host that writes a segment removes those
+  of masters no longer running (:func:`_sweep_stale`).  Workers on other hosts, and data that is
+  not in out-of-band buffers (objects that hold no numpy array), keep one copy per worker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import mmap
 import os
 import pickle
 import sys
@@ -49,7 +61,10 @@ from .errors import SerializationError
 
 __all__ = [
     "SCOOP_PREFIX",
+    "SEGMENT_MIN_BYTES",
+    "SEGMENT_PREFIX",
     "Bound",
+    "Segment",
     "Version",
     "bind",
     "for_child",
@@ -57,10 +72,12 @@ __all__ = [
     "needs",
     "outgoing",
     "pending_bytes",
+    "release_segments",
     "scoop_constant",
     "share",
     "shared",
     "unshare",
+    "wants_host",
 ]
 
 _lock = threading.Lock()  # share() may be called from any master thread
@@ -81,13 +98,15 @@ _calling = threading.local()  # .refs: the versions of the bound call running on
 class Version:
     """One version of one shared object, on the master: its serialised frames, once."""
 
-    __slots__ = ("__weakref__", "frames", "name", "nbytes", "token")
+    __slots__ = ("__weakref__", "frames", "name", "nbytes", "segment", "token")
 
     def __init__(self, name: str, token: bytes, frames: _wire.Frames) -> None:
         self.name = name
         self.token = token
         self.frames = frames
         self.nbytes = _wire.frames_nbytes(frames)
+        # its buffers in shared memory, for workers on this host: not yet (None), or never (False)
+        self.segment: Segment | bool | None = None
 
 
 class Bound:
@@ -281,17 +300,35 @@ def needs(payload: Any) -> tuple[Version, ...]:
 _mirrors: weakref.WeakKeyDictionary[Any, dict[str, bytes]] = weakref.WeakKeyDictionary()
 
 
-def pending_bytes(mirror: Any, payload: Any) -> int:
+def pending_bytes(mirror: Any, payload: Any, near: bool = False) -> int:
     """Bytes of the versions ``payload`` needs that the worker ``mirror`` stands for lacks
-    (``mirror``: any object that stands for one worker, as long as it lives)."""
+    (``mirror``: any object that stands for one worker, as long as it lives); ``near``: the
+    worker runs on the master's host (a version in shared memory costs its stream only)."""
     held = _mirrors.get(mirror, {})
-    return sum(v.nbytes for v in needs(payload) if held.get(v.name) != v.token)
+    return sum(
+        memoryview(v.frames[0]).nbytes if near and _segment_of(v) is not None else v.nbytes
+        for v in needs(payload)
+        if held.get(v.name) != v.token
+    )
 
 
-def outgoing(mirror: Any, payload: Any) -> tuple[tuple[str, bytes, Any], ...] | None:
+def wants_host(mirror: Any, payload: Any) -> bool:
+    """Whether ``payload`` needs a version the worker lacks that would reach it in shared memory
+    if it runs on the master's host: where it runs must be known first."""
+    held = _mirrors.get(mirror, {})
+    return any(
+        held.get(v.name) != v.token and _segment_size(v) >= SEGMENT_MIN_BYTES
+        for v in needs(payload)
+    )
+
+
+def outgoing(
+    mirror: Any, payload: Any, near: bool = False
+) -> tuple[tuple[str, bytes, Any], ...] | None:
     """What a task with ``payload`` carries to the worker ``mirror`` stands for: each version it
-    needs and the worker lacks, as ``(name, token, frames)``; None when nothing.  From here on,
-    the worker holds them."""
+    needs and the worker lacks, as ``(name, token, frames)`` (``near``: the worker runs on the
+    master's host; a large version's frames are then a :class:`Segment`); None when nothing.
+    From here on, the worker holds them."""
     versions = needs(payload)
     if not versions:
         return None
@@ -300,8 +337,186 @@ def outgoing(mirror: Any, payload: Any) -> tuple[tuple[str, bytes, Any], ...] | 
     for v in versions:
         if held.get(v.name) != v.token:
             held[v.name] = v.token
-            out.append((v.name, v.token, _wire.nest(v.frames)))
+            segment = _segment_of(v) if near else None
+            out.append((v.name, v.token, segment or _wire.nest(v.frames)))
     return tuple(out) or None
+
+
+# ------------------------------------------------------------------ one copy per host
+#: A version whose out-of-band buffers total this many bytes or more reaches the workers on the
+#: master's host through one shared memory file (:class:`Segment`).
+SEGMENT_MIN_BYTES = 1 << 20
+#: How those files are named in ``/dev/shm``: ``SEGMENT_PREFIX<master pid>-<n>``.
+SEGMENT_PREFIX = "evocluster-shared-"
+_SHM = "/dev/shm"
+_ALIGN = 64  # each buffer starts on a cache line (numpy wants at least its item size)
+_segment_numbers = itertools.count(1)
+_swept = False
+
+
+class Segment:
+    """A version's out-of-band buffers in one shared memory file, by reference: its pickle
+    stream, the file's name and where each buffer lies in it.  Loading maps the file read-only:
+    numpy arrays are views of it (read-only), the same pages in every process of the host."""
+
+    __slots__ = ("name", "spans", "stream")
+
+    def __init__(self, name: str, stream: bytes, spans: tuple[tuple[int, int], ...]) -> None:
+        self.name, self.stream, self.spans = name, stream, spans
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Segment, (self.name, self.stream, self.spans))
+
+    def load(self) -> Any:
+        """The version's object, its buffers mapped from the file (which must still exist)."""
+        fd = os.open(os.path.join(_SHM, self.name), os.O_RDONLY)
+        try:
+            mapped = mmap.mmap(fd, os.fstat(fd).st_size, access=mmap.ACCESS_READ)
+        finally:
+            os.close(fd)
+        view = memoryview(mapped)  # each array keeps the mapping alive while it lives
+        return pickle.loads(self.stream, buffers=[view[a : a + n] for a, n in self.spans])
+
+
+def _buffers(v: Version) -> list[memoryview]:
+    return [
+        b.raw() if isinstance(b, pickle.PickleBuffer) else memoryview(b).cast("B")
+        for b in v.frames[1:]
+    ]
+
+
+def _segment_size(v: Version) -> int:
+    return v.nbytes - memoryview(v.frames[0]).nbytes
+
+
+def _segment_of(v: Version) -> Segment | None:
+    """``v``'s segment, written now if it has none yet; None for a version too small for one,
+    or when it cannot be written (then the version travels to each worker, as elsewhere)."""
+    if v.segment is None:
+        v.segment = False
+        if _segment_size(v) >= SEGMENT_MIN_BYTES and os.path.isdir(_SHM):
+            try:
+                v.segment = _write_segment(v)
+            except (OSError, ValueError, BufferError) as e:  # /dev/shm full, a strided buffer
+                print(
+                    f"evocluster: shared object {v.name!r} goes to each worker: no shared "
+                    f"memory for it ({type(e).__name__}: {e})",
+                    file=sys.stderr,
+                )
+    return v.segment if isinstance(v.segment, Segment) else None
+
+
+def _write_segment(v: Version) -> Segment:
+    global _swept
+    if not _swept:
+        _swept = True
+        _sweep_stale()
+        _start_cleaner()
+    name = f"{SEGMENT_PREFIX}{os.getpid()}-{next(_segment_numbers)}"
+    path = os.path.join(_SHM, name)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    # unlinked when the version is freed, or at exit, by this process only (a forked child
+    # inherits the finalizer); or at once when the run is about to be killed (release_segments)
+    done = weakref.finalize(v, _unlink, path, os.getpid())
+    _written[:] = [d for d in _written if d.alive] + [done]
+    spans = []
+    try:
+        offset = 0
+        for buffer in _buffers(v):
+            offset = -(-offset // _ALIGN) * _ALIGN
+            spans.append((offset, buffer.nbytes))
+            written = 0
+            while written < buffer.nbytes:
+                written += os.pwrite(fd, buffer[written:], offset + written)
+            offset += buffer.nbytes
+    except BaseException:
+        done()
+        raise
+    finally:
+        os.close(fd)
+    return Segment(name, bytes(v.frames[0]), tuple(spans))
+
+
+_written: list[weakref.finalize[Any, Any]] = []  # this master's segments, unlinked when called
+
+
+def release_segments() -> None:
+    """Unlink every segment this master wrote, now: its run is about to end by a kill (an MPI
+    launcher that ends the job when a rank dies kills the master too, before its exit
+    handlers run).  Workers that map one keep it until they end."""
+    for done in list(_written):
+        done()
+
+
+def _unlink(path: str, owner: int) -> None:
+    if os.getpid() == owner:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+# what the cleaner runs: wait for the master's end (end of file on its stdin, a pipe whose other
+# end only the master holds), then remove what is left of its segments
+_CLEANER = """
+import os, signal, sys
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(s, signal.SIG_IGN)
+sys.stdin.buffer.read()
+for name in os.listdir(sys.argv[2]):
+    if name.startswith(sys.argv[1]):
+        try:
+            os.unlink(os.path.join(sys.argv[2], name))
+        except OSError:
+            pass
+"""
+_cleaner: tuple[int, Any] | None = None  # (the pipe's end the master holds, the process)
+
+
+def _start_cleaner() -> None:
+    """Start a small process, in a session of its own, that removes this master's segments when
+    the master has ended, however: also when it was killed outright (SIGKILL, an MPI launcher
+    ending the job for a dead rank) and its exit handlers never ran.  The master holds the
+    write end of its stdin (never written, not inherited): the master's end is its end of
+    file.  Not started where it cannot be (then only :func:`_sweep_stale` of a later run)."""
+    global _cleaner
+    import subprocess
+
+    read, write = os.pipe()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _CLEANER, f"{SEGMENT_PREFIX}{os.getpid()}-", _SHM],
+            stdin=read,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # not in the job's process group: a kill of it spares this
+        )
+    except OSError:
+        os.close(write)
+        return
+    finally:
+        os.close(read)
+    _cleaner = (write, process)
+
+
+def _sweep_stale() -> None:
+    """Remove the segments of masters on this host that ended without removing theirs (killed
+    outright): named after a pid no process has now."""
+    try:
+        names = os.listdir(_SHM)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(SEGMENT_PREFIX):
+            continue
+        pid = name[len(SEGMENT_PREFIX) :].partition("-")[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(_SHM, name))
+        except OSError:  # alive, someone else's
+            pass
 
 
 #: How the SCOOP constants that carry shared versions are named (:func:`scoop_constant`).
@@ -343,14 +558,15 @@ def install(
                 raise LookupError(f"internal error: no way to fetch shared object {name!r}")
             frames = fetch(name, token)
         try:
-            obj = _wire.loads(frames)
+            obj = frames.load() if isinstance(frames, Segment) else _wire.loads(frames)
         except BaseException as e:  # the object's own unpickling code, SystemExit included
             what = f"the shared object {name!r}"
             message = _wire.explain_load_error(e, what)
             # held as its failure: the master will not send this version here again
             _held[name] = (token, _Unloadable(message), None)
             raise SerializationError(message) from e
-        _held[name] = (token, obj, frames if keep_frames else None)
+        # a segment is a reference: kept, an isolated child maps it too (never a copy)
+        _held[name] = (token, obj, frames if keep_frames or isinstance(frames, Segment) else None)
 
 
 class _Unloadable:
@@ -364,8 +580,13 @@ class _Unloadable:
 
 def _load_for_child(fn_frames: Any, versions: tuple[tuple[str, bytes, Any], ...]) -> Any:
     """Receiving side of :func:`for_child`, in an isolated child (module level: pickle finds it
-    by reference): hold the versions (each loaded once), then load the callable."""
-    install(versions)
+    by reference): hold the versions (each loaded once), then load the callable.  A version
+    that does not load here is held as its failure, which :func:`shared` raises if the fitness
+    reads it: the worker hands over every version it holds, and one the master has unshared
+    since may be gone from shared memory (its segment unlinked)."""
+    for version in versions:
+        with contextlib.suppress(SerializationError):
+            install((version,))
     return _wire.loads(fn_frames)
 
 
@@ -391,7 +612,9 @@ def for_child(fn_key: bytes, fn_frames: Any) -> tuple[bytes, Any]:
             if frames is None:  # came with a task that was not isolated: serialised once more
                 frames = _wire.dumps_args(obj, "upgrade")
                 _held[name] = (token, obj, frames)
-            versions.append((name, token, _wire.nest(frames)))
+            versions.append(
+                (name, token, frames if isinstance(frames, Segment) else _wire.nest(frames))
+            )
         found = _wire.dumps(_Carried(_wire.nest(list(fn_frames)), tuple(versions)))
         _child_payloads[key] = found
         while len(_child_payloads) > 8:

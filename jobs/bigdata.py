@@ -5,9 +5,11 @@ The master makes (or would load) a regression dataset of ``--mb`` megabytes and 
 returns the mean squared error of a linear model whose coefficients are the genome.  A
 (mu + lambda) evolution strategy fits the coefficients.
 
-What it shows: the dataset crosses the wire once per worker, not once per task.  At the end the
-job prints the bytes the master sent (``executor.stats()``) next to the dataset's size times the
-number of workers.  The result depends only on ``--seed``.
+What it shows: the dataset never crosses the wire once per task.  Its numpy arrays reach the
+workers on the master's host (local, MPI ranks there) through one copy in shared memory that
+they all map, so the master sends references only; a worker on another host gets its own copy,
+once.  At the end the job prints the bytes the master sent (``executor.stats()``) next to the
+dataset's size.  The result depends only on ``--seed``.
 
 Run it::
 

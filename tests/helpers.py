@@ -75,9 +75,10 @@ DEFAULT_SIGNALS = (
 )
 
 #: /dev/shm entries of the MPI libraries (MPICH's ``mpich_shm_*`` and ``mpich_vci_*``, Open
-#: MPI 4's ``vader_segment.*``, 5's ``sm_segment.*``), which a run must not leave behind.
+#: MPI 4's ``vader_segment.*``, 5's ``sm_segment.*``) and evocluster's own (a master's copy of a
+#: large shared object, ``evocluster-shared-*``), which a run must not leave behind.
 SHM = "/dev/shm"
-SHM_PREFIXES = ("mpich_shm_", "mpich_vci_", "vader_segment.", "sm_segment.")
+SHM_PREFIXES = ("mpich_shm_", "mpich_vci_", "vader_segment.", "sm_segment.", "evocluster-shared-")
 
 #: Variables that would change which backend a child chooses, or make it think it is an MPI rank.
 _FOREIGN = ("EVOCLUSTER_", "PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCALNRANKS", SESSIONS_ENV)

@@ -128,6 +128,11 @@ class Transport(abc.ABC):
     #: Whether :meth:`send` evaluates a task before it returns (the serial backend): the
     #: scheduler then sends one task at a time, so each result is delivered before the next runs.
     evaluates_on_send: bool = False
+    #: The master's host, named as its workers name theirs in their READY: a large shared version
+    #: reaches the workers on it through shared memory (:class:`evocluster._sharing.Segment`).
+    #: None: never (the workers are not separate processes, or may not share the master's
+    #: ``/dev/shm``).
+    host: str | None = None
     #: Set by the pool that drives this transport: what a worker is evaluating now, in words, for
     #: a transport that reports a worker's death itself (MPI, where the launcher then ends the
     #: job at once).  Called from another thread: it must only read.

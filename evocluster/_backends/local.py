@@ -198,6 +198,7 @@ class ProcessTransport(Transport):
 
     def __init__(self, n: int, job: JobSpec, options: Any) -> None:
         self.n_workers = n
+        self.host = socket.gethostname()  # as its workers name theirs (LocalChannel)
         self._links: list[_Link] = []
         self._procs: list[subprocess.Popen[bytes]] = []
         self._alive = [True] * n

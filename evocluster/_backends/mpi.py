@@ -39,6 +39,7 @@ from mpi4py import MPI
 
 from .. import _config as config
 from .. import _protocol as protocol
+from .. import _sharing as sharing
 from .._serialization import Frames, dumps, loads
 from . import doorbell
 
@@ -135,6 +136,7 @@ def abort(code: int) -> None:
     shared memory segments this rank maps are unlinked first: MPI_Abort kills every rank before
     any can remove them."""
     release_shared_memory()
+    sharing.release_segments()  # the master's copies of large shared objects (_sharing)
     MPI.COMM_WORLD.Abort(code)
 
 
@@ -206,6 +208,7 @@ class MPITransport(Transport):
         self._comm = MPI.COMM_WORLD
         self._size = self._comm.Get_size()
         self.n_workers = self._size - 1
+        self.host = host()  # as its workers name theirs (MPIChannel)
         self._opts = options
         self._status = MPI.Status()
         # sends not yet complete: [requests, buffers kept alive, worker, urgent].  An urgent send
@@ -256,6 +259,7 @@ class MPITransport(Transport):
             if lingering
             else "the MPI launcher ends the job"
         )
+        sharing.release_segments()  # the launcher kills this rank too, exit handlers skipped
         self._say_died(worker, fault, lines, ends)
         if lingering:
             self.abort(code)

@@ -8,7 +8,7 @@ happen; and after every run no process of it is left on any host (:data:`WITHIN`
 The hosts are brought up once for the module and torn down in the fixture's finalizer, whatever
 happens.  Every test here launches ``mpiexec`` (inside ``ip netns exec``: ``helpers.run`` cannot
 see it, so the markers are declared on the module).  Jobs: ``tests/fixtures/conformance_job.py``,
-``jobs/``, ``tests/fixtures/jobs/mpi_multihost.py`` and ``fault_matrix.py``.
+``jobs/``, ``tests/fixtures/jobs/mpi_multihost.py``, ``pernode_share.py`` and ``fault_matrix.py``.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ WITHIN = 5.0
 MPI = pytest.param("mpich-wheel", id="mpich")
 OPENMPI = pytest.param("openmpi", id="openmpi")
 WHERE = str(FIXTURES / "jobs" / "mpi_multihost.py")
+PERNODE = str(FIXTURES / "jobs" / "pernode_share.py")
 #: the jobs that run in a few seconds (bigdata.py is about moving data, not hosts)
 QUICK = [job for job in JOB_ARGS if job != "bigdata.py"]
 
@@ -168,6 +169,23 @@ def test_the_run_log_names_the_hosts(
     (record,) = [rec for rec in log if rec["record"] == "hosts"]
     assert record["hosts"] == {name: 2 for name in hosts.names}, record
     assert log[-1]["record"] == "end" and log[-1]["hosts"] == record["hosts"], log[-1]
+
+
+def test_a_large_shared_array_is_one_copy_on_the_masters_host_and_one_per_worker_elsewhere(
+    hosts: multihost.Hosts, tmp_path: Path
+) -> None:
+    """Issue 23 on the master's host only: its 2 workers map the master's shared memory copy
+    (references only cross); the 4 on the other hosts get the array whole, one copy each."""
+    r = across(hosts, "mpich-wheel", tmp_path, PERNODE, str(tmp_path), "normal", "8")
+    assert r.proc.returncode == 0 and not r.left, r
+    got = json.loads((tmp_path / "out.json").read_text())
+    size = got["nbytes"]
+    assert len(got["pids"]) == 6, got["pids"]
+    for total, dtype, shape, _, _ in got["seen"]:
+        assert (total, dtype, shape) == (got["expected_sum"], "float64", [size // 8]), got
+    # writeable where a worker holds its own copy, read-only where it maps the master's
+    assert {w for *_, w, _ in got["seen"]} == {True, False}, got["seen"]
+    assert 4 * size <= got["bytes_sent"] < 4.5 * size, got["bytes_sent"]
 
 
 # ---------------------------------------------------------------------------- faults elsewhere

@@ -437,7 +437,7 @@ def read_shared(i: int) -> int:
     return int(evocluster.shared("table")[i])
 
 
-def test_shared_data_reaches_the_workers_once_each(local2: Any) -> None:
+def test_shared_data_reaches_the_workers_once_per_host(local2: Any) -> None:
     table = np.arange(1_000_000, dtype=np.int64)  # 8 MB
     evocluster.share("table", table)
     try:
@@ -451,7 +451,8 @@ def test_shared_data_reaches_the_workers_once_each(local2: Any) -> None:
         evocluster._sharing.unshare()
     sent = after["bytes_sent"] - before["bytes_sent"]
     assert after["functions_sent"] - before["functions_sent"] == 2  # once per worker
-    assert 2 * table.nbytes <= sent < 3 * table.nbytes
+    # the table went once into shared memory, which both workers map: references only crossed
+    assert sent < 0.5 * table.nbytes
 
 
 def test_sharing_again_sends_the_new_object(serial: Any) -> None:
