@@ -118,8 +118,11 @@ def test_bigdata_dataset_crosses_once_per_host(config: str, where: Path) -> None
     # local and MPI (one host): the master writes it once into shared memory, which every
     # worker maps, and sends references only (issue 23)
     copies = 1 if config.startswith("scoop") else 0
-    calls = stats["chunks"] if config.startswith("scoop") else workers
-    assert stats["functions_sent"] == calls, stats
+    if config.startswith("scoop"):
+        assert stats["functions_sent"] == stats["chunks"], stats
+    else:  # once per worker that evaluated: a chunk needing the shared data waits for a worker
+        # whose host is known (its READY), and a worker slow to start may get none (CI, once)
+        assert 1 <= stats["functions_sent"] <= workers, stats
     assert copies * data <= stats["bytes_sent"] < (copies + 0.5) * data, (stats, data)
 
 
