@@ -68,6 +68,7 @@ class Pool(PoolBase):
         self._labels = [transport.describe(w) for w in range(n)]
         # each worker's, from its READY (the serial worker is this process: it sends none)
         self._hosts = [socket.gethostname()] * n if transport.evaluates_on_send else [""] * n
+        self._pids = [0] * n  # each worker's, from its READY (it may write its host's copies)
         self._dead = [False] * n
         transport.work_of = self._work_of
         transport.label_of = self._labels.__getitem__
@@ -223,6 +224,7 @@ class Pool(PoolBase):
             f"{self.transport.describe(worker)} on host {record.host} (pid {record.pid})"
         )
         self._hosts[worker] = record.host
+        self._pids[worker] = record.pid
         if worker in self.workers:
             self.workers[worker].host = record.host
         hosts = self.hosts()
@@ -273,7 +275,8 @@ class Pool(PoolBase):
             include = not self._known[w].touch(job.fn_key)
             size = chunk.nbytes + (frames_nbytes(job.fn_payload) if include else 0)
             near = self._near(w)
-            size += sharing.pending_bytes(self._known[w], job.fn_payload, near)  # shared versions
+            # the shared versions the worker lacks
+            size += sharing.pending_bytes(self._known[w], job.fn_payload, near, self._hosts[w])
             busy = self._load[w] > 0
             big = not self.transport.async_sends and size > self.options.prefetch_max_bytes
             if busy and (big or not self.may_prefetch(job)):
@@ -289,8 +292,16 @@ class Pool(PoolBase):
                 self._known[w].put(job.fn_key, True)
             cid = next(self._ids)
             payload = nest(job.fn_payload) if include else None
-            # the shared versions the callable refers to, for a worker that lacks them
-            shared = sharing.outgoing(self._known[w], job.fn_payload, self._near(w))
+            # the shared versions the callable refers to, for a worker that lacks them: an idle
+            # worker on another host may write that host's copy (it reads the task at once)
+            idle = self._load[w] == 0 and self._pids[w] != 0
+            shared = sharing.outgoing(
+                self._known[w],
+                job.fn_payload,
+                self._near(w),
+                self._hosts[w] if self.transport.host is not None else "",
+                self._pids[w] if idle else None,
+            )
             frames = dumps(
                 protocol.task(cid, job.fn_key, payload, chunk.frames, job.limits, shared)
             )

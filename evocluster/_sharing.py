@@ -38,12 +38,17 @@ it travels::
   job; an MPI run whose launcher is about to kill every rank for a dead worker: at once).  A
   master killed outright (SIGKILL) cannot: its cleaner process does (:func:`_start_cleaner`);
   were the cleaner killed too, the next master on that host that writes a segment removes those
-  of masters no longer running (:func:`_sweep_stale`).  Workers on other hosts, and data that is
-  not in out-of-band buffers (objects that hold no numpy array), keep one copy per worker.
+  of masters no longer running (:func:`_sweep_stale`).  On each other host (MPI) the first idle
+  worker that needs the version is sent it whole (:class:`HostCopy`) and writes that host's
+  segment, named after its own pid; the others are sent the :class:`Segment` and map it once
+  written.  That worker removes it (when it installs a newer version of the name, at exit, or
+  its cleaner when it is killed).  Data that is not in out-of-band buffers (objects that hold
+  no numpy array), and SCOOP's workers, keep one copy per worker.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import itertools
 import mmap
@@ -51,6 +56,7 @@ import os
 import pickle
 import sys
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -64,6 +70,7 @@ __all__ = [
     "SEGMENT_MIN_BYTES",
     "SEGMENT_PREFIX",
     "Bound",
+    "HostCopy",
     "Segment",
     "Version",
     "bind",
@@ -98,7 +105,7 @@ _calling = threading.local()  # .refs: the versions of the bound call running on
 class Version:
     """One version of one shared object, on the master: its serialised frames, once."""
 
-    __slots__ = ("__weakref__", "frames", "name", "nbytes", "segment", "token")
+    __slots__ = ("__weakref__", "frames", "name", "nbytes", "remote", "segment", "token")
 
     def __init__(self, name: str, token: bytes, frames: _wire.Frames) -> None:
         self.name = name
@@ -107,6 +114,8 @@ class Version:
         self.nbytes = _wire.frames_nbytes(frames)
         # its buffers in shared memory, for workers on this host: not yet (None), or never (False)
         self.segment: Segment | bool | None = None
+        # on each other host, the segment one of its workers writes (:class:`HostCopy`)
+        self.remote: dict[str, Segment] = {}
 
 
 class Bound:
@@ -300,13 +309,16 @@ def needs(payload: Any) -> tuple[Version, ...]:
 _mirrors: weakref.WeakKeyDictionary[Any, dict[str, bytes]] = weakref.WeakKeyDictionary()
 
 
-def pending_bytes(mirror: Any, payload: Any, near: bool = False) -> int:
+def pending_bytes(mirror: Any, payload: Any, near: bool = False, host: str = "") -> int:
     """Bytes of the versions ``payload`` needs that the worker ``mirror`` stands for lacks
     (``mirror``: any object that stands for one worker, as long as it lives); ``near``: the
-    worker runs on the master's host (a version in shared memory costs its stream only)."""
+    worker runs on the master's host (a version in shared memory costs its stream only);
+    ``host``: where it runs, if known (a version already copied to that host costs as much)."""
     held = _mirrors.get(mirror, {})
     return sum(
-        memoryview(v.frames[0]).nbytes if near and _segment_of(v) is not None else v.nbytes
+        memoryview(v.frames[0]).nbytes
+        if (near and _segment_of(v) is not None) or host in v.remote
+        else v.nbytes
         for v in needs(payload)
         if held.get(v.name) != v.token
     )
@@ -314,7 +326,7 @@ def pending_bytes(mirror: Any, payload: Any, near: bool = False) -> int:
 
 def wants_host(mirror: Any, payload: Any) -> bool:
     """Whether ``payload`` needs a version the worker lacks that would reach it in shared memory
-    if it runs on the master's host: where it runs must be known first."""
+    (one copy per host): where it runs must be known first."""
     held = _mirrors.get(mirror, {})
     return any(
         held.get(v.name) != v.token and _segment_size(v) >= SEGMENT_MIN_BYTES
@@ -322,24 +334,68 @@ def wants_host(mirror: Any, payload: Any) -> bool:
     )
 
 
+# the version of each name whose copy on its host a worker wrote, by the worker's mirror: when
+# the worker moves on to another version of that name it removes the copy (:func:`install`)
+_writers: weakref.WeakKeyDictionary[Any, dict[str, tuple[str, weakref.ref[Version]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def outgoing(
-    mirror: Any, payload: Any, near: bool = False
+    mirror: Any,
+    payload: Any,
+    near: bool = False,
+    host: str = "",
+    writer: int | None = None,
 ) -> tuple[tuple[str, bytes, Any], ...] | None:
     """What a task with ``payload`` carries to the worker ``mirror`` stands for: each version it
-    needs and the worker lacks, as ``(name, token, frames)`` (``near``: the worker runs on the
-    master's host; a large version's frames are then a :class:`Segment`); None when nothing.
-    From here on, the worker holds them."""
+    needs and the worker lacks, as ``(name, token, frames)``; None when nothing.  From here on,
+    the worker holds them.  A large version goes by shared memory where it can:
+
+    * ``near`` (the worker runs on the master's host): a :class:`Segment` the master wrote;
+    * ``host`` (another host, where the worker runs): the :class:`Segment` one worker of that
+      host wrote, if one did; else, if ``writer`` (this worker's pid, given when it is idle: it
+      reads the task at once), a :class:`HostCopy` that makes it the one that writes it, and
+      the host's other workers get the segment from now on (they wait for it to be written);
+      else the frames, one copy for this worker.
+    """
     versions = needs(payload)
     if not versions:
         return None
     held = _mirrors.setdefault(mirror, {})
     out = []
     for v in versions:
-        if held.get(v.name) != v.token:
-            held[v.name] = v.token
-            segment = _segment_of(v) if near else None
-            out.append((v.name, v.token, segment or _wire.nest(v.frames)))
+        if held.get(v.name) == v.token:
+            continue
+        held[v.name] = v.token
+        _moved_on(mirror, v)
+        if near:
+            sent: Any = _segment_of(v)
+        elif host and host in v.remote:
+            sent = v.remote[host]
+        elif host and writer is not None and _segment_size(v) >= SEGMENT_MIN_BYTES:
+            segment = Segment(
+                f"{SEGMENT_PREFIX}{writer}-{v.token.hex()}", bytes(v.frames[0]), _layout(v)
+            )
+            v.remote[host] = segment
+            _writers.setdefault(mirror, {})[v.name] = (host, weakref.ref(v))
+            sent = HostCopy(segment, _wire.nest(v.frames[1:]))
+        else:
+            sent = None
+        out.append((v.name, v.token, sent or _wire.nest(v.frames)))
     return tuple(out) or None
+
+
+def _moved_on(mirror: Any, v: Version) -> None:
+    """The worker ``mirror`` stands for is sent ``v``: if it wrote its host's copy of an older
+    version of that name, it removes that copy when it installs ``v``: no other worker of its
+    host is sent that copy from now on (they get the older version whole, if ever)."""
+    wrote = _writers.get(mirror, {}).pop(v.name, None)
+    if wrote is not None:
+        host, ref = wrote
+        older = ref()
+        if older is not None and older is not v:
+            older.remote.pop(host, None)
 
 
 # ------------------------------------------------------------------ one copy per host
@@ -368,8 +424,9 @@ class Segment:
         return (Segment, (self.name, self.stream, self.spans))
 
     def load(self) -> Any:
-        """The version's object, its buffers mapped from the file (which must still exist)."""
-        fd = os.open(os.path.join(_SHM, self.name), os.O_RDONLY)
+        """The version's object, its buffers mapped from the file: it must exist or be about to
+        (another worker of this host writes it: :class:`HostCopy`)."""
+        fd = _open_when_written(os.path.join(_SHM, self.name), self.stream)
         try:
             mapped = mmap.mmap(fd, os.fstat(fd).st_size, access=mmap.ACCESS_READ)
         finally:
@@ -378,11 +435,91 @@ class Segment:
         return pickle.loads(self.stream, buffers=[view[a : a + n] for a, n in self.spans])
 
 
+class HostCopy:
+    """A version's buffers with the :class:`Segment` to write them into: the worker it is sent
+    to writes its host's copy (a temporary name, renamed when complete, so that the host's other
+    workers, sent the segment alone, map only a whole copy), then maps it like them.  It
+    removes the copy when it moves on to another version of that name, and at exit; its cleaner
+    process when it is killed (as the master's own, :func:`_start_cleaner`)."""
+
+    __slots__ = ("buffers", "segment")
+
+    def __init__(self, segment: Segment, buffers: Sequence[Any]) -> None:
+        self.segment, self.buffers = segment, buffers
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (HostCopy, (self.segment, self.buffers))
+
+    def write(self) -> Segment | None:
+        """Write the copy; the segment to load, or None when it cannot be written here (then
+        this worker loads the buffers itself, and the others find no copy: their error says
+        so)."""
+        path = os.path.join(_SHM, self.segment.name)
+        try:
+            _write_file(path, [_raw(b) for b in self.buffers], self.segment.spans, temporary=True)
+        except (OSError, ValueError, BufferError) as e:
+            print(
+                f"evocluster: no shared memory on this host for a shared object ({e}): this "
+                "worker holds its own copy",
+                file=sys.stderr,
+            )
+            return None
+        if not _own_copies:
+            atexit.register(_remove_own_copies)
+        _own_copies[self.segment.name] = path
+        return self.segment
+
+
+#: How long a worker waits for the copy another worker of its host is writing.
+COPY_WAIT = 600.0
+_own_copies: dict[str, str] = {}  # the host copies this worker wrote: segment name -> path
+
+
+def _remove_own_copies(name: str | None = None) -> None:
+    """Remove the host copy ``name`` this worker wrote (every one: None), if it wrote it."""
+    for key in [name] if name is not None else list(_own_copies):
+        path = _own_copies.pop(key, None) if key is not None else None
+        if path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+def _open_when_written(path: str, stream: bytes) -> int:
+    """A descriptor of ``path``, once it exists: sleeping between looks (never spinning), up to
+    :data:`COPY_WAIT` s for a copy another worker of this host is still writing."""
+    deadline = None
+    delay = 0.001
+    while True:
+        try:
+            return os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            now = time.monotonic()
+            deadline = deadline or now + COPY_WAIT
+            if now > deadline:
+                raise FileNotFoundError(
+                    f"the copy of a shared object on this host, {path}, was never written (the "
+                    f"worker sent it to write it failed to, or ended first) after {COPY_WAIT:.0f} s"
+                ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
+def _raw(b: Any) -> memoryview:
+    return b.raw() if isinstance(b, pickle.PickleBuffer) else memoryview(b).cast("B")
+
+
 def _buffers(v: Version) -> list[memoryview]:
-    return [
-        b.raw() if isinstance(b, pickle.PickleBuffer) else memoryview(b).cast("B")
-        for b in v.frames[1:]
-    ]
+    return [_raw(b) for b in v.frames[1:]]
+
+
+def _layout(v: Version) -> tuple[tuple[int, int], ...]:
+    """Where each of ``v``'s buffers lies in its segment: ``(offset, size)``, each aligned."""
+    spans, offset = [], 0
+    for buffer in _buffers(v):
+        offset = -(-offset // _ALIGN) * _ALIGN
+        spans.append((offset, buffer.nbytes))
+        offset += buffer.nbytes
+    return tuple(spans)
 
 
 def _segment_size(v: Version) -> int:
@@ -407,34 +544,50 @@ def _segment_of(v: Version) -> Segment | None:
 
 
 def _write_segment(v: Version) -> Segment:
+    name = f"{SEGMENT_PREFIX}{os.getpid()}-{next(_segment_numbers)}"
+    path = os.path.join(_SHM, name)
+    spans = _layout(v)
+    # unlinked when the version is freed, or at exit, by this process only (a forked child
+    # inherits the finalizer); or at once when the run is about to be killed (release_segments)
+    done = weakref.finalize(v, _unlink, path, os.getpid())
+    _written[:] = [d for d in _written if d.alive] + [done]
+    try:
+        _write_file(path, _buffers(v), spans)
+    except BaseException:
+        done()
+        raise
+    return Segment(name, bytes(v.frames[0]), spans)
+
+
+def _write_file(
+    path: str,
+    buffers: Sequence[memoryview],
+    spans: Sequence[tuple[int, int]],
+    temporary: bool = False,
+) -> None:
+    """Write ``buffers`` at ``spans`` into a new file ``path`` (first removing the segments of
+    processes of this host that ended without removing theirs, and starting this process's
+    cleaner); ``temporary``: under another name, renamed to ``path`` once complete."""
     global _swept
     if not _swept:
         _swept = True
         _sweep_stale()
         _start_cleaner()
-    name = f"{SEGMENT_PREFIX}{os.getpid()}-{next(_segment_numbers)}"
-    path = os.path.join(_SHM, name)
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    # unlinked when the version is freed, or at exit, by this process only (a forked child
-    # inherits the finalizer); or at once when the run is about to be killed (release_segments)
-    done = weakref.finalize(v, _unlink, path, os.getpid())
-    _written[:] = [d for d in _written if d.alive] + [done]
-    spans = []
+    target = f"{path}.part" if temporary else path
+    fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     try:
-        offset = 0
-        for buffer in _buffers(v):
-            offset = -(-offset // _ALIGN) * _ALIGN
-            spans.append((offset, buffer.nbytes))
+        for buffer, (offset, size) in zip(buffers, spans, strict=True):
             written = 0
-            while written < buffer.nbytes:
+            while written < size:
                 written += os.pwrite(fd, buffer[written:], offset + written)
-            offset += buffer.nbytes
+        if temporary:
+            os.rename(target, path)
     except BaseException:
-        done()
+        with contextlib.suppress(OSError):
+            os.unlink(target)
         raise
     finally:
         os.close(fd)
-    return Segment(name, bytes(v.frames[0]), tuple(spans))
 
 
 _written: list[weakref.finalize[Any, Any]] = []  # this master's segments, unlinked when called
@@ -550,6 +703,8 @@ def install(
                 _held[name] = (token, held[1], sent)
             continue
         _held.pop(name, None)
+        if held is not None and isinstance(held[2], Segment):
+            _remove_own_copies(held[2].name)  # the host copy of the older version, if ours
         del held
         _installs += 1
         frames = sent
@@ -557,6 +712,10 @@ def install(
             if fetch is None:
                 raise LookupError(f"internal error: no way to fetch shared object {name!r}")
             frames = fetch(name, token)
+        if isinstance(frames, HostCopy):  # this worker writes its host's copy
+            buffers = frames.buffers
+            frames = frames.write() or [frames.segment.stream, *buffers]
+            del buffers
         try:
             obj = frames.load() if isinstance(frames, Segment) else _wire.loads(frames)
         except BaseException as e:  # the object's own unpickling code, SystemExit included

@@ -14,7 +14,9 @@ see it, so the markers are declared on the module).  Jobs: ``tests/fixtures/conf
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -26,8 +28,20 @@ from typing import Any
 import multihost
 import pytest
 from conformance_job import CHECKS
-from helpers import FIXTURES, JOBS, clean_env, mpi_command, output, run
+from helpers import (
+    FIXTURES,
+    JOBS,
+    SHM,
+    clean_env,
+    mpi_command,
+    output,
+    run,
+    started,
+    wait_for,
+)
 from small_jobs import JOB_ARGS, hashes
+
+from evocluster import _sharing as sharing
 
 sys.path.insert(0, str(FIXTURES / "jobs"))
 import fault_matrix  # the job's own table of faults and its check (after the path is set)
@@ -171,21 +185,73 @@ def test_the_run_log_names_the_hosts(
     assert log[-1]["record"] == "end" and log[-1]["hosts"] == record["hosts"], log[-1]
 
 
-def test_a_large_shared_array_is_one_copy_on_the_masters_host_and_one_per_worker_elsewhere(
-    hosts: multihost.Hosts, tmp_path: Path
-) -> None:
-    """Issue 23 on the master's host only: its 2 workers map the master's shared memory copy
-    (references only cross); the 4 on the other hosts get the array whole, one copy each."""
+def test_a_large_shared_array_is_one_copy_per_host(hosts: multihost.Hosts, tmp_path: Path) -> None:
+    """Issue 23: the master's 2 workers map the copy the master wrote; on each other host one
+    worker is sent the array and writes that host's copy, its neighbour maps it (references
+    only cross to it): one copy per host, the bytes sent once per other host, and no copy
+    left after the run (the hosts share this machine's ``/dev/shm``)."""
     r = across(hosts, "mpich-wheel", tmp_path, PERNODE, str(tmp_path), "normal", "8")
     assert r.proc.returncode == 0 and not r.left, r
     got = json.loads((tmp_path / "out.json").read_text())
     size = got["nbytes"]
     assert len(got["pids"]) == 6, got["pids"]
-    for total, dtype, shape, _, _ in got["seen"]:
+    for total, dtype, shape, writeable, error in got["seen"]:
         assert (total, dtype, shape) == (got["expected_sum"], "float64", [size // 8]), got
-    # writeable where a worker holds its own copy, read-only where it maps the master's
-    assert {w for *_, w, _ in got["seen"]} == {True, False}, got["seen"]
-    assert 4 * size <= got["bytes_sent"] < 4.5 * size, got["bytes_sent"]
+        assert not writeable and "read-only" in error, got["seen"]
+    by_host: dict[str, set[str]] = {}
+    for host, segments in got["places"].values():
+        assert len(segments) == 1, got["places"]  # each worker maps one copy
+        by_host.setdefault(host, set()).update(segments)
+    assert sorted(by_host) == sorted(hosts.names), got["places"]
+    # one copy per host: each host's workers map the same one, and no two hosts the same
+    assert all(len(copies) == 1 for copies in by_host.values()), by_host
+    assert len(set().union(*by_host.values())) == 3, by_host
+    assert 2 * size <= got["bytes_sent"] < 2.2 * size, got["bytes_sent"]
+    left = [n for n in os.listdir(SHM) for c in by_host.values() if n.startswith(min(c))]
+    assert not left, left
+
+
+def _copies() -> set[str]:
+    return {n for n in os.listdir(SHM) if n.startswith(sharing.SEGMENT_PREFIX)}
+
+
+@pytest.mark.parametrize("mode", ["raise", "kill_a_writer"])
+def test_no_copy_is_left_on_any_host_when_the_run_fails(
+    mode: str, hosts: multihost.Hosts, tmp_path: Path
+) -> None:
+    """The copies written on other hosts go with the run, also when it fails: a fitness raises
+    (the job's exit 1), or the worker that wrote a host's copy is killed (SIGKILL: its cleaner
+    removes it; the launcher ends the job)."""
+    before = _copies()
+    job = "raise" if mode == "raise" else "wait"
+    cmd = hosts.mpiexec("mpich-wheel", RANKS, "-m", "evocluster", PERNODE, str(tmp_path), job, "8")
+    env = clean_env(XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+    try:
+        with started(cmd, cwd=tmp_path, env=env) as proc:
+            if mode == "kill_a_writer":
+                wait_for(tmp_path / "master", proc, "no worker mapped the shared array")
+                master = (tmp_path / "pid").read_text()
+                deadline = time.monotonic() + 30
+                while True:  # a copy another host's worker wrote: named after that worker
+                    writers = [
+                        int(n[len(sharing.SEGMENT_PREFIX) :].split("-")[0])
+                        for n in _copies() - before
+                        if not n.startswith(f"{sharing.SEGMENT_PREFIX}{master}-")
+                    ]
+                    if writers or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.05)
+                assert writers, f"no worker wrote a copy: {_copies() - before}"
+                os.kill(writers[0], signal.SIGKILL)
+            out, err = proc.communicate(timeout=120)
+        printed = f"exit code {proc.returncode}\n--- stdout\n{out}\n--- stderr\n{err}"
+        assert proc.returncode != 0, printed
+        deadline = time.monotonic() + WITHIN
+        while _copies() - before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _copies() - before, printed
+    finally:
+        hosts.kill()
 
 
 # ---------------------------------------------------------------------------- faults elsewhere
