@@ -54,6 +54,7 @@ import itertools
 import mmap
 import os
 import pickle
+import socket
 import sys
 import threading
 import time
@@ -81,6 +82,7 @@ __all__ = [
     "pending_bytes",
     "release_segments",
     "scoop_constant",
+    "segment_of",
     "share",
     "shared",
     "unshare",
@@ -415,18 +417,36 @@ class Segment:
     stream, the file's name and where each buffer lies in it.  Loading maps the file read-only:
     numpy arrays are views of it (read-only), the same pages in every process of the host."""
 
-    __slots__ = ("name", "spans", "stream")
+    __slots__ = ("host", "name", "spans", "stream")
 
-    def __init__(self, name: str, stream: bytes, spans: tuple[tuple[int, int], ...]) -> None:
-        self.name, self.stream, self.spans = name, stream, spans
+    def __init__(
+        self, name: str, stream: bytes, spans: tuple[tuple[int, int], ...], host: str = ""
+    ) -> None:
+        self.name, self.stream, self.spans, self.host = name, stream, spans, host
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Segment, (self.name, self.stream, self.spans))
+        return (Segment, (self.name, self.stream, self.spans, self.host))
+
+    def on(self, host: str) -> Segment:
+        """The same, saying the host whose ``/dev/shm`` holds it (checked by :meth:`load`: a
+        broadcast reference, SCOOP's, may reach a worker elsewhere)."""
+        return Segment(self.name, self.stream, self.spans, host)
 
     def load(self) -> Any:
         """The version's object, its buffers mapped from the file: it must exist or be about to
-        (another worker of this host writes it: :class:`HostCopy`)."""
-        fd = _open_when_written(os.path.join(_SHM, self.name), self.stream)
+        (another worker of this host writes it: :class:`HostCopy`).
+
+        Raises:
+            FileNotFoundError: the file is on another host (:meth:`on`), or never appeared.
+        """
+        here = socket.gethostname()
+        if self.host and self.host != here:
+            raise FileNotFoundError(
+                f"its copy is in shared memory on host {self.host}, and this worker runs on "
+                f"{here}: a shared object goes by shared memory only to workers on the master's "
+                "host under SCOOP (start SCOOP's workers there, or share a smaller object)"
+            )
+        fd = _open_when_written(os.path.join(_SHM, self.name))
         try:
             mapped = mmap.mmap(fd, os.fstat(fd).st_size, access=mmap.ACCESS_READ)
         finally:
@@ -484,7 +504,7 @@ def _remove_own_copies(name: str | None = None) -> None:
                 os.unlink(path)
 
 
-def _open_when_written(path: str, stream: bytes) -> int:
+def _open_when_written(path: str) -> int:
     """A descriptor of ``path``, once it exists: sleeping between looks (never spinning), up to
     :data:`COPY_WAIT` s for a copy another worker of this host is still writing."""
     deadline = None
@@ -524,6 +544,12 @@ def _layout(v: Version) -> tuple[tuple[int, int], ...]:
 
 def _segment_size(v: Version) -> int:
     return v.nbytes - memoryview(v.frames[0]).nbytes
+
+
+def segment_of(v: Version) -> Segment | None:
+    """``v``'s segment on this host (written now if need be), or None: too small for one, or
+    no shared memory here."""
+    return _segment_of(v)
 
 
 def _segment_of(v: Version) -> Segment | None:

@@ -15,13 +15,24 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import FIXTURES, SHM, launcher, output, run, run_timeout, started, wait_for
+from helpers import (
+    FIXTURES,
+    SHM,
+    clean_env,
+    launcher,
+    output,
+    run,
+    run_timeout,
+    started,
+    wait_for,
+)
 
 from evocluster import _sharing as sharing
 
@@ -31,13 +42,26 @@ WORKERS = 8
 CONFIGS = {
     "local": (["--backend", "local", "--workers", str(WORKERS)], None),
     "mpi": ([], WORKERS + 1),
+    "scoop": (None, None),  # python -m scoop -n 9: the origin and 8 workers
 }
-PARAMS = [pytest.param(c, marks=[pytest.mark.mpi] if c == "mpi" else []) for c in CONFIGS]
+PARAMS = [
+    pytest.param(c, marks=[getattr(pytest.mark, c)] if c in ("mpi", "scoop") else [])
+    for c in CONFIGS
+]
 
 
 def command(config: str, where: Path, mode: str) -> list[str]:
     args, ranks = CONFIGS[config]
+    if args is None:
+        scoop = [sys.executable, "-m", "scoop", "-n", str(WORKERS + 1)]
+        return [*scoop, JOB, str(where), mode, str(MB)]
     return launcher(*args, JOB, str(where), mode, str(MB), mpi=ranks)
+
+
+def env_of(where: Path) -> dict[str, str]:
+    """The run's environment: SCOOP's workers need the key their origin makes, in a directory
+    of the test's own."""
+    return clean_env(XDG_CONFIG_HOME=str(where / "xdg"))
 
 
 def segments_of(where: Path) -> list[str]:
@@ -58,7 +82,7 @@ def segments_left(where: Path) -> list[str]:
 def test_workers_on_one_host_hold_one_copy_and_see_the_same_array(
     config: str, tmp_path: Path
 ) -> None:
-    r = run(command(config, tmp_path, "normal"), 240)
+    r = run(command(config, tmp_path, "normal"), 240, env=env_of(tmp_path))
     assert r.returncode == 0, output(r)
     got: dict[str, Any] = json.loads((tmp_path / "out.json").read_text())
     size = got["nbytes"]
@@ -75,8 +99,10 @@ def test_workers_on_one_host_hold_one_copy_and_see_the_same_array(
 
 @pytest.mark.parametrize("config", PARAMS)
 def test_a_failing_fitness_leaves_no_segment(config: str, tmp_path: Path) -> None:
-    r = run(command(config, tmp_path, "raise"), 240)
-    assert r.returncode != 0 and "the fitness failed on purpose" in r.stderr, output(r)
+    r = run(command(config, tmp_path, "raise"), 240, env=env_of(tmp_path))
+    # (SCOOP's launcher prints the origin's stderr on its stdout)
+    assert r.returncode != 0, output(r)
+    assert "the fitness failed on purpose" in r.stdout + r.stderr, output(r)
     assert not segments_of(tmp_path)
 
 
@@ -100,7 +126,7 @@ def kill_the_worker(where: Path, launcher_pid: int) -> None:
 def test_a_run_ended_from_outside_leaves_no_segment(
     config: str, act: Callable[[Path, int], None], tmp_path: Path
 ) -> None:
-    with started(command(config, tmp_path, "wait")) as proc:
+    with started(command(config, tmp_path, "wait"), env=env_of(tmp_path)) as proc:
         wait_for(tmp_path / "master", proc, "no worker mapped the shared array")
         assert segments_of(tmp_path), "the run wrote no segment"
         act(tmp_path, proc.pid)

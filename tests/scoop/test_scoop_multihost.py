@@ -19,6 +19,7 @@ launcher ended.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -43,6 +44,7 @@ from helpers import (
 pytestmark = [pytest.mark.scoop, pytest.mark.slow, pytest.mark.xdist_group("scoop-multihost")]
 
 JOB = str(FIXTURES / "jobs" / "scoop_multihost.py")
+PERNODE = str(FIXTURES / "jobs" / "pernode_share.py")
 #: How long the run's processes may take to end after the launcher ended, on every host.
 WITHIN = 5.0
 SQUARES = "RESULT [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]"
@@ -196,3 +198,22 @@ def test_a_killed_launcher_leaves_no_process_on_any_host(
         assert r.code == -signal.SIGKILL, r
         assert re.search(rf"^HOSTS {','.join(sorted(hosts.names))}$", r.stdout, re.M), r
     assert not any(r.left for r in runs), runs_that_left(runs)
+
+
+def test_a_large_shared_array_reaches_workers_on_every_host(
+    hosts: multihost.Hosts, key_home: Path, tmp_path: Path
+) -> None:
+    """Issue 23: with workers on other hosts, SCOOP's broadcast of a large shared array stays
+    whole (a reference to the origin's shared memory would not reach them): every worker, on
+    every host, reads the same array, each holding its own copy."""
+    where = tmp_path / "run"
+    r = scoop_run(hosts, where, key_home, str(where), "normal", "8", job=PERNODE)
+    assert r.code == 0 and not r.left, r
+    got = json.loads((where / "out.json").read_text())
+    size = got["nbytes"]
+    for total, dtype, shape, writeable, _ in got["seen"]:
+        assert (total, dtype, shape) == (got["expected_sum"], "float64", [size // 8]), got
+        assert writeable, got["seen"]  # its own copy, not a view of shared memory
+    assert len({host for host, _ in got["places"].values()}) > 1, got["places"]
+    assert all(not segments for _, segments in got["places"].values()), got["places"]
+    assert size <= got["bytes_sent"] < 1.1 * size, got["bytes_sent"]  # broadcast once

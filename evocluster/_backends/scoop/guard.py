@@ -44,6 +44,7 @@ import atexit
 import contextlib
 import os
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -242,6 +243,41 @@ def _find_launcher() -> int | None:
     if grand is None or grand <= 1:
         return None
     return grand if is_launcher_command(proc.cmdline(grand)) else None
+
+
+#: The host names SCOOP itself treats as this host (any other makes it start workers by ssh).
+LOCAL_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
+def workers_on_this_host() -> bool:
+    """Whether SCOOP started every worker on the origin's host: its launcher's command line
+    names no other host (``--hosts``/``--host``, ``--hostfile``) and no SLURM allocation of
+    several nodes gave it some.  False when that cannot be known."""
+    if int(os.environ.get("SLURM_JOB_NUM_NODES", os.environ.get("SLURM_NNODES", "1")) or 1) > 1:
+        return False
+    launcher = _find_launcher()
+    if launcher is None:
+        return False
+    args = proc.cmdline(launcher)
+    hosts: list[str] = []
+    for i, arg in enumerate(args):
+        if arg in ("--hosts", "--host"):
+            for value in args[i + 1 :]:
+                if value.startswith("-") or value.endswith(".py"):
+                    break
+                hosts.append(value)
+        elif arg.startswith(("--hosts=", "--host=")):
+            hosts.append(arg.partition("=")[2])
+        elif arg == "--hostfile" or arg.startswith("--hostfile="):
+            path = arg.partition("=")[2] or (args[i + 1] if i + 1 < len(args) else "")
+            try:
+                cwd = os.readlink(f"/proc/{launcher}/cwd")
+                with open(os.path.join(cwd, path)) as fh:
+                    hosts += [line.split()[0] for line in fh if line.split()]
+            except OSError:
+                return False
+    short = socket.gethostname().partition(".")[0]
+    return all(h in LOCAL_NAMES or h.partition(".")[0] == short for h in hosts)
 
 
 # Python's options that take the next argument as their value (``python -W ignore -m scoop``)

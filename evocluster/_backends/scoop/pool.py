@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import secrets
+import socket
 import sys
 import threading
 import time
@@ -119,6 +120,8 @@ class _ScoopPool(PoolBase):
         self._ids = itertools.count()
         self._broadcast: dict[bytes, str] = {}  # function key -> SCOOP constant name
         self._published: set[bytes] = set()  # tokens of the shared versions broadcast
+        # SCOOP started every worker on this host: large shared versions go by shared memory
+        self._one_host = guard.workers_on_this_host()
         self._labels: dict[int, str] = {}  # pid -> label, of workers on this host that answered
         self._busy = False
         self._main = threading.main_thread()
@@ -293,10 +296,17 @@ class _ScoopPool(PoolBase):
         return tuple((v.name, v.token, None) for v in needed)
 
     def _publish_shared(self, version: sharing.Version) -> None:
-        """Broadcast a version of a shared object once, sealed, as a SCOOP constant."""
+        """Broadcast a version of a shared object once, sealed, as a SCOOP constant: a large
+        one as a reference to the origin's shared memory copy (:class:`~evocluster._sharing.
+        Segment`) when every worker runs on the origin's host, else whole."""
         name = sharing.scoop_constant(version.name, version.token)
-        frames = list(version.frames)
-        sealed = (signing.sign(self.key, frames), nest(frames))
+        segment = sharing.segment_of(version) if self._one_host else None
+        if segment is not None:
+            frames = list(dumps(segment.on(socket.gethostname())))
+            sealed: tuple[Any, ...] = (signing.sign(self.key, frames), nest(frames), "segment")
+        else:
+            frames = list(version.frames)
+            sealed = (signing.sign(self.key, frames), nest(frames))
         with _scoop_errors(self):
             _send_constant(name, sealed)
             self._published.add(version.token)

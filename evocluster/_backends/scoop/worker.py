@@ -106,7 +106,9 @@ class _WorkerSide:
             WorkerError: it did not arrive in time, or its signature does not verify.
         """
         const = sharing.scoop_constant(name, token)
-        frames = self._sealed(const, f"the shared object {name!r}", f"({const})")
+        frames, kind = self._sealed(const, f"the shared object {name!r}", f"({const})")
+        if kind == "segment":  # a reference to the origin's copy in shared memory
+            return loads(frames)
         for values in (shared.elements or {}).values():
             for other in [k for k in values if _replaced(k, name, token)]:
                 del values[other]  # the loaded object keeps the buffers it uses
@@ -114,15 +116,16 @@ class _WorkerSide:
 
     def _load_broadcast(self, fn_key: bytes, name: str) -> BaseException | None:
         try:
-            frames = self._sealed(name, "the broadcast callable", repr(name))
+            frames, _ = self._sealed(name, "the broadcast callable", repr(name))
         except WorkerError as e:
             return e
         self.worker.touch_or_load(fn_key, frames)
         return None
 
-    def _sealed(self, const: str, what: str, which: str) -> list[Any]:
+    def _sealed(self, const: str, what: str, which: str) -> tuple[list[Any], str]:
         """The frames of SCOOP constant ``const`` (``what``, ``which`` name it in messages),
-        its signature verified.
+        its signature verified, and what they hold: ``"segment"`` for a reference to the
+        origin's shared memory copy of a shared object, else ``""``.
 
         Raises:
             WorkerError: it did not arrive in time, or its signature does not verify.
@@ -133,12 +136,12 @@ class _WorkerSide:
                 f"{what} broadcast as SCOOP constant {const!r} did not reach {self.label} "
                 f"within {CONST_TIMEOUT:g} s"
             )
-        tag, frames = sealed
+        tag, frames, *kind = sealed
         frames = list(frames)
         if self.key is None or not signing.verify(self.key, tag, frames):
             proc.say(f"{self.label} refused {what} {which}: bad signature")
             raise WorkerError(f"{self.label} refused {what}: bad signature")
-        return frames
+        return frames, str(kind[0]) if kind else ""
 
 
 def _replaced(constant: Any, name: str, token: bytes) -> bool:
