@@ -245,6 +245,10 @@ OTHER_VARIABLES = {
     "EVOCLUSTER_PROGRESS_EVERY": ("30", "seconds between plain progress lines (no terminal)"),
     "EVOCLUSTER_LOG": ("none", "append a run log to this path (the launcher's --log)"),
     "EVOCLUSTER_LOG_EVERY": ("30", "seconds between the run log's interval records"),
+    "EVOCLUSTER_SHARED_MEMORY": (
+        "1",
+        "0: a large shared array goes to each worker, not once per host in /dev/shm",
+    ),
     "EVOCLUSTER_KEY": (
         "key file",
         "signing key, >= 32 chars, the same on every host (else ~/.config/evocluster/key)",

@@ -205,7 +205,9 @@ class ExecutorState:
 class WorkerStats:
     """What one worker did, counted by the pool's driver as its results arrive (the run log's
     per-worker record): tasks (chunks) and items answered, seconds in the fitness, bytes of the
-    chunks sent to it and of the values it sent back, items that failed."""
+    tasks sent to it (the chunks, counted with their results; the callables and shared objects
+    they carried, by a pool that knows the worker as it sends) and of the values it sent back,
+    items that failed."""
 
     __slots__ = ("busy", "bytes_received", "bytes_sent", "failed", "host", "items", "name", "tasks")
 

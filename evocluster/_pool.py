@@ -288,28 +288,35 @@ class Pool(PoolBase):
                     return
                 include = not self._known[w].touch(job.fn_key)
             self._staged = None
-            if include:
-                self._known[w].put(job.fn_key, True)
-            cid = next(self._ids)
-            payload = nest(job.fn_payload) if include else None
-            # the shared versions the callable refers to, for a worker that lacks them: an idle
-            # worker on another host may write that host's copy (it reads the task at once)
-            idle = self._load[w] == 0 and self._pids[w] != 0
-            shared = sharing.outgoing(
-                self._known[w],
-                job.fn_payload,
-                self._near(w),
-                self._hosts[w] if self.transport.host is not None else "",
-                self._pids[w] if idle else None,
-            )
-            frames = dumps(
-                protocol.task(cid, job.fn_key, payload, chunk.frames, job.limits, shared)
-            )
-            self.transport.send(w, frames, idle=self._load[w] == 0)
-            self._count_sent(frames, chunk, include)
-            chunk.worker = w
-            self._inflight[cid] = (w, chunk)
-            self._take_slot(w)
+            self._send(w, chunk, include)
+
+    def _send(self, w: int, chunk: Chunk, include: bool) -> None:
+        """Send ``chunk`` to worker ``w`` (``include``: with its callable, which ``w`` lacks)."""
+        job = chunk.job
+        if include:
+            self._known[w].put(job.fn_key, True)
+        cid = next(self._ids)
+        payload = nest(job.fn_payload) if include else None
+        # the shared versions the callable refers to, for a worker that lacks them: an idle
+        # worker on another host may write that host's copy (it reads the task at once)
+        idle = self._load[w] == 0 and self._pids[w] != 0
+        shared = sharing.outgoing(
+            self._known[w],
+            job.fn_payload,
+            self._near(w),
+            self._hosts[w] if self.transport.host is not None else "",
+            self._pids[w] if idle else None,
+        )
+        frames = dumps(protocol.task(cid, job.fn_key, payload, chunk.frames, job.limits, shared))
+        self.transport.send(w, frames, idle=self._load[w] == 0)
+        self._count_sent(frames, chunk, include)
+        # the worker's bytes: its chunks (counted with their results), and here the rest of the
+        # task: the callable, shared objects (for the bytes each host received)
+        if include or shared:
+            self.worker_stats(w).bytes_sent += frames_nbytes(frames) - chunk.nbytes
+        chunk.worker = w
+        self._inflight[cid] = (w, chunk)
+        self._take_slot(w)
 
     def _near(self, w: int) -> bool:
         """Whether worker ``w`` runs on the master's host (shares its ``/dev/shm``)."""

@@ -543,7 +543,13 @@ def _layout(v: Version) -> tuple[tuple[int, int], ...]:
 
 
 def _segment_size(v: Version) -> int:
-    return v.nbytes - memoryview(v.frames[0]).nbytes
+    """The bytes of ``v``'s numpy data, or 0 when it must not go by shared memory: too little
+    of it, or ``EVOCLUSTER_SHARED_MEMORY=0`` (a ``/dev/shm`` too small, as a container's 64 MB
+    by default, or to compare)."""
+    size = v.nbytes - memoryview(v.frames[0]).nbytes
+    if size < SEGMENT_MIN_BYTES or os.environ.get("EVOCLUSTER_SHARED_MEMORY", "1") == "0":
+        return 0
+    return size
 
 
 def segment_of(v: Version) -> Segment | None:

@@ -6,10 +6,11 @@ returns the mean squared error of a linear model whose coefficients are the geno
 (mu + lambda) evolution strategy fits the coefficients.
 
 What it shows: the dataset never crosses the wire once per task.  Its numpy arrays reach the
-workers on the master's host (local, MPI ranks there) through one copy in shared memory that
-they all map, so the master sends references only; a worker on another host gets its own copy,
-once.  At the end the job prints the bytes the master sent (``executor.stats()``) next to the
-dataset's size.  The result depends only on ``--seed``.
+workers on the master's host (local, MPI ranks there, SCOOP's workers when all run there)
+through one copy in shared memory that they all map, so the master sends references only; on
+each other host, one worker is sent it and writes that host's copy, which the others map.  At
+the end the job prints the bytes the master sent (``executor.stats()``) next to the dataset's
+size.  The result depends only on ``--seed``.
 
 Run it::
 

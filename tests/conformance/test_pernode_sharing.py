@@ -146,3 +146,17 @@ def test_a_killed_masters_segments_go_with_it(tmp_path: Path) -> None:
         os.kill(int((tmp_path / "pid").read_text()), signal.SIGKILL)
         proc.wait(timeout=run_timeout(30))
     assert not segments_left(tmp_path)
+
+
+def test_shared_memory_turned_off_gives_each_worker_its_own_copy(tmp_path: Path) -> None:
+    """``EVOCLUSTER_SHARED_MEMORY=0`` (a ``/dev/shm`` too small for the data): the array goes
+    whole to each worker, writeable, and no segment is written."""
+    env = clean_env(EVOCLUSTER_SHARED_MEMORY="0")
+    r = run(command("local", tmp_path, "normal"), 240, env=env)
+    assert r.returncode == 0, output(r)
+    got: dict[str, Any] = json.loads((tmp_path / "out.json").read_text())
+    size = got["nbytes"]
+    for total, _, _, writeable, error in got["seen"]:
+        assert total == got["expected_sum"] and writeable and not error, got["seen"]
+    assert all(not segments for _, segments in got["places"].values()), got["places"]
+    assert got["bytes_sent"] >= WORKERS * size, got["bytes_sent"]
