@@ -116,16 +116,17 @@ def test_the_conformance_checks_pass_across_hosts(
     assert not r.left, r
 
 
+@pytest.mark.parametrize("flavour", [MPI, OPENMPI])
 @pytest.mark.parametrize("job", QUICK)
 def test_a_job_gives_the_same_population_across_hosts_as_on_one(
-    job: str, hosts: multihost.Hosts, tmp_path: Path
+    job: str, flavour: str, hosts: multihost.Hosts, tmp_path: Path
 ) -> None:
     def args(name: str) -> list[str]:
         return [str(JOBS / job), *JOB_ARGS[job], "--json", str(tmp_path / f"{name}.json")]
 
-    one = on_one_host("mpich-wheel", tmp_path / "one", *args("one"))
+    one = on_one_host(flavour, tmp_path / "one", *args("one"))
     assert one.returncode == 0, output(one)
-    r = across(hosts, "mpich-wheel", tmp_path / "three", *args("three"))
+    r = across(hosts, flavour, tmp_path / "three", *args("three"))
     assert r.proc.returncode == 0, r
     summaries = [json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "three")]
     assert all((s["backend"], s["n_workers"]) == ("mpi", 6) for s in summaries), summaries
