@@ -305,12 +305,13 @@ def backend_rule(options: config.Options) -> str:
             "job.py` (rank 0 runs the job, ranks 1..N-1 evaluate), or choose --backend local"
         )
     if name == "mpi" or (name == "auto" and size is not None):
-        if options.on_worker_loss == "continue":
+        if options.on_worker_loss == "continue" and not config.mpi_outlives_a_rank():
             # an MPI job does not outlive a rank: mpiexec and srun end every rank when one dies
             raise ConfigurationError(
-                "--on-worker-loss continue (EVOCLUSTER_ON_WORKER_LOSS) cannot work under MPI: "
-                "the MPI launcher ends every rank when one dies; leave it at fail, or run on "
-                "the local pool or SCOOP, whose workers are independent processes"
+                "--on-worker-loss continue (EVOCLUSTER_ON_WORKER_LOSS) cannot work under this "
+                "MPI launcher: it ends every rank when one dies; leave it at fail, launch with "
+                "Open MPI's `mpirun --enable-recovery`, or run on the local pool or SCOOP, "
+                "whose workers are independent processes"
             )
         return "mpi"
     if size is not None and size > 1:

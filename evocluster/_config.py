@@ -22,6 +22,7 @@ __all__ = [
     "Options",
     "check",
     "environment",
+    "mpi_outlives_a_rank",
     "mpi_rank_from_env",
     "mpi_world_size_from_env",
     "resolve",
@@ -135,7 +136,8 @@ class Options(NamedTuple):
     force_workers: bool = False
     #: a worker's process lost (killed, out of memory, its host gone): "fail" (the pool breaks,
     #: every pending evaluation raises BrokenPool) or "continue" (the local pool and SCOOP: its
-    #: evaluations go to the workers left; MPI refuses it)
+    #: evaluations go to the workers left; MPI refuses it unless the launcher outlives a rank:
+    #: :func:`mpi_outlives_a_rank`)
     on_worker_loss: str = "fail"
 
 
@@ -415,6 +417,15 @@ def _env_int(names: tuple[str, ...]) -> int | None:
 def mpi_world_size_from_env() -> int | None:
     """The world size an MPI launcher announced in the environment, without starting MPI."""
     return _env_int(_MPI_SIZE_VARS)
+
+
+def mpi_outlives_a_rank() -> bool:
+    """Whether the MPI launcher keeps the job running when a rank dies: Open MPI's ``mpirun
+    --enable-recovery`` (4.x, which tells its ranks ``OMPI_MCA_orte_enable_recovery``).  Hydra
+    (MPICH) ends every rank, ``-disable-auto-cleanup`` or not; MPICH's ULFM
+    (``MPIR_CVAR_ENABLE_FT=1``) aborts every rank of the PyPI wheel 5.0.2 in ``MPI_Init``."""
+    flag = os.environ.get("OMPI_MCA_orte_enable_recovery", "")  # noqa: SIM112 - its name
+    return flag.strip().lower() in ("1", "true", "yes", "on")
 
 
 def mpi_rank_from_env() -> int | None:

@@ -104,7 +104,8 @@ class Executor(_StdExecutor):
             :class:`BrokenPool`) or ``"continue"`` (its evaluations go to the workers left, and
             :attr:`failures` records them as ``evocluster.errors.WorkerLost``; the pool breaks
             when none is left).  The launcher's and SCOOP's pools take theirs from
-            ``--on-worker-loss`` / ``EVOCLUSTER_ON_WORKER_LOSS``; MPI refuses ``"continue"``.
+            ``--on-worker-loss`` / ``EVOCLUSTER_ON_WORKER_LOSS``; MPI refuses ``"continue"``
+            unless its launcher lets the job outlive a rank (Open MPI's ``--enable-recovery``).
         **options: further :class:`evocluster._config.Options` fields (``prefetch``, ...).
             Under the launcher, the fault options default to its ``--on-error``, ``--penalty``,
             ``--eval-timeout``, ``--isolate`` and ``--eval-memory``.

@@ -221,6 +221,14 @@ class MPITransport(Transport):
         # armed at the first worker death the launcher is to end the job for (_died)
         self._overdue: threading.Timer | None = None
         self._ending = False  # close() or abort() has begun: a death now is the run's own end
+        # on_worker_loss="continue" where the launcher lets the job outlive a rank (Open MPI's
+        # --enable-recovery): deaths the death watch saw, for poll() to hand to the pool, and
+        # the ranks that died (never sent to again)
+        self._survive = options.on_worker_loss == "continue" and config.mpi_outlives_a_rank()
+        self._deaths: list[Event] = []
+        self._dead: set[int] = set()
+        self._abandoned: list[list[Any]] = []  # sends to a dead rank, their buffers kept
+        self._lock = threading.Lock()  # _deaths: the death watch's thread appends
         if options.doorbell and self.n_workers:
             try:
                 self._bells = doorbell.Doorbells(self.n_workers, on_death=self._died)
@@ -245,6 +253,9 @@ class MPITransport(Transport):
         as a shell reports a process killed by it.  (Once a worker has ended, the MPI launcher
         kills every rank at once, this one included: a line not yet printed is lost.  If it has
         not within ``LAUNCHER_GRACE`` seconds, this process ends the job: ``_launcher_overdue``.)"""
+        if self._survive and not self._ending:
+            self._lost(worker, report, lingering)
+            return
         if self._overdue is not None and not lingering:
             # a death was said and the launcher is ending the job: it kills the other ranks, and
             # those on other hosts than this one often die before it does (3 emulated hosts,
@@ -267,6 +278,18 @@ class MPITransport(Transport):
             self._overdue = threading.Timer(LAUNCHER_GRACE, self._launcher_overdue, (worker,))
             self._overdue.daemon = True
             self._overdue.start()
+
+    def _lost(self, worker: int, report: str, lingering: bool) -> None:
+        """Under ``on_worker_loss="continue"`` where the job outlives a rank: hand the death to
+        the pool (its next :meth:`poll`), which sends what the worker held to the others.  A
+        worker dying of a fatal signal (``lingering``) is ended now rather than in a few
+        seconds, its report kept for the reason."""
+        lines = [ln.strip() for ln in report.splitlines() if ln.strip()]
+        fault = lines[0].removeprefix("Fatal Python error: ") if lines else ""
+        reason = f"it died of {fault}" if fault else "its process ended (SIGKILL? the OOM killer?)"
+        with self._lock:
+            self._deaths.append((worker, None, reason))
+        self._wake.set()
 
     def _launcher_overdue(self, worker: int) -> None:
         """``LAUNCHER_GRACE`` seconds after a worker's death was said, this process still runs:
@@ -351,9 +374,21 @@ class MPITransport(Transport):
                 if p[2] == worker:
                     p[3] = True
 
+    def _take_deaths(self) -> list[Event]:
+        """The deaths the death watch saw since the last look: their ranks are never sent to
+        again, and what was under way to them is dropped (never completed: kept referenced)."""
+        with self._lock:
+            deaths, self._deaths = self._deaths, []
+        for worker, _, _ in deaths:
+            self._dead.add(worker)
+            self._abandoned += [p for p in self._pending if p[2] == worker]
+            self._pending = [p for p in self._pending if p[2] != worker]
+        return deaths
+
     def poll(self, timeout: float | None, latency: float | None = None) -> list[Event]:
         self._progress()
-        events = self._drain()
+        events = self._take_deaths() if self._deaths else []
+        events += self._drain()
         if events:
             return events
         if timeout is not None:  # nothing expected: one sleep, then one more look
@@ -373,7 +408,7 @@ class MPITransport(Transport):
             events = self._drain()
             if events:
                 return events
-        return []
+        return self._take_deaths() if self._deaths else []
 
     def wakeup(self) -> None:
         self._wake.set()
@@ -383,11 +418,13 @@ class MPITransport(Transport):
 
     def close(self, stop_frames: Frames) -> None:
         self._ending = True
-        for w in range(self.n_workers):
+        self._take_deaths()
+        alive = [w for w in range(self.n_workers) if w not in self._dead]
+        for w in alive:
             self.send(w, stop_frames)
         _wait_sent([r for p in self._pending for r in p[0]], self._opts)
         self._pending.clear()
-        _await_byes(self._comm, self.n_workers, self._opts)
+        _await_byes(self._comm, len(alive), self._opts)
         if self._bells is not None:
             self._bells.close()
 

@@ -15,7 +15,17 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import FIXTURES, clean_env, launcher, output, run, started
+from helpers import (
+    FIXTURES,
+    OPENMPI_FLAGS,
+    OPENMPI_PYTHON,
+    clean_env,
+    launcher,
+    output,
+    require_openmpi,
+    run,
+    started,
+)
 
 import evocluster
 from evocluster import BrokenPool, ConfigurationError
@@ -203,8 +213,12 @@ def test_the_option_is_checked_wherever_it_is_given(monkeypatch: pytest.MonkeyPa
     assert config.resolve().on_worker_loss == "continue"
     # MPI cannot outlive a rank: refused, not silently ignored
     monkeypatch.setenv("PMI_SIZE", "3")
-    with pytest.raises(ConfigurationError, match="cannot work under MPI"):
+    with pytest.raises(ConfigurationError, match="cannot work under this MPI launcher"):
         cli.backend_rule(config.resolve())
+    # ... except where the launcher lets the job outlive it (Open MPI's --enable-recovery)
+    monkeypatch.setenv("OMPI_MCA_orte_enable_recovery", "1")
+    assert cli.backend_rule(config.resolve()) == "mpi"
+    monkeypatch.delenv("OMPI_MCA_orte_enable_recovery")
     monkeypatch.setenv("EVOCLUSTER_ON_WORKER_LOSS", "fail")
     assert cli.backend_rule(config.resolve()) == "mpi"
 
@@ -258,3 +272,45 @@ def test_scoop_every_worker_killed_breaks_the_pool(tmp_path: Path) -> None:
     assert not [line for line in out.splitlines() if line.startswith("results: ")], out
     assert "BrokenPool" in out + err and "every worker was lost" in out + err
     assert all(f"(pid {pid})" in out + err for pid in killed)
+
+
+def openmpi_kill(tmp_path: Path, *flags: str) -> tuple[int, str, str, int]:
+    """The job under Open MPI's ``mpirun FLAGS -n 4`` (3 worker ranks, items of 0.3 s) with
+    ``--on-worker-loss continue``, one worker rank killed by SIGKILL while it evaluates."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    cmd = [require_openmpi(), *OPENMPI_FLAGS, *flags, "-n", "4", str(OPENMPI_PYTHON)]
+    cmd += ["-m", "evocluster", "--quiet", "--on-worker-loss", "continue"]
+    with started([*cmd, JOB, str(marks), str(N), "0.3"]) as proc:
+        victim = first_pid(marks, proc)
+        time.sleep(0.1)  # well inside its evaluation of 0.3 s
+        os.kill(victim, signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err, victim
+
+
+@pytest.mark.mpi
+def test_open_mpi_with_recovery_and_continue_a_killed_rank_costs_the_run_nothing(
+    tmp_path: Path,
+) -> None:
+    """Where the MPI launcher lets the job outlive a rank (Open MPI's ``mpirun
+    --enable-recovery``), a worker rank killed mid-run is survived as a local worker is: what
+    it held goes to the ranks left, the results are those of a run without the kill, exit 0,
+    and the job ends (no hang in ``MPI_Finalize``)."""
+    code, out, err, victim = openmpi_kill(tmp_path, "--enable-recovery")
+    assert code == 0, f"{code}\n{out}\n{err}"
+    assert results_of(out) == [x * x for x in range(N)]
+    lost = [line for line in err.splitlines() if line.startswith("evocluster: lost ")]
+    assert len(lost) == 1 and f"(pid {victim})" in lost[0], err
+    assert " go to the 2 workers left" in lost[0], lost[0]
+
+
+@pytest.mark.mpi
+def test_open_mpi_without_recovery_refuses_continue(tmp_path: Path) -> None:
+    """Without ``--enable-recovery`` Open MPI ends every rank when one dies: ``continue`` is
+    refused at once (a usage error), not accepted and then broken by the launcher."""
+    cmd = [require_openmpi(), *OPENMPI_FLAGS, "-n", "2", str(OPENMPI_PYTHON), "-m", "evocluster"]
+    r = run([*cmd, "--on-worker-loss", "continue", JOB, str(tmp_path), "1", "0"], 60)
+    assert r.returncode != 0, output(r)
+    assert "cannot work under this MPI launcher" in r.stderr, output(r)
+    assert "--enable-recovery" in r.stderr, output(r)
