@@ -214,22 +214,25 @@ class Hosts:
             time.sleep(0.1)
         return killed
 
-    def mpiexec(self, flavour: str, ranks: list[int], *args: str) -> list[str]:
-        """``mpiexec ... python ARGS`` across the hosts, ``ranks[i]`` ranks on host ``i`` (rank 0
-        on the first), with the MPICH wheel (``"mpich-wheel"``) or the system's Open MPI
+    def mpiexec(
+        self, flavour: str, ranks: list[int], *args: str, flags: tuple[str, ...] = ()
+    ) -> list[str]:
+        """``mpiexec FLAGS ... python ARGS`` across the hosts, ``ranks[i]`` ranks on host ``i``
+        (rank 0 on the first), with the MPICH wheel (``"mpich-wheel"``) or the system's Open MPI
         (``"openmpi"``), started on the first host (:meth:`command`)."""
         hosts = ",".join(f"{name}:{n}" for name, n in zip(self.names, ranks))
         total = str(sum(ranks))
         ssh = str(self.bin / "ssh")
         if flavour == "openmpi":
             # helpers.OPENMPI_FLAGS, but TCP between the hosts (shared memory within one)
-            cmd = [require_openmpi(), "--allow-run-as-root", "--oversubscribe"]
+            cmd = [require_openmpi(), *flags, "--allow-run-as-root", "--oversubscribe"]
             cmd += ["--mca", "btl", "self,vader,tcp"]
             cmd += ["--mca", "plm_rsh_agent", ssh, "--host", hosts, "-n", total]
             return self.command(*cmd, str(OPENMPI_PYTHON), *args)
         if flavour != "mpich-wheel":
             raise ValueError(f"unknown MPI flavour {flavour!r}")
-        cmd = [require_mpiexec(), "-launcher", "ssh", "-launcher-exec", ssh, "-iface", IFACE]
+        cmd = [require_mpiexec(), *flags, "-launcher", "ssh", "-launcher-exec", ssh]
+        cmd += ["-iface", IFACE]
         return self.command(*cmd, "-hosts", hosts, "-n", total, sys.executable, *args)
 
     def command(self, *args: str) -> list[str]:

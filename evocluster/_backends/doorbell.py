@@ -266,6 +266,7 @@ class Doorbells:
         (a new doorbell to watch) and by ``close()``."""
         poller = select.poll()
         wake = self._watch_wake_r
+        wake_fd = wake.fileno()  # kept: close() may close it (fileno() -1) before this ends
         poller.register(wake, select.POLLIN)
         watched: dict[int, tuple[int, socket.socket]] = {}  # fd -> (worker, connection)
         said: dict[int, bytes] = {}  # worker -> what it wrote
@@ -284,9 +285,12 @@ class Doorbells:
                     1, math.ceil(1000 * (min(writing.values()) + REPORT_QUIET - time.monotonic()))
                 )
             for fd, _ in poller.poll(wait):
-                if fd == wake.fileno():
+                if fd == wake_fd:
                     with contextlib.suppress(OSError):
                         wake.recv(4096)
+                    continue
+                if fd not in watched:  # closed under it by close() (a slow watcher's end)
+                    poller.unregister(fd)
                     continue
                 w, conn = watched[fd]
                 if self._read(conn, w, said):
@@ -298,10 +302,17 @@ class Doorbells:
                 writing.pop(w, None)
                 if said[w] != GOODBYE:
                     self._tell(w, said[w], told, lingering=False)
-            now = time.monotonic()
-            for w in [w for w, t in writing.items() if now - t >= REPORT_QUIET]:
-                del writing[w]
-                self._tell(w, said[w], told, lingering=True)  # its report is complete
+            self._tell_complete(writing, said, told)
+
+    def _tell_complete(
+        self, writing: dict[int, float], said: dict[int, bytes], told: set[int]
+    ) -> None:
+        """Tell the deaths of the workers whose fault report has not grown for
+        ``REPORT_QUIET`` seconds: it is complete, and they linger."""
+        now = time.monotonic()
+        for w in [w for w, t in writing.items() if now - t >= REPORT_QUIET]:
+            del writing[w]
+            self._tell(w, said[w], told, lingering=True)
 
     def _tell(self, worker: int, report: bytes, told: set[int], lingering: bool) -> None:
         """``on_death(worker, report, lingering)``, once per worker, unless the master itself is

@@ -195,6 +195,13 @@ _SLURM_HOSTS = Covered(
 #: Commands the documentation shows that cannot run here as shown, and the tests that run them
 #: in substance.
 REGISTRY: dict[str, Covered] = {
+    "mpirun --enable-recovery": Covered(
+        (
+            "tests/faults/test_worker_loss.py::"
+            "test_open_mpi_with_recovery_and_continue_a_killed_rank_costs_the_run_nothing",
+        ),
+        "a flag of Open MPI's launcher, named in prose; the test runs a job with it",
+    ),
     "ip -n sw addr add 10.214.0.1/24 dev br0": _SLURM_HOSTS,
     "ip -n sw link set lo up": _SLURM_HOSTS,
     'EVOSLURM_ROOT=/tmp/evonodes EVOSLURM_NODES="h1=10.214.0.11 h2=10.214.0.12 h3=10.214.0.13" '
@@ -224,7 +231,7 @@ REGISTRY: dict[str, Covered] = {
     'jobs/onemax.py"': Covered(
         (
             f"{_MULTIHOST}::test_the_run_log_names_the_hosts[mpich]",
-            f"{_MULTIHOST}::test_a_job_gives_the_same_population_across_hosts_as_on_one[onemax.py]",
+            f"{_MULTIHOST}::test_a_job_gives_the_same_population_across_hosts_as_on_one[onemax.py-mpich]",
         ),
         "root and namespaces: the same launch over the tests' own 3 hosts (tests/multihost.py's "
         "mpiexec()), onemax at a small size, its population compared with one host's",
