@@ -430,7 +430,92 @@ def variant_costs(records: list[dict[str, Any]], syss: list[str], cols: list[Col
     return lines
 
 
-def report(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+def read_previous(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """The ``meta`` line and the ``run`` records of a results file (``--out`` of an earlier
+    invocation), or None if there is none to read."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return None
+    meta: dict[str, Any] = {}
+    runs: list[dict[str, Any]] = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:  # a run cut short: its last line torn
+            continue
+        if rec.get("kind") == "meta":
+            meta = rec
+        elif rec.get("kind") == "run":
+            runs.append(rec)
+    return (meta, runs) if runs else None
+
+
+def _good(runs: list[dict[str, Any]], key: str) -> list[float]:
+    vals = [_figure(r, key) for r in runs]
+    return [v for v in vals if v is not None and math.isfinite(v)]
+
+
+def regressions(
+    records: list[dict[str, Any]], meta: dict[str, Any], previous: Any
+) -> tuple[list[str], list[str]]:
+    """Each figure of this invocation against the previous recorded one (same system, workload and
+    figure, same sizes): the report's section, and the figures that fell by more than their noise.
+
+    The noise of a figure is the larger of the two spreads of its repetitions (max - min, this run
+    and the previous one): a median that moved the wrong way by more than that is flagged.  With
+    a single repetition on both sides nothing measures the noise, and any fall is flagged (with
+    that said)."""
+    if previous is None:
+        return [], []
+    pmeta, prev = previous
+    title = ["", "## Against the previous run", ""]
+    if bool(pmeta.get("quick")) != bool(meta["quick"]):
+        return [*title, "(not compared: one of the two is --quick)"], []
+    git = pmeta.get("machine", {}).get("evocluster git")
+    lines = [
+        *title,
+        f"Previous: {pmeta.get('started', '?')}, git {git}, load at its start "
+        f"{' '.join(map(str, pmeta.get('load_start', [])))}.  Noise: the larger spread (max - min) "
+        "of the repetitions of the two runs; **FELL**: the median moved the wrong way by more than "
+        "that.",
+        "",
+        "| system | figure | now median [min-max] | previous median [min-max] | change | flag |",
+        "|---|---|---|---|---|---|",
+    ]
+    flagged: list[str] = []
+    idle = (workloads.QUICK if meta["quick"] else workloads.FULL).w6_idle_s
+    for s in meta["systems"]:
+        for c in COLUMNS:
+            if c.higher_is_better is None or c.workload not in meta["workloads"]:
+                continue
+            label = c.label.format(idle=idle)
+            now, before = (
+                _good(_runs(records, s, c.workload), c.key),
+                _good(_runs(prev, s, c.workload), c.key),
+            )
+            if not now or not before:
+                continue
+            m_now, m_before = statistics.median(now), statistics.median(before)
+            noise = max(max(now) - min(now), max(before) - min(before))
+            fall = (m_before - m_now) if c.higher_is_better else (m_now - m_before)
+            change = (m_now - m_before) / m_before if m_before else 0.0
+            flag = ""
+            if fall > noise:
+                flag = "**FELL**" + (" (1 rep each: noise unknown)" if noise == 0 else "")
+                flagged.append(
+                    f"{s} {label}: {fmt(m_now)} against {fmt(m_before)} "
+                    f"({change:+.0%}, noise {fmt(noise)})"
+                )
+            lines.append(
+                f"| {s} | {label} | {fmt(m_now)} [{fmt(min(now))}-"
+                f"{fmt(max(now))}] | {fmt(m_before)} [{fmt(min(before))}-{fmt(max(before))}] "
+                f"| {change:+.0%} | {flag} |"
+            )
+    return lines, flagged
+
+
+def report(records: list[dict[str, Any]], meta: dict[str, Any], previous: Any = None) -> str:
     syss = meta["systems"]
     wls = meta["workloads"]
     ref = systems.REFERENCE
@@ -515,6 +600,7 @@ def report(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 cells.append(_fig(v, cap) + _ratio(v, rv, cap))
         lines.append(f"| {s} | {systems.SYSTEMS[s].chunksize} | " + " | ".join(cells) + " |")
     lines += variant_costs(records, syss, cols)
+    lines += regressions(records, meta, previous)[0]
 
     lines += [
         "",
@@ -588,6 +674,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--quick", action="store_true", help="reduced sizes: a smoke test, not figures")
     p.add_argument("--out", default=str(REPO / "results" / "benchmarks.jsonl"), help="raw records")
     p.add_argument("--md", help="also write the report to this file")
+    p.add_argument(
+        "--previous",
+        help="results file to compare with (default: --out as the previous invocation left it)",
+    )
     a = p.parse_args(argv)
     reps = a.reps if a.reps is not None else (1 if a.quick else 3)
     wls = _pick(a.only, list(workloads.WORKLOADS), "workload")
@@ -611,6 +701,7 @@ def main(argv: list[str]) -> int:
     }
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    previous = read_previous(Path(a.previous) if a.previous else out)  # before it is replaced
     out.write_text(json.dumps(meta) + "\n")
     records: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -649,8 +740,10 @@ def main(argv: list[str]) -> int:
             )
             + "\n"
         )
-    text = report(records, meta)
+    text = report(records, meta, previous)
     print(text)
+    for fell in regressions(records, meta, previous)[1]:
+        print(f"FELL against the previous run: {fell}", file=sys.stderr)
     if a.md:
         Path(a.md).write_text(text)
     print(f"raw records: {out}", file=sys.stderr)

@@ -10,6 +10,7 @@ importing this module: a fitness run in the master must not import the worker's 
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -22,6 +23,7 @@ __all__ = [
     "Unloadable",
     "apply_item",
     "evaluating",
+    "forks",
     "in_evaluation",
     "serving",
     "unpicklable_result",
@@ -40,6 +42,22 @@ evaluating = threading.local()
 #: evaluates.  Read by
 #: ``evocluster.rng``, which skips restoring Python's ``random`` state after each evaluation here.
 serving = False
+
+#: How many times this process's ancestry forked into it (``os.fork``, multiprocessing's fork): a
+#: hook run in the child of every fork adds one.  A worker notes it when it starts serving; a
+#: value that differs after an evaluation means the fitness forked and this is the copy, which must
+#: never go on serving.  It replaces an ``os.getpid()`` after every evaluation, a system call that
+#: took about half of a worker's samples under W1 (py-spy, issue 24).  A fork made below Python (a
+#: C library's ``fork()``) runs no hook: the worker still compares its pid once per chunk.
+forks = 0
+
+
+def _forked() -> None:
+    global forks
+    forks += 1
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class Unloadable:

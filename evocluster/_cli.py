@@ -262,7 +262,7 @@ def _split(argv: list[str]) -> tuple[list[str], str | None, str | None, list[str
     return own, None, None, []
 
 
-def _say_failures(stats: dict[str, int]) -> None:
+def _say_failures(stats: dict[str, float]) -> None:
     """The run's failure summary, once at its end, if any evaluation failed."""
     failed, retried = stats.get("failed", 0), stats.get("retried", 0)
     if failed:

@@ -232,13 +232,17 @@ class Executor(_StdExecutor):
             )
         return failure_policy
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, float]:
         """Counters of the pool since it started: ``chunks`` and ``items`` dispatched,
         ``functions_sent`` (callables shipped to a worker), ``messages_sent`` / ``bytes_sent`` and
         ``messages_received`` / ``bytes_received`` on the master's side of the transport (under
         SCOOP: sealed tasks and broadcasts, sealed results; shared by every handle).  Under MPI
         also ``doorbells`` (workers woken by a ring when sent work, rather than by their next
-        poll) and ``rings``."""
+        poll) and ``rings``.  Except under SCOOP, the master's CPU cost (its scheduler thread's
+        CPU time, floats): ``master_send_cpu_s`` (choosing, pickling and sending chunks) and
+        ``master_recv_cpu_s`` (the rest: polling for, reading and settling results), seconds;
+        ``master_send_us_per_message``, ``master_recv_us_per_message`` and
+        ``master_us_per_item`` (both, per item dispatched), microseconds."""
         return self._pool.stats()
 
     def hosts(self) -> dict[str, int]:
@@ -648,13 +652,14 @@ def close_shared(
     return ended
 
 
-def shared_stats() -> dict[str, int]:
+def shared_stats() -> dict[str, float]:
     """Launcher only: the counters of the run's shared pools, summed (``failed``, ``retried``,
-    messages and bytes)."""
-    total: dict[str, int] = {}
+    messages and bytes; not the master's cost per message or item, which do not add up)."""
+    total: dict[str, float] = {}
     for pool in _ending.shared.values():
         for k, v in pool.stats().items():
-            total[k] = total.get(k, 0) + v
+            if not k.startswith("master_"):
+                total[k] = total.get(k, 0) + v
     return total
 
 

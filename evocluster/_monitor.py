@@ -364,7 +364,7 @@ class Monitor:
 
     def _write_workers(self, snaps: list[dict[str, Any]]) -> None:
         """Per worker, cumulative: tasks, items, busy seconds, bytes, failures; its name and
-        host when the log has not had them yet."""
+        host when the log has not had them yet; the master's CPU cost (``master_*``)."""
         assert self.log is not None
         for s in snaps:
             stats = list(s["per_worker"].values())
@@ -378,6 +378,8 @@ class Monitor:
             for column in ("tasks", "items", "bytes_sent", "bytes_received", "failed"):
                 record[column] = [w[column] for w in stats]
             record["busy"] = [round(w["busy"], 3) for w in stats]
+            # the master's CPU cost for this pool so far (the thread pool's; not SCOOP's)
+            record.update((k, v) for k, v in s["counters"].items() if k.startswith("master_"))
             self.log.write("workers", **record)
 
 

@@ -143,8 +143,9 @@ class PoolBase(abc.ABC):
         """Block until map ``job`` is done or one of its items has failed (raised: an item the
         job's failure policy penalized or retried has not)."""
 
-    def stats(self) -> dict[str, int]:
-        """A copy of :attr:`counters` (and of a transport's own, where it has some)."""
+    def stats(self) -> dict[str, float]:
+        """A copy of :attr:`counters` (and of a transport's own, where it has some; the thread
+        pool adds the master's CPU cost, ``master_*``)."""
         return dict(self.counters)
 
     def hosts(self) -> dict[str, int] | None:

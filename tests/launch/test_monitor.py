@@ -5,6 +5,7 @@ read back with ``_runlog.read`` and checked against what the job itself printed.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pty
 import re
@@ -311,3 +312,50 @@ def test_an_idle_executor_is_not_reported_again_and_again(tmp_path: Path) -> Non
     # at most a line while the map ran and the one after it: 2.5 s idle at 0.2 s say nothing
     assert 1 <= len(lines) <= 3, output(r)
     assert lines[-1].group(9) == "3", output(r)
+
+
+MASTER_COST_JOB = """\
+import json
+import evocluster
+def same(x):
+    return x
+if __name__ == '__main__':
+    ex = evocluster.get_executor()
+    assert list(ex.map(same, range(400), chunksize=1)) == list(range(400))
+    print('STATS ' + json.dumps(ex.stats()), flush=True)
+"""
+
+MASTER_KEYS = (
+    "master_send_cpu_s",
+    "master_recv_cpu_s",
+    "master_send_us_per_message",
+    "master_recv_us_per_message",
+    "master_us_per_item",
+)
+
+
+@pytest.mark.parametrize("where", declare(["local", "mpich-wheel"], mpi=["mpich-wheel"]))
+def test_the_masters_cpu_cost_is_in_stats_and_the_run_log(tmp_path: Path, where: str) -> None:
+    """``stats()`` and the run log's ``workers`` records give the master's CPU cost (its
+    scheduler thread's CPU time, sending and otherwise), per message and per item, consistent
+    with the counts of messages and items."""
+    job, log = tmp_path / "job.py", tmp_path / "run.jsonl"
+    job.write_text(MASTER_COST_JOB)
+    r = run(launch_on(where, 2, "--log", str(log), str(job)), timeout=90, cwd=tmp_path)
+    assert r.returncode == 0, output(r)
+    m = re.search(r"^STATS (.*)$", r.stdout, re.M)
+    assert m, output(r)
+    stats = json.loads(m.group(1))
+    send, recv = stats["master_send_cpu_s"], stats["master_recv_cpu_s"]
+    assert send > 0 and recv > 0, stats  # 400 messages each way cost some CPU
+    assert stats["items"] == stats["messages_sent"] == 400, stats  # a chunk per item
+    per_sent = send * 1e6 / stats["messages_sent"]
+    per_received = recv * 1e6 / stats["messages_received"]
+    assert stats["master_send_us_per_message"] == pytest.approx(per_sent, rel=1e-3, abs=1e-3)
+    assert stats["master_recv_us_per_message"] == pytest.approx(per_received, rel=1e-3, abs=1e-3)
+    per_item = (send + recv) * 1e6 / stats["items"]
+    assert stats["master_us_per_item"] == pytest.approx(per_item, rel=1e-3, abs=1e-3)
+    runs, _ = _records(log)
+    last = runs[0].of("workers")[-1]  # written at the end: at least what the job saw
+    assert all(last[k] > 0 for k in MASTER_KEYS), last
+    assert last["master_send_cpu_s"] >= send and last["master_recv_cpu_s"] >= recv, last
