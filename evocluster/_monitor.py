@@ -251,7 +251,9 @@ class Monitor:
         self._stopped = False
         self._thread: threading.Thread | None = None
         self._live: Any = None
-        self._sent: dict[int, int] = {}  # pool serial -> workers whose names the log has
+        # pool serial -> the workers' names and hosts the log has (a worker's label gains its
+        # host and pid when it says them, which may be after it was first counted)
+        self._sent: dict[int, list[tuple[str, str]]] = {}
         self._hosts_said: set[int] = set()  # pools whose hosts record is written
         self.tty = _is_tty(self.stream)
 
@@ -371,10 +373,11 @@ class Monitor:
             if not stats:
                 continue
             record: dict[str, Any] = {"pool": s["serial"], "backend": s["name"]}
-            if self._sent.get(s["serial"]) != len(stats):
+            named = [(w["name"], w["host"]) for w in stats]
+            if self._sent.get(s["serial"]) != named:
                 record["names"] = [w["name"] for w in stats]
                 record["hosts"] = [w["host"] for w in stats]
-                self._sent[s["serial"]] = len(stats)
+                self._sent[s["serial"]] = named
             for column in ("tasks", "items", "bytes_sent", "bytes_received", "failed"):
                 record[column] = [w[column] for w in stats]
             record["busy"] = [round(w["busy"], 3) for w in stats]

@@ -240,8 +240,9 @@ class Pool(PoolBase):
         )
         self._hosts[worker] = record.host
         self._pids[worker] = record.pid
-        if worker in self.workers:
-            self.workers[worker].host = record.host
+        if worker in self.workers:  # made when it was sent its first task (its bytes)
+            stats = self.workers[worker]
+            stats.name, stats.host = self.worker_identity(worker)
         hosts = self.hosts()
         if hosts is not None:  # the last one: the run log's hosts record
             observe.emit("hosts", pool=self.serial, backend=self.name, hosts=hosts)
