@@ -121,3 +121,12 @@ def test_chunks_last_a_tenth_of_a_second_and_shrink_towards_the_end() -> None:
     assert set(_chunks(0.2, 100, 4)) == {1}
     cheap = _chunks(1e-6, 20_000, 2)
     assert cheap == [2500] * 8  # 4 chunks per worker, not split below 10 ms of work (10,000)
+
+
+def test_a_snapshot_copies_each_workers_stats_only_when_asked() -> None:
+    with evocluster.Executor(backend="local", workers=2) as ex:
+        assert list(ex.map(abs, range(-20, 0))) == list(range(20, 0, -1))
+        pool = ex._pool
+        full, light = pool.snapshot(), pool.snapshot(per_worker=False)
+    assert light["per_worker"] == {} and light["settled"] == full["settled"] == 20
+    assert sum(w["items"] for w in full["per_worker"].values()) == 20
