@@ -565,7 +565,8 @@ class PoolBase(abc.ABC):
             function=job.function(),
         )
         job.owner.failures.append(record)  # one append: atomic; readers copy the list
-        observe.emit("failure", **record._asdict())
+        if observe.observing():  # a dict of its fields only for a listener: a penalized run
+            observe.emit("failure", **record._asdict())  # may fail on every item
 
     def _settle(
         self,

@@ -3,6 +3,7 @@ busy worker (prefetch), and which are held back until one is idle."""
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 import evocluster
+from evocluster import _observe
 
 
 def gated(seconds: float, gate: str | None = None, started: str | None = None) -> float:
@@ -130,3 +132,24 @@ def test_a_snapshot_copies_each_workers_stats_only_when_asked() -> None:
         full, light = pool.snapshot(), pool.snapshot(per_worker=False)
     assert light["per_worker"] == {} and light["settled"] == full["settled"] == 20
     assert sum(w["items"] for w in full["per_worker"].values()) == 20
+
+
+def test_failures_are_recorded_whether_or_not_anyone_listens() -> None:
+    """A failure's record is always kept (``Executor.failures``); its event goes to listeners
+    only, and is made only when one listens (``_observe.observing``)."""
+    heard: list[dict[str, Any]] = []
+
+    def sink(kind: str, fields: dict[str, Any]) -> None:
+        if kind == "failure":
+            heard.append(fields)
+
+    with evocluster.Executor(backend="local", workers=2, on_error="penalize", penalty=-1.0) as ex:
+        assert list(ex.map(math.sqrt, [4, -1])) == [2.0, -1.0]  # nobody listens
+        _observe.subscribe(sink)
+        try:
+            assert list(ex.map(math.sqrt, [-4, 9])) == [-1.0, 3.0]
+        finally:
+            _observe.unsubscribe(sink)
+        failures = ex.failures
+    assert [(f.item, f.action) for f in failures] == [(1, "penalized"), (0, "penalized")]
+    assert [(h["item"], h["error"]) for h in heard] == [(0, "builtins.ValueError")]
