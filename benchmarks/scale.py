@@ -58,14 +58,15 @@ def report(records: list[dict[str, Any]], syss: list[str], per_worker: int) -> l
         "`time.sleep(d)`, one map call.  Efficiency = (tasks x d / N) / map wall.  First result: "
         "launch to the first no-op's result; all ready: launch to the end of a map of 2 x N "
         "no-ops.  Master CPU: rank 0's `time.process_time()` (all its threads) over the map "
-        "call, per task.  Worker RSS: median `VmRSS` of the worker ranks after the map, by "
+        "call, per task; workers' CPU: the worker ranks' together (`/proc`, clock ticks) over the "
+        "same call, per task.  Worker RSS: median `VmRSS` of the worker ranks after the map, by "
         f"`/proc`; `{BARE}` is a rank that only imports mpi4py and waits (sleeping between tests "
         "of a non-blocking barrier), at the same N.  Each cell lists " + names + ".",
         "",
         f"| workload | efficiency ↑ | target | first result s ↓ | all ready s ↓ | master CPU ms "
-        f"per task ↓ | worker RSS MiB ({names} / {BARE}) | {EVO} RSS - bare (<= "
-        f"{RSS_TARGET_MIB:g} MiB) | load1 before |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"per task ↓ | workers' CPU ms per task ↓ | worker RSS MiB ({names} / {BARE}) | {EVO} "
+        f"RSS - bare (<= {RSS_TARGET_MIB:g} MiB) | load1 before |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for w in wls:
         target = EFFICIENCY_TARGETS.get(w)
@@ -89,7 +90,8 @@ def report(records: list[dict[str, Any]], syss: list[str], per_worker: int) -> l
             f"| {w} | {_cells(records, runs, w, 'efficiency')} | {verdict} | "
             f"{_cells(records, runs, w, 'first_result_s', 1)} | "
             f"{_cells(records, runs, w, 'startup_s', 1)} | "
-            f"{_cells(records, runs, w, 'master_cpu_ms_per_task', 3)} | {rss} | {over} | "
+            f"{_cells(records, runs, w, 'master_cpu_ms_per_task', 3)} | "
+            f"{_cells(records, runs, w, 'workers_cpu_ms_per_task', 3)} | {rss} | {over} | "
             f"{min(loads):.1f}-{max(loads):.1f} |"
         )
     return lines

@@ -456,16 +456,24 @@ def run_startup(pmap: PMap, workers: int, sz: Sizes, fix: Workaround | None) -> 
 def w7(sleep_s: float) -> Callable[[PMap, int, Sizes, Workaround | None], dict[str, Any]]:
     """W7 (scale): ``w7_per_worker`` sleeps of ``sleep_s`` per worker rank, one map call; besides
     the efficiency, the master's CPU seconds per task (``time.process_time()`` of rank 0, all its
-    threads, over the map call) and the resident memory of the worker ranks after it
-    (``procstat.worker_memory``; the ``mpi4py-bare`` system gives a bare mpi4py rank's)."""
+    threads, over the map call), the worker ranks' together (``/proc``), and the resident memory
+    of the worker ranks after it (``procstat.worker_memory``; the ``mpi4py-bare`` system gives a
+    bare mpi4py rank's)."""
 
     def run(pmap: PMap, workers: int, sz: Sizes, fix: Workaround | None) -> dict[str, Any]:
         tasks = sz.w7_per_worker * workers
+        tag = os.environ.get("BENCH_TAG", "-")
+        before = procstat.snapshot(tag)
         cpu = time.process_time()
         rec = _sleeps(pmap, workers, tasks, sleep_s)
         cpu = time.process_time() - cpu
+        # the worker ranks' CPU over the same call (utime + stime, clock ticks: coarse)
+        split = procstat.cpu_split(before, procstat.snapshot(tag), os.getpid())
         rec.update(n_tasks=tasks, master_cpu_s=cpu, master_cpu_ms_per_task=1e3 * cpu / tasks)
-        rec.update(procstat.worker_memory(os.environ.get("BENCH_TAG", "-"), os.getpid()))
+        rec.update(
+            workers_cpu_s=split["worker"], workers_cpu_ms_per_task=1e3 * split["worker"] / tasks
+        )
+        rec.update(procstat.worker_memory(tag, os.getpid()))
         if rec["n_rss"] != workers:
             rec["warning"] = f"{rec['n_rss']} worker processes measured of {workers}"
         return rec
@@ -505,6 +513,7 @@ W7_SYSTEMS = ("evocluster-mpi", "mpi4py.futures", "mpi4py.futures+chunks", "mpi4
 W7_DETAILS = (
     "first_result_s",
     "master_cpu_ms_per_task",
+    "workers_cpu_ms_per_task",
     "worker_rss_mib",
     "worker_rss_anon_mib",
     "worker_rss_max_mib",
