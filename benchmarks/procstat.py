@@ -87,3 +87,36 @@ def cpu_split(before: dict[int, Proc], after: dict[int, Proc], master_pid: int) 
         out["n_worker"] += kind == "worker"
         out["procs"].append([pid, kind, round(seconds, 3), proc.cmd[:100]])
     return out
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """``VmRSS`` and ``RssAnon`` of ``pid`` in KiB (``/proc/<pid>/status``); empty if it is gone."""
+    out: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "RssAnon"):
+                    out[key] = int(value.split()[0])
+    except (OSError, ValueError, IndexError):
+        return {}
+    return out
+
+
+def worker_memory(tag: str, master_pid: int) -> dict[str, Any]:
+    """The resident memory of a run's worker processes (every process of the run but the master
+    and the infrastructure, as :func:`cpu_split` counts them): how many, and the median and the
+    largest ``VmRSS`` and ``RssAnon`` in MiB."""
+    found = [
+        memory_kib(pid)
+        for pid, proc in snapshot(tag).items()
+        if pid != master_pid and not is_infra(proc)
+    ]
+    found = [m for m in found if "VmRSS" in m]
+    out: dict[str, Any] = {"n_rss": len(found)}
+    for key, name in (("VmRSS", "rss"), ("RssAnon", "rss_anon")):
+        values = sorted(m.get(key, 0) / 1024 for m in found)
+        if values:
+            out[f"worker_{name}_mib"] = values[len(values) // 2]
+            out[f"worker_{name}_max_mib"] = values[-1]
+    return out

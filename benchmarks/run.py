@@ -37,6 +37,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import procstat  # noqa: E402
+import scale  # noqa: E402
 import systems  # noqa: E402
 import workloads  # noqa: E402
 
@@ -515,6 +516,50 @@ def regressions(
     return lines, flagged
 
 
+def main_table(
+    records: list[dict[str, Any]], meta: dict[str, Any], syss: list[str], cols: list[Column]
+) -> list[str]:
+    """The main table: a row per system that ran one of its workloads, its medians and their
+    ratio to the reference; nothing without a column (``--only W7``: W7 has its own table)."""
+    if not cols:
+        return []
+    idle = (workloads.QUICK if meta["quick"] else workloads.FULL).w6_idle_s
+    ref = systems.REFERENCE
+    shown = {c.workload for c in cols}
+    lines = [""]
+    lines.append(
+        "| system | chunksize | "
+        + " | ".join(
+            c.label.format(idle=idle) + {True: " ↑", False: " ↓", None: ""}[c.higher_is_better]
+            for c in cols
+        )
+        + " |"
+    )
+    lines.append("|---|---|" + "---|" * len(cols))
+    for s in [s for s in syss if any(r["system"] == s and r["workload"] in shown for r in records)]:
+        cells = []
+        for c in cols:
+            runs = _runs(records, s, c.workload)
+            bad = [r for r in runs if not r.get("ok")]
+            if c.engine and systems.SYSTEMS[s].executor is None:
+                cells.append("n/a")
+            elif not runs:
+                cells.append("-")
+            elif bad:
+                cells.append(f"FAIL ({len(bad)}/{len(runs)})")
+            elif c.higher_is_better is None:
+                cells.append(", ".join(sorted({str(r.get(c.key)) for r in runs})))
+            else:
+                v = _median(runs, c.key)
+                own = systems.SYSTEMS[s].reference
+                ref_runs = _runs(records, own if own in syss else ref, c.workload)
+                cap = _cap(runs + ref_runs)
+                rv = _median(ref_runs, c.ref_key or c.key)
+                cells.append(_fig(v, cap) + _ratio(v, rv, cap))
+        lines.append(f"| {s} | {systems.SYSTEMS[s].chunksize} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def report(records: list[dict[str, Any]], meta: dict[str, Any], previous: Any = None) -> str:
     syss = meta["systems"]
     wls = meta["workloads"]
@@ -567,39 +612,10 @@ def report(records: list[dict[str, Any]], meta: dict[str, Any], previous: Any = 
             "W3 generational eff., sum of the durations / (16 x wall), so their R divides by the "
             f"W3 generational eff. of {ref}."
         )
-    lines.append("")
-    idle = (workloads.QUICK if meta["quick"] else workloads.FULL).w6_idle_s
-    lines.append(
-        "| system | chunksize | "
-        + " | ".join(
-            c.label.format(idle=idle) + {True: " ↑", False: " ↓", None: ""}[c.higher_is_better]
-            for c in cols
-        )
-        + " |"
-    )
-    lines.append("|---|---|" + "---|" * len(cols))
-    for s in syss:
-        cells = []
-        for c in cols:
-            runs = _runs(records, s, c.workload)
-            bad = [r for r in runs if not r.get("ok")]
-            if c.engine and systems.SYSTEMS[s].executor is None:
-                cells.append("n/a")
-            elif not runs:
-                cells.append("-")
-            elif bad:
-                cells.append(f"FAIL ({len(bad)}/{len(runs)})")
-            elif c.higher_is_better is None:
-                cells.append(", ".join(sorted({str(r.get(c.key)) for r in runs})))
-            else:
-                v = _median(runs, c.key)
-                own = systems.SYSTEMS[s].reference
-                ref_runs = _runs(records, own if own in syss else ref, c.workload)
-                cap = _cap(runs + ref_runs)
-                rv = _median(ref_runs, c.ref_key or c.key)
-                cells.append(_fig(v, cap) + _ratio(v, rv, cap))
-        lines.append(f"| {s} | {systems.SYSTEMS[s].chunksize} | " + " | ".join(cells) + " |")
+    lines += main_table(records, meta, syss, cols)
     lines += variant_costs(records, syss, cols)
+    sizes = workloads.QUICK if meta["quick"] else workloads.FULL
+    lines += scale.report(records, syss, sizes.w7_per_worker)
     lines += regressions(records, meta, previous)[0]
 
     lines += [
@@ -656,10 +672,17 @@ def report(records: list[dict[str, Any]], meta: dict[str, Any], previous: Any = 
 
 
 # ------------------------------------------------------------------------------ main
-def _pick(arg: str | None, known: list[str], what: str) -> list[str]:
+def _pick(
+    arg: str | None, known: list[str], what: str, default: list[str] | None = None
+) -> list[str]:
+    """The names ``arg`` lists (``default``, else all, without it); a name that is the prefix of
+    others before a ``-`` stands for them all (``W7``: ``W7-64x100ms``, ``W7-64x10ms``...)."""
     if not arg:
-        return known
-    chosen = [x.strip() for x in arg.split(",") if x.strip()]
+        return known if default is None else default
+    chosen = []
+    for x in (x.strip() for x in arg.split(",") if x.strip()):
+        group = [k for k in known if k.startswith(f"{x}-")]
+        chosen += group if group and x not in known else [x]
     unknown = [x for x in chosen if x not in known]
     if unknown:
         raise SystemExit(f"unknown {what}: {', '.join(unknown)}; known: {', '.join(known)}")
@@ -680,7 +703,8 @@ def main(argv: list[str]) -> int:
     )
     a = p.parse_args(argv)
     reps = a.reps if a.reps is not None else (1 if a.quick else 3)
-    wls = _pick(a.only, list(workloads.WORKLOADS), "workload")
+    every = list(workloads.WORKLOADS)
+    wls = _pick(a.only, every, "workload", [w for w in every if workloads.WORKLOADS[w].default])
     syss = _pick(a.systems, list(systems.SYSTEMS), "system")
     missing = {s: why for s in syss if (why := systems.SYSTEMS[s].missing())}
     if a.systems and missing:  # asked for by name: say why it cannot run
@@ -711,7 +735,8 @@ def main(argv: list[str]) -> int:
                 wl = workloads.WORKLOADS[w]
                 k = (rep - 1) % len(syss)
                 for s in syss[k:] + syss[:k]:
-                    if not systems.SYSTEMS[s].runs(w):  # a variant: W1, W2 and W2c only
+                    # a variant runs W1, W2 and W2c only; W7 runs on the MPI systems only
+                    if not systems.SYSTEMS[s].runs(w) or not wl.runs_on(s):
                         continue
                     rec = run_one(s, wl, rep, a.quick, Path(tmp))
                     records.append(rec)

@@ -23,9 +23,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from workloads import Fn, PMap, Workaround
+from workloads import WORKLOADS, Fn, PMap, Workaround
 
 REFERENCE = "mpi4py.futures"
+#: the scale workloads (W7-<N>x<ms>ms), the only ones the W7-only systems run
+W7_NAMES = tuple(name for name in WORKLOADS if name.startswith("W7-"))
 
 #: A system MPI: Debian's Open MPI, and an interpreter whose mpi4py is compiled against it
 #: (``bash .ci/openmpi`` builds ``.venv-openmpi`` with evocluster installed in it).
@@ -167,7 +169,9 @@ def _in_effect(ex: Any, name: str) -> Any:
 
 
 @contextlib.contextmanager
-def mpi4py_futures_pool(workers: int) -> Iterator[PMap]:
+def mpi4py_futures_pool(workers: int, per_worker: bool = False) -> Iterator[PMap]:
+    """``MPIPoolExecutor().map``: chunksize 1, its default; with ``per_worker``, one chunk per
+    worker (``ceil(tasks / workers)``: the best chunk size for W7's equal tasks)."""
     from mpi4py.futures import MPIPoolExecutor
 
     with MPIPoolExecutor() as ex:
@@ -175,10 +179,29 @@ def mpi4py_futures_pool(workers: int) -> Iterator[PMap]:
             raise RuntimeError(f"expected {workers} workers, got {ex.num_workers}")
 
         def pmap(fn: Fn, items: list[Any], timeout: float | None = None) -> list[Any]:
-            # chunksize=1, its default; on a timeout the iterator cancels the tasks not started
-            return list(ex.map(fn, items, timeout=timeout))
+            # on a timeout the iterator cancels the tasks not started
+            chunksize = -(-len(items) // workers) if per_worker else 1
+            return list(ex.map(fn, items, timeout=timeout, chunksize=max(1, chunksize)))
 
         yield pmap
+
+
+def mpi4py_futures_chunked_pool(workers: int) -> contextlib.AbstractContextManager[PMap]:
+    return mpi4py_futures_pool(workers, per_worker=True)
+
+
+def launch_bare_ranks(python: str, job: list[str], workers: int) -> list[str]:
+    """``mpiexec -n W+1 python benchmarks/bare_rank.py ...`` (the job's arguments): W7's bare
+    mpi4py ranks, whose memory the worker ranks of the other systems are compared with."""
+    bare = os.path.join(os.path.dirname(job[0]), "bare_rank.py")
+    return [_mpiexec(), "-n", str(workers + 1), python, bare, *job[1:]]
+
+
+@contextlib.contextmanager
+def no_pool(workers: int) -> Iterator[PMap]:
+    """The ``mpi4py-bare`` system runs ``bare_rank.py``, never ``bench_job.py``."""
+    raise RuntimeError("mpi4py-bare maps nothing: run.py launches benchmarks/bare_rank.py")
+    yield  # pragma: no cover
 
 
 @contextlib.contextmanager
@@ -401,6 +424,15 @@ SYSTEMS: dict[str, System] = {
             "1",
             mpi4py_cloudpickle,
         ),
+        # W7 only: mpi4py.futures with its best chunk size there, and a bare rank's memory
+        System(
+            "mpi4py.futures+chunks",
+            launch_mpiexec_module("mpi4py.futures"),
+            mpi4py_futures_chunked_pool,
+            "ceil(n / W)",
+            workloads=W7_NAMES,
+        ),
+        System("mpi4py-bare", launch_bare_ranks, no_pool, "n/a", workloads=W7_NAMES),
         System("scoop", launch_scoop(0), scoop_pool, "1 (no chunking)"),
         System(
             "evocluster-scoop",

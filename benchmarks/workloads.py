@@ -144,6 +144,7 @@ class Sizes:
     w5_bytes: int = 50 * MIB
     w5_cap_s: float = 40.0  # per map call: a slower one is reported as "> cap", not waited for
     w6_idle_s: float = 5.0
+    w7_per_worker: int = 20  # W7: tasks per worker rank, whatever the number of ranks
 
 
 FULL = Sizes()
@@ -157,6 +158,7 @@ QUICK = Sizes(
     w4_rows=50,
     w5_bytes=MIB,
     w6_idle_s=1.0,
+    w7_per_worker=5,
 )
 
 
@@ -451,6 +453,34 @@ def run_startup(pmap: PMap, workers: int, sz: Sizes, fix: Workaround | None) -> 
     return {"correct": True}
 
 
+def w7(sleep_s: float) -> Callable[[PMap, int, Sizes, Workaround | None], dict[str, Any]]:
+    """W7 (scale): ``w7_per_worker`` sleeps of ``sleep_s`` per worker rank, one map call; besides
+    the efficiency, the master's CPU seconds per task (``time.process_time()`` of rank 0, all its
+    threads, over the map call), the worker ranks' together (``/proc``), and the resident memory
+    of the worker ranks after it (``procstat.worker_memory``; the ``mpi4py-bare`` system gives a
+    bare mpi4py rank's)."""
+
+    def run(pmap: PMap, workers: int, sz: Sizes, fix: Workaround | None) -> dict[str, Any]:
+        tasks = sz.w7_per_worker * workers
+        tag = os.environ.get("BENCH_TAG", "-")
+        before = procstat.snapshot(tag)
+        cpu = time.process_time()
+        rec = _sleeps(pmap, workers, tasks, sleep_s)
+        cpu = time.process_time() - cpu
+        # the worker ranks' CPU over the same call (utime + stime, clock ticks: coarse)
+        split = procstat.cpu_split(before, procstat.snapshot(tag), os.getpid())
+        rec.update(n_tasks=tasks, master_cpu_s=cpu, master_cpu_ms_per_task=1e3 * cpu / tasks)
+        rec.update(
+            workers_cpu_s=split["worker"], workers_cpu_ms_per_task=1e3 * split["worker"] / tasks
+        )
+        rec.update(procstat.worker_memory(tag, os.getpid()))
+        if rec["n_rss"] != workers:
+            rec["warning"] = f"{rec['n_rss']} worker processes measured of {workers}"
+        return rec
+
+    return run
+
+
 @dataclass(frozen=True)
 class Workload:
     name: str
@@ -464,6 +494,52 @@ class Workload:
     #: sizes) -> metrics`` (``correct`` included), merged into the same record
     engine: Callable[[Any, int, Sizes], dict[str, Any]] | None = None
     details: tuple[str, ...] = ()  # further figures the report's detail table summarises
+    #: the systems it runs on (None: all); run.py skips the others
+    systems: tuple[str, ...] | None = None
+    #: part of a run without ``--only`` (W7 is not: it takes long, ``--only W7`` runs it)
+    default: bool = True
+    #: the job first maps one no-op and records when its result came (``first_result_s``),
+    #: before the warm-up (whose end is ``startup_s``: every worker has answered)
+    first_result: bool = False
+
+    def runs_on(self, system: str) -> bool:
+        return self.systems is None or system in self.systems
+
+
+#: W7's systems: evocluster over MPI, mpi4py.futures with its default chunk size (1) and with its
+#: best one here (tasks / workers: one chunk per worker), and a bare mpi4py rank (memory only)
+W7_SYSTEMS = ("evocluster-mpi", "mpi4py.futures", "mpi4py.futures+chunks", "mpi4py-bare")
+#: W7's figures, for the report's detail table
+W7_DETAILS = (
+    "first_result_s",
+    "master_cpu_ms_per_task",
+    "workers_cpu_ms_per_task",
+    "worker_rss_mib",
+    "worker_rss_anon_mib",
+    "worker_rss_max_mib",
+)
+
+
+def _w7_workloads() -> list[Workload]:
+    """W7-<N>x<ms>ms: N worker ranks (N+1 with the master), sleeps of that many milliseconds.
+    The time limit grows with N: 256 ranks on 2 cores take minutes to start."""
+    return [
+        Workload(
+            f"W7-{n}x{ms}ms",
+            n,
+            w7(ms / 1e3),
+            "efficiency",
+            True,
+            {64: 240, 128: 420, 256: 900}[n],
+            f"W7 {n} x {ms} ms efficiency",
+            details=W7_DETAILS,
+            systems=W7_SYSTEMS,
+            default=False,
+            first_result=True,
+        )
+        for n in (64, 128, 256)
+        for ms in (100, 10)
+    ]
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -494,5 +570,6 @@ WORKLOADS: dict[str, Workload] = {
         Workload("W6", 8, run_w6, "worker_cpu_s", False, 60, "W6 worker CPU-s idle"),
         Workload("S2", 2, run_startup, "startup_s", False, 60, "start-up W=2 (s)"),
         Workload("S16", 16, run_startup, "startup_s", False, 60, "start-up W=16 (s)"),
+        *_w7_workloads(),
     ]
 }

@@ -107,8 +107,10 @@ class Tally:
         self.checkpoint: dict[str, Any] | None = None
         self.failures = 0
 
-    def snapshots(self) -> list[dict[str, Any]]:
-        """Every pool's figures: the live ones now, the closed ones as they ended."""
+    def snapshots(self, per_worker: bool = False) -> list[dict[str, Any]]:
+        """Every pool's figures: the live ones now, the closed ones as they ended; each worker's
+        stats too only if ``per_worker`` (the log's ``workers`` record: the progress line needs
+        none, and copying them costs O(workers) a look)."""
         for _ in range(3):
             try:
                 live = list(observe.pools)
@@ -122,7 +124,7 @@ class Tally:
         for pool in live:
             if pool.serial not in found:
                 with contextlib.suppress(Exception):
-                    found[pool.serial] = pool.snapshot()
+                    found[pool.serial] = pool.snapshot(per_worker)
         return [found[k] for k in sorted(found)]
 
     def on_event(self, kind: str, fields: dict[str, Any]) -> None:
@@ -292,7 +294,7 @@ class Monitor:
             with contextlib.suppress(Exception):
                 self._live.stop()
         if self.log is not None:
-            snaps = self.tally.snapshots()
+            snaps = self.tally.snapshots(per_worker=True)
             fig = self.tally.figures(snaps)
             self._write_interval(fig)
             self._write_workers(snaps)
@@ -336,7 +338,7 @@ class Monitor:
                 return
             now = time.monotonic()
             try:
-                snaps = self.tally.snapshots()
+                snaps = self.tally.snapshots(per_worker=now >= next_log)
                 fig = self.tally.figures(snaps)
                 if now >= next_line:
                     # while work is pending, a line each time (a long evaluation is a line

@@ -69,6 +69,11 @@ class Pool(PoolBase):
         # each worker's, from its READY (the serial worker is this process: it sends none)
         self._hosts = [socket.gethostname()] * n if transport.evaluates_on_send else [""] * n
         self._pids = [0] * n  # each worker's, from its READY (it may write its host's copies)
+        # how many of them are known, and the workers per host once all are (built once, when the
+        # last READY arrives): a READY costs O(1), not a scan of every worker (O(n^2) over the
+        # start-up of n ranks)
+        self._placed = sum(map(bool, self._hosts))
+        self._per_host: dict[str, int] | None = None
         self._dead = [False] * n
         # the scheduler thread's CPU seconds, [sending, the rest]: stats()' master_* (_loop)
         self._cpu = [0.0, 0.0]
@@ -238,18 +243,25 @@ class Pool(PoolBase):
         self._labels[worker] = (
             f"{self.transport.describe(worker)} on host {record.host} (pid {record.pid})"
         )
+        if record.host and not self._hosts[worker]:
+            self._placed += 1
         self._hosts[worker] = record.host
         self._pids[worker] = record.pid
         if worker in self.workers:  # made when it was sent its first task (its bytes)
             stats = self.workers[worker]
             stats.name, stats.host = self.worker_identity(worker)
-        hosts = self.hosts()
-        if hosts is not None:  # the last one: the run log's hosts record
-            observe.emit("hosts", pool=self.serial, backend=self.name, hosts=hosts)
+        if self._placed == self.n_workers:  # the last one: the run log's hosts record
+            self._per_host = self._count_hosts()
+            observe.emit("hosts", pool=self.serial, backend=self.name, hosts=dict(self._per_host))
 
     def hosts(self) -> dict[str, int] | None:
-        if not all(self._hosts):  # not every worker has said where it runs yet
+        if self._placed < self.n_workers:  # not every worker has said where it runs yet
             return None
+        if self._per_host is None:  # (the serial pool's worker is this process: no READY)
+            self._per_host = self._count_hosts()
+        return dict(self._per_host)
+
+    def _count_hosts(self) -> dict[str, int]:
         hosts: dict[str, int] = {}
         for host in self._hosts:
             hosts[host] = hosts.get(host, 0) + 1

@@ -165,17 +165,19 @@ class PoolBase(abc.ABC):
         figure)."""
         return 0
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, per_worker: bool = True) -> dict[str, Any]:
         """What the monitor reads at intervals, from its own thread: counters, items put and
-        settled, workers busy, and per worker its stats (copies: the driver goes on)."""
-        for _ in range(3):  # a dict the driver grows meanwhile: copy it again
+        settled, workers busy, and per worker its stats (copies: the driver goes on).  Without
+        ``per_worker`` (the progress line, twice a second on a terminal) ``per_worker`` is
+        empty: copying every worker's stats costs O(workers), and only the log's ``workers``
+        record reads them."""
+        workers: dict[Any, dict[str, Any]] = {}
+        for _ in range(3) if per_worker else ():  # a dict the driver grows meanwhile: again
             try:
                 workers = {key: stats.copy() for key, stats in list(self.workers.items())}
                 break
             except RuntimeError:
                 continue
-        else:
-            workers = {}
         return {
             "serial": self.serial,
             "name": self.name,
@@ -564,7 +566,8 @@ class PoolBase(abc.ABC):
             function=job.function(),
         )
         job.owner.failures.append(record)  # one append: atomic; readers copy the list
-        observe.emit("failure", **record._asdict())
+        if observe.observing():  # a dict of its fields only for a listener: a penalized run
+            observe.emit("failure", **record._asdict())  # may fail on every item
 
     def _settle(
         self,

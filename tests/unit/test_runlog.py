@@ -161,7 +161,10 @@ class _Pool:
             "per_worker": {},
         } | snap
 
-    def snapshot(self) -> dict[str, Any]:
+        self.asked: list[bool] = []  # per_worker, at each look
+
+    def snapshot(self, per_worker: bool = True) -> dict[str, Any]:
+        self.asked.append(per_worker)
         return dict(self.snap)
 
 
@@ -171,6 +174,17 @@ def test_the_current_map_is_counted_from_the_pools_batch(monkeypatch: pytest.Mon
     fig = _monitor.Tally().figures()
     assert (fig["done"], fig["total"], fig["evaluations"]) == (5 + 5, 10 + 5, 30)
     assert (fig["workers"], fig["busy"]) == (4, 2)
+
+
+def test_only_the_logs_workers_record_asks_for_every_workers_stats(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pool = _Pool(5, put=3, settled=1)
+    monkeypatch.setattr(_observe, "pools", [pool])
+    tally = _monitor.Tally()
+    tally.figures()  # the progress line (twice a second on a terminal): O(1) per pool
+    tally.snapshots(per_worker=True)  # the log's workers record, every --log-every s
+    assert pool.asked == [False, True]
 
 
 def test_a_closed_pool_keeps_its_last_figures(monkeypatch: pytest.MonkeyPatch) -> None:

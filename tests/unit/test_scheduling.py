@@ -3,6 +3,7 @@ busy worker (prefetch), and which are held back until one is idle."""
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 import evocluster
+from evocluster import _observe
 
 
 def gated(seconds: float, gate: str | None = None, started: str | None = None) -> float:
@@ -121,3 +123,33 @@ def test_chunks_last_a_tenth_of_a_second_and_shrink_towards_the_end() -> None:
     assert set(_chunks(0.2, 100, 4)) == {1}
     cheap = _chunks(1e-6, 20_000, 2)
     assert cheap == [2500] * 8  # 4 chunks per worker, not split below 10 ms of work (10,000)
+
+
+def test_a_snapshot_copies_each_workers_stats_only_when_asked() -> None:
+    with evocluster.Executor(backend="local", workers=2) as ex:
+        assert list(ex.map(abs, range(-20, 0))) == list(range(20, 0, -1))
+        pool = ex._pool
+        full, light = pool.snapshot(), pool.snapshot(per_worker=False)
+    assert light["per_worker"] == {} and light["settled"] == full["settled"] == 20
+    assert sum(w["items"] for w in full["per_worker"].values()) == 20
+
+
+def test_failures_are_recorded_whether_or_not_anyone_listens() -> None:
+    """A failure's record is always kept (``Executor.failures``); its event goes to listeners
+    only, and is made only when one listens (``_observe.observing``)."""
+    heard: list[dict[str, Any]] = []
+
+    def sink(kind: str, fields: dict[str, Any]) -> None:
+        if kind == "failure":
+            heard.append(fields)
+
+    with evocluster.Executor(backend="local", workers=2, on_error="penalize", penalty=-1.0) as ex:
+        assert list(ex.map(math.sqrt, [4, -1])) == [2.0, -1.0]  # nobody listens
+        _observe.subscribe(sink)
+        try:
+            assert list(ex.map(math.sqrt, [-4, 9])) == [-1.0, 3.0]
+        finally:
+            _observe.unsubscribe(sink)
+        failures = ex.failures
+    assert [(f.item, f.action) for f in failures] == [(1, "penalized"), (0, "penalized")]
+    assert [(h["item"], h["error"]) for h in heard] == [(0, "builtins.ValueError")]
