@@ -5,15 +5,18 @@ can be worked out by hand for cases simple enough."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import launcher, output, run
 
 from evocluster._pool import Pool
 
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "simulate.py"
+_BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+_PATH = _BENCHMARKS / "simulate.py"
 
 
 def _load() -> Any:
@@ -45,7 +48,7 @@ def test_prefetch_hides_the_round_trip_as_the_policy_says() -> None:
     """Items of 0.1 s, 10 ms each way, 8 per worker, no warm-up.  Without prefetch each item
     waits for its round trip: 8 x (0.1 + 2 x 0.01) = 0.96 s; with 2 chunks per worker in flight
     only the first one does: 0.01 + 8 x 0.1 + 0.01 = 0.82 s."""
-    kw = {**FREE, "latency_us": 10_000.0, "tasks_per_worker": 8, "warmup": False}
+    kw = {**FREE, "latency_us": 10_000.0, "tasks_per_worker": 8, "warmup": "none"}
     one = simulate.simulate(4, duration="const:0.1", prefetch=1, **kw)
     two = simulate.simulate(4, duration="const:0.1", prefetch=2, **kw)
     assert one["makespan_s"] == pytest.approx(0.96)
@@ -82,7 +85,7 @@ def test_a_master_cost_above_the_work_serialises_the_run() -> None:
         recv_us=1e5,
         latency_us=0.0,
         poll="instant",
-        warmup=False,
+        warmup="none",
         chunk_target=0.01,
     )
     assert r["messages"] == 40
@@ -109,3 +112,18 @@ def test_durations_are_drawn_with_the_mean_asked() -> None:
         assert sum(values) / len(values) == pytest.approx(0.1, rel=0.05)
     with pytest.raises(ValueError, match="bad duration"):
         simulate.durations("pareto:0.1:1", random.Random(3))
+
+
+@pytest.mark.mpi
+def test_scale_real_runs_under_mpiexec() -> None:
+    """The real runs the simulator is checked against: scale_real.py on 2 workers (3 ranks),
+    its efficiency and the master's messages counted as in docs/scale.md."""
+    job = str(_BENCHMARKS / "scale_real.py")
+    r = run(launcher(job, "--tasks-per-worker", "3", "--sleep", "0.05", mpi=3), timeout=120)
+    assert r.returncode == 0, output(r)
+    rec = json.loads(r.stdout.strip().splitlines()[-1])
+    assert rec["workers"] == 2 and rec["tasks_per_worker"] == 3
+    (one,) = rec["maps"]
+    assert one["ideal_s"] == pytest.approx(0.15) and 0 < one["efficiency"] <= 1.0
+    assert rec["messages"] == 2 * rec["chunks"] > 0
+    assert rec["master_cpu_s"] > 0
