@@ -224,7 +224,8 @@ class SimTransport(Transport):
         if self.arrivals[0][0] > self.now:
             self.now = self._noticed(self.arrivals[0][0], latency)
         events: list[Event] = []
-        while self.arrivals and self.arrivals[0][0] <= self.now:
+        cutoff = self.now  # what has arrived when the master looks (MPI's drain), not later
+        while self.arrivals and self.arrivals[0][0] <= cutoff:
             _, _, worker, frames = heapq.heappop(self.arrivals)
             cost = self._stretch(self.recv_s)
             self.now += cost
