@@ -21,7 +21,8 @@ transport is simulated (:class:`SimTransport`), with a virtual clock:
 
 A run is a warm-up map of ``2 x workers`` no-ops (as ``bench_job.py`` and ``scale_real.py``, so
 the measured function's cost is unknown at first, as in the real runs), then ``--generations``
-maps of ``--tasks-per-worker x workers`` items.  Efficiency is the ideal time (the work over the
+maps (default 1) of ``--tasks-per-worker x workers`` items (default 20 per worker; with
+``--generations``, 2: an EA's generation).  Efficiency is the ideal time (the work over the
 workers) over the measured maps' wall time, from the first put to the last result.
 
 Examples::
@@ -491,11 +492,13 @@ def validate(out: Any = sys.stdout, **kw: Any) -> list[dict[str, Any]]:
 def _parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workers", type=int, default=10_000)
-    p.add_argument("--tasks-per-worker", type=float, default=20)
+    p.add_argument(
+        "--tasks-per-worker", type=float, help="per map (default 20; 2 with --generations)"
+    )
     p.add_argument(
         "--duration", default="const:0.1", help="const:S | lognormal:MEAN:SIGMA | pareto:MEAN:ALPHA"
     )
-    p.add_argument("--generations", type=int, default=1, help="maps one after another")
+    p.add_argument("--generations", type=int, help="maps one after another (default 1)")
     p.add_argument("--send-us", type=float, default=MPICH_SEND_US, help="master's us per send")
     p.add_argument("--recv-us", type=float, default=MPICH_RECV_US, help="master's us per receive")
     p.add_argument("--costs", choices=sorted(COSTS), help="send/recv costs of this system")
@@ -527,9 +530,9 @@ def main(argv: list[str]) -> int:
         return 0
     send_us, recv_us = COSTS[a.costs] if a.costs else (a.send_us, a.recv_us)
     kw = {
-        "tasks_per_worker": a.tasks_per_worker,
+        "tasks_per_worker": a.tasks_per_worker or (20 if a.generations is None else 2),
         "duration": a.duration,
-        "generations": a.generations,
+        "generations": a.generations or 1,
         "send_us": send_us,
         "recv_us": recv_us,
         "latency_us": a.latency_us,
