@@ -44,7 +44,11 @@ IDLE_POLL = 0.05  # while nothing is in flight, still look for unexpected worker
 class Pool(PoolBase):
     """A scheduler thread, its transport, and the jobs waiting for them."""
 
-    def __init__(self, transport: Transport, options: config.Options, name: str) -> None:
+    def __init__(
+        self, transport: Transport, options: config.Options, name: str, *, thread: bool = True
+    ) -> None:
+        """``thread=False``: no scheduler thread is started; the caller runs the loop itself,
+        with :meth:`drive` (a simulated transport and clock: ``benchmarks/simulate.py``)."""
         super().__init__(options, name, transport.n_workers)
         self.transport = transport
         # _lock also guards _incoming and _closing
@@ -80,7 +84,8 @@ class Pool(PoolBase):
         transport.work_of = self._work_of
         transport.label_of = self._labels.__getitem__
         self._thread = threading.Thread(target=self._run, name=f"evocluster-{name}", daemon=True)
-        self._thread.start()
+        if thread:
+            self._thread.start()
 
     # ------------------------------------------------------------------ user threads
     def put(self, job: Job) -> None:
@@ -180,6 +185,17 @@ class Pool(PoolBase):
                 self._cv.wait()
 
     # ------------------------------------------------------------------ scheduler thread
+    def drive(self) -> None:
+        """Run the scheduler loop in the calling thread until the pool closes, for a pool made
+        with ``thread=False``: the very loop the scheduler thread runs (policy, dispatch,
+        results), over a transport whose :meth:`Transport.poll` simulates the workers and
+        advances a virtual clock, and which puts the next jobs and closes the pool itself when
+        the loop finds nothing to do (``benchmarks/simulate.py``).  Nothing else may run the
+        pool's loop meanwhile."""
+        if self._thread.is_alive():
+            raise RuntimeError("this pool's loop runs in its scheduler thread")
+        self._run()
+
     def _run(self) -> None:
         try:
             self._loop()

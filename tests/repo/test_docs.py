@@ -192,6 +192,21 @@ _SLURM_HOSTS = Covered(
     "of their own, submits, requeues, and brings it down",
 )
 
+_SIMULATE = "tests/unit/test_simulate.py"
+_SIMULATOR = Covered(
+    (
+        f"{_SIMULATE}::test_prefetch_hides_the_round_trip_as_the_policy_says",
+        f"{_SIMULATE}::test_chunk_sizes_follow_the_measured_cost",
+        f"{_SIMULATE}::test_a_master_cost_above_the_work_serialises_the_run",
+    ),
+    "a benchmark (minutes to an hour): the tests run the same simulator, on the real scheduler, "
+    "at sizes worked out by hand",
+)
+_SCALE_REAL = Covered(
+    (f"{_SIMULATE}::test_scale_real_runs_under_mpiexec",),
+    "17 ranks of 100 ms sleeps are a benchmark: the test runs the same job on 3 ranks",
+)
+
 #: Commands the documentation shows that cannot run here as shown, and the tests that run them
 #: in substance.
 REGISTRY: dict[str, Covered] = {
@@ -202,6 +217,14 @@ REGISTRY: dict[str, Covered] = {
         ),
         "a flag of Open MPI's launcher, named in prose; the test runs a job with it",
     ),
+    "python benchmarks/simulate.py --workers 10000 --tasks-per-worker 2 --duration const:0.1 "
+    "--warmup same": _SIMULATOR,
+    "python benchmarks/simulate.py --validate": _SIMULATOR,
+    "python benchmarks/simulate.py --table": _SIMULATOR,
+    "mpiexec -n 17 python -m evocluster benchmarks/scale_real.py --tasks-per-worker 200 --sleep 0 "
+    "--maps 3 --chunksize 1": _SCALE_REAL,
+    "mpiexec -n 17 python -m evocluster benchmarks/scale_real.py --tasks-per-worker 20 "
+    "--sleep 0.1": _SCALE_REAL,
     "ip -n sw addr add 10.214.0.1/24 dev br0": _SLURM_HOSTS,
     "ip -n sw link set lo up": _SLURM_HOSTS,
     'EVOSLURM_ROOT=/tmp/evonodes EVOSLURM_NODES="h1=10.214.0.11 h2=10.214.0.12 h3=10.214.0.13" '
