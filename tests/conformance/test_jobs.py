@@ -113,11 +113,11 @@ def test_bigdata_dataset_crosses_once_per_host(config: str, where: Path) -> None
     stats, data, workers = summary["stats"], summary["data_bytes"], summary["n_workers"]
     tasks = summary["evaluations"]
     assert tasks > 10 * workers, summary  # sent per task, the data would cross `tasks` times
-    # SCOOP: the master publishes it once as a shared constant, which SCOOP hands to each worker;
-    # the fitness itself is small, and travels with each chunk there (once per worker elsewhere)
-    # local and MPI (one host): the master writes it once into shared memory, which every
-    # worker maps, and sends references only (issue 23)
-    copies = 1 if config.startswith("scoop") else 0
+    # on one host, every backend: the master writes it once into shared memory, which every
+    # worker maps, and sends references only (issue 23; SCOOP broadcasts the reference as a
+    # shared constant, and before that broadcast the data whole, once).  The fitness itself is
+    # small: under SCOOP it travels with each chunk (once per worker elsewhere)
+    copies = 0
     if config.startswith("scoop"):
         assert stats["functions_sent"] == stats["chunks"], stats
     else:  # once per worker that evaluated: a chunk needing the shared data waits for a worker

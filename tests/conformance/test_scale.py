@@ -44,6 +44,10 @@ SCALE_CHECKS = [
 
 @pytest.mark.mpi
 @pytest.mark.slow
+# not beside the runs over emulated hosts: 65 ranks on 2 cores starve their timing-sensitive
+# checks (in CI, once, the master was killed by hydra before its death watch said a remote
+# worker's death)
+@pytest.mark.xdist_group("mpi-multihost")
 def test_the_conformance_subset_passes_on_65_ranks(tmp_path: Path) -> None:
     assert set(SCALE_CHECKS) <= set(CHECKS)
     out = tmp_path / "result.json"
